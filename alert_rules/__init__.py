@@ -1,0 +1,1 @@
+"""errorgate.alert_rules"""

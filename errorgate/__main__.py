@@ -1,0 +1,3 @@
+from errorgate.cli import main
+
+raise SystemExit(main())

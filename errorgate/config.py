@@ -1,0 +1,261 @@
+"""Configuration in the OpenTelemetry Collector's shape.
+
+``load_config`` reads YAML, substitutes ``${env:NAME}`` / ``${env:NAME:-default}``,
+validates the top level, then validates each component's section against the
+model its factory registered. Every error names the key path that was wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from errorgate.component import EXPORTERS, PROCESSORS, ComponentConfig, Registry, load_builtin_components
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message starts with the key path."""
+
+
+# ---------------------------------------------------------------- durations & sizes
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|h|d)?\s*$")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> float:
+    """'500ms', '5s', '1m', '2h', '30d' or a number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 5s, got a boolean")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("duration must not be negative")
+        return float(value)
+    if isinstance(value, str):
+        total = 0.0
+        parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)", value.replace(" ", ""))
+        if parts and "".join(n + u for n, u in parts) == value.replace(" ", ""):
+            for number, unit in parts:
+                total += float(number) * _UNITS[unit]
+            return total
+        m = _DURATION.match(value)
+        if m:
+            return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    raise ValueError(f"expected a duration like 500ms, 5s, 1m or 1h30m, got {value!r}")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+# ---------------------------------------------------------------- shared sub-models
+
+
+class TLSServerConfig(ComponentConfig):
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None  # set -> mutual TLS: clients must present a cert signed by it
+
+
+class AuthConfig(ComponentConfig):
+    """Bearer-token auth for receivers. Tokens come from a file (one per line) and/or an env var."""
+
+    bearer_tokens_file: str | None = None
+    bearer_token_env: str | None = None
+
+
+class TLSClientConfig(ComponentConfig):
+    insecure: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name_override: str | None = None
+
+
+class RetryConfig(ComponentConfig):
+    enabled: bool = True
+    initial_interval: Duration = 1.0
+    max_interval: Duration = 30.0
+    multiplier: float = Field(default=1.5, ge=1.0)
+    max_elapsed_time: Duration = 0.0  # 0 = retry forever (the item stays queued)
+
+
+class QueueConfig(ComponentConfig):
+    enabled: bool = True
+    storage: str | None = None  # directory -> persistent queue; None -> in memory
+    max_size_mib: float = Field(default=512, gt=0)
+    num_consumers: int = Field(default=2, ge=1, le=64)
+
+
+class CircuitBreakerConfig(ComponentConfig):
+    enabled: bool = True
+    failure_threshold: int = Field(default=5, ge=1)
+    open_duration: Duration = 10.0
+
+
+# ---------------------------------------------------------------- top level
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    receivers: list[str] = Field(min_length=1)
+    processors: list[str] = Field(default_factory=list)
+    exporters: list[str] = Field(min_length=1)
+
+
+class MetricsTelemetryConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    endpoint: str | None = "127.0.0.1:9464"  # None disables the Prometheus/health endpoint
+    label_caps: dict[str, int] = Field(default_factory=dict)
+
+
+class LogsTelemetryConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    level: Literal["debug", "info", "warn", "warning", "error"] = "info"
+    encoding: Literal["console", "json"] = "console"
+
+
+class TelemetryConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    metrics: MetricsTelemetryConfig = Field(default_factory=MetricsTelemetryConfig)
+    logs: LogsTelemetryConfig = Field(default_factory=LogsTelemetryConfig)
+
+
+class ServiceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pipelines: dict[str, PipelineConfig]
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    data_dir: str = "./errorgate-data"  # extension: where queues, DLQ, keys and state live
+    shutdown_timeout: Duration = 30.0  # extension: how long SIGTERM waits for the drain
+    dedup_window: Duration = 300.0  # extension: re-sent identical batches within it are not forwarded twice
+    poll_interval: Duration = 0.2  # extension: how often held items (tail sampling) are checked
+
+    @field_validator("pipelines")
+    @classmethod
+    def _pipeline_names(cls, value: dict[str, PipelineConfig]) -> dict[str, PipelineConfig]:
+        for name in value:
+            signal = name.split("/", 1)[0]
+            if signal not in ("traces", "logs", "metrics"):
+                raise ValueError(f"pipeline {name!r}: name must start with traces, logs or metrics")
+        return value
+
+
+class Config(BaseModel):
+    """The validated file. Component sections are validated into their own models."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    receivers: dict[str, Any] = Field(default_factory=dict)
+    processors: dict[str, Any] = Field(default_factory=dict)
+    exporters: dict[str, Any] = Field(default_factory=dict)
+    extensions: dict[str, Any] = Field(default_factory=dict)
+    service: ServiceConfig
+    source: str = "<embedded default>"
+
+    def component(self, kind: str, component_id: str) -> Any:
+        return getattr(self, kind)[component_id]
+
+
+# ---------------------------------------------------------------- loading
+
+_ENV = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def substitute_env(text: str, environ: dict[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+
+    def repl(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"environment variable {name} is not set and ${{env:{name}}} has no default (:-value)")
+
+    lines = []
+    for line in text.splitlines(keepends=True):
+        stripped = line.lstrip()
+        lines.append(line if stripped.startswith("#") else _ENV.sub(repl, line))
+    return "".join(lines)
+
+
+def default_config_text() -> str:
+    return resources.files("errorgate").joinpath("default_config.yaml").read_text(encoding="utf-8")
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load and fully validate a config file (or the embedded default when ``path`` is None)."""
+    if path is None:
+        text, source = default_config_text(), "<embedded default>"
+    else:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None
+        source = str(p)
+    return parse_config(text, source)
+
+
+def parse_config(text: str, source: str = "<string>") -> Config:
+    try:
+        raw = yaml.safe_load(substitute_env(text))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{source}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping with receivers, processors, exporters, service")
+    try:
+        config = Config.model_validate({**raw, "source": source})
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e)) from None
+    load_builtin_components()
+    _validate_components(config)
+    return config
+
+
+def format_validation_error(e: ValidationError, prefix: str = "") -> str:
+    msgs = []
+    for err in e.errors():
+        path = ".".join(str(p) for p in (prefix.split(".") if prefix else []) + list(err["loc"]) if str(p))
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        msgs.append(f"{path}: {msg}" if path else msg)
+    return "; ".join(msgs)
+
+
+def _validate_components(config: Config) -> None:
+    from errorgate.receiver import RECEIVERS
+
+    registries: dict[str, Registry[Any]] = {"receivers": RECEIVERS, "processors": PROCESSORS, "exporters": EXPORTERS}
+    for kind, registry in registries.items():
+        section: dict[str, Any] = getattr(config, kind)
+        for component_id, settings in list(section.items()):
+            type_name = component_id.split("/", 1)[0]
+            factory = registry.get(type_name)
+            if factory is None:
+                known = ", ".join(registry.names()) or "none"
+                raise ConfigError(f"{kind}.{component_id}: unknown {registry.kind} type {type_name!r} (known: {known})")
+            if settings is not None and not isinstance(settings, dict):
+                raise ConfigError(f"{kind}.{component_id}: expected a mapping of settings, got {type(settings).__name__}")
+            try:
+                section[component_id] = factory.config_model.model_validate(settings or {})
+            except ValidationError as e:
+                raise ConfigError(format_validation_error(e, f"{kind}.{component_id}")) from None
+    for name, pipeline in config.service.pipelines.items():
+        for kind in ("receivers", "processors", "exporters"):
+            declared = getattr(config, kind)
+            for i, component_id in enumerate(getattr(pipeline, kind)):
+                if component_id not in declared:
+                    raise ConfigError(
+                        f"service.pipelines.{name}.{kind}[{i}]: {component_id!r} is not defined under {kind}:"
+                    )
+            ids = getattr(pipeline, kind)
+            if len(set(ids)) != len(ids):
+                raise ConfigError(f"service.pipelines.{name}.{kind}: lists a component twice")

@@ -1,0 +1,21 @@
+"""Exceptions that cross the receiver/pipeline boundary and map onto OTLP status codes."""
+
+from __future__ import annotations
+
+
+class Backpressure(Exception):
+    """The gateway cannot accept data now (queue full, shutting down): gRPC UNAVAILABLE with
+    RetryInfo, HTTP 503 with Retry-After. Nothing of the request was accepted."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ProcessingFailed(Exception):
+    """A processor raised on the batch; the batch was dead-lettered. gRPC INTERNAL / HTTP 500
+    (not retryable: the data is safe in the dead-letter store, replay it from there)."""
+
+
+class InvalidRequest(Exception):
+    """The request as a whole is malformed: gRPC INVALID_ARGUMENT / HTTP 400."""

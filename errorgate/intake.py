@@ -1,0 +1,35 @@
+"""Where decoded requests enter the gateway (receivers call ``Intake.accept``).
+
+Owned by the core. Receivers depend only on this Protocol and ``errorgate.errors``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from errorgate.signals import ExportRequest, Signal
+
+
+@dataclass(frozen=True)
+class AcceptResult:
+    """Maps onto OTLP ``partial_success``: items refused individually and why (PII-free)."""
+
+    rejected_items: int = 0
+    error_message: str = ""
+
+
+class Intake(Protocol):
+    def accept(self, signal: Signal, request: ExportRequest, *, raw: bytes | None, receiver: str) -> AcceptResult:
+        """Validate, de-duplicate, process and hand ``request`` to the exporters' queues.
+
+        Returns once every accepted item is durably queued (or dead-lettered), i.e. when it
+        is safe to acknowledge. ``raw`` is the undecoded body, used for duplicate detection.
+        Raises ``Backpressure`` (nothing accepted, retry later) or ``ProcessingFailed``
+        (a processor raised; the batch was dead-lettered).
+        """
+        ...
+
+    def readiness(self) -> tuple[str, dict[str, object]]:
+        """("pass"|"warn"|"fail", details) for /readyz and the gRPC health service."""
+        ...

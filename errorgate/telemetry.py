@@ -1,0 +1,106 @@
+"""errorgate's own Prometheus metrics (names are public contract: see CONVENTIONS).
+
+Each gateway owns one ``Telemetry`` with its own registry, so several gateways can
+run in one process (tests, ``errorgate demo``). Every label value passes through a
+``LabelCap`` so cardinality stays bounded: past the cap a label reads ``_other``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+OTHER = "_other"
+DEFAULT_LABEL_CAP = 200
+
+
+class LabelCap:
+    """Admits at most ``cap`` distinct values per label name; later ones become ``_other``."""
+
+    def __init__(self, caps: Mapping[str, int] | None = None, default: int = DEFAULT_LABEL_CAP) -> None:
+        self._caps = dict(caps or {})
+        self._default = default
+        self._seen: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+
+    def set_cap(self, label: str, cap: int) -> None:
+        self._caps[label] = cap
+
+    def __call__(self, label: str, value: str) -> str:
+        seen = self._seen.get(label)
+        if seen is not None and value in seen:
+            return value
+        with self._lock:
+            seen = self._seen.setdefault(label, set())
+            if value in seen:
+                return value
+            if len(seen) >= self._caps.get(label, self._default):
+                return OTHER
+            seen.add(value)
+            return value
+
+
+class Telemetry:
+    def __init__(self, label_caps: Mapping[str, int] | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.cap = LabelCap(label_caps)
+        r = self.registry
+        # pipeline
+        self.received = Counter("errorgate_received_items", "Items accepted from receivers", ["signal"], registry=r)
+        self.exported = Counter(
+            "errorgate_exported_items", "Items delivered by an exporter", ["signal", "exporter"], registry=r
+        )
+        self.dropped = Counter(
+            "errorgate_dropped_items", "Items intentionally dropped, by reason", ["signal", "reason"], registry=r
+        )
+        self.dead_lettered = Counter(
+            "errorgate_dead_lettered_items", "Items written to the dead-letter store", ["signal", "reason"], registry=r
+        )
+        self.rejected_batches = Counter(
+            "errorgate_rejected_requests",
+            "Export requests refused before acceptance (auth, size, malformed, backpressure)",
+            ["receiver", "reason"],
+            registry=r,
+        )
+        self.duplicate_batches = Counter(
+            "errorgate_duplicate_batches", "Re-sent batches acknowledged without forwarding", ["signal"], registry=r
+        )
+        self.queue_items = Gauge("errorgate_queue_items", "Items waiting in an exporter queue", ["exporter"], registry=r)
+        self.queue_bytes = Gauge("errorgate_queue_bytes", "Bytes in an exporter queue", ["exporter"], registry=r)
+        self.circuit_state = Gauge(
+            "errorgate_exporter_circuit_state",
+            "Exporter circuit breaker: 0 closed, 1 half-open, 2 open",
+            ["exporter"],
+            registry=r,
+        )
+        self.export_attempts = Counter(
+            "errorgate_export_attempts", "Export attempts by outcome", ["exporter", "outcome"], registry=r
+        )
+        self.processor_latency = Histogram(
+            "errorgate_processor_duration_seconds",
+            "Time a processor spends on one batch",
+            ["processor", "signal"],
+            buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
+        self.processor_failures = Counter(
+            "errorgate_processor_failures", "Batches a processor failed on", ["processor", "signal"], registry=r
+        )
+
+    def record_received(self, signal: str, n: int) -> None:
+        if n:
+            self.received.labels(signal).inc(n)
+
+    def record_dropped(self, signal: str, reason: str, n: int) -> None:
+        if n:
+            self.dropped.labels(signal, self.cap("reason", reason)).inc(n)
+
+    def record_dead_lettered(self, signal: str, reason: str, n: int) -> None:
+        if n:
+            self.dead_lettered.labels(signal, self.cap("reason", reason)).inc(n)
+
+    def record_exported(self, signal: str, exporter: str, n: int) -> None:
+        if n:
+            self.exported.labels(signal, exporter).inc(n)

@@ -1,0 +1,121 @@
+"""The service catalog (``governance/services.yaml``): who owns a service, how critical it
+is, its SLO, compliance scopes and escalation policy. Classification, retention and
+alert routing all read it, so its schema is validated strictly and errors name the key.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ComplianceScope = Literal["pci", "sox", "hipaa", "gdpr"]
+
+
+class CatalogError(ValueError):
+    """A problem in the service catalog file; the message names the key path."""
+
+
+class ErrorRateThresholds(BaseModel):
+    """Errors per minute above which an alert fires vs. only a review ticket is opened."""
+
+    model_config = ConfigDict(extra="forbid")
+    alert_per_minute: float = Field(default=60, gt=0)
+    review_per_minute: float = Field(default=10, gt=0)
+
+
+class ServiceEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    owner: str = Field(min_length=1, description="owning team, used for alert routing")
+    tier: int = Field(ge=1, le=4, description="criticality: 1 is most critical")
+    slo: float = Field(default=0.999, gt=0, lt=1, description="availability objective, e.g. 0.999")
+    compliance: list[ComplianceScope] = Field(default_factory=list)
+    escalation: str = Field(default="default", description="escalation policy name")
+    error_rate: ErrorRateThresholds = Field(default_factory=ErrorRateThresholds)
+    description: str = ""
+
+    @property
+    def error_budget(self) -> float:
+        return 1.0 - self.slo
+
+
+class EscalationPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    primary: str = Field(min_length=1)
+    secondary: str | None = None
+    lead: str | None = None
+    escalate_after: str = "15m"  # wait before the secondary is paged, then the lead
+    pagerduty_service_key_env: str | None = None
+    opsgenie_team: str | None = None
+    slack_channel: str | None = None
+
+
+class TeamEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    escalation: dict[str, EscalationPolicy] = Field(default_factory=dict)
+    slack_channel: str | None = None
+
+
+class ServiceCatalog(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    default: ServiceEntry = Field(default_factory=lambda: ServiceEntry(owner="unowned", tier=3))
+    teams: dict[str, TeamEntry] = Field(default_factory=dict)
+    services: dict[str, ServiceEntry] = Field(default_factory=dict)
+
+    @field_validator("services")
+    @classmethod
+    def _names(cls, value: dict[str, ServiceEntry]) -> dict[str, ServiceEntry]:
+        for name in value:
+            if not name.strip():
+                raise ValueError("service names must not be empty")
+        return value
+
+    def lookup(self, service: str) -> ServiceEntry:
+        """The entry for ``service``; unknown services get ``default``."""
+        return self.services.get(service, self.default)
+
+    def is_known(self, service: str) -> bool:
+        return service in self.services
+
+    @cached_property
+    def owners(self) -> list[str]:
+        return sorted({s.owner for s in self.services.values()} | {self.default.owner})
+
+
+def load_catalog(path: str | Path | None = None) -> ServiceCatalog:
+    """Load ``path`` or the bundled ``governance/services.yaml``."""
+    if path is None:
+        text = resources.files("errorgate.governance").joinpath("services.yaml").read_text(encoding="utf-8")
+        source = "governance/services.yaml"
+    else:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            raise CatalogError(f"cannot read service catalog {path}: {e.strerror}") from None
+        source = str(path)
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise CatalogError(f"{source}: not valid YAML: {e}") from None
+    try:
+        catalog = ServiceCatalog.model_validate(raw)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {'unknown key' if err['type'] == 'extra_forbidden' else err['msg']}"
+            for err in e.errors()
+        )
+        raise CatalogError(f"{source}: {problems}") from None
+    for name, entry in catalog.services.items():
+        team = catalog.teams.get(entry.owner)
+        if catalog.teams and team is None:
+            raise CatalogError(f"{source}: services.{name}.owner: team {entry.owner!r} is not defined under teams:")
+        if team is not None and team.escalation and entry.escalation not in team.escalation:
+            raise CatalogError(
+                f"{source}: services.{name}.escalation: policy {entry.escalation!r} is not defined "
+                f"under teams.{entry.owner}.escalation"
+            )
+    return catalog

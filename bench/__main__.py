@@ -1,0 +1,250 @@
+"""``make bench``: the same OTLP traffic through a bare pass-through proxy and through errorgate
+profiles, alternating in one run, printing items/s, p50/p99 latency, memory and ratios.
+
+Every peer is its own process (sink, proxy or gateway, load generator), so the GIL of one
+does not slow another; on a 2-core machine they still share cores, which is why the
+figures that matter are the ratios of runs made side by side, not absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+PROFILES: dict[str, list[str]] = {
+    "bare": [],
+    "intelligence": ["classify", "sample", "retention"],
+    "full": ["classify", "sample", "redact", "encrypt", "retention"],
+}
+TARGETS = {"bare": 0.8, "intelligence": 0.7, "full": 0.5}  # issue targets: ratio vs proxy
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on port {port} after {timeout}s")
+
+
+def rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def tree_rss_mib(pid: int) -> float:
+    """RSS of a process and its children (redaction worker processes count too)."""
+    total = rss_mib(pid)
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return total + sum(tree_rss_mib(int(c)) for c in children)
+
+
+def gateway_config(profile: str, port: int, metrics_port: int, sink_port: int, data_dir: Path) -> str:
+    procs = PROFILES[profile]
+    proc_cfg = {
+        "classify": "{}",
+        "sample": "{decision_wait: 1s}",
+        "redact": "{}",
+        "encrypt": "{}",
+        "retention": "{}",
+    }
+    processors = "\n".join(f"  {p}: {proc_cfg[p]}" for p in procs) or "  {}"
+    plist = ", ".join(procs)
+    mlist = ", ".join(p for p in procs if p == "redact")
+    return f"""
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: 127.0.0.1:{port}, max_recv_msg_size_mib: 64}}
+processors:
+{processors if procs else '  {}'}
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{sink_port}
+    tls: {{insecure: true}}
+    compression: none
+    sending_queue: {{storage: {data_dir}/queue, max_size_mib: 1024}}
+service:
+  data_dir: {data_dir}
+  pipelines:
+    traces:  {{receivers: [otlp], processors: [{plist}], exporters: [otlp]}}
+    logs:    {{receivers: [otlp], processors: [{plist}], exporters: [otlp]}}
+    metrics: {{receivers: [otlp], processors: [{mlist}], exporters: [otlp]}}
+  telemetry:
+    metrics: {{endpoint: 127.0.0.1:{metrics_port}}}
+    logs: {{level: warn}}
+"""
+
+
+def sink_requests(count_file: Path) -> int:
+    try:
+        return int(count_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def queue_items(metrics_port: int) -> float:
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return float("nan")
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("errorgate_queue_items{"))
+
+
+def run_target(name: str, sink_port: int, count_file: Path, duration: float, concurrency: int, seed: int) -> dict:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    metrics_port = None
+    with tempfile.TemporaryDirectory(prefix=f"eg-bench-{name}-") as tmp:
+        if name == "proxy":
+            cmd = [PY, "-m", "bench.servers", "proxy", "--port", str(port), "--upstream", f"127.0.0.1:{sink_port}"]
+        else:
+            metrics_port = free_port()
+            cfg = Path(tmp) / "config.yaml"
+            cfg.write_text(gateway_config(name, port, metrics_port, sink_port, Path(tmp) / "data"))
+            cmd = [PY, "-m", "errorgate", "serve", "--config", str(cfg)]
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_port(port, 120)
+            before = sink_requests(count_file)
+            gen = subprocess.Popen(
+                [PY, "-m", "bench.loadgen", "--target", f"127.0.0.1:{port}", "--duration", str(duration),
+                 "--concurrency", str(concurrency), "--seed", str(seed)],
+                env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True,
+            )
+            peak = 0.0
+            samples = []
+            while gen.poll() is None:
+                r = tree_rss_mib(proc.pid)
+                samples.append(r)
+                peak = max(peak, r)
+                time.sleep(0.5)
+            out, _ = gen.communicate()
+            result = json.loads(out.strip().splitlines()[-1])
+            # End to end: how long until the sink stops receiving (the gateway's queue drained).
+            t_end_send = time.monotonic()
+            last, stable_since = sink_requests(count_file), time.monotonic()
+            while time.monotonic() - stable_since < 1.5 and time.monotonic() - t_end_send < 120:
+                time.sleep(0.2)
+                now = sink_requests(count_file)
+                if now != last:
+                    last, stable_since = now, time.monotonic()
+            result["drain_s"] = max(0.0, stable_since - t_end_send)
+            result["delivered_requests"] = last - before
+            result["queue_items_at_end"] = queue_items(metrics_port) if metrics_port else 0.0
+            result["rss_peak_mib"] = peak
+            third = max(1, len(samples) // 3)
+            result["rss_first_third_mib"] = max(samples[:third]) if samples else float("nan")
+            result["rss_last_third_mib"] = max(samples[-third:]) if samples else float("nan")
+            result["e2e_items_per_s"] = result["acked_items"] / (result["elapsed_s"] + result["drain_s"])
+            return result
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            if proc.returncode not in (0, -15, None):
+                err = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
+                print(f"  ! {name} exited with {proc.returncode}: {err}", file=sys.stderr)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="make bench", description=__doc__)
+    ap.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_DURATION", 10)))
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--profiles", default="bare,intelligence,full")
+    ap.add_argument("--memory-run", type=float, default=0, help="extra seconds-long run of 'bare' to watch memory")
+    ap.add_argument("--skip-redaction", action="store_true", help="skip the per-string redaction benchmark")
+    args = ap.parse_args()
+
+    profiles = [p for p in args.profiles.split(",") if p]
+    results: dict[str, list[dict]] = {"proxy": [], **{p: [] for p in profiles}}
+    sink_port = free_port()
+    with tempfile.TemporaryDirectory(prefix="eg-bench-sink-") as tmp:
+        count_file = Path(tmp) / "count"
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        sink = subprocess.Popen(
+            [PY, "-m", "bench.servers", "sink", "--port", str(sink_port), "--count-file", str(count_file)],
+            env=env, cwd=ROOT,
+        )
+        try:
+            wait_port(sink_port)
+            for r in range(args.rounds):
+                for name in ["proxy", *profiles]:
+                    print(f"round {r + 1}/{args.rounds}: {name} ({args.duration:.0f}s)...", file=sys.stderr, flush=True)
+                    results[name].append(run_target(name, sink_port, count_file, args.duration, args.concurrency, r + 1))
+            if args.memory_run:
+                print(f"memory run: bare for {args.memory_run:.0f}s...", file=sys.stderr, flush=True)
+                results["memory_run"] = [run_target("bare", sink_port, count_file, args.memory_run, args.concurrency, 99)]
+        finally:
+            sink.terminate()
+            sink.wait(timeout=10)
+
+    def best(name: str, key: str) -> float:
+        vals = [r[key] for r in results[name]]
+        return sorted(vals)[len(vals) // 2] if vals else float("nan")
+
+    base = best("proxy", "items_per_s")
+    print("\n== gateway throughput (OTLP/gRPC, mixed traffic; median of rounds) ==")
+    print(f"{'target':<14}{'items/s':>10}{'e2e items/s':>13}{'p50 ms':>9}{'p99 ms':>9}{'peak MiB':>10}{'ratio':>8}{'goal':>7}")
+    summary: dict[str, object] = {}
+    for name in ["proxy", *profiles]:
+        ips = best(name, "items_per_s")
+        ratio = ips / base if base else float("nan")
+        goal = TARGETS.get(name)
+        e2e = best(name, "e2e_items_per_s")
+        print(f"{name:<14}{ips:>10.0f}{e2e:>13.0f}{best(name, 'p50_ms'):>9.2f}{best(name, 'p99_ms'):>9.2f}"
+              f"{best(name, 'rss_peak_mib'):>10.0f}{ratio:>8.2f}{(f'>={goal}' if goal else ''):>7}")
+        summary[name] = {"items_per_s": ips, "e2e_items_per_s": e2e, "ratio": ratio, "runs": results[name]}
+    if "memory_run" in results:
+        m = results["memory_run"][0]
+        print(f"\nmemory during a {args.memory_run:.0f}s run: first third peak {m['rss_first_third_mib']:.0f} MiB, "
+              f"last third peak {m['rss_last_third_mib']:.0f} MiB, queue at end {m['queue_items_at_end']:.0f} items")
+        summary["memory_run"] = m
+    if not args.skip_redaction:
+        try:
+            from bench import redaction
+        except ImportError:
+            redaction = None  # type: ignore[assignment]
+        if redaction is not None:
+            print("\n== redaction engine vs default Presidio (per string) ==")
+            summary["redaction"] = redaction.run()
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(summary, indent=2, default=str))
+    print(f"\nfull results: {out / 'latest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""Load generator (run as its own process): ``concurrency`` threads send the traffic mix over
+OTLP/gRPC as fast as the target acknowledges, for ``duration`` seconds. Prints one JSON line."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import threading
+import time
+
+import grpc
+
+from bench.traffic import build_templates, patched
+
+
+def _identity(b: bytes) -> bytes:
+    return b
+
+
+def run(target: str, duration: float, concurrency: int, seed: int) -> dict[str, float]:
+    templates = build_templates(seed)
+    channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 64 << 20)])
+    grpc.channel_ready_future(channel).result(timeout=20)
+    calls = {
+        t.path: channel.unary_unary(t.path, request_serializer=_identity, response_deserializer=_identity)
+        for t in templates
+    }
+    counter = itertools.count(seed << 40)
+    lock = threading.Lock()
+    latencies: list[float] = []
+    items = [0, 0, 0]  # acked items, acked requests, failed requests
+    stop_at = time.monotonic() + duration
+
+    def worker(offset: int) -> None:
+        local_lat: list[float] = []
+        acked = reqs = failed = 0
+        i = offset
+        while time.monotonic() < stop_at:
+            t = templates[i % len(templates)]
+            i += 1
+            payload = patched(t, next(counter))
+            begin = time.perf_counter()
+            try:
+                calls[t.path](payload, timeout=30)
+            except grpc.RpcError:
+                failed += 1
+                time.sleep(0.01)
+                continue
+            local_lat.append(time.perf_counter() - begin)
+            acked += t.items
+            reqs += 1
+        with lock:
+            latencies.extend(local_lat)
+            items[0] += acked
+            items[1] += reqs
+            items[2] += failed
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(concurrency)]
+    start = time.monotonic()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    elapsed = time.monotonic() - start
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")
+
+    channel.close()
+    return {
+        "elapsed_s": elapsed,
+        "acked_items": items[0],
+        "acked_requests": items[1],
+        "failed_requests": items[2],
+        "items_per_s": items[0] / elapsed,
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+    }
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--target", required=True)
+    ap.add_argument("--duration", type=float, default=10)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args()
+    print(json.dumps(run(a.target, a.duration, a.concurrency, a.seed)))

@@ -1,0 +1,330 @@
+"""Assembles a running gateway from a validated ``Config``: receivers, pipelines, exporters,
+self-telemetry, the poll loop for held items, and an orderly shutdown."""
+
+from __future__ import annotations
+
+import logging
+import signal as os_signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from errorgate import __version__
+from errorgate.component import EXPORTERS, PROCESSORS, ComponentContext, Processor
+from errorgate.config import Config
+from errorgate.dedup import DedupCache
+from errorgate.errors import Backpressure
+from errorgate.intake import AcceptResult
+from errorgate.observability import ObservabilityServer
+from errorgate.pipeline import Pipeline, Stage, poll_all
+from errorgate.signals import Batch, ExportRequest, Signal, count_items
+from errorgate.telemetry import Telemetry
+
+log = logging.getLogger("errorgate.gateway")
+
+# Processors that need whole traces get one shared trace assembler inserted before the first of them.
+TRACE_AWARE_PROCESSORS = ("classify", "sample")
+# After refusing data for lack of queue room, /readyz reports "fail" for this long, so a load
+# balancer steers traffic to another replica instead of retrying into a full queue.
+BACKPRESSURE_FAIL_SECONDS = 5.0
+
+
+class Gateway:
+    """``Gateway(config).start()`` … ``stop()``. Implements ``errorgate.intake.Intake``."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        svc = config.service
+        self.data_dir = Path(svc.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.telemetry = Telemetry(svc.telemetry.metrics.label_caps)
+        self.lock = threading.RLock()
+        self.dedup = DedupCache(svc.dedup_window)
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._last_backpressure = float("-inf")
+        self._poll_thread: threading.Thread | None = None
+        self._observability: ObservabilityServer | None = None
+        self.services: dict[str, object] = {}
+        self._setup_privacy_services()
+
+        from errorgate.dlq import DeadLetterStore
+
+        self.dlq = DeadLetterStore(self.data_dir / "dlq", self.telemetry, self._codec())
+        self.exporters = self._build_exporters()
+        self._processors: dict[tuple[str, int], Processor] = {}
+        self.pipelines = [self._build_pipeline(name) for name in svc.pipelines]
+        self._routes: dict[tuple[str, Signal], list[Pipeline]] = {}
+        for p in self.pipelines:
+            for rid in p.receivers:
+                self._routes.setdefault((rid, p.signal), []).append(p)
+        self.receivers: list[Any] = []
+
+    # ------------------------------------------------------------------ building
+
+    def _context(self, component_id: str) -> ComponentContext:
+        return ComponentContext(
+            component_id=component_id,
+            data_dir=self.data_dir,
+            telemetry=self.telemetry,
+            logger=logging.getLogger(f"errorgate.{component_id}"),
+            services=self.services,
+        )
+
+    def _codec(self) -> Any:
+        return self.services.get("codec")
+
+    def _setup_privacy_services(self) -> None:
+        """With an ``encrypt`` processor configured, one keyring serves field encryption, the
+        redact processor's keyed actions, and encryption at rest of queues, DLQ and held items."""
+        encrypt_ids = [cid for cid in self.config.processors if cid.split("/", 1)[0] == "encrypt"]
+        if not encrypt_ids:
+            return
+        from errorgate.governance.crypto import AeadCodec
+        from errorgate.processors.encrypt import keyring_from_config
+
+        keyring = keyring_from_config(
+            self.config.processors[encrypt_ids[0]], self.data_dir, logging.getLogger("errorgate.keyring")
+        )
+        self.services["keyring"] = keyring
+        self.services["codec"] = AeadCodec(keyring, "at-rest")
+
+    def _build_exporters(self) -> dict[str, Any]:
+        from errorgate.delivery import QueuedExporter
+
+        used = {e for p in self.config.service.pipelines.values() for e in p.exporters}
+        built: dict[str, Any] = {}
+        for exporter_id in sorted(used):
+            cfg = self.config.exporters[exporter_id]
+            factory = EXPORTERS.get(exporter_id.split("/", 1)[0])
+            assert factory is not None  # config validation guarantees it
+            ctx = self._context(exporter_id)
+            exporter = factory.create(cfg, ctx)
+            built[exporter_id] = QueuedExporter(exporter_id, exporter, cfg, ctx, self.dlq, self._codec())
+        return built
+
+    def _processor(self, component_id: str, signal: Signal, occurrence: int) -> Processor:
+        # One instance per component id serves every signal (sample shares its decision cache
+        # between traces and logs); a second pipeline of the same signal gets its own instance.
+        key = (component_id, occurrence)
+        if key not in self._processors:
+            factory = PROCESSORS.get(component_id.split("/", 1)[0])
+            assert factory is not None
+            self._processors[key] = factory.create(self.config.processors[component_id], self._context(component_id))
+        return self._processors[key]
+
+    def _build_pipeline(self, name: str) -> Pipeline:
+        spec = self.config.service.pipelines[name]
+        signal = Signal(name.split("/", 1)[0])
+        same_signal_before = [
+            n for n in self.config.service.pipelines if n.split("/", 1)[0] == signal.value and n < name
+        ]
+        stages: list[Stage] = []
+        for component_id in spec.processors:
+            type_name = component_id.split("/", 1)[0]
+            if (
+                signal is Signal.TRACES
+                and type_name in TRACE_AWARE_PROCESSORS
+                and not any(s.component_id.startswith("assembly") for s in stages)
+            ):
+                stages.append(Stage(f"assembly/{name}", self._assembler(spec.processors, name)))
+            occurrence = sum(1 for n in same_signal_before if component_id in self.config.service.pipelines[n].processors)
+            processor = self._processor(component_id, signal, occurrence)
+            if signal not in getattr(processor, "signals", frozenset(Signal)):
+                continue  # e.g. a traces-only processor listed in a metrics pipeline: documented no-op
+            stages.append(Stage(component_id, processor))
+        return Pipeline(
+            name=name,
+            signal=signal,
+            receivers=list(spec.receivers),
+            stages=stages,
+            exporters=[(e, self.exporters[e]) for e in spec.exporters],
+            telemetry=self.telemetry,
+            dlq=self.dlq,
+            lock=self.lock,
+        )
+
+    def _assembler(self, processor_ids: list[str], pipeline_name: str) -> Processor:
+        from errorgate.assembly import TraceAssembler
+
+        sample_ids = [c for c in processor_ids if c.split("/", 1)[0] == "sample"]
+        sample_cfg = self.config.processors[sample_ids[0]] if sample_ids else None
+        return TraceAssembler.from_sample_config(sample_cfg, self._context(f"assembly/{pipeline_name}"))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        from errorgate.receiver import build_receivers
+
+        for exporter in self.exporters.values():
+            exporter.start()
+        metrics_endpoint = self.config.service.telemetry.metrics.endpoint
+        if metrics_endpoint:
+            self._observability = ObservabilityServer(
+                metrics_endpoint, self.telemetry.registry, self.readiness, __version__
+            )
+            self._observability.start()
+        self._poll_thread = threading.Thread(target=self._poll_loop, name="errorgate-poll", daemon=True)
+        self._poll_thread.start()
+        used = sorted({r for p in self.pipelines for r in p.receivers})
+        for receiver_id in used:
+            cfg = self.config.receivers[receiver_id]
+            for receiver in build_receivers(
+                receiver_id, cfg, self, logging.getLogger(f"errorgate.{receiver_id}"), self.telemetry
+            ):
+                receiver.start()
+                self.receivers.append(receiver)
+                log.info(
+                    "receiver listening",
+                    extra={"receiver": receiver_id, "protocol": receiver.protocol, "endpoint": receiver.endpoint},
+                )
+        log.info("errorgate started", extra={"data_dir": str(self.data_dir), "pipelines": len(self.pipelines)})
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop accepting, flush processors, drain exporters (or leave items in the persistent
+        queue), then shut everything down. Returns True when every queue drained in time."""
+        if self._stopped.is_set():
+            return True
+        timeout = self.config.service.shutdown_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        self._stopping.set()
+        for receiver in self.receivers:
+            receiver.stop(min(5.0, timeout))
+        if self._poll_thread is not None:
+            self._poll_thread.join(timeout=5)
+        poll_all(self.pipelines, time.time(), flush=True)
+        drained = all(e.drain(max(0.0, deadline - time.monotonic())) for e in self.exporters.values())
+        for e in self.exporters.values():
+            e.shutdown()
+        for p in self._processors.values():
+            try:
+                p.shutdown()
+            except Exception as err:
+                log.error("processor shutdown failed", extra={"error_type": type(err).__name__})
+        for pipeline in self.pipelines:
+            for stage in pipeline.stages:
+                if stage.component_id.startswith("assembly/"):
+                    stage.processor.shutdown()
+        if self._observability is not None:
+            self._observability.stop()
+        self._stopped.set()
+        log.info("errorgate stopped", extra={"drained": drained})
+        return drained
+
+    def run_until_signalled(self) -> int:
+        """Block until SIGTERM/SIGINT, then stop cleanly. Returns the process exit code."""
+        got = threading.Event()
+
+        def handler(signum: int, frame: object) -> None:
+            log.info("signal received, shutting down", extra={"signal": os_signal.Signals(signum).name})
+            got.set()
+
+        os_signal.signal(os_signal.SIGTERM, handler)
+        os_signal.signal(os_signal.SIGINT, handler)
+        while not got.wait(0.5):
+            pass
+        self.stop()
+        return 0
+
+    def _poll_loop(self) -> None:
+        interval = self.config.service.poll_interval
+        while not self._stopping.wait(interval):
+            try:
+                poll_all(self.pipelines, time.time())
+            except Exception as e:  # keep polling; a failure here must not strand held items forever
+                log.error("poll failed", extra={"error_type": type(e).__name__})
+
+    # ------------------------------------------------------------------ endpoints
+
+    def _receiver_endpoint(self, protocol: str) -> str:
+        for r in self.receivers:
+            if r.protocol == protocol:
+                return str(r.endpoint)
+        raise LookupError(f"no {protocol} receiver is running")
+
+    @property
+    def grpc_endpoint(self) -> str:
+        return self._receiver_endpoint("grpc")
+
+    @property
+    def http_endpoint(self) -> str:
+        return self._receiver_endpoint("http")
+
+    @property
+    def metrics_endpoint(self) -> str:
+        if self._observability is None:
+            raise LookupError("service.telemetry.metrics.endpoint is disabled")
+        return self._observability.endpoint
+
+    # ------------------------------------------------------------------ Intake
+
+    def accept(self, signal: Signal, request: ExportRequest, *, raw: bytes | None, receiver: str) -> AcceptResult:
+        if self._stopping.is_set():
+            raise Backpressure("errorgate is shutting down", retry_after=5.0)
+        pipelines = self._routes.get((receiver, signal), [])
+        nbytes = len(raw) if raw is not None else request.ByteSize()
+        if not all(p.has_room(nbytes) for p in pipelines):
+            self._last_backpressure = time.monotonic()
+            raise Backpressure("export queue is full", retry_after=self._retry_after())
+        now = time.time()
+        dedup_key = DedupCache.key(signal, raw) if raw is not None and self.dedup.enabled else None
+        if dedup_key is not None and self.dedup.seen(dedup_key, now):
+            n = count_items(request)
+            self.telemetry.record_received(signal.value, n)
+            self.telemetry.record_dropped(signal.value, "duplicate", n)
+            self.telemetry.duplicate_batches.labels(signal.value).inc()
+            return AcceptResult()
+        rejected = self._validate(signal, request, receiver)
+        if not pipelines:
+            # A receiver listed in no pipeline of this signal: nothing would process it.
+            n = count_items(request)
+            self.telemetry.record_received(signal.value, n)
+            self.telemetry.record_dropped(signal.value, "no_pipeline", n)
+            return AcceptResult(rejected_items=n, error_message=f"no {signal.value} pipeline uses this receiver")
+        self.telemetry.record_received(signal.value, count_items(request) + rejected[0])
+        for i, pipeline in enumerate(pipelines):
+            req = request
+            if i < len(pipelines) - 1:
+                req = type(request)()
+                req.CopyFrom(request)
+            pipeline.consume(Batch(signal, req, received_at=now, receiver=receiver))
+        if dedup_key is not None:
+            self.dedup.remember(dedup_key, now)
+        return AcceptResult(rejected_items=rejected[0], error_message=rejected[1])
+
+    def _validate(self, signal: Signal, request: ExportRequest, receiver: str) -> tuple[int, str]:
+        from errorgate.validation import validate_request
+
+        limits = self.config.receivers[receiver].validation
+        rejections = validate_request(signal, request, limits)
+        if not rejections.count:
+            return 0, ""
+        self.dlq.put(
+            signal, rejections.request, reason="invalid_item", detail=rejections.message(), source=f"receiver:{receiver}"
+        )
+        return rejections.count, rejections.message()
+
+    def _retry_after(self) -> float:
+        return 2.0
+
+    def readiness(self) -> tuple[str, dict[str, object]]:
+        if self._stopping.is_set():
+            return "fail", {"gateway": {"status": "fail", "output": "shutting down"}}
+        checks: dict[str, object] = {}
+        status = "pass"
+        if time.monotonic() - self._last_backpressure < BACKPRESSURE_FAIL_SECONDS:
+            status = "fail"
+            checks["gateway"] = {"status": "fail", "output": "refusing data: export queue full"}
+        for exporter_id, exporter in self.exporters.items():
+            state = exporter.state()
+            if not state.get("accepting", True):
+                check = "fail"
+            elif state.get("circuit", "closed") != "closed":
+                check = "warn"
+            else:
+                check = "pass"
+            checks[f"exporter:{exporter_id}"] = {"status": check, **state}
+            if check == "fail" or (check == "warn" and status == "pass"):
+                status = check
+        return status, checks

@@ -1,0 +1,73 @@
+"""The self-telemetry endpoint: Prometheus ``/metrics``, ``/healthz`` (liveness) and
+``/readyz`` in the health+json format (pass / warn / fail)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+Readiness = Callable[[], tuple[str, dict[str, object]]]
+
+
+class ObservabilityServer:
+    def __init__(self, endpoint: str, registry: CollectorRegistry, readiness: Readiness, version: str) -> None:
+        host, _, port = endpoint.rpartition(":")
+        self._address = (host.strip("[]") or "127.0.0.1", int(port))
+        self._registry = registry
+        self._readiness = readiness
+        self._version = version
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def endpoint(self) -> str:
+        assert self._server is not None, "not started"
+        host, port = self._server.server_address[:2]
+        return f"{host}:{port}"
+
+    def start(self) -> None:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:  # quiet: scrapes are not news
+                pass
+
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, CONTENT_TYPE_LATEST, generate_latest(outer._registry))
+                elif path == "/healthz":
+                    self._json(200, {"status": "pass", "version": outer._version})
+                elif path == "/readyz":
+                    status, checks = outer._readiness()
+                    body = {"status": status, "version": outer._version, "checks": checks}
+                    self._json(503 if status == "fail" else 200, body)
+                else:
+                    self._send(404, "text/plain", b"not found: try /metrics, /healthz or /readyz\n")
+
+            def _json(self, code: int, body: dict[str, object]) -> None:
+                self._send(code, "application/health+json", json.dumps(body).encode())
+
+            def _send(self, code: int, content_type: str, body: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._server = ThreadingHTTPServer(self._address, Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="errorgate-metrics", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

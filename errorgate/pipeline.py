@@ -1,0 +1,217 @@
+"""One pipeline per ``service.pipelines`` entry: processors in order, then fan-out to exporters.
+
+Threading model (see README "Using both cores"): receivers call in from many threads.
+Processors that keep state (classify, sample, the trace assembler) run under one
+gateway-wide lock so they see a consistent order; processors that declare
+``thread_safe = True`` (redact, encrypt, retention) run outside it, so CPU-heavy
+stateless work overlaps and can fan out to worker processes of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from errorgate.component import Output, Processor
+from errorgate.errors import Backpressure, ProcessingFailed
+from errorgate.signals import Batch, Signal
+
+if TYPE_CHECKING:
+    from errorgate.delivery import QueuedExporter
+    from errorgate.dlq import DeadLetterStore
+    from errorgate.telemetry import Telemetry
+
+log = logging.getLogger("errorgate.pipeline")
+
+# How long a batch that already went through the processors waits for queue room
+# before it is dead-lettered instead (the up-front capacity check makes this rare).
+ENQUEUE_WAIT_SECONDS = 5.0
+
+
+@dataclass
+class Stage:
+    component_id: str
+    processor: Processor
+
+    @property
+    def thread_safe(self) -> bool:
+        return bool(getattr(self.processor, "thread_safe", False))
+
+
+@dataclass
+class Pipeline:
+    name: str
+    signal: Signal
+    receivers: list[str]
+    stages: list[Stage]
+    exporters: list[tuple[str, QueuedExporter]]
+    telemetry: Telemetry
+    dlq: DeadLetterStore
+    lock: threading.RLock
+    _stage_index: dict[int, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._stage_index = {id(s.processor): i for i, s in enumerate(self.stages)}
+
+    # ------------------------------------------------------------ intake side
+
+    def has_room(self, nbytes: int) -> bool:
+        return all(exporter.has_room(nbytes) for _, exporter in self.exporters)
+
+    def consume(self, batch: Batch) -> None:
+        """Run ``batch`` through every stage and queue the result. Raises ProcessingFailed."""
+        original = None
+        if self.stages:
+            # Kept so a processor failure dead-letters the batch as received, never half-processed.
+            original = type(batch.request)()
+            original.CopyFrom(batch.request)
+        try:
+            out = self._run([batch], 0)
+        except _StageFailed as failure:
+            assert original is not None
+            reason = f"{type(failure.error).__name__} in processor {failure.component_id}"
+            self.dlq.put(
+                self.signal, original, reason="processor_error", detail=reason, source=f"processor:{failure.component_id}"
+            )
+            raise ProcessingFailed(f"processor {failure.component_id} failed; the batch was dead-lettered") from None
+        self._deliver(out)
+
+    def release(self, stage_index: int, out: Output) -> None:
+        """Items a processor released on its own (poll/flush) continue after that processor."""
+        try:
+            out = self._continue(out, stage_index + 1)
+        except _StageFailed as failure:
+            for b in out.batches:
+                self.dlq.put(
+                    self.signal,
+                    b.request,
+                    reason="processor_error",
+                    detail=f"{type(failure.error).__name__} in processor {failure.component_id}",
+                    source=f"processor:{failure.component_id}",
+                )
+            for cb in out.on_persisted:
+                cb()
+            return
+        self._deliver(out)
+
+    def index_of(self, processor: Processor) -> int | None:
+        return self._stage_index.get(id(processor))
+
+    # ------------------------------------------------------------ internals
+
+    def _run(self, batches: list[Batch], start: int) -> Output:
+        return self._continue(Output(batches=batches), start)
+
+    def _continue(self, out: Output, start: int) -> Output:
+        for index in range(start, len(self.stages)):
+            if not out.batches:
+                break
+            stage = self.stages[index]
+            nxt = Output(dropped=out.dropped, on_persisted=out.on_persisted)
+            guard: AbstractContextManager[object] = nullcontext() if stage.thread_safe else self.lock
+            for batch in out.batches:
+                begin = time.perf_counter()
+                try:
+                    with guard:
+                        result = stage.processor.process(batch)
+                except Exception as e:  # a broken processor must not take the gateway down
+                    self.telemetry.processor_failures.labels(stage.component_id, self.signal.value).inc()
+                    tb = e.__traceback__
+                    while tb is not None and tb.tb_next is not None:
+                        tb = tb.tb_next
+                    where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
+                    # Exception text may quote telemetry values (PII): log the type and place only.
+                    log.error(
+                        "processor failed",
+                        extra={"processor": stage.component_id, "error_type": type(e).__name__, "where": where},
+                    )
+                    raise _StageFailed(stage.component_id, e) from None
+                finally:
+                    self.telemetry.processor_latency.labels(stage.component_id, self.signal.value).observe(
+                        time.perf_counter() - begin
+                    )
+                nxt.merge(result)
+            out = nxt
+        return out
+
+    def _deliver(self, out: Output) -> None:
+        for reason, n in out.dropped.items():
+            self.telemetry.record_dropped(self.signal.value, reason, n)
+        for batch in out.batches:
+            if batch.is_empty():
+                continue
+            for exporter_id, exporter in self.exporters:
+                self._enqueue(exporter_id, exporter, batch)
+        for callback in out.on_persisted:
+            callback()
+
+    def _enqueue(self, exporter_id: str, exporter: QueuedExporter, batch: Batch) -> None:
+        deadline = time.monotonic() + ENQUEUE_WAIT_SECONDS
+        while True:
+            try:
+                exporter.enqueue(batch)
+                return
+            except Backpressure:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.05)
+        self.dlq.put(
+            self.signal,
+            batch.request,
+            reason="queue_full",
+            detail=f"exporter {exporter_id} queue stayed full after processing",
+            source=f"exporter:{exporter_id}",
+        )
+
+
+class _StageFailed(Exception):
+    def __init__(self, component_id: str, error: Exception) -> None:
+        super().__init__(component_id)
+        self.component_id = component_id
+        self.error = error
+
+
+def poll_all(pipelines: Sequence[Pipeline], now: float, flush: bool = False) -> None:
+    """Collect items held by processors (``poll`` or, at shutdown, ``flush``) and send them on."""
+    seen: set[int] = set()
+    for pipeline in pipelines:
+        for index, stage in enumerate(pipeline.stages):
+            key = id(stage.processor)
+            if key in seen:
+                continue
+            seen.add(key)
+            call: Callable[[], Output] = (
+                stage.processor.flush if flush else (lambda p=stage.processor: p.poll(now))  # type: ignore[misc]
+            )
+            try:
+                with pipeline.lock:
+                    out = call()
+            except Exception as e:
+                log.error("processor poll failed", extra={"processor": stage.component_id, "error_type": type(e).__name__})
+                continue
+            if not out.batches and not out.dropped and not out.on_persisted:
+                continue
+            # A shared processor releases batches of several signals: route each to its pipeline.
+            by_signal: dict[Signal, Output] = {}
+            for batch in out.batches:
+                by_signal.setdefault(batch.signal, Output()).batches.append(batch)
+            by_signal.setdefault(pipeline.signal, Output()).dropped.update(out.dropped)
+            for signal, part in by_signal.items():
+                target = _pipeline_for(pipelines, stage.processor, signal) or pipeline
+                target_index = target.index_of(stage.processor)
+                target.release(index if target_index is None else target_index, part)
+            # Only once every part is queued may the processor forget its durable copies.
+            for callback in out.on_persisted:
+                callback()
+
+
+def _pipeline_for(pipelines: Sequence[Pipeline], processor: Processor, signal: Signal) -> Pipeline | None:
+    for p in pipelines:
+        if p.signal is signal and p.index_of(processor) is not None:
+            return p
+    return None

@@ -1,0 +1,116 @@
+"""Configuration: the Collector's shape, env substitution, and errors that name the key path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from errorgate.config import ConfigError, load_config, parse_config, parse_duration
+
+BASE = """
+receivers:
+  otlp: {}
+exporters:
+  file: {path: /tmp/x}
+service:
+  pipelines:
+    traces: {receivers: [otlp], exporters: [file]}
+"""
+
+
+def test_embedded_default_is_valid_and_listens_on_localhost() -> None:
+    config = load_config(None)
+    grpc = config.receivers["otlp"].protocols.grpc
+    http = config.receivers["otlp"].protocols.http
+    assert grpc.endpoint == "127.0.0.1:4317" and http.endpoint == "127.0.0.1:4318"
+    assert config.service.telemetry.metrics.endpoint == "127.0.0.1:9464"
+    assert set(config.service.pipelines) == {"traces", "logs", "metrics"}
+
+
+def test_empty_component_settings_use_defaults() -> None:
+    config = parse_config(BASE)
+    assert config.receivers["otlp"].protocols.grpc.max_recv_msg_size_mib == 16
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        (BASE.replace("otlp: {}", "otlp: {protocols: {grpc: {endpoint: x, bogus: 1}}}"),
+         "receivers.otlp.protocols.grpc.bogus: unknown key"),
+        (BASE.replace("file: {path: /tmp/x}", "file: {path: /tmp/x, rotation: {max_megabytes: -1}}"),
+         "exporters.file.rotation.max_megabytes"),
+        (BASE.replace("exporters: [file]", "exporters: [otlp/missing]"),
+         "service.pipelines.traces.exporters[0]: 'otlp/missing' is not defined under exporters:"),
+        (BASE.replace("file: {path: /tmp/x}", "kafka: {}"), "exporters.kafka: unknown exporter type 'kafka'"),
+        (BASE.replace("traces: {", "spans: {"), "service.pipelines: Value error, pipeline 'spans'"),
+        (BASE + "  data_dri: ./x\n", "service.data_dri: unknown key"),
+        (BASE + "extra_top: 1\n", "extra_top: unknown key"),
+        (BASE.replace("otlp: {}", "otlp: [1, 2]"), "receivers.otlp: expected a mapping"),
+    ],
+)  # fmt: skip
+def test_errors_name_the_key_path(yaml_text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(yaml_text)
+    assert expected in str(err.value)
+
+
+def test_env_substitution_with_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = BASE.replace("/tmp/x", "${env:OUT_DIR:-/tmp/default}").replace(
+        "otlp: {}", "otlp: {protocols: {grpc: {endpoint: '${env:GRPC_EP}'}}}"
+    )
+    monkeypatch.setenv("GRPC_EP", "127.0.0.1:5555")
+    monkeypatch.delenv("OUT_DIR", raising=False)
+    config = parse_config(text)
+    assert config.receivers["otlp"].protocols.grpc.endpoint == "127.0.0.1:5555"
+    assert config.exporters["file"].path == "/tmp/default"
+    monkeypatch.delenv("GRPC_EP")
+    with pytest.raises(ConfigError, match="GRPC_EP is not set"):
+        parse_config(text)
+
+
+def test_invalid_yaml_reports_line() -> None:
+    with pytest.raises(ConfigError, match="line 3"):
+        parse_config("receivers:\n  otlp: {}\n  bad: x: y\n")
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("500ms", 0.5), ("5s", 5), ("1m", 60), ("1h30m", 5400), (2, 2.0)])
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_bad_duration_names_key() -> None:
+    text = BASE + "  shutdown_timeout: soon\n"
+    with pytest.raises(ConfigError, match=r"service.shutdown_timeout: .*duration"):
+        parse_config(text)
+
+
+def test_validate_config_cli(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(BASE)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BASE.replace("otlp: {}", "otlp: {nope: 1}"))
+    ok = subprocess.run([sys.executable, "-m", "errorgate", "validate-config", str(good)], capture_output=True, text=True)
+    assert ok.returncode == 0 and "valid" in ok.stdout
+    ko = subprocess.run([sys.executable, "-m", "errorgate", "validate-config", str(bad)], capture_output=True, text=True)
+    assert ko.returncode != 0
+    assert ko.stderr.strip().count("\n") == 0, "failures are one line"
+    assert "receivers.otlp.nope: unknown key" in ko.stderr
+    missing = subprocess.run(
+        [sys.executable, "-m", "errorgate", "validate-config", str(tmp_path / "none.yaml")], capture_output=True, text=True
+    )
+    assert missing.returncode != 0 and "cannot read config file" in missing.stderr
+
+
+def test_every_command_has_help() -> None:
+    from errorgate.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    names = sorted(sub.choices)  # type: ignore[union-attr]
+    assert {"serve", "validate-config", "demo"} <= set(names)
+    for name in names:
+        out = subprocess.run([sys.executable, "-m", "errorgate", name, "--help"], capture_output=True, text=True)
+        assert out.returncode == 0 and "usage:" in out.stdout, name

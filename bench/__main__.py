@@ -85,7 +85,7 @@ receivers:
     protocols:
       grpc: {{endpoint: 127.0.0.1:{port}, max_recv_msg_size_mib: 64}}
 processors:
-{processors if procs else '  {}'}
+{processors if procs else "  {}"}
 exporters:
   otlp:
     endpoint: 127.0.0.1:{sink_port}
@@ -116,16 +116,31 @@ def queue_items(metrics_port: int) -> float:
         text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).read().decode()
     except OSError:
         return float("nan")
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("errorgate_queue_items{"))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("errorgate_queue_items{")
+    )
 
 
-def run_target(name: str, sink_port: int, count_file: Path, duration: float, concurrency: int, seed: int) -> dict:
+def run_target(
+    name: str, sink_port: int, count_file: Path, duration: float, concurrency: int, seed: int
+) -> dict:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     metrics_port = None
     with tempfile.TemporaryDirectory(prefix=f"eg-bench-{name}-") as tmp:
         if name == "proxy":
-            cmd = [PY, "-m", "bench.servers", "proxy", "--port", str(port), "--upstream", f"127.0.0.1:{sink_port}"]
+            cmd = [
+                PY,
+                "-m",
+                "bench.servers",
+                "proxy",
+                "--port",
+                str(port),
+                "--upstream",
+                f"127.0.0.1:{sink_port}",
+            ]
         else:
             metrics_port = free_port()
             cfg = Path(tmp) / "config.yaml"
@@ -136,9 +151,23 @@ def run_target(name: str, sink_port: int, count_file: Path, duration: float, con
             wait_port(port, 120)
             before = sink_requests(count_file)
             gen = subprocess.Popen(
-                [PY, "-m", "bench.loadgen", "--target", f"127.0.0.1:{port}", "--duration", str(duration),
-                 "--concurrency", str(concurrency), "--seed", str(seed)],
-                env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                [
+                    PY,
+                    "-m",
+                    "bench.loadgen",
+                    "--target",
+                    f"127.0.0.1:{port}",
+                    "--duration",
+                    str(duration),
+                    "--concurrency",
+                    str(concurrency),
+                    "--seed",
+                    str(seed),
+                ],
+                env=env,
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                text=True,
             )
             peak = 0.0
             samples = []
@@ -183,7 +212,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--profiles", default="bare,intelligence,full")
-    ap.add_argument("--memory-run", type=float, default=0, help="extra seconds-long run of 'bare' to watch memory")
+    ap.add_argument(
+        "--memory-run", type=float, default=0, help="extra seconds-long run of 'bare' to watch memory"
+    )
     ap.add_argument("--skip-redaction", action="store_true", help="skip the per-string redaction benchmark")
     args = ap.parse_args()
 
@@ -195,17 +226,26 @@ def main() -> int:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         sink = subprocess.Popen(
             [PY, "-m", "bench.servers", "sink", "--port", str(sink_port), "--count-file", str(count_file)],
-            env=env, cwd=ROOT,
+            env=env,
+            cwd=ROOT,
         )
         try:
             wait_port(sink_port)
             for r in range(args.rounds):
                 for name in ["proxy", *profiles]:
-                    print(f"round {r + 1}/{args.rounds}: {name} ({args.duration:.0f}s)...", file=sys.stderr, flush=True)
-                    results[name].append(run_target(name, sink_port, count_file, args.duration, args.concurrency, r + 1))
+                    print(
+                        f"round {r + 1}/{args.rounds}: {name} ({args.duration:.0f}s)...",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    results[name].append(
+                        run_target(name, sink_port, count_file, args.duration, args.concurrency, r + 1)
+                    )
             if args.memory_run:
                 print(f"memory run: bare for {args.memory_run:.0f}s...", file=sys.stderr, flush=True)
-                results["memory_run"] = [run_target("bare", sink_port, count_file, args.memory_run, args.concurrency, 99)]
+                results["memory_run"] = [
+                    run_target("bare", sink_port, count_file, args.memory_run, args.concurrency, 99)
+                ]
         finally:
             sink.terminate()
             sink.wait(timeout=10)
@@ -216,20 +256,26 @@ def main() -> int:
 
     base = best("proxy", "items_per_s")
     print("\n== gateway throughput (OTLP/gRPC, mixed traffic; median of rounds) ==")
-    print(f"{'target':<14}{'items/s':>10}{'e2e items/s':>13}{'p50 ms':>9}{'p99 ms':>9}{'peak MiB':>10}{'ratio':>8}{'goal':>7}")
+    print(
+        f"{'target':<14}{'items/s':>10}{'e2e items/s':>13}{'p50 ms':>9}{'p99 ms':>9}{'peak MiB':>10}{'ratio':>8}{'goal':>7}"
+    )
     summary: dict[str, object] = {}
     for name in ["proxy", *profiles]:
         ips = best(name, "items_per_s")
         ratio = ips / base if base else float("nan")
         goal = TARGETS.get(name)
         e2e = best(name, "e2e_items_per_s")
-        print(f"{name:<14}{ips:>10.0f}{e2e:>13.0f}{best(name, 'p50_ms'):>9.2f}{best(name, 'p99_ms'):>9.2f}"
-              f"{best(name, 'rss_peak_mib'):>10.0f}{ratio:>8.2f}{(f'>={goal}' if goal else ''):>7}")
+        print(
+            f"{name:<14}{ips:>10.0f}{e2e:>13.0f}{best(name, 'p50_ms'):>9.2f}{best(name, 'p99_ms'):>9.2f}"
+            f"{best(name, 'rss_peak_mib'):>10.0f}{ratio:>8.2f}{(f'>={goal}' if goal else ''):>7}"
+        )
         summary[name] = {"items_per_s": ips, "e2e_items_per_s": e2e, "ratio": ratio, "runs": results[name]}
     if "memory_run" in results:
         m = results["memory_run"][0]
-        print(f"\nmemory during a {args.memory_run:.0f}s run: first third peak {m['rss_first_third_mib']:.0f} MiB, "
-              f"last third peak {m['rss_last_third_mib']:.0f} MiB, queue at end {m['queue_items_at_end']:.0f} items")
+        print(
+            f"\nmemory during a {args.memory_run:.0f}s run: first third peak {m['rss_first_third_mib']:.0f} MiB, "
+            f"last third peak {m['rss_last_third_mib']:.0f} MiB, queue at end {m['queue_items_at_end']:.0f} items"
+        )
         summary["memory_run"] = m
     if not args.skip_redaction:
         try:

@@ -66,7 +66,9 @@ def run(target: str, duration: float, concurrency: int, seed: int) -> dict[str, 
     latencies.sort()
 
     def pct(p: float) -> float:
-        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")
+        return (
+            latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")
+        )
 
     channel.close()
     return {

@@ -48,14 +48,19 @@ def run_sink(port: int, count_file: str) -> None:
             stats[1] += len(request)
         return b""
 
-    handler = grpc.unary_unary_rpc_method_handler(export, request_deserializer=_identity, response_serializer=_identity)
+    handler = grpc.unary_unary_rpc_method_handler(
+        export, request_deserializer=_identity, response_serializer=_identity
+    )
     server = _serve({m: handler for m in METHODS}, port, 8)
     _run_until_term(server, lambda: _write(count_file, stats, lock))
 
 
 def run_proxy(port: int, upstream: str) -> None:
     channel = grpc.insecure_channel(upstream, options=OPTIONS)
-    calls = {m: channel.unary_unary(m, request_serializer=_identity, response_deserializer=_identity) for m in METHODS}
+    calls = {
+        m: channel.unary_unary(m, request_serializer=_identity, response_deserializer=_identity)
+        for m in METHODS
+    }
 
     def make(method: str) -> grpc.RpcMethodHandler:
         call = calls[method]
@@ -67,7 +72,9 @@ def run_proxy(port: int, upstream: str) -> None:
                 context.abort(e.code(), e.details() or "upstream failed")
                 raise
 
-        return grpc.unary_unary_rpc_method_handler(forward, request_deserializer=_identity, response_serializer=_identity)
+        return grpc.unary_unary_rpc_method_handler(
+            forward, request_deserializer=_identity, response_serializer=_identity
+        )
 
     server = _serve({m: make(m) for m in METHODS}, port, 16)
     _run_until_term(server, lambda: None)

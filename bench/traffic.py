@@ -87,7 +87,9 @@ def _trace_request(rng: random.Random, n_traces: int, spans_per_trace: int) -> E
                 span.attributes.extend([kv("app.order.items", rng.randint(1, 9))])
             if failing and s == spans_per_trace - 1:
                 span.status.code = Status.STATUS_CODE_ERROR
-                span.status.message = f"timeout after {rng.randint(1000, 5000)}ms connecting to orders-db.internal:5432"
+                span.status.message = (
+                    f"timeout after {rng.randint(1000, 5000)}ms connecting to orders-db.internal:5432"
+                )
                 ev = span.events.add()
                 ev.name = "exception"
                 ev.time_unix_nano = span.end_time_unix_nano
@@ -116,7 +118,9 @@ def _logs_request(rng: random.Random, n: int) -> ExportLogsServiceRequest:
         if i % 10 == 0:
             rec.severity_number = SeverityNumber.SEVERITY_NUMBER_ERROR
             rec.severity_text = "ERROR"
-            rec.body.string_value = f"payment declined for order {rng.randint(10000, 99999)}: card issuer timeout"
+            rec.body.string_value = (
+                f"payment declined for order {rng.randint(10000, 99999)}: card issuer timeout"
+            )
         elif i % 10 == 1:
             rec.severity_number = SeverityNumber.SEVERITY_NUMBER_INFO
             rec.body.string_value = f"receipt sent to customer{rng.randint(1, 999)}@example.com"
@@ -167,13 +171,31 @@ def build_templates(seed: int = 7) -> list[Template]:
     rng = random.Random(seed)
     out = []
     for _ in range(6):
-        out.append(_template("traces", "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-                             _trace_request(rng, 10, 5), 50))
+        out.append(
+            _template(
+                "traces",
+                "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                _trace_request(rng, 10, 5),
+                50,
+            )
+        )
     for _ in range(2):
-        out.append(_template("logs", "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-                             _logs_request(rng, 30), 30))
-    out.append(_template("metrics", "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
-                         _metrics_request(rng, 20), 20))
+        out.append(
+            _template(
+                "logs",
+                "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+                _logs_request(rng, 30),
+                30,
+            )
+        )
+    out.append(
+        _template(
+            "metrics",
+            "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+            _metrics_request(rng, 20),
+            20,
+        )
+    )
     return out
 
 

@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="config file (default: the embedded default config)")
     p.set_defaults(func=_serve)
 
-    p = sub.add_parser("validate-config", help="check a config file", description="Validate a config file fully.")
+    p = sub.add_parser(
+        "validate-config", help="check a config file", description="Validate a config file fully."
+    )
     p.add_argument("file", metavar="FILE")
     p.set_defaults(func=_validate_config)
 

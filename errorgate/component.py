@@ -158,7 +158,9 @@ class Registry(Generic[T]):
         self.kind = kind
         self._factories: dict[str, Factory[ComponentConfig, T]] = {}
 
-    def register(self, type_name: str, config_model: type[C], create: Callable[[C, ComponentContext], T]) -> None:
+    def register(
+        self, type_name: str, config_model: type[C], create: Callable[[C, ComponentContext], T]
+    ) -> None:
         self._factories[type_name] = Factory(type_name, config_model, create)  # type: ignore[arg-type]
 
     def get(self, type_name: str) -> Factory[ComponentConfig, T] | None:
@@ -172,17 +174,23 @@ PROCESSORS: Registry[Processor] = Registry("processor")
 EXPORTERS: Registry[Exporter] = Registry("exporter")
 
 
-def register_processor(type_name: str, config_model: type[C]) -> Callable[[Callable[[C, ComponentContext], Processor]], Callable[[C, ComponentContext], Processor]]:
+def register_processor(
+    type_name: str, config_model: type[C]
+) -> Callable[[Callable[[C, ComponentContext], Processor]], Callable[[C, ComponentContext], Processor]]:
     """Decorator for a processor factory: ``@register_processor("sample", SampleConfig)``."""
 
-    def deco(create: Callable[[C, ComponentContext], Processor]) -> Callable[[C, ComponentContext], Processor]:
+    def deco(
+        create: Callable[[C, ComponentContext], Processor],
+    ) -> Callable[[C, ComponentContext], Processor]:
         PROCESSORS.register(type_name, config_model, create)
         return create
 
     return deco
 
 
-def register_exporter(type_name: str, config_model: type[C]) -> Callable[[Callable[[C, ComponentContext], Exporter]], Callable[[C, ComponentContext], Exporter]]:
+def register_exporter(
+    type_name: str, config_model: type[C]
+) -> Callable[[Callable[[C, ComponentContext], Exporter]], Callable[[C, ComponentContext], Exporter]]:
     def deco(create: Callable[[C, ComponentContext], Exporter]) -> Callable[[C, ComponentContext], Exporter]:
         EXPORTERS.register(type_name, config_model, create)
         return create

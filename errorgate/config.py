@@ -174,7 +174,9 @@ def substitute_env(text: str, environ: dict[str, str] | None = None) -> str:
             return env[name]
         if default is not None:
             return default
-        raise ConfigError(f"environment variable {name} is not set and ${{env:{name}}} has no default (:-value)")
+        raise ConfigError(
+            f"environment variable {name} is not set and ${{env:{name}}} has no default (:-value)"
+        )
 
     lines = []
     for line in text.splitlines(keepends=True):
@@ -209,7 +211,9 @@ def parse_config(text: str, source: str = "<string>") -> Config:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{source}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping with receivers, processors, exporters, service")
+        raise ConfigError(
+            f"{source}: the top level must be a mapping with receivers, processors, exporters, service"
+        )
     try:
         config = Config.model_validate({**raw, "source": source})
     except ValidationError as e:
@@ -233,7 +237,11 @@ def format_validation_error(e: ValidationError, prefix: str = "") -> str:
 def _validate_components(config: Config) -> None:
     from errorgate.receiver import RECEIVERS
 
-    registries: dict[str, Registry[Any]] = {"receivers": RECEIVERS, "processors": PROCESSORS, "exporters": EXPORTERS}
+    registries: dict[str, Registry[Any]] = {
+        "receivers": RECEIVERS,
+        "processors": PROCESSORS,
+        "exporters": EXPORTERS,
+    }
     for kind, registry in registries.items():
         section: dict[str, Any] = getattr(config, kind)
         for component_id, settings in list(section.items()):
@@ -241,9 +249,13 @@ def _validate_components(config: Config) -> None:
             factory = registry.get(type_name)
             if factory is None:
                 known = ", ".join(registry.names()) or "none"
-                raise ConfigError(f"{kind}.{component_id}: unknown {registry.kind} type {type_name!r} (known: {known})")
+                raise ConfigError(
+                    f"{kind}.{component_id}: unknown {registry.kind} type {type_name!r} (known: {known})"
+                )
             if settings is not None and not isinstance(settings, dict):
-                raise ConfigError(f"{kind}.{component_id}: expected a mapping of settings, got {type(settings).__name__}")
+                raise ConfigError(
+                    f"{kind}.{component_id}: expected a mapping of settings, got {type(settings).__name__}"
+                )
             try:
                 section[component_id] = factory.config_model.model_validate(settings or {})
             except ValidationError as e:

@@ -39,7 +39,7 @@ class DedupCache:
 
     def _expire(self, now: float) -> None:
         while self._seen:
-            key, expires = next(iter(self._seen.items()))
+            _, expires = next(iter(self._seen.items()))
             if expires > now:
                 break
             self._seen.popitem(last=False)

@@ -50,7 +50,9 @@ def print_report(sent: Counter[str], gateway: Gateway, out_dir: Path) -> None:
     dropped = _metric(gateway, "errorgate_dropped_items_total")
     dead = _sum_by(_metric(gateway, "errorgate_dead_lettered_items_total"), "signal")
     print("\n== what went in and what came out ==")
-    print(f"{'signal':<10}{'sent':>8}{'received':>10}{'exported':>10}{'dropped':>9}{'dead-lettered':>15}{'in files':>10}")
+    print(
+        f"{'signal':<10}{'sent':>8}{'received':>10}{'exported':>10}{'dropped':>9}{'dead-lettered':>15}{'in files':>10}"
+    )
     sent_key = {Signal.TRACES: "spans", Signal.LOGS: "logs", Signal.METRICS: "metric_points"}
     for signal in Signal:
         drop = sum(int(v) for labels, v in dropped.items() if dict(labels).get("signal") == signal.value)
@@ -85,31 +87,36 @@ def _items(out: dict[Signal, list[Any]]) -> list[tuple[str, str, dict[str, Any]]
 
 def _print_error_groups(out: dict[Signal, list[Any]]) -> None:
     groups: dict[str, dict[str, Any]] = {}
-    for kind_of_item, svc, attrs in _items(out):
+    for _, svc, attrs in _items(out):
         fp = attrs.get("errorgate.error.fingerprint")
         if not fp:
             continue
         g = groups.setdefault(
-            str(fp), {"service": svc, "count": 0, "kinds": Counter(), "severity": Counter(), "origin": Counter()}
+            str(fp),
+            {"service": svc, "count": 0, "kinds": Counter(), "severity": Counter(), "origin": Counter()},
         )
         g["count"] += 1
         g["template"] = attrs.get("errorgate.error.template", "")
         g["category"] = attrs.get("errorgate.error.category", "")
         g["kinds"][attrs.get("errorgate.error.kind", "?")] += 1
         g["severity"][attrs.get("errorgate.severity", "?")] += 1
-        origin = attrs.get("errorgate.error.origin_service") or (svc if attrs.get("errorgate.error.origin") else "")
+        origin = attrs.get("errorgate.error.origin_service") or (
+            svc if attrs.get("errorgate.error.origin") else ""
+        )
         if origin:
             g["origin"][origin] += 1
     print("\n== error groups (exported items, by fingerprint) ==")
     if not groups:
         print("(no classified errors in the output: is the classify processor in the pipeline?)")
         return
-    print(f"{'fingerprint':<18}{'service':<17}{'items':>6}  {'kinds':<28}{'sev':<5}{'origin':<17}template")
+    print(f"{'fingerprint':<18}{'service':<17}{'items':>6}  {'kinds':<28}{'sev':<5}{'origin':<20}template")
     for fp, g in sorted(groups.items(), key=lambda kv: -kv[1]["count"])[:12]:
         kinds = ",".join(f"{k}:{n}" for k, n in g["kinds"].most_common(3))
         sev = g["severity"].most_common(1)[0][0]
         origin = g["origin"].most_common(1)[0][0] if g["origin"] else "-"
-        print(f"{fp[:16]:<18}{g['service']:<17}{g['count']:>6}  {kinds:<28}{sev:<5}{origin:<17}{str(g['template'])[:60]}")
+        print(
+            f"{fp[:16]:<18}{g['service']:<17}{g['count']:>6}  {kinds:<28}{sev:<5}{origin[:19]:<20}{str(g['template'])[:60]}"
+        )
 
 
 def _print_sampling(gateway: Gateway, out: dict[Signal, list[Any]]) -> None:
@@ -124,7 +131,9 @@ def _print_sampling(gateway: Gateway, out: dict[Signal, list[Any]]) -> None:
     for key, reasons in sorted(by.items()):
         print(f"{key:<16}" + ", ".join(f"{r} {n}" for r, n in reasons.most_common()))
     adjusted = sum(float(a.get("errorgate.sampling.adjusted_count", 1) or 1) for _, _, a in _items(out))
-    print(f"exported items stand for {adjusted:.0f} original items (sum of errorgate.sampling.adjusted_count)")
+    print(
+        f"exported items stand for {adjusted:.0f} original items (sum of errorgate.sampling.adjusted_count)"
+    )
 
 
 def _print_redaction(gateway: Gateway, out: dict[Signal, list[Any]]) -> None:
@@ -140,7 +149,9 @@ def _print_redaction(gateway: Gateway, out: dict[Signal, list[Any]]) -> None:
 
 def _print_retention(out: dict[Signal, list[Any]]) -> None:
     classes: Counter[str] = Counter(
-        str(a.get("errorgate.retention.class")) for _, _, a in _items(out) if a.get("errorgate.retention.class")
+        str(a.get("errorgate.retention.class"))
+        for _, _, a in _items(out)
+        if a.get("errorgate.retention.class")
     )
     if classes:
         print("\n== retention classes of exported items ==")

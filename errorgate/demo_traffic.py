@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -45,23 +46,29 @@ FIRST_NAMES = ["Ada", "Grace", "Alan", "Barbara", "Edsger", "Margaret"]
 class Service:
     def __init__(self, name: str, grpc_endpoint: str, http_endpoint: str) -> None:
         version, protocol = SERVICES[name]
-        resource = Resource.create({"service.name": name, "service.version": version, "deployment.environment": "demo"})
+        resource = Resource.create(
+            {"service.name": name, "service.version": version, "deployment.environment": "demo"}
+        )
         if protocol == "grpc":
-            span_exporter: object = GrpcSpanExporter(endpoint=grpc_endpoint, insecure=True)
-            log_exporter: object = GrpcLogExporter(endpoint=grpc_endpoint, insecure=True)
+            span_exporter: Any = GrpcSpanExporter(endpoint=grpc_endpoint, insecure=True)
+            log_exporter: Any = GrpcLogExporter(endpoint=grpc_endpoint, insecure=True)
         else:
             span_exporter = HttpSpanExporter(endpoint=f"http://{http_endpoint}/v1/traces")
             log_exporter = HttpLogExporter(endpoint=f"http://{http_endpoint}/v1/logs")
         self.tracer_provider = TracerProvider(resource=resource)
-        self.tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter, schedule_delay_millis=200))  # type: ignore[arg-type]
+        self.tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter, schedule_delay_millis=200))
         self.tracer = self.tracer_provider.get_tracer("errorgate.demo")
         self.logger_provider = LoggerProvider(resource=resource)
-        self.logger_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter, schedule_delay_millis=200))  # type: ignore[arg-type]
+        self.logger_provider.add_log_record_processor(
+            BatchLogRecordProcessor(log_exporter, schedule_delay_millis=200)
+        )
         self.logger = self.logger_provider.get_logger("errorgate.demo")
         self.metric_reader = InMemoryMetricReader()
         self.metric_exporter = GrpcMetricExporter(endpoint=grpc_endpoint, insecure=True)
         self.meter_provider = MeterProvider(resource=resource, metric_readers=[self.metric_reader])
-        self.requests = self.meter_provider.get_meter("errorgate.demo").create_counter("demo.requests", unit="1")
+        self.requests = self.meter_provider.get_meter("errorgate.demo").create_counter(
+            "demo.requests", unit="1"
+        )
 
     def export_metrics(self) -> int:
         data = self.metric_reader.get_metrics_data()
@@ -69,7 +76,10 @@ class Service:
             return 0
         self.metric_exporter.export(data)
         return sum(
-            len(m.data.data_points) for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+            len(m.data.data_points)
+            for rm in data.resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
         )
 
     def shutdown(self) -> None:
@@ -103,7 +113,9 @@ class TrafficSimulator:
             svc.requests.add(40, {"route": "/"})
             self.sent["metric_points"] += svc.export_metrics()
 
-    def _span(self, service: str, name: str, kind: SpanKind, start: int, parent: Context | None) -> trace.Span:
+    def _span(
+        self, service: str, name: str, kind: SpanKind, start: int, parent: Context | None
+    ) -> trace.Span:
         self.sent["spans"] += 1
         self.by_service[service] += 1
         return self.services[service].tracer.start_span(name, context=parent, kind=kind, start_time=start)
@@ -111,7 +123,9 @@ class TrafficSimulator:
     def _log(self, service: str, at: int, severity: str, body: str, span: trace.Span | None) -> None:
         from opentelemetry._logs import SeverityNumber
 
-        number = {"INFO": SeverityNumber.INFO, "WARN": SeverityNumber.WARN, "ERROR": SeverityNumber.ERROR}[severity]
+        number = {"INFO": SeverityNumber.INFO, "WARN": SeverityNumber.WARN, "ERROR": SeverityNumber.ERROR}[
+            severity
+        ]
         self.services[service].logger.emit(
             timestamp=at,
             context=trace.set_span_in_context(span) if span is not None else None,
@@ -130,11 +144,15 @@ class TrafficSimulator:
         ctx = trace.set_span_in_context(root)
         call = self._span("frontend", "GET", SpanKind.CLIENT, at + 1_000_000, ctx)
         call.set_attribute("server.address", "catalog")
-        server = self._span("catalog", "GET /api/products", SpanKind.SERVER, at + 2_000_000, trace.set_span_in_context(call))
+        server = self._span(
+            "catalog", "GET /api/products", SpanKind.SERVER, at + 2_000_000, trace.set_span_in_context(call)
+        )
         server.set_attribute("http.route", "/api/products")
         end = at + 30_000_000
         if cache_down:
-            cache = self._span("catalog", "GET", SpanKind.CLIENT, at + 3_000_000, trace.set_span_in_context(server))
+            cache = self._span(
+                "catalog", "GET", SpanKind.CLIENT, at + 3_000_000, trace.set_span_in_context(server)
+            )
             cache.set_attribute("db.system", "redis")
             cache.set_attribute("server.address", "cache.internal")
             cache.set_attribute("error.type", "ConnectionRefusedError")
@@ -146,7 +164,13 @@ class TrafficSimulator:
             call.set_status(Status(StatusCode.ERROR))
             root.set_attribute("http.response.status_code", 503)
             root.set_status(Status(StatusCode.ERROR))
-            self._log("catalog", at + 4_000_000, "ERROR", "connection refused to cache.internal:6379 after 2 retries", cache)
+            self._log(
+                "catalog",
+                at + 4_000_000,
+                "ERROR",
+                "connection refused to cache.internal:6379 after 2 retries",
+                cache,
+            )
         else:
             server.set_attribute("http.response.status_code", 200)
             root.set_attribute("http.response.status_code", 200)
@@ -159,47 +183,71 @@ class TrafficSimulator:
         root = self._span("frontend", "POST /checkout", SpanKind.SERVER, at, None)
         root.set_attribute("http.route", "/checkout")
         root.set_attribute("client.address", f"203.0.113.{self.rng.randint(2, 250)}")
-        chk = self._span("checkout", "POST /api/orders", SpanKind.SERVER, at + 1_000_000, trace.set_span_in_context(root))
+        chk = self._span(
+            "checkout", "POST /api/orders", SpanKind.SERVER, at + 1_000_000, trace.set_span_in_context(root)
+        )
         chk.set_attribute("http.route", "/api/orders")
         end = at + 80_000_000
         spans = [(chk, end - 3_000_000), (root, end)]
         if invalid:
             chk.set_attribute("http.response.status_code", 400)
             chk.set_attribute("error.type", "ValidationError")
-            chk.set_status(Status(StatusCode.ERROR, "card number rejected: failed Luhn check"))
+            chk.set_status(Status(StatusCode.ERROR, "card number rejected by issuer"))
             root.set_attribute("http.response.status_code", 400)
             self._log(
                 "checkout",
                 at + 2_000_000,
                 "ERROR",
-                f"order rejected for {email}: card 4111 1111 1111 1112 failed validation",
+                f"order rejected for {email}: card 4111 1111 1111 1111 failed the issuer's checks",
                 chk,
             )
         else:
-            pay = self._span("payments", "Charge", SpanKind.SERVER, at + 5_000_000, trace.set_span_in_context(chk))
+            pay = self._span(
+                "payments", "Charge", SpanKind.SERVER, at + 5_000_000, trace.set_span_in_context(chk)
+            )
             pay.set_attribute("rpc.system", "grpc")
             pay.set_attribute("rpc.service", "payments.Payments")
             proxy = self._span(
-                "orders-db-proxy", "INSERT orders", SpanKind.SERVER, at + 8_000_000, trace.set_span_in_context(pay)
+                "orders-db-proxy",
+                "INSERT orders",
+                SpanKind.SERVER,
+                at + 8_000_000,
+                trace.set_span_in_context(pay),
             )
-            db = self._span("orders-db-proxy", "INSERT orders", SpanKind.CLIENT, at + 9_000_000, trace.set_span_in_context(proxy))
+            db = self._span(
+                "orders-db-proxy",
+                "INSERT orders",
+                SpanKind.CLIENT,
+                at + 9_000_000,
+                trace.set_span_in_context(proxy),
+            )
             db.set_attribute("db.system", "postgresql")
             db.set_attribute("db.query.text", "INSERT INTO orders VALUES ($1, $2)")
             db.set_attribute("server.address", "orders-db.internal")
             spans[:0] = [(db, end - 20_000_000), (proxy, end - 15_000_000), (pay, end - 10_000_000)]
             if db_down:
                 db.set_attribute("error.type", "TimeoutError")
-                db.set_status(Status(StatusCode.ERROR, "timeout after 5000ms waiting for orders-db.internal:5432"))
+                db.set_status(
+                    Status(StatusCode.ERROR, "timeout after 5000ms waiting for orders-db.internal:5432")
+                )
                 for s, status in ((proxy, 504), (chk, 502), (root, 502)):
                     s.set_attribute("http.response.status_code", status)
                     s.set_status(Status(StatusCode.ERROR, f"upstream failed with {status}"))
                 pay.set_attribute("rpc.grpc.status_code", 14)
                 pay.set_status(Status(StatusCode.ERROR, "orders store unavailable"))
-                self._log("payments", at + 60_000_000, "ERROR", f"charge failed for {email}: orders store unavailable", pay)
+                self._log(
+                    "payments",
+                    at + 60_000_000,
+                    "ERROR",
+                    f"charge failed for {email}: orders store unavailable",
+                    pay,
+                )
             else:
                 for s in (proxy, chk, root):
                     s.set_attribute("http.response.status_code", 200)
-                self._log("checkout", at + 70_000_000, "INFO", f"order confirmed, receipt sent to {email}", chk)
+                self._log(
+                    "checkout", at + 70_000_000, "INFO", f"order confirmed, receipt sent to {email}", chk
+                )
         for s, t in spans:
             s.end(end_time=t)
 

@@ -18,7 +18,7 @@ from errorgate.errors import Backpressure
 from errorgate.intake import AcceptResult
 from errorgate.observability import ObservabilityServer
 from errorgate.pipeline import Pipeline, Stage, poll_all
-from errorgate.signals import Batch, ExportRequest, Signal, count_items
+from errorgate.signals import Batch, ExportRequest, Signal, copy_request, count_items
 from errorgate.telemetry import Telemetry
 
 log = logging.getLogger("errorgate.gateway")
@@ -111,7 +111,9 @@ class Gateway:
         if key not in self._processors:
             factory = PROCESSORS.get(component_id.split("/", 1)[0])
             assert factory is not None
-            self._processors[key] = factory.create(self.config.processors[component_id], self._context(component_id))
+            self._processors[key] = factory.create(
+                self.config.processors[component_id], self._context(component_id)
+            )
         return self._processors[key]
 
     def _build_pipeline(self, name: str) -> Pipeline:
@@ -129,7 +131,9 @@ class Gateway:
                 and not any(s.component_id.startswith("assembly") for s in stages)
             ):
                 stages.append(Stage(f"assembly/{name}", self._assembler(spec.processors, name)))
-            occurrence = sum(1 for n in same_signal_before if component_id in self.config.service.pipelines[n].processors)
+            occurrence = sum(
+                1 for n in same_signal_before if component_id in self.config.service.pipelines[n].processors
+            )
             processor = self._processor(component_id, signal, occurrence)
             if signal not in getattr(processor, "signals", frozenset(Signal)):
                 continue  # e.g. a traces-only processor listed in a metrics pipeline: documented no-op
@@ -177,9 +181,15 @@ class Gateway:
                 self.receivers.append(receiver)
                 log.info(
                     "receiver listening",
-                    extra={"receiver": receiver_id, "protocol": receiver.protocol, "endpoint": receiver.endpoint},
+                    extra={
+                        "receiver": receiver_id,
+                        "protocol": receiver.protocol,
+                        "endpoint": receiver.endpoint,
+                    },
                 )
-        log.info("errorgate started", extra={"data_dir": str(self.data_dir), "pipelines": len(self.pipelines)})
+        log.info(
+            "errorgate started", extra={"data_dir": str(self.data_dir), "pipelines": len(self.pipelines)}
+        )
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop accepting, flush processors, drain exporters (or leave items in the persistent
@@ -259,7 +269,9 @@ class Gateway:
 
     # ------------------------------------------------------------------ Intake
 
-    def accept(self, signal: Signal, request: ExportRequest, *, raw: bytes | None, receiver: str) -> AcceptResult:
+    def accept(
+        self, signal: Signal, request: ExportRequest, *, raw: bytes | None, receiver: str
+    ) -> AcceptResult:
         if self._stopping.is_set():
             raise Backpressure("errorgate is shutting down", retry_after=5.0)
         pipelines = self._routes.get((receiver, signal), [])
@@ -281,13 +293,14 @@ class Gateway:
             n = count_items(request)
             self.telemetry.record_received(signal.value, n)
             self.telemetry.record_dropped(signal.value, "no_pipeline", n)
-            return AcceptResult(rejected_items=n, error_message=f"no {signal.value} pipeline uses this receiver")
+            return AcceptResult(
+                rejected_items=n, error_message=f"no {signal.value} pipeline uses this receiver"
+            )
         self.telemetry.record_received(signal.value, count_items(request) + rejected[0])
         for i, pipeline in enumerate(pipelines):
             req = request
             if i < len(pipelines) - 1:
-                req = type(request)()
-                req.CopyFrom(request)
+                req = copy_request(request)
             pipeline.consume(Batch(signal, req, received_at=now, receiver=receiver))
         if dedup_key is not None:
             self.dedup.remember(dedup_key, now)
@@ -301,7 +314,11 @@ class Gateway:
         if not rejections.count:
             return 0, ""
         self.dlq.put(
-            signal, rejections.request, reason="invalid_item", detail=rejections.message(), source=f"receiver:{receiver}"
+            signal,
+            rejections.request,
+            reason="invalid_item",
+            detail=rejections.message(),
+            source=f"receiver:{receiver}",
         )
         return rejections.count, rejections.message()
 

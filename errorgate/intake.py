@@ -20,7 +20,9 @@ class AcceptResult:
 
 
 class Intake(Protocol):
-    def accept(self, signal: Signal, request: ExportRequest, *, raw: bytes | None, receiver: str) -> AcceptResult:
+    def accept(
+        self, signal: Signal, request: ExportRequest, *, raw: bytes | None, receiver: str
+    ) -> AcceptResult:
         """Validate, de-duplicate, process and hand ``request`` to the exporters' queues.
 
         Returns once every accepted item is durably queued (or dead-lettered), i.e. when it

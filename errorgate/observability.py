@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -14,7 +14,9 @@ Readiness = Callable[[], tuple[str, dict[str, object]]]
 
 
 class ObservabilityServer:
-    def __init__(self, endpoint: str, registry: CollectorRegistry, readiness: Readiness, version: str) -> None:
+    def __init__(
+        self, endpoint: str, registry: CollectorRegistry, readiness: Readiness, version: str
+    ) -> None:
         host, _, port = endpoint.rpartition(":")
         self._address = (host.strip("[]") or "127.0.0.1", int(port))
         self._registry = registry
@@ -27,7 +29,7 @@ class ObservabilityServer:
     def endpoint(self) -> str:
         assert self._server is not None, "not started"
         host, port = self._server.server_address[:2]
-        return f"{host}:{port}"
+        return f"{host!s}:{port}"
 
     def start(self) -> None:
         outer = self
@@ -43,7 +45,7 @@ class ObservabilityServer:
                 if path == "/metrics":
                     self._send(200, CONTENT_TYPE_LATEST, generate_latest(outer._registry))
                 elif path == "/healthz":
-                    self._json(200, {"status": "pass", "version": outer._version})
+                    self._json(200, {"status": "pass", "version": str(outer._version)})
                 elif path == "/readyz":
                     status, checks = outer._readiness()
                     body = {"status": status, "version": outer._version, "checks": checks}
@@ -51,7 +53,7 @@ class ObservabilityServer:
                 else:
                     self._send(404, "text/plain", b"not found: try /metrics, /healthz or /readyz\n")
 
-            def _json(self, code: int, body: dict[str, object]) -> None:
+            def _json(self, code: int, body: Mapping[str, object]) -> None:
                 self._send(code, "application/health+json", json.dumps(body).encode())
 
             def _send(self, code: int, content_type: str, body: bytes) -> None:
@@ -63,7 +65,9 @@ class ObservabilityServer:
 
         self._server = ThreadingHTTPServer(self._address, Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="errorgate-metrics", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="errorgate-metrics", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from errorgate.component import Output, Processor
 from errorgate.errors import Backpressure, ProcessingFailed
-from errorgate.signals import Batch, Signal
+from errorgate.signals import Batch, Signal, copy_request
 
 if TYPE_CHECKING:
     from errorgate.delivery import QueuedExporter
@@ -68,17 +68,22 @@ class Pipeline:
         original = None
         if self.stages:
             # Kept so a processor failure dead-letters the batch as received, never half-processed.
-            original = type(batch.request)()
-            original.CopyFrom(batch.request)
+            original = copy_request(batch.request)
         try:
             out = self._run([batch], 0)
         except _StageFailed as failure:
             assert original is not None
             reason = f"{type(failure.error).__name__} in processor {failure.component_id}"
             self.dlq.put(
-                self.signal, original, reason="processor_error", detail=reason, source=f"processor:{failure.component_id}"
+                self.signal,
+                original,
+                reason="processor_error",
+                detail=reason,
+                source=f"processor:{failure.component_id}",
             )
-            raise ProcessingFailed(f"processor {failure.component_id} failed; the batch was dead-lettered") from None
+            raise ProcessingFailed(
+                f"processor {failure.component_id} failed; the batch was dead-lettered"
+            ) from None
         self._deliver(out)
 
     def release(self, stage_index: int, out: Output) -> None:
@@ -128,7 +133,11 @@ class Pipeline:
                     # Exception text may quote telemetry values (PII): log the type and place only.
                     log.error(
                         "processor failed",
-                        extra={"processor": stage.component_id, "error_type": type(e).__name__, "where": where},
+                        extra={
+                            "processor": stage.component_id,
+                            "error_type": type(e).__name__,
+                            "where": where,
+                        },
                     )
                     raise _StageFailed(stage.component_id, e) from None
                 finally:
@@ -192,7 +201,10 @@ def poll_all(pipelines: Sequence[Pipeline], now: float, flush: bool = False) -> 
                 with pipeline.lock:
                     out = call()
             except Exception as e:
-                log.error("processor poll failed", extra={"processor": stage.component_id, "error_type": type(e).__name__})
+                log.error(
+                    "processor poll failed",
+                    extra={"processor": stage.component_id, "error_type": type(e).__name__},
+                )
                 continue
             if not out.batches and not out.dropped and not out.on_persisted:
                 continue

@@ -80,7 +80,12 @@ def count_items(request: ExportRequest) -> int:
         return sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
     if isinstance(request, ExportLogsServiceRequest):
         return sum(len(sl.log_records) for rl in request.resource_logs for sl in rl.scope_logs)
-    return sum(metric_point_count(m) for rm in request.resource_metrics for sm in rm.scope_metrics for m in sm.metrics)
+    return sum(
+        metric_point_count(m)
+        for rm in request.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+    )
 
 
 def metric_point_count(metric: Metric) -> int:
@@ -97,14 +102,18 @@ def iter_spans(request: ExportTraceServiceRequest) -> Iterator[tuple[ResourceSpa
                 yield rs, ss, span
 
 
-def iter_log_records(request: ExportLogsServiceRequest) -> Iterator[tuple[ResourceLogs, ScopeLogs, LogRecord]]:
+def iter_log_records(
+    request: ExportLogsServiceRequest,
+) -> Iterator[tuple[ResourceLogs, ScopeLogs, LogRecord]]:
     for rl in request.resource_logs:
         for sl in rl.scope_logs:
             for record in sl.log_records:
                 yield rl, sl, record
 
 
-def iter_metrics(request: ExportMetricsServiceRequest) -> Iterator[tuple[ResourceMetrics, ScopeMetrics, Metric]]:
+def iter_metrics(
+    request: ExportMetricsServiceRequest,
+) -> Iterator[tuple[ResourceMetrics, ScopeMetrics, Metric]]:
     for rm in request.resource_metrics:
         for sm in rm.scope_metrics:
             for metric in sm.metrics:
@@ -145,3 +154,10 @@ def _replace(container, items: list) -> None:  # type: ignore[no-untyped-def]
         dst.CopyFrom(src)
     del container[:]
     container.extend(copies)
+
+
+def copy_request(request: ExportRequest) -> ExportRequest:
+    """A deep copy (protobuf CopyFrom, done in C)."""
+    copy = type(request)()
+    copy.CopyFrom(request)  # type: ignore[arg-type]
+    return copy

@@ -48,15 +48,23 @@ class Telemetry:
         self.cap = LabelCap(label_caps)
         r = self.registry
         # pipeline
-        self.received = Counter("errorgate_received_items", "Items accepted from receivers", ["signal"], registry=r)
+        self.received = Counter(
+            "errorgate_received_items", "Items accepted from receivers", ["signal"], registry=r
+        )
         self.exported = Counter(
             "errorgate_exported_items", "Items delivered by an exporter", ["signal", "exporter"], registry=r
         )
         self.dropped = Counter(
-            "errorgate_dropped_items", "Items intentionally dropped, by reason", ["signal", "reason"], registry=r
+            "errorgate_dropped_items",
+            "Items intentionally dropped, by reason",
+            ["signal", "reason"],
+            registry=r,
         )
         self.dead_lettered = Counter(
-            "errorgate_dead_lettered_items", "Items written to the dead-letter store", ["signal", "reason"], registry=r
+            "errorgate_dead_lettered_items",
+            "Items written to the dead-letter store",
+            ["signal", "reason"],
+            registry=r,
         )
         self.rejected_batches = Counter(
             "errorgate_rejected_requests",
@@ -65,10 +73,17 @@ class Telemetry:
             registry=r,
         )
         self.duplicate_batches = Counter(
-            "errorgate_duplicate_batches", "Re-sent batches acknowledged without forwarding", ["signal"], registry=r
+            "errorgate_duplicate_batches",
+            "Re-sent batches acknowledged without forwarding",
+            ["signal"],
+            registry=r,
         )
-        self.queue_items = Gauge("errorgate_queue_items", "Items waiting in an exporter queue", ["exporter"], registry=r)
-        self.queue_bytes = Gauge("errorgate_queue_bytes", "Bytes in an exporter queue", ["exporter"], registry=r)
+        self.queue_items = Gauge(
+            "errorgate_queue_items", "Items waiting in an exporter queue", ["exporter"], registry=r
+        )
+        self.queue_bytes = Gauge(
+            "errorgate_queue_bytes", "Bytes in an exporter queue", ["exporter"], registry=r
+        )
         self.circuit_state = Gauge(
             "errorgate_exporter_circuit_state",
             "Exporter circuit breaker: 0 closed, 1 half-open, 2 open",
@@ -86,7 +101,10 @@ class Telemetry:
             registry=r,
         )
         self.processor_failures = Counter(
-            "errorgate_processor_failures", "Batches a processor failed on", ["processor", "signal"], registry=r
+            "errorgate_processor_failures",
+            "Batches a processor failed on",
+            ["processor", "signal"],
+            registry=r,
         )
 
     def record_received(self, signal: str, n: int) -> None:

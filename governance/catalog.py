@@ -112,7 +112,9 @@ def load_catalog(path: str | Path | None = None) -> ServiceCatalog:
     for name, entry in catalog.services.items():
         team = catalog.teams.get(entry.owner)
         if catalog.teams and team is None:
-            raise CatalogError(f"{source}: services.{name}.owner: team {entry.owner!r} is not defined under teams:")
+            raise CatalogError(
+                f"{source}: services.{name}.owner: team {entry.owner!r} is not defined under teams:"
+            )
         if team is not None and team.escalation and entry.escalation not in team.escalation:
             raise CatalogError(
                 f"{source}: services.{name}.escalation: policy {entry.escalation!r} is not defined "

@@ -76,7 +76,9 @@ def test_invalid_yaml_reports_line() -> None:
         parse_config("receivers:\n  otlp: {}\n  bad: x: y\n")
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("500ms", 0.5), ("5s", 5), ("1m", 60), ("1h30m", 5400), (2, 2.0)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("500ms", 0.5), ("5s", 5), ("1m", 60), ("1h30m", 5400), (2, 2.0)]
+)
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
@@ -92,14 +94,20 @@ def test_validate_config_cli(tmp_path: Path) -> None:
     good.write_text(BASE)
     bad = tmp_path / "bad.yaml"
     bad.write_text(BASE.replace("otlp: {}", "otlp: {nope: 1}"))
-    ok = subprocess.run([sys.executable, "-m", "errorgate", "validate-config", str(good)], capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, "-m", "errorgate", "validate-config", str(good)], capture_output=True, text=True
+    )
     assert ok.returncode == 0 and "valid" in ok.stdout
-    ko = subprocess.run([sys.executable, "-m", "errorgate", "validate-config", str(bad)], capture_output=True, text=True)
+    ko = subprocess.run(
+        [sys.executable, "-m", "errorgate", "validate-config", str(bad)], capture_output=True, text=True
+    )
     assert ko.returncode != 0
     assert ko.stderr.strip().count("\n") == 0, "failures are one line"
     assert "receivers.otlp.nope: unknown key" in ko.stderr
     missing = subprocess.run(
-        [sys.executable, "-m", "errorgate", "validate-config", str(tmp_path / "none.yaml")], capture_output=True, text=True
+        [sys.executable, "-m", "errorgate", "validate-config", str(tmp_path / "none.yaml")],
+        capture_output=True,
+        text=True,
     )
     assert missing.returncode != 0 and "cannot read config file" in missing.stderr
 
@@ -112,5 +120,7 @@ def test_every_command_has_help() -> None:
     names = sorted(sub.choices)  # type: ignore[union-attr]
     assert {"serve", "validate-config", "demo"} <= set(names)
     for name in names:
-        out = subprocess.run([sys.executable, "-m", "errorgate", name, "--help"], capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-m", "errorgate", name, "--help"], capture_output=True, text=True
+        )
         assert out.returncode == 0 and "usage:" in out.stdout, name

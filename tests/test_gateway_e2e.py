@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from opentelemetry._logs import SeverityNumber
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
@@ -16,7 +17,6 @@ from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry._logs import SeverityNumber
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
@@ -64,7 +64,10 @@ def _send_with_sdk(protocol: str, gateway_grpc: str, gateway_http: str) -> dict[
     lp = LoggerProvider(resource=resource)
     lp.add_log_record_processor(SimpleLogRecordProcessor(log_exp))
     lp.get_logger("e2e").emit(
-        body="order 42 shipped", severity_text="INFO", severity_number=SeverityNumber.INFO, attributes={"order.id": 42}
+        body="order 42 shipped",
+        severity_text="INFO",
+        severity_number=SeverityNumber.INFO,
+        attributes={"order.id": 42},
     )
     lp.shutdown()
 
@@ -91,7 +94,10 @@ def test_sdk_traffic_arrives_intact(protocol: str, sink: OtlpSink, tmp_path: Pat
     root, child = spans["GET /orders/{id}"], spans["SELECT orders"]
     assert int.from_bytes(root.trace_id, "big") == sent["trace_id"]
     assert child.parent_span_id == root.span_id
-    assert attributes.to_dict(root.attributes) == {"http.route": "/orders/{id}", "http.response.status_code": 200}
+    assert attributes.to_dict(root.attributes) == {
+        "http.route": "/orders/{id}",
+        "http.response.status_code": 200,
+    }
     assert child.status.message == "deadlock detected"
     service_names = {
         attributes.get_str(r.resource.attributes, "service.name")
@@ -185,10 +191,17 @@ def test_processor_failure_dead_letters_batch_and_keeps_serving(sink: OtlpSink, 
     assert "alice@example.com" not in entry.detail
     _, stored = gw.dlq.load(entry.id)
     [(_, _, span)] = list(iter_spans(stored))  # type: ignore[arg-type]
-    assert span.name == "boom" and not attributes.has(span.attributes, "touched"), "DLQ holds the batch as received"
+    assert span.name == "boom" and not attributes.has(span.attributes, "touched"), (
+        "DLQ holds the batch as received"
+    )
     assert metric_value(metrics, "errorgate_received_items_total", signal="traces") == 2
     assert metric_value(metrics, "errorgate_exported_items_total", signal="traces") == 1
-    assert metric_value(metrics, "errorgate_dead_lettered_items_total", signal="traces", reason="processor_error") == 1
+    assert (
+        metric_value(
+            metrics, "errorgate_dead_lettered_items_total", signal="traces", reason="processor_error"
+        )
+        == 1
+    )
     assert metric_value(metrics, "errorgate_processor_failures_total", processor="explode") == 1
 
 

@@ -45,7 +45,9 @@ def batch(batch_no: int, size: int) -> ExportTraceServiceRequest:
 
 
 def exporter_call(channel: grpc.Channel) -> grpc.UnaryUnaryMultiCallable:
-    return channel.unary_unary(TRACE_METHOD, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    return channel.unary_unary(
+        TRACE_METHOD, request_serializer=lambda b: b, response_deserializer=lambda b: b
+    )
 
 
 def test_backend_outage_loses_nothing_and_counts_balance(tmp_path: Path) -> None:
@@ -137,7 +139,9 @@ def test_sigkill_mid_stream_loses_no_acknowledged_item(tmp_path: Path, backend_u
         names = [s.name for s in sink.spans()]
     missing = want - set(names)
     assert not missing, f"{len(missing)} acknowledged spans lost, e.g. {sorted(missing)[:3]}"
-    dup_acked = {n for n in names if names.count(n) > 1 and n in want} if len(names) != len(set(names)) else set()
+    dup_acked = (
+        {n for n in names if names.count(n) > 1 and n in want} if len(names) != len(set(names)) else set()
+    )
     if not backend_up:
         assert not dup_acked, "nothing was delivered before the kill, so nothing may arrive twice"
     else:

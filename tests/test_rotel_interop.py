@@ -87,7 +87,11 @@ def _assert_intact(sink: OtlpSink, trace_id: int, child_span_id: int) -> None:
     assert int.from_bytes(spans["parent"].trace_id, "big") == trace_id
     assert int.from_bytes(spans["child"].span_id, "big") == child_span_id
     assert spans["child"].parent_span_id == spans["parent"].span_id
-    assert attributes.to_dict(spans["parent"].attributes) == {"http.route": "/a/{b}", "retries": 3, "tags": ["x", "y"]}
+    assert attributes.to_dict(spans["parent"].attributes) == {
+        "http.route": "/a/{b}",
+        "retries": 3,
+        "tags": ["x", "y"],
+    }
     [event] = spans["child"].events
     assert event.name == "cache miss" and attributes.to_dict(event.attributes) == {"key.count": 2}
     [log] = sink.log_records()

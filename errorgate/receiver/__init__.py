@@ -3,10 +3,18 @@ decoding happen here; everything after decoding is ``errorgate.intake``'s job.""
 
 from __future__ import annotations
 
+import logging
+from typing import TYPE_CHECKING
+
 from pydantic import Field
 
 from errorgate.component import ComponentConfig, Registry
 from errorgate.config import AuthConfig, TLSServerConfig
+
+if TYPE_CHECKING:
+    from errorgate.intake import Intake
+    from errorgate.receiver.common import Receiver
+    from errorgate.telemetry import Telemetry
 
 
 class GrpcProtocolConfig(ComponentConfig):
@@ -52,3 +60,25 @@ class _ReceiverFactory:
 
 RECEIVERS: Registry[_ReceiverFactory] = Registry("receiver")
 RECEIVERS.register("otlp", OtlpReceiverConfig, lambda cfg, ctx: _ReceiverFactory())
+
+
+def build_receivers(
+    receiver_id: str, config: OtlpReceiverConfig, intake: Intake, logger: logging.Logger, telemetry: Telemetry
+) -> list[Receiver]:
+    """The receivers one ``otlp`` config section asks for (not started yet).
+
+    Raises ``ConfigError`` (naming the key) for unusable endpoints, TLS files or auth tokens.
+    """
+    from errorgate.receiver.grpc_server import OtlpGrpcReceiver
+    from errorgate.receiver.http_server import OtlpHttpReceiver
+
+    receivers: list[Receiver] = []
+    if config.protocols.grpc is not None:
+        receivers.append(
+            OtlpGrpcReceiver(receiver_id, config.protocols.grpc, config.auth, intake, logger, telemetry)
+        )
+    if config.protocols.http is not None:
+        receivers.append(
+            OtlpHttpReceiver(receiver_id, config.protocols.http, config.auth, intake, logger, telemetry)
+        )
+    return receivers

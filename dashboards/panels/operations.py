@@ -1,0 +1,176 @@
+"""Pipeline health, privacy and governance, and retention dashboards."""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard as db
+
+from errorgate.dashboards.panels import ENV, RANGE, agg, bars, dashboard, sel, single_stat, ts
+
+CIRCUIT = {"0": ("closed", "green"), "1": ("half-open", "orange"), "2": ("open", "red")}
+
+
+def pipeline_health() -> db.Dashboard:
+    d = dashboard(
+        "errorgate-pipeline",
+        "errorgate / Pipeline health",
+        "Items in, out, dropped and dead-lettered; queues, circuit breakers, processor latency, sampling.",
+        ["pipeline"],
+    )
+    d = d.with_row(db.Row("Throughput"))
+    for title, unit, metric, by, legend in (
+        ("Received items by signal", "cps", "errorgate_received_items_total", "signal", "{{signal}}"),
+        (
+            "Exported items",
+            "cps",
+            "errorgate_exported_items_total",
+            "signal, exporter",
+            "{{signal}} → {{exporter}}",
+        ),
+        (
+            "Dropped items by reason",
+            "cps",
+            "errorgate_dropped_items_total",
+            "signal, reason",
+            "{{signal}} {{reason}}",
+        ),
+        (
+            "Dead-lettered items",
+            "cps",
+            "errorgate_dead_lettered_items_total",
+            "signal, reason",
+            "{{signal}} {{reason}}",
+        ),
+        (
+            "Rejected requests",
+            "reqps",
+            "errorgate_rejected_requests_total",
+            "receiver, reason",
+            "{{receiver}} {{reason}}",
+        ),
+        ("Duplicate batches", "cps", "errorgate_duplicate_batches_total", "signal", "{{signal}}"),
+    ):
+        d = d.with_panel(ts(title, unit, [(agg(metric, by, ENV), legend)], width=8))
+    d = d.with_row(db.Row("Delivery"))
+    d = d.with_panel(
+        ts(
+            "Queue depth",
+            "short",
+            [(f"sum by (exporter) ({sel('errorgate_queue_items', ENV)})", "{{exporter}}")],
+            width=8,
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Queue size",
+            "bytes",
+            [(f"sum by (exporter) ({sel('errorgate_queue_bytes', ENV)})", "{{exporter}}")],
+            width=8,
+        )
+    )
+    circuit = f"max by (exporter) ({sel('errorgate_exporter_circuit_state', ENV)})"
+    d = d.with_panel(
+        single_stat(
+            "Exporter circuit state", "none", circuit, "{{exporter}}", mappings=CIRCUIT, width=8, height=8
+        )
+    )
+    attempts = agg("errorgate_export_attempts_total", "exporter, outcome", ENV)
+    d = d.with_panel(
+        ts("Export attempts by outcome", "cps", [(attempts, "{{exporter}} {{outcome}}")], width=24)
+    )
+    d = d.with_row(db.Row("Processors"))
+    buckets = agg("errorgate_processor_duration_seconds_bucket", "le, processor", ENV)
+    latency = [
+        (f"histogram_quantile({q}, {buckets})", f"{{{{processor}}}} p{round(q * 100)}")
+        for q in (0.5, 0.95, 0.99)
+    ]
+    d = d.with_panel(
+        ts("Processor latency", "s", latency, description="Per-batch processing time percentiles.")
+    )
+    failures = agg("errorgate_processor_failures_total", "processor, signal", ENV)
+    d = d.with_panel(ts("Processor failures", "cps", [(failures, "{{processor}} {{signal}}")]))
+    d = d.with_row(db.Row("Sampling"))
+    decisions = agg("errorgate_sampled_items_total", "signal, decision, reason", ENV)
+    d = d.with_panel(
+        ts("Sampling decisions", "cps", [(decisions, "{{signal}} {{decision}} {{reason}}")], stacked=True)
+    )
+    kept = agg("errorgate_sampled_items_total", "signal", ENV, decision="kept")
+    represented = agg("errorgate_sampling_adjusted_items_total", "signal", ENV)
+    d = d.with_panel(
+        ts(
+            "Kept vs represented volume",
+            "cps",
+            [(kept, "{{signal}} kept"), (represented, "{{signal}} represented")],
+            description="Represented = the sum of the adjusted counts of kept items: the true volume.",
+        )
+    )
+    held = f"sum({sel('errorgate_assembly_traces', ENV)})"
+    d = d.with_panel(ts("Traces held by the assembler", "short", [(held, "traces")], width=24))
+    return d
+
+
+def privacy_governance() -> db.Dashboard:
+    d = dashboard(
+        "errorgate-privacy",
+        "errorgate / Privacy and governance",
+        "Redactions by entity type, rule and service, encryption, and fail-closed events. Decrypt attempts are "
+        "recorded in the audit log only, not as metrics, so they have no panel here.",
+        ["privacy"],
+    )
+    total = f"sum(increase({sel('errorgate_redactions_total')}[{RANGE}]))"
+    d = d.with_panel(
+        single_stat("Values redacted", "short", total, description="In the time range.", width=12)
+    )
+    fail_closed = f"sum(increase({sel('errorgate_redaction_failures_total', ENV)}[{RANGE}])) or vector(0)"
+    d = d.with_panel(
+        single_stat(
+            "Fail-closed events",
+            "short",
+            fail_closed,
+            description="Items withheld because redaction failed, in the time range. Should be 0.",
+            thresholds=[(None, "green"), (1, "red")],
+            width=12,
+        )
+    )
+    by_type = agg("errorgate_redactions_total", "entity_type", fn="increase", window=RANGE)
+    d = d.with_panel(bars("Redactions by entity type (time range)", "short", by_type, "{{entity_type}}"))
+    for label in ("entity_type", "rule", "service"):
+        name = label.replace("_", " ")
+        d = d.with_panel(
+            ts(
+                f"Redactions by {name}",
+                "cps",
+                [(agg("errorgate_redactions_total", label), f"{{{{{label}}}}}")],
+            )
+        )
+    encrypted = agg("errorgate_encrypted_values_total", "service, signal")
+    d = d.with_panel(
+        ts(
+            "Values encrypted",
+            "cps",
+            [(encrypted, "{{service}} {{signal}}")],
+            description="Attribute values and log bodies the encrypt processor replaced by enc:v1 values.",
+        )
+    )
+    failures = agg("errorgate_redaction_failures_total", "signal", ENV)
+    d = d.with_panel(ts("Fail-closed events by signal", "cps", [(failures, "{{signal}}")], width=24))
+    return d
+
+
+def retention() -> db.Dashboard:
+    d = dashboard(
+        "errorgate-retention",
+        "errorgate / Retention",
+        "Volume per retention class and items under legal hold.",
+        ["retention"],
+    )
+    per_class = agg("errorgate_retention_items_total", "class", ENV, fn="increase", window=RANGE)
+    d = d.with_panel(bars("Items per retention class (time range)", "short", per_class, "{{class}}"))
+    volume = agg("errorgate_retention_items_total", "signal, class", ENV)
+    d = d.with_panel(
+        ts("Volume per retention class", "cps", [(volume, "{{signal}} {{class}}")], stacked=True)
+    )
+    holds = agg("errorgate_legal_hold_items_total", "hold", ENV, fn="increase", window=RANGE)
+    d = d.with_panel(bars("Items under legal hold (time range)", "short", holds, "{{hold}}"))
+    hold_rate = agg("errorgate_legal_hold_items_total", "hold", ENV)
+    d = d.with_panel(ts("Legal hold items over time", "cps", [(hold_rate, "{{hold}}")]))
+    return d

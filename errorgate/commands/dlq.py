@@ -1,0 +1,249 @@
+"""``errorgate dlq list|replay``: inspect and re-send the dead-letter store (``<data_dir>/dlq``).
+
+``list`` shows metadata only (id, time, signal, items, reason, source, detail) — never payload
+values. ``replay`` sends each entry straight through the named exporter (default: every
+exporter of the pipelines of the entry's signal), retrying transient failures with the
+exporter's backoff until ``--max-time``; an entry is removed only once every target accepted it
+(so an entry that failed for one of two exporters may reach the other twice on a re-run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from errorgate.codec import BytesCodec
+from errorgate.component import EXPORTERS, ComponentContext, Exporter, ExportStatus
+from errorgate.config import Config, RetryConfig, load_config
+from errorgate.delivery_policy import Backoff
+from errorgate.dlq import DeadLetterEntry, DeadLetterStore
+from errorgate.signals import Batch, Signal
+from errorgate.telemetry import Telemetry
+
+
+class DlqCommandError(Exception):
+    pass
+
+
+_ROW = "{:<26} {:<20} {:<8} {:>6}  {:<24} {:<24} {}"
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "dlq",
+        help="inspect or replay the dead-letter store",
+        description="Inspect (list) or re-send (replay) batches in the dead-letter store <data_dir>/dlq.",
+    )
+    sub = p.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
+
+    ls = sub.add_parser("list", help="list dead-lettered batches (metadata only, never payload values)")
+    ls.add_argument("--config", metavar="FILE", help="config file (default: the embedded default config)")
+    ls.add_argument("--format", choices=("text", "json"), default="text")
+    ls.set_defaults(func=run_list)
+
+    rp = sub.add_parser(
+        "replay",
+        help="re-send dead-lettered batches",
+        description="Send entries through an exporter with retries; remove each entry only after success.",
+    )
+    rp.add_argument("--config", metavar="FILE", help="config file (default: the embedded default config)")
+    rp.add_argument(
+        "--exporter", metavar="ID", help="exporter id from the config (default: the pipelines' ones)"
+    )
+    rp.add_argument("--id", dest="entry_id", metavar="ENTRY", help="replay only this entry")
+    rp.add_argument(
+        "--max-time", type=float, default=30.0, help="seconds to keep retrying one entry (default 30)"
+    )
+    rp.set_defaults(func=run_replay)
+
+
+# ------------------------------------------------------------------ shared
+
+
+def _open_store(config: Config) -> DeadLetterStore:
+    data_dir = Path(config.service.data_dir)
+    directory = data_dir / "dlq"
+    if not directory.is_dir():
+        raise DlqCommandError(
+            f"no dead-letter store at {directory} (service.data_dir = {config.service.data_dir})"
+        )
+    return DeadLetterStore(directory, Telemetry(), _codec(config, data_dir))
+
+
+def _codec(config: Config, data_dir: Path) -> BytesCodec | None:
+    """The at-rest codec the gateway uses for this config (the same keyring, as ``serve`` builds it)."""
+    encrypt_ids = [cid for cid in config.processors if cid.split("/", 1)[0] == "encrypt"]
+    if not encrypt_ids:
+        return None
+    from errorgate.governance.crypto import AeadCodec
+    from errorgate.processors.encrypt import keyring_from_config
+
+    keyring = keyring_from_config(
+        config.processors[encrypt_ids[0]], data_dir, logging.getLogger("errorgate.keyring")
+    )
+    return AeadCodec(keyring, "at-rest")
+
+
+def _fail(message: str) -> int:
+    print(f"errorgate dlq: {message}", file=sys.stderr)
+    return 2
+
+
+# ------------------------------------------------------------------ list
+
+
+def run_list(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+        store = _open_store(config)
+    except DlqCommandError as e:
+        if args.format == "json":
+            print("[]")
+            return 0
+        print(f"dead-letter store is empty ({e})")
+        return 0
+    entries = store.list()
+    if args.format == "json":
+        print(json.dumps([e.to_dict() for e in entries], indent=2))
+        return 0
+    if not entries:
+        print("dead-letter store is empty")
+        return 0
+    print(_ROW.format("ID", "TIME (UTC)", "SIGNAL", "ITEMS", "REASON", "SOURCE", "DETAIL"))
+    for entry in entries:
+        when = datetime.fromtimestamp(entry.time, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        row = (entry.id, when, entry.signal.value, entry.items, entry.reason, entry.source, entry.detail)
+        print(_ROW.format(*row))
+    print(f"{len(entries)} entries, {sum(x.items for x in entries)} items")
+    return 0
+
+
+# ------------------------------------------------------------------ replay
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+        store = _open_store(config)
+    except DlqCommandError as e:
+        return _fail(str(e))
+    entries = store.list()
+    if args.entry_id:
+        entries = [e for e in entries if e.id == args.entry_id]
+        if not entries:
+            return _fail(f"--id: no dead-letter entry {args.entry_id!r}")
+    if args.exporter and args.exporter not in config.exporters:
+        known = ", ".join(sorted(config.exporters)) or "none"
+        return _fail(f"--exporter: {args.exporter!r} is not defined under exporters: (known: {known})")
+    replayer = _Replayer(config, args.max_time)
+    ok = failed = items = 0
+    try:
+        for entry in entries:
+            targets = [args.exporter] if args.exporter else replayer.default_targets(entry.signal)
+            if not targets:
+                print(
+                    f"{entry.id}: no pipeline exports {entry.signal.value}; use --exporter", file=sys.stderr
+                )
+                failed += 1
+                continue
+            outcome = replayer.replay(store, entry, targets)
+            if outcome is None:
+                store.remove(entry.id)
+                ok += 1
+                items += entry.items
+                print(
+                    f"{entry.id}: replayed {entry.items} {entry.signal.value} item(s) to {', '.join(targets)}"
+                )
+            else:
+                failed += 1
+                print(f"{entry.id}: not replayed: {outcome}", file=sys.stderr)
+    finally:
+        replayer.shutdown()
+    print(f"replayed {ok} of {ok + failed} entries ({items} items); {failed} failed")
+    return 1 if failed else 0
+
+
+class _Replayer:
+    def __init__(self, config: Config, max_time: float) -> None:
+        self.config = config
+        self.max_time = max_time
+        self._exporters: dict[str, tuple[Exporter, Any]] = {}
+
+    def default_targets(self, signal: Signal) -> list[str]:
+        out: list[str] = []
+        for name, pipeline in self.config.service.pipelines.items():
+            if name.split("/", 1)[0] == signal.value:
+                out.extend(e for e in pipeline.exporters if e not in out)
+        return out
+
+    def _exporter(self, exporter_id: str) -> tuple[Exporter, Any]:
+        if exporter_id not in self._exporters:
+            cfg = self.config.exporters[exporter_id]
+            factory = EXPORTERS.get(exporter_id.split("/", 1)[0])
+            if factory is None:
+                raise DlqCommandError(f"exporter {exporter_id!r}: unknown type")
+            context = ComponentContext(
+                component_id=exporter_id,
+                data_dir=Path(self.config.service.data_dir),
+                telemetry=Telemetry(),
+                logger=logging.getLogger(f"errorgate.{exporter_id}"),
+            )
+            self._exporters[exporter_id] = (factory.create(cfg, context), cfg)
+        return self._exporters[exporter_id]
+
+    def replay(self, store: DeadLetterStore, entry: DeadLetterEntry, targets: list[str]) -> str | None:
+        """None on success, else why it failed (PII-free)."""
+        try:
+            signal, request = store.load(entry.id)
+        except (KeyError, ValueError) as e:
+            return f"cannot load entry ({type(e).__name__}: {e})"
+        for exporter_id in targets:
+            try:
+                exporter, cfg = self._exporter(exporter_id)
+            except (DlqCommandError, ValueError) as e:
+                return str(e)
+            if signal not in exporter.signals:
+                return f"exporter {exporter_id} does not export {signal.value}"
+            error = self._send(exporter, cfg, Batch(signal, request))
+            if error is not None:
+                return f"exporter {exporter_id}: {error}"
+        return None
+
+    def _send(self, exporter: Exporter, cfg: Any, batch: Batch) -> str | None:
+        retry: RetryConfig = getattr(cfg, "retry_on_failure", None) or RetryConfig()
+        timeout = float(getattr(cfg, "timeout", 5.0) or 5.0)
+        backoff = Backoff(retry)
+        deadline = time.monotonic() + self.max_time
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                result = exporter.export(batch, timeout)
+            except Exception as e:
+                return f"exporter raised {type(e).__name__}"
+            if result.status is ExportStatus.SUCCESS:
+                if result.rejected_items:
+                    print(
+                        f"  backend rejected {result.rejected_items} item(s) (partial success)",
+                        file=sys.stderr,
+                    )
+                return None
+            if result.status is ExportStatus.PERMANENT:
+                return f"permanent error {result.reason}"
+            delay = backoff.delay(attempt, result.retry_after)
+            if time.monotonic() + delay > deadline:
+                return f"still failing after {attempt} attempt(s) ({result.reason}); --max-time reached"
+            time.sleep(delay)
+
+    def shutdown(self) -> None:
+        for exporter, _cfg in self._exporters.values():
+            try:
+                exporter.shutdown()
+            except Exception:
+                pass

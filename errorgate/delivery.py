@@ -1,0 +1,254 @@
+"""Reliable delivery around one exporter: sending queue, retries, circuit breaker, dead letters.
+
+``QueuedExporter`` owns a queue (persistent when ``sending_queue.storage`` is set) and
+``sending_queue.num_consumers`` consumer threads. Records are handed to consumers in queue
+order; with more than one consumer, batches are *in flight* concurrently, so the backend may
+see batch n+1 complete before batch n (the Collector behaves the same). Set
+``num_consumers: 1`` for strict delivery order. Each consumer owns its record until it is
+exported or dead-lettered, and only then acknowledges it to the queue — so a crash or
+shutdown mid-retry leaves the record in a persistent queue for the next start.
+
+Retry loop (hand-rolled around tenacity's full-jitter wait): it has to wait on the circuit
+breaker shared by all consumers, honour the server's delay hint, wake promptly on shutdown
+and decide dead-lettering on ``max_elapsed_time`` — more state than tenacity's ``Retrying``
+loop carries comfortably.
+
+Accounting: every item leaves exactly one way — exported (``errorgate_exported_items_total``),
+dropped with a reason (backend ``partial_success`` rejections: ``rejected_by_backend``), or
+dead-lettered (``errorgate_dead_lettered_items_total``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from google.protobuf.message import DecodeError
+
+from errorgate.codec import BytesCodec
+from errorgate.component import ComponentConfig, ComponentContext, Exporter, ExportResult, ExportStatus
+from errorgate.config import CircuitBreakerConfig, QueueConfig, RetryConfig
+from errorgate.delivery_policy import Backoff, CircuitBreaker, CircuitState
+from errorgate.dlq import DeadLetterStore
+from errorgate.queue import ExportQueue, MemoryQueue, PersistentQueue, QueueRecord
+from errorgate.signals import Batch
+
+log = logging.getLogger(__name__)
+
+# Batch.notes key under which the serialized request travels, so exporters need not re-encode.
+SERIALIZED_NOTE = "_errorgate_serialized"
+DEFAULT_TIMEOUT = 5.0
+
+
+class QueuedExporter:
+    def __init__(
+        self,
+        component_id: str,
+        exporter: Exporter,
+        config: ComponentConfig,
+        context: ComponentContext,
+        dlq: DeadLetterStore,
+        codec: BytesCodec | None = None,
+        *,
+        queue_dir: Path | None = None,
+        fsync: bool = False,
+    ) -> None:
+        """The persistent queue lives in ``<sending_queue.storage>/<component id, / as _>`` (a
+        relative storage path is relative to the working directory, as in the Collector), or in
+        ``queue_dir`` when given. ``sending_queue.enabled: false`` means an in-memory queue."""
+        self.component_id = component_id
+        self.exporter = exporter
+        self.context = context
+        self.dlq = dlq
+        self.timeout: float = float(getattr(config, "timeout", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT)
+        self.retry: RetryConfig = getattr(config, "retry_on_failure", None) or RetryConfig()
+        self.queue_config: QueueConfig = getattr(config, "sending_queue", None) or QueueConfig()
+        breaker_config: CircuitBreakerConfig = (
+            getattr(config, "circuit_breaker", None) or CircuitBreakerConfig()
+        )
+        telemetry = context.telemetry
+        self._telemetry = telemetry
+        self._label = telemetry.cap("exporter", component_id)
+        self._source = f"exporter:{component_id}"
+        self.backoff = Backoff(self.retry)
+        self.breaker = CircuitBreaker(breaker_config, on_change=self._circuit_changed)
+        telemetry.circuit_state.labels(self._label).set(0)
+        max_bytes = int(self.queue_config.max_size_mib * 1048576)
+        storage = queue_dir
+        if storage is None and self.queue_config.storage and self.queue_config.enabled:
+            # One sub-directory per exporter, so several exporters may name the same storage.
+            storage = Path(self.queue_config.storage) / component_id.replace("/", "_")
+        self.queue: ExportQueue = (
+            PersistentQueue(storage, max_bytes, codec, fsync=fsync) if storage else MemoryQueue(max_bytes)
+        )
+        self.persistent = storage is not None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        # Recent (reason, chosen delay) pairs: what the retry policy decided, for tests and debugging.
+        self.retry_log: deque[tuple[str, float]] = deque(maxlen=1000)
+        self._update_gauges()
+
+    # -------------------------------------------------------------- public interface
+
+    def start(self) -> None:
+        if self._threads:
+            return
+        self._stop.clear()
+        n = self.queue_config.num_consumers
+        for i in range(n):
+            t = threading.Thread(target=self._consume, name=f"export-{self.component_id}-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def enqueue(self, batch: Batch) -> None:
+        """Queue ``batch`` (durable on return for a persistent queue); Backpressure when full."""
+        items = batch.item_count()
+        if not items:
+            return
+        data = batch.notes.get(SERIALIZED_NOTE)
+        if not isinstance(data, bytes):
+            data = batch.request.SerializeToString() if self.persistent else None
+            if data is not None:
+                # Fan-out: the next persistent exporter of this batch reuses the bytes.
+                batch.notes[SERIALIZED_NOTE] = data
+        self.queue.put(batch.signal, batch.request, items, data)
+        self._update_gauges()
+
+    def has_room(self, nbytes: int) -> bool:
+        return self.queue.has_room(nbytes)
+
+    def state(self) -> dict[str, object]:
+        return {
+            "circuit": self.breaker.state.label,
+            "queue_items": self.queue.items,
+            "queue_bytes": self.queue.nbytes,
+            "accepting": self.queue.has_room(0),
+        }
+
+    def drain(self, timeout: float) -> bool:
+        return self.queue.wait_empty(timeout)
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=self.timeout + 5)
+        self._threads.clear()
+        self.queue.close()
+        try:
+            self.exporter.shutdown()
+        except Exception:
+            log.exception("exporter %s: shutdown failed", self.component_id)
+
+    # -------------------------------------------------------------- consumers
+
+    def _consume(self) -> None:
+        while not self._stop.is_set():
+            record = self.queue.get(timeout=0.2)
+            if record is None:
+                continue
+            try:
+                done = self._deliver(record)
+            except Exception:
+                # A bug here must not lose the record or kill the consumer: keep it for the next start.
+                log.exception("exporter %s: delivery loop failed", self.component_id)
+                done = False
+                self._stop.wait(1.0)
+            if done:
+                self.queue.ack(record.seq)
+                self._update_gauges()
+            elif not self._stop.is_set():
+                # Only reachable after an internal error: retry the same record rather than skip it.
+                self._requeue_inline(record)
+
+    def _requeue_inline(self, record: QueueRecord) -> None:
+        while not self._stop.is_set():
+            try:
+                if self._deliver(record):
+                    self.queue.ack(record.seq)
+                    self._update_gauges()
+                    return
+            except Exception:
+                log.exception("exporter %s: delivery loop failed", self.component_id)
+            self._stop.wait(1.0)
+
+    def _deliver(self, record: QueueRecord) -> bool:
+        """Export ``record`` until it is exported or dead-lettered (True) or we are stopping (False)."""
+        signal = record.signal.value
+        try:
+            request = None if record.corrupt else record.to_request()
+        except DecodeError:
+            request = None
+        if request is None:
+            # The at-rest codec refused the record (tampered or key gone): no payload to deliver or keep.
+            self._telemetry.record_dropped(signal, "queue_record_unreadable", record.items)
+            log.error(
+                "exporter %s: dropped an unreadable queue record (%d items)", self.component_id, record.items
+            )
+            return True
+        batch = Batch(record.signal, request)
+        if record.data is not None:
+            batch.notes[SERIALIZED_NOTE] = record.data
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            wait = self.breaker.acquire()
+            while wait > 0:
+                if self._expired(started, wait):
+                    return self._dead_letter(batch, "max_elapsed_time", "circuit open until max_elapsed_time")
+                if self._stop.wait(min(wait, 0.5)):
+                    return False
+                wait = self.breaker.acquire()
+            attempt += 1
+            result = self._attempt(batch)
+            if result.status is ExportStatus.SUCCESS:
+                self.breaker.success()
+                rejected = min(result.rejected_items, record.items)
+                self._telemetry.record_exported(signal, self._label, record.items - rejected)
+                self._telemetry.record_dropped(signal, "rejected_by_backend", rejected)
+                return True
+            if result.status is ExportStatus.PERMANENT:
+                # The backend answered, so it is reachable: a permanent refusal says nothing about its health.
+                self.breaker.success()
+                return self._dead_letter(batch, "permanent_export_error", result.reason)
+            self.breaker.failure()
+            if not self.retry.enabled:
+                return self._dead_letter(batch, "retry_disabled", result.reason)
+            delay = self.backoff.delay(attempt, result.retry_after)
+            self.retry_log.append((result.reason, delay))
+            if self._expired(started, delay):
+                return self._dead_letter(batch, "max_elapsed_time", f"last error: {result.reason}")
+            if self._stop.wait(delay):
+                return False
+
+    def _expired(self, started: float, upcoming_wait: float) -> bool:
+        limit = self.retry.max_elapsed_time
+        return limit > 0 and time.monotonic() - started + upcoming_wait > limit
+
+    def _attempt(self, batch: Batch) -> ExportResult:
+        try:
+            result = self.exporter.export(batch, self.timeout)
+        except Exception as e:
+            # An exporter bug is treated as transient: the data stays safe in the queue.
+            log.exception("exporter %s raised", self.component_id)
+            result = ExportResult.retry(f"exporter raised {type(e).__name__}")
+        self._telemetry.export_attempts.labels(self._label, result.status.value).inc()
+        if result.status is not ExportStatus.SUCCESS:
+            log.debug("exporter %s: attempt failed: %s", self.component_id, result.reason)
+        return result
+
+    def _dead_letter(self, batch: Batch, reason: str, detail: str) -> bool:
+        self.dlq.put(batch.signal, batch.request, reason=reason, detail=detail, source=self._source)
+        return True
+
+    # -------------------------------------------------------------- telemetry
+
+    def _circuit_changed(self, state: CircuitState) -> None:
+        self._telemetry.circuit_state.labels(self._label).set(int(state))
+        log.warning("exporter %s: circuit %s", self.component_id, state.label)
+
+    def _update_gauges(self) -> None:
+        self._telemetry.queue_items.labels(self._label).set(self.queue.items)
+        self._telemetry.queue_bytes.labels(self._label).set(self.queue.nbytes)

@@ -1,0 +1,303 @@
+"""The persistent sending queue (``errorgate.queue.PersistentQueue``).
+
+The queue is a directory of segment files holding framed
+records ``<u32 payload length><u32 crc32><u8 signal><u32 items><payload>`` where payload
+is the serialized export request (through the at-rest codec when one is given). The
+CRC covers signal, items and payload, so a torn or garbled record is recognised. A
+record is written to the OS before ``put`` returns (``fsync=True`` also forces it to the
+device). ``cursor`` holds the position up to which every record was acknowledged, in two
+alternating CRC-checked slots (a torn slot write leaves the other, older one valid — cheaper
+than a file rename per acknowledgement); segments before it are deleted. After a crash the queue
+re-reads from the cursor: records past it are delivered again (at-least-once), a torn
+last record (the ``put`` that never returned) is cut off, nothing else is lost.
+
+Several consumers may take records at once; acknowledgements can arrive out of order,
+so the cursor only advances over the contiguous acknowledged prefix.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import struct
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from errorgate.codec import BytesCodec, or_identity
+from errorgate.queue import (
+    _HEADER,
+    _SIGNAL_CODE,
+    _SIGNALS,
+    HEADER_SIZE,
+    ExportQueue,
+    QueueInUse,
+    QueueRecord,
+)
+from errorgate.signals import ExportRequest, Signal
+
+log = logging.getLogger("errorgate.queue")
+
+_SEGMENT_SUFFIX = ".seg"
+_CURSOR = "cursor"
+_SLOT = struct.Struct("<QQQI")  # generation, segment, offset, crc32 of the first three
+_SLOT_SIZE = 32
+
+
+@dataclass
+class _Pending:
+    segment: int
+    end: int  # offset just past the record
+    items: int
+    size: int
+    acked: bool = False
+
+
+class PersistentQueue(ExportQueue):
+    """Segment files in ``directory``; survives restarts and SIGKILL (see module docstring)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        max_bytes: int,
+        codec: BytesCodec | None = None,
+        *,
+        fsync: bool = False,
+        segment_bytes: int | None = None,
+    ) -> None:
+        super().__init__(max_bytes)
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock_directory(self.directory)
+        self._codec = or_identity(codec)
+        self._fsync = fsync
+        self._segment_bytes = segment_bytes or max(64 * 1024, min(16 * 1048576, max_bytes // 8))
+        self._lengths: dict[int, int] = {}  # segment -> length of its valid records
+        self._pending: dict[int, _Pending] = {}  # dispatched, not yet committed, by seq
+        self._next_seq = 1  # assigned at dispatch
+        self._commit_seq = 1
+        self._unread = 0
+        self._read_fds: dict[int, int] = {}
+        self._cursor_fd = os.open(self.directory / _CURSOR, os.O_RDWR | os.O_CREAT, 0o600)
+        self._cursor_gen = 0
+        self._recover()
+        self._write_seg = max(self._lengths, default=0) + 1
+        self._lengths[self._write_seg] = 0
+        self._wfd = os.open(self._seg_path(self._write_seg), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        if not self._has_cursor:
+            self._read_seg, self._read_off = min(self._lengths), 0
+
+    # -------------------------------------------------------------- recovery
+
+    def _seg_path(self, n: int) -> Path:
+        return self.directory / f"{n:016d}{_SEGMENT_SUFFIX}"
+
+    def _recover(self) -> None:
+        segments = sorted(
+            int(p.name[: -len(_SEGMENT_SUFFIX)])
+            for p in self.directory.glob(f"*{_SEGMENT_SUFFIX}")
+            if p.name[: -len(_SEGMENT_SUFFIX)].isdigit()
+        )
+        cur_seg, cur_off = self._read_cursor()
+        self._has_cursor = False
+        for n in segments:
+            if n < cur_seg:
+                self._seg_path(n).unlink(missing_ok=True)
+                continue
+            start = cur_off if n == cur_seg else 0
+            valid_end, items, size, count = self._scan(n, start)
+            file_len = self._seg_path(n).stat().st_size
+            if valid_end < file_len:
+                # A torn tail is the put that never returned; anything else is damage worth a warning.
+                torn_only = n == segments[-1]
+                (log.info if torn_only else log.warning)(
+                    "queue %s: segment %d: ignoring %d bytes after offset %d (%s)",
+                    self.directory,
+                    n,
+                    file_len - valid_end,
+                    valid_end,
+                    "incomplete last record" if torn_only else "corrupt record",
+                )
+                with open(self._seg_path(n), "r+b") as f:
+                    f.truncate(valid_end)
+            if count == 0 and not self._has_cursor:
+                # Nothing unread here: the segment is fully consumed.
+                self._seg_path(n).unlink(missing_ok=True)
+                continue
+            self._lengths[n] = valid_end
+            if not self._has_cursor:
+                self._read_seg, self._read_off, self._has_cursor = n, start, True
+            self._items += items
+            self._bytes += size
+            self._unread += count
+        self._outstanding = self._unread
+        if self._has_cursor:
+            self._write_cursor(self._read_seg, self._read_off)
+
+    def _read_cursor(self) -> tuple[int, int]:
+        raw = os.pread(self._cursor_fd, 2 * _SLOT_SIZE, 0)
+        best: tuple[int, int, int] | None = None
+        for i in range(2):
+            chunk = raw[i * _SLOT_SIZE : i * _SLOT_SIZE + _SLOT.size]
+            if len(chunk) < _SLOT.size:
+                continue
+            gen, seg, off, crc = _SLOT.unpack(chunk)
+            if zlib.crc32(chunk[:24]) == crc and (best is None or gen > best[0]):
+                best = (gen, seg, off)
+        if best is None:
+            if raw:
+                log.warning("queue %s: unreadable cursor, re-reading every segment", self.directory)
+            return 0, 0
+        self._cursor_gen = best[0]
+        return best[1], best[2]
+
+    def _scan(self, n: int, start: int) -> tuple[int, int, int, int]:
+        """(end of the last valid record, items, bytes, records) from ``start``."""
+        items = size = count = 0
+        with open(self._seg_path(n), "rb") as f:
+            f.seek(start)
+            pos = start
+            while True:
+                header = f.read(HEADER_SIZE)
+                if len(header) < HEADER_SIZE:
+                    break
+                length, crc, code, n_items = _HEADER.unpack(header)
+                payload = f.read(length)
+                if len(payload) < length or code >= len(_SIGNALS) or _crc(code, n_items, payload) != crc:
+                    break
+                pos += HEADER_SIZE + length
+                items += n_items
+                size += HEADER_SIZE + length
+                count += 1
+        return pos, items, size, count
+
+    def _write_cursor(self, segment: int, offset: int) -> None:
+        self._cursor_gen += 1
+        head = struct.pack("<QQQ", self._cursor_gen, segment, offset)
+        slot = head + struct.pack("<I", zlib.crc32(head))
+        os.pwrite(self._cursor_fd, slot, (self._cursor_gen % 2) * _SLOT_SIZE)
+        if self._fsync:
+            os.fdatasync(self._cursor_fd)
+
+    # -------------------------------------------------------------- queue
+
+    def put(self, signal: Signal, request: ExportRequest, items: int, data: bytes | None = None) -> None:
+        payload = self._codec.encode(request.SerializeToString() if data is None else data)
+        code = _SIGNAL_CODE[signal]
+        frame = _HEADER.pack(len(payload), _crc(code, items, payload), code, items) + payload
+        with self._cond:
+            self._check_room(len(frame))
+            if self._lengths[self._write_seg] >= self._segment_bytes:
+                self._rotate()
+            _write_all(self._wfd, frame)
+            if self._fsync:
+                os.fsync(self._wfd)
+            self._lengths[self._write_seg] += len(frame)
+            self._items += items
+            self._bytes += len(frame)
+            self._unread += 1
+            self._outstanding += 1
+            self._cond.notify_all()
+
+    def _rotate(self) -> None:
+        os.close(self._wfd)
+        self._write_seg += 1
+        self._lengths[self._write_seg] = 0
+        self._wfd = os.open(self._seg_path(self._write_seg), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def get(self, timeout: float) -> QueueRecord | None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._unread:
+                left = deadline - time.monotonic()
+                if self._closed or left <= 0:
+                    return None
+                self._cond.wait(left)
+            while self._read_off >= self._lengths[self._read_seg]:
+                self._read_seg = min(n for n in self._lengths if n > self._read_seg)
+                self._read_off = 0
+            fd = self._read_fd(self._read_seg)
+            header = os.pread(fd, HEADER_SIZE, self._read_off)
+            length, _crc_value, code, items = _HEADER.unpack(header)
+            payload = os.pread(fd, length, self._read_off + HEADER_SIZE)
+            size = HEADER_SIZE + length
+            self._read_off += size
+            self._unread -= 1
+            seq = self._next_seq
+            self._next_seq += 1
+            self._pending[seq] = _Pending(self._read_seg, self._read_off, items, size)
+        try:
+            data: bytes | None = self._codec.decode(payload)
+            corrupt = False
+        except ValueError:
+            data, corrupt = None, True
+        return QueueRecord(seq, _SIGNALS[code], items, size, data=data, corrupt=corrupt)
+
+    def _read_fd(self, n: int) -> int:
+        fd = self._read_fds.get(n)
+        if fd is None:
+            for old in [k for k in self._read_fds if k < n]:
+                os.close(self._read_fds.pop(old))
+            fd = self._read_fds[n] = os.open(self._seg_path(n), os.O_RDONLY)
+        return fd
+
+    def ack(self, seq: int) -> None:
+        with self._cond:
+            pending = self._pending.get(seq)
+            if pending is None or pending.acked:
+                return
+            pending.acked = True
+            self._items -= pending.items
+            self._bytes -= pending.size
+            self._outstanding -= 1
+            committed: _Pending | None = None
+            while (head := self._pending.get(self._commit_seq)) is not None and head.acked:
+                committed = self._pending.pop(self._commit_seq)
+                self._commit_seq += 1
+            if committed is not None:
+                self._write_cursor(committed.segment, committed.end)
+                for n in [k for k in self._lengths if k < committed.segment]:
+                    del self._lengths[n]
+                    fd = self._read_fds.pop(n, None)
+                    if fd is not None:
+                        os.close(fd)
+                    self._seg_path(n).unlink(missing_ok=True)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            super().close()
+            os.close(self._wfd)
+            for fd in self._read_fds.values():
+                os.close(fd)
+            self._read_fds.clear()
+            os.close(self._cursor_fd)
+            os.close(self._lock_fd)  # releases the directory lock
+
+
+def _lock_directory(directory: Path) -> int:
+    """Two processes appending to one queue would interleave records: refuse the second."""
+    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise QueueInUse(
+            f"sending_queue.storage: {directory} is in use by another errorgate process (or another exporter)"
+        ) from None
+    return fd
+
+
+def _crc(code: int, items: int, payload: bytes) -> int:
+    return zlib.crc32(payload, zlib.crc32(struct.pack("<BI", code, items)))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]

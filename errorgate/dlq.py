@@ -1,0 +1,174 @@
+"""Dead-letter store: batches errorgate could not deliver or process, kept for inspection and replay.
+
+One entry is two files in the store directory: ``<id>.bin`` (the serialized export request,
+through the at-rest codec) and ``<id>.json`` (metadata only: signal, counts, reason, source,
+a PII-free detail — never payload values, so ``dlq list`` is safe to show). The payload is
+written and fsynced first and the metadata is renamed into place last, so an entry exists
+exactly when both are complete; a crash in between leaves an orphan ``.bin`` that the next
+start removes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from google.protobuf.message import DecodeError
+
+from errorgate.codec import BytesCodec, or_identity
+from errorgate.signals import ExportRequest, Signal, count_items
+from errorgate.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+_MAX_DETAIL = 500
+
+
+@dataclass(frozen=True)
+class DeadLetterEntry:
+    id: str
+    time: float
+    signal: Signal
+    reason: str
+    detail: str
+    source: str
+    items: int
+    size: int
+
+    def to_dict(self) -> dict[str, object]:
+        out = asdict(self)
+        out["signal"] = self.signal.value
+        return out
+
+
+class DeadLetterStore:
+    def __init__(self, directory: Path, telemetry: Telemetry, codec: BytesCodec | None = None) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._telemetry = telemetry
+        self._codec = or_identity(codec)
+        self._lock = threading.Lock()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        for tmp in self.directory.glob("*.tmp"):
+            tmp.unlink(missing_ok=True)
+        for payload in self.directory.glob("*.bin"):
+            if not payload.with_suffix(".json").exists():
+                payload.unlink(missing_ok=True)
+
+    def put(self, signal: Signal, request: ExportRequest, *, reason: str, detail: str, source: str) -> str:
+        """Store ``request`` durably (fsynced before return); returns the entry id."""
+        now = time.time()
+        entry_id = f"{int(now * 1000):013d}-{uuid.uuid4().hex[:12]}"
+        payload = self._codec.encode(request.SerializeToString())
+        items = count_items(request)
+        entry = DeadLetterEntry(
+            id=entry_id,
+            time=now,
+            signal=signal,
+            reason=reason,
+            detail=detail[:_MAX_DETAIL],
+            source=source,
+            items=items,
+            size=len(payload),
+        )
+        _write_durably(self.directory / f"{entry_id}.bin", payload)
+        _write_durably(self.directory / f"{entry_id}.json", json.dumps(entry.to_dict()).encode())
+        _fsync_dir(self.directory)
+        self._telemetry.record_dead_lettered(signal.value, reason, items)
+        log.warning(
+            "dead-lettered %d %s item(s): reason=%s source=%s entry=%s",
+            items,
+            signal.value,
+            reason,
+            source,
+            entry_id,
+        )
+        return entry_id
+
+    def list(self) -> list[DeadLetterEntry]:
+        entries = []
+        for meta in sorted(self.directory.glob("*.json")):
+            try:
+                data = json.loads(meta.read_text())
+                entries.append(
+                    DeadLetterEntry(
+                        id=data["id"],
+                        time=float(data["time"]),
+                        signal=Signal(data["signal"]),
+                        reason=data["reason"],
+                        detail=data["detail"],
+                        source=data["source"],
+                        items=int(data["items"]),
+                        size=int(data["size"]),
+                    )
+                )
+            except (OSError, ValueError, KeyError) as e:
+                log.warning("dead-letter store: unreadable entry %s (%s)", meta.name, type(e).__name__)
+        return entries
+
+    def get(self, entry_id: str) -> DeadLetterEntry:
+        for entry in self.list():
+            if entry.id == entry_id:
+                return entry
+        raise KeyError(f"no dead-letter entry with id {entry_id!r}")
+
+    def load(self, entry_id: str) -> tuple[Signal, ExportRequest]:
+        """The entry's request; KeyError if it does not exist, ValueError if the codec refuses it."""
+        _check_id(entry_id)
+        entry = self.get(entry_id)
+        try:
+            raw = (self.directory / f"{entry_id}.bin").read_bytes()
+        except FileNotFoundError:
+            raise KeyError(f"dead-letter entry {entry_id!r} has no payload") from None
+        try:
+            return entry.signal, entry.signal.parse(self._codec.decode(raw))
+        except DecodeError:
+            raise ValueError(
+                f"dead-letter entry {entry_id!r}: payload does not decode (wrong codec?)"
+            ) from None
+
+    def remove(self, entry_id: str) -> None:
+        _check_id(entry_id)
+        with self._lock:
+            # Metadata first: an entry without metadata is not an entry, a stray payload is cleaned up.
+            (self.directory / f"{entry_id}.json").unlink(missing_ok=True)
+            (self.directory / f"{entry_id}.bin").unlink(missing_ok=True)
+
+
+def _check_id(entry_id: str) -> None:
+    if not entry_id or "/" in entry_id or entry_id.startswith(".") or "\\" in entry_id:
+        raise KeyError(f"not a dead-letter entry id: {entry_id!r}")
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

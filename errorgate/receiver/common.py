@@ -1,0 +1,138 @@
+"""Pieces shared by the gRPC and HTTP receivers: the Receiver protocol, endpoint parsing,
+decoding, export responses and the fixed set of refusal reasons (metric label values)."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Protocol
+
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsPartialSuccess,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsPartialSuccess,
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceResponse,
+)
+
+from errorgate.config import ConfigError, TLSServerConfig
+from errorgate.intake import AcceptResult
+from errorgate.signals import ExportRequest, Signal
+
+# Reasons for refusing a whole request: the values of errorgate_rejected_requests_total{reason}.
+UNAUTHENTICATED = "unauthenticated"
+TOO_LARGE = "too_large"
+MALFORMED = "malformed"
+BACKPRESSURE = "backpressure"
+PROCESSING_FAILED = "processing_failed"
+UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+INTERNAL = "internal"
+
+MIB = 1024 * 1024
+
+REQUEST_NAMES = {
+    Signal.TRACES: "ExportTraceServiceRequest",
+    Signal.LOGS: "ExportLogsServiceRequest",
+    Signal.METRICS: "ExportMetricsServiceRequest",
+}
+
+
+class Receiver(Protocol):
+    protocol: str  # "grpc" or "http"
+
+    @property
+    def endpoint(self) -> str:
+        """host:port actually bound (after ``start``)."""
+        ...
+
+    def start(self) -> int:
+        """Bind and serve in background threads; returns the bound port."""
+        ...
+
+    def stop(self, grace: float) -> None:
+        """Stop accepting, give in-flight requests up to ``grace`` seconds, then close."""
+        ...
+
+
+def parse_endpoint(endpoint: str, key_path: str) -> tuple[str, int]:
+    """'host:port', '[v6]:port' or ':port' (all interfaces) -> (host, port)."""
+    host, sep, port_text = endpoint.rpartition(":")
+    if not sep or not port_text.isdigit() or int(port_text) > 65535:
+        raise ConfigError(f"{key_path}: expected host:port, got {endpoint!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host or "0.0.0.0", int(port_text)
+
+
+def format_endpoint(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def decode(signal: Signal, data: bytes) -> ExportRequest:
+    """Decode protobuf; raises ValueError with a PII-free message."""
+    try:
+        request = signal.parse(data)
+    except (DecodeError, RuntimeError) as e:
+        raise ValueError(f"cannot decode {REQUEST_NAMES[signal]}: {_decode_detail(e)}") from None
+    if data and not request.ListFields():
+        # Bytes that happen to parse as unknown fields only: nothing OTLP in them.
+        raise ValueError(f"cannot decode {REQUEST_NAMES[signal]}: {len(data)} bytes with no OTLP content")
+    return request
+
+
+def _decode_detail(e: Exception) -> str:
+    # upb's messages ("Error parsing message with type ...") carry no payload; keep them short.
+    text = str(e) or type(e).__name__
+    return text[:160]
+
+
+def export_response(
+    signal: Signal, result: AcceptResult
+) -> ExportTraceServiceResponse | ExportLogsServiceResponse | ExportMetricsServiceResponse:
+    n, msg = result.rejected_items, result.error_message
+    if signal is Signal.TRACES:
+        if n or msg:
+            return ExportTraceServiceResponse(
+                partial_success=ExportTracePartialSuccess(rejected_spans=n, error_message=msg)
+            )
+        return ExportTraceServiceResponse()
+    if signal is Signal.LOGS:
+        if n or msg:
+            return ExportLogsServiceResponse(
+                partial_success=ExportLogsPartialSuccess(rejected_log_records=n, error_message=msg)
+            )
+        return ExportLogsServiceResponse()
+    if n or msg:
+        return ExportMetricsServiceResponse(
+            partial_success=ExportMetricsPartialSuccess(rejected_data_points=n, error_message=msg)
+        )
+    return ExportMetricsServiceResponse()
+
+
+def size_limit_message(what: str, size: int | None, limit: int, key: str, configured: float) -> str:
+    got = f"{size} bytes" if size is not None else "more"
+    return f"{what} is {got}, over the limit of {limit} bytes ({key}={configured:g})"
+
+
+def server_ssl_context(tls: TLSServerConfig, key_path: str) -> ssl.SSLContext:
+    """TLS for the HTTP receiver; client certificates are required when client_ca_file is set."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"{key_path}.tls.cert_file/key_file: cannot load {tls.cert_file}: {e}") from None
+    if tls.client_ca_file:
+        try:
+            ctx.load_verify_locations(cafile=tls.client_ca_file)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(
+                f"{key_path}.tls.client_ca_file: cannot load {tls.client_ca_file}: {e}"
+            ) from None
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx

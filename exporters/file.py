@@ -1,0 +1,99 @@
+"""``file`` exporter: OTLP/JSON lines, one export request per line (the Collector file exporter's
+format), one file per signal (``traces.jsonl``, ``logs.jsonl``, ``metrics.jsonl``) under ``path``.
+
+Each batch is written and flushed to the OS before ``export`` returns. When a file would grow
+past ``rotation.max_megabytes`` it is renamed to ``<name>.1`` (older backups shift up to
+``max_backups``; the oldest is deleted) and a new file is started, so a line is never split
+across files.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import IO
+
+from pydantic import Field
+
+from errorgate.component import ComponentConfig, ComponentContext, Exporter, ExportResult, register_exporter
+from errorgate.otlp_json import to_json
+from errorgate.signals import Batch, Signal
+
+
+class RotationConfig(ComponentConfig):
+    max_megabytes: float = Field(default=100, gt=0)
+    max_backups: int = Field(default=10, ge=0)
+
+
+class FileExporterConfig(ComponentConfig):
+    path: str  # a directory
+    rotation: RotationConfig = Field(default_factory=RotationConfig)
+
+
+class FileExporter(Exporter):
+    def __init__(self, config: FileExporterConfig, context: ComponentContext | None = None) -> None:
+        self.directory = Path(config.path)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"path: cannot create directory {config.path}: {e.strerror}") from None
+        self.max_bytes = int(config.rotation.max_megabytes * 1048576)
+        self.max_backups = config.rotation.max_backups
+        self._lock = threading.Lock()
+        self._files: dict[Signal, IO[bytes]] = {}
+        self._sizes: dict[Signal, int] = {}
+
+    def path_for(self, signal: Signal) -> Path:
+        return self.directory / f"{signal.value}.jsonl"
+
+    def export(self, batch: Batch, timeout: float) -> ExportResult:
+        line = (to_json(batch.request) + "\n").encode("utf-8")
+        try:
+            with self._lock:
+                f = self._file(batch.signal)
+                size = self._sizes[batch.signal]
+                if size and size + len(line) > self.max_bytes:
+                    self._rotate(batch.signal)
+                    f = self._file(batch.signal)
+                f.write(line)
+                f.flush()
+                self._sizes[batch.signal] += len(line)
+        except OSError as e:
+            # A full or read-only disk may recover; the batch stays queued meanwhile.
+            return ExportResult.retry(f"file write failed: {e.strerror or type(e).__name__}")
+        return ExportResult.ok()
+
+    def _file(self, signal: Signal) -> IO[bytes]:
+        f = self._files.get(signal)
+        if f is None:
+            path = self.path_for(signal)
+            f = self._files[signal] = open(path, "ab")  # noqa: SIM115 - kept open across batches
+            self._sizes[signal] = path.stat().st_size
+        return f
+
+    def _rotate(self, signal: Signal) -> None:
+        self._files.pop(signal).close()
+        path = self.path_for(signal)
+        if self.max_backups == 0:
+            path.unlink(missing_ok=True)
+        else:
+            oldest = path.with_name(f"{path.name}.{self.max_backups}")
+            oldest.unlink(missing_ok=True)
+            for i in range(self.max_backups - 1, 0, -1):
+                src = path.with_name(f"{path.name}.{i}")
+                if src.exists():
+                    os.replace(src, path.with_name(f"{path.name}.{i + 1}"))
+            os.replace(path, path.with_name(f"{path.name}.1"))
+        self._sizes[signal] = 0
+
+    def shutdown(self) -> None:
+        with self._lock:
+            for f in self._files.values():
+                f.close()
+            self._files.clear()
+
+
+@register_exporter("file", FileExporterConfig)
+def create_file_exporter(config: FileExporterConfig, context: ComponentContext) -> Exporter:
+    return FileExporter(config, context)

@@ -1,0 +1,159 @@
+"""Within-trace failure analysis: where a failure started, what it propagated to, and retries.
+
+Origin: the deepest failing span with no failing descendants. Two adjustments:
+- a CLIENT/PRODUCER span with no SERVER/CONSUMER child stands for an uninstrumented callee
+  (a database, a third-party API): the span is marked origin and the callee (``peer.service``,
+  ``server.address``, ``db.system``) is the origin service;
+- otherwise SERVER/CONSUMER spans are preferred: the origin moves up from an INTERNAL/CLIENT
+  span to the nearest failing SERVER/CONSUMER ancestor of the same service when every span in
+  between fails too (the service's entry point represents it).
+Every other failing span gets the origin of its failing descendants (the one that ended
+first when there are several). A failing span in another service than its origin is
+``propagated`` (kind ``cascading`` with ``errorgate.error.origin_service``); in the origin's own
+service it is ``same_service`` and keeps its episode kind.
+
+Retries: failing spans with a later sibling of the same name under the same parent (same
+service) that succeeded were retried successfully (they are ``transient``); when every attempt
+failed the operation's retries did not succeed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+ENTRY_KINDS = (Span.SPAN_KIND_SERVER, Span.SPAN_KIND_CONSUMER)
+EXIT_KINDS = (Span.SPAN_KIND_CLIENT, Span.SPAN_KIND_PRODUCER)
+
+
+@dataclass
+class Node:
+    """One span of a trace as the analysis needs it."""
+
+    span_id: bytes
+    parent_id: bytes
+    name: str
+    kind: int
+    service: str
+    failing: bool
+    end_time: int
+    peer: str = ""  # callee named by a client span (peer.service, server.address, db.system)
+    resend_count: int = 0
+    children: list[Node] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Role:
+    role: str  # "origin", "propagated", "same_service"
+    origin_service: str
+    origin_span: bytes
+
+
+@dataclass(frozen=True)
+class TraceAnalysis:
+    roles: dict[bytes, Role]  # failing span id -> role
+    retried: dict[bytes, str]  # failing span id -> "succeeded" | "failed"
+    retried_operations: list[tuple[str, str]]  # (service, outcome), one per retried operation
+    services: frozenset[str]  # services and callees the trace touched
+    failing_services: frozenset[str]
+    origin_services: frozenset[str]
+
+
+def analyse_trace(nodes: list[Node]) -> TraceAnalysis:
+    by_id = {n.span_id: n for n in nodes}
+    for n in nodes:
+        n.children = []
+    roots: list[Node] = []
+    for n in nodes:
+        parent = by_id.get(n.parent_id) if n.parent_id else None
+        if parent is None or parent is n:
+            roots.append(n)
+        else:
+            parent.children.append(n)
+    best: dict[bytes, Node | None] = {}  # earliest-ending origin at or below a span
+    origin_of: dict[bytes, Node] = {}
+    visited: set[bytes] = set()
+    for root in roots:
+        stack: list[tuple[Node, bool]] = [(root, False)]
+        while stack:  # iterative post-order: deep traces must not hit the recursion limit
+            node, done = stack.pop()
+            if not done:
+                if node.span_id in visited:
+                    continue
+                visited.add(node.span_id)
+                stack.append((node, True))
+                stack.extend((c, False) for c in node.children)
+                continue
+            below = [best[c.span_id] for c in node.children if best.get(c.span_id) is not None]
+            first = min(below, key=lambda o: (o.end_time, o.span_id), default=None) if below else None  # type: ignore[union-attr]
+            if node.failing:
+                origin_of[node.span_id] = first or node
+                best[node.span_id] = origin_of[node.span_id]
+            else:
+                best[node.span_id] = first
+    origins = {o.span_id: o for o in origin_of.values()}
+    marked: dict[bytes, tuple[Node, str]] = {}  # origin node id -> (span carrying origin=true, service)
+    parent_of = {c.span_id: n for n in nodes for c in n.children}
+    for oid, o in origins.items():
+        if o.kind in EXIT_KINDS and not any(c.kind in ENTRY_KINDS for c in o.children):
+            marked[oid] = (o, o.peer or o.service)
+            continue
+        carrier = o
+        cursor = o
+        while cursor.kind not in ENTRY_KINDS:
+            parent = parent_of.get(cursor.span_id)
+            if parent is None or not parent.failing or parent.service != o.service:
+                break
+            cursor = parent
+            if cursor.kind in ENTRY_KINDS:
+                carrier = cursor
+        marked[oid] = (carrier, o.service)
+    roles: dict[bytes, Role] = {}
+    for sid, o in origin_of.items():
+        carrier, origin_service = marked[o.span_id]
+        node = by_id[sid]
+        if sid == carrier.span_id:
+            roles[sid] = Role("origin", origin_service, carrier.span_id)
+        elif node.service != origin_service:
+            roles[sid] = Role("propagated", origin_service, carrier.span_id)
+        else:
+            roles[sid] = Role("same_service", origin_service, carrier.span_id)
+    retried, operations = _retries(nodes)
+    services = {n.service for n in nodes} | {n.peer for n in nodes if n.peer and n.kind in EXIT_KINDS}
+    return TraceAnalysis(
+        roles=roles,
+        retried=retried,
+        retried_operations=operations,
+        services=frozenset(services),
+        failing_services=frozenset(by_id[s].service for s in origin_of),
+        origin_services=frozenset(svc for _, svc in marked.values()),
+    )
+
+
+def healthy_trace(nodes: list[Node]) -> TraceAnalysis:
+    """The analysis of a trace without failing spans (only its coverage matters)."""
+    services = {n.service for n in nodes} | {n.peer for n in nodes if n.peer and n.kind in EXIT_KINDS}
+    empty: frozenset[str] = frozenset()
+    return TraceAnalysis({}, {}, [], frozenset(services), empty, empty)
+
+
+def _retries(nodes: list[Node]) -> tuple[dict[bytes, str], list[tuple[str, str]]]:
+    groups: dict[tuple[bytes, str, str], list[Node]] = defaultdict(list)
+    for n in nodes:
+        groups[(n.parent_id, n.name, n.service)].append(n)
+    retried: dict[bytes, str] = {}
+    operations: list[tuple[str, str]] = []
+    for (_, _, service), attempts in groups.items():
+        failing = [a for a in attempts if a.failing]
+        if not failing:
+            continue
+        if len(attempts) < 2 and not any(a.resend_count > 0 for a in attempts):
+            continue
+        attempts.sort(key=lambda a: a.end_time)
+        outcome = "failed" if attempts[-1].failing else "succeeded"
+        operations.append((service, outcome))
+        for a in failing:
+            retried[a.span_id] = outcome
+    return retried, operations

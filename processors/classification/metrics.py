@@ -1,0 +1,148 @@
+"""The error metrics ``classify`` exports (names fixed in docs/METRICS.md).
+
+Every label value goes through the gateway's ``LabelCap`` (past a label's cap it reads
+``_other``); the caps are the cost/granularity trade-off and come from the processor's
+``metrics.label_caps`` setting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from errorgate.governance.catalog import ServiceCatalog, ServiceEntry
+
+DEFAULT_LABEL_CAPS: dict[str, int] = {
+    "service": 200,
+    "component": 200,
+    "domain": 20,
+    "kind": 10,
+    "severity": 10,
+    "category": 50,
+    "version": 500,
+    "origin_service": 200,
+    "team": 50,
+    "tier": 10,
+}
+
+
+class ErrorMetrics:
+    def __init__(self, registry: CollectorRegistry, cap: Callable[[str, str], str]) -> None:
+        self.cap = cap
+        r = registry
+        self.requests = Counter(
+            "errorgate_requests", "Requests seen (SERVER/CONSUMER or root spans)", ["service"], registry=r
+        )
+        self.errors = Counter(
+            "errorgate_errors",
+            "Failing spans and log records",
+            ["service", "component", "domain", "kind", "severity", "category"],
+            registry=r,
+        )
+        self.by_version = Counter(
+            "errorgate_errors_by_version",
+            "Errors per service.version (deployment comparison)",
+            ["service", "version"],
+            registry=r,
+        )
+        self.episodes = Counter(
+            "errorgate_error_episodes", "Error episodes started", ["service", "kind"], registry=r
+        )
+        self.new_fingerprints = Counter(
+            "errorgate_new_fingerprints", "First sightings of an error fingerprint", ["service"], registry=r
+        )
+        self.cascade = Counter(
+            "errorgate_cascade_errors",
+            "Failing spans by their role in a within-trace cascade",
+            ["service", "origin_service", "role"],
+            registry=r,
+        )
+        self.incidents = Counter(
+            "errorgate_incidents", "Multi-service incidents opened", ["origin_service"], registry=r
+        )
+        self.incident_services = Gauge(
+            "errorgate_active_incident_services",
+            "1 while the service is part of an active multi-service incident",
+            ["service"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "errorgate_retried_operations",
+            "Retried operations by final outcome",
+            ["service", "outcome"],
+            registry=r,
+        )
+        self.threshold = Gauge(
+            "errorgate_error_rate_threshold",
+            "Errors per minute from the service catalog above which to alert or open a review",
+            ["service", "level"],
+            registry=r,
+        )
+        self.slo = Gauge(
+            "errorgate_slo_objective",
+            "Availability objective from the service catalog",
+            ["service"],
+            registry=r,
+        )
+        self.info = Gauge(
+            "errorgate_service_info",
+            "Service catalog entry (value 1)",
+            ["service", "team", "tier"],
+            registry=r,
+        )
+        self._described: set[str] = set()
+
+    def describe_catalog(self, catalog: ServiceCatalog) -> None:
+        for name, entry in catalog.services.items():
+            self.describe_service(name, entry)
+
+    def describe_service(self, service: str, entry: ServiceEntry) -> None:
+        """Export the catalog facts the alert rules join on (once per service)."""
+        if service in self._described:
+            return
+        self._described.add(service)
+        svc = self.cap("service", service)
+        if svc != service:
+            return  # an ``_other`` row would mix thresholds of unrelated services
+        self.threshold.labels(svc, "alert").set(entry.error_rate.alert_per_minute)
+        self.threshold.labels(svc, "review").set(entry.error_rate.review_per_minute)
+        self.slo.labels(svc).set(entry.slo)
+        self.info.labels(svc, self.cap("team", entry.owner), self.cap("tier", str(entry.tier))).set(1)
+
+    def request(self, service: str, n: int = 1) -> None:
+        self.requests.labels(self.cap("service", service)).inc(n)
+
+    def error(self, labels: Mapping[str, str], version: str) -> None:
+        c = self.cap
+        svc = c("service", labels["service"])
+        self.errors.labels(
+            svc,
+            c("component", labels["component"]),
+            c("domain", labels["domain"]),
+            c("kind", labels["kind"]),
+            c("severity", labels["severity"]),
+            c("category", labels["category"]),
+        ).inc()
+        if version:
+            self.by_version.labels(svc, c("version", version)).inc()
+
+    def episode(self, service: str, kind: str) -> None:
+        self.episodes.labels(self.cap("service", service), self.cap("kind", kind)).inc()
+
+    def new_fingerprint(self, service: str) -> None:
+        self.new_fingerprints.labels(self.cap("service", service)).inc()
+
+    def cascade_error(self, service: str, origin_service: str, role: str) -> None:
+        self.cascade.labels(
+            self.cap("service", service), self.cap("origin_service", origin_service), role
+        ).inc()
+
+    def retried(self, service: str, outcome: str) -> None:
+        self.retries.labels(self.cap("service", service), outcome).inc()
+
+    def incident_opened(self, origin_service: str) -> None:
+        self.incidents.labels(self.cap("origin_service", origin_service)).inc()
+
+    def incident_member(self, service: str, active: bool) -> None:
+        self.incident_services.labels(self.cap("service", service)).set(1 if active else 0)

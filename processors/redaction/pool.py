@@ -1,0 +1,172 @@
+"""Detection on all cores, and the ``Detector`` the processor calls.
+
+Workers (``forkserver``: no inherited locks or threads) build the engine once in their
+initializer; the main process does cache lookups and sends only cache misses, in chunks.
+Small miss sets, and everything while workers are still loading the model, run in-process,
+so the first batches neither wait for a model load nor hit the timeout because of it.
+A chunk that fails or times out comes back as ``None`` per value: the caller fails closed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from errorgate.processors.redaction.engine import AnalysisEngine, EngineSettings, Findings, ResultCache
+
+_WORKER_ENGINE: AnalysisEngine | None = None
+
+Key = tuple[str, bool]
+
+
+def _init_worker(settings: EngineSettings) -> None:
+    global _WORKER_ENGINE
+    _WORKER_ENGINE = AnalysisEngine(settings)
+
+
+def _ready() -> int:
+    return os.getpid()
+
+
+def _analyze_chunk(items: list[Key]) -> list[Findings | None]:
+    assert _WORKER_ENGINE is not None
+    return _WORKER_ENGINE.analyze_many(items)
+
+
+class AnalysisPool:
+    def __init__(self, settings: EngineSettings, workers: int) -> None:
+        self.settings = settings
+        self.workers = workers
+        self._lock = threading.Lock()
+        self._start()
+
+    def _start(self) -> None:
+        self.executor = ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=multiprocessing.get_context("forkserver"),
+            initializer=_init_worker,
+            initargs=(self.settings,),
+        )
+        self._warm: list[Future[int]] = [self.executor.submit(_ready) for _ in range(self.workers)]
+
+    def ready(self) -> bool:
+        return all(f.done() and f.exception() is None for f in self._warm)
+
+    def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        for f in self._warm:
+            try:
+                f.result(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception:
+                return False
+        return True
+
+    def analyze(self, items: Sequence[Key], timeout: float, chunk_size: int) -> list[Findings | None]:
+        chunks = [list(items[i : i + chunk_size]) for i in range(0, len(items), chunk_size)]
+        with self._lock:
+            executor = self.executor
+        futures = [executor.submit(_analyze_chunk, c) for c in chunks]
+        deadline = time.monotonic() + timeout
+        out: list[Findings | None] = []
+        broken = False
+        for chunk, fut in zip(chunks, futures, strict=True):
+            try:
+                out.extend(fut.result(timeout=max(0.0, deadline - time.monotonic())))
+            except FutureTimeout:
+                fut.cancel()
+                broken = True
+                out.extend([None] * len(chunk))
+            except Exception:
+                broken = True
+                out.extend([None] * len(chunk))
+        if broken:
+            self._restart(executor)
+        return out
+
+    def _restart(self, executor: ProcessPoolExecutor) -> None:
+        """A hung or dead worker would stall every later batch: replace the whole pool."""
+        with self._lock:
+            if executor is not self.executor:
+                return
+            processes = list(getattr(executor, "_processes", {}).values())
+            executor.shutdown(wait=False, cancel_futures=True)
+            for p in processes:
+                p.terminate()
+            self._start()
+
+    def shutdown(self) -> None:
+        with self._lock:
+            processes = list(getattr(self.executor, "_processes", {}).values())
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            for p in processes:
+                p.terminate()
+
+
+class Detector:
+    """Cache first, then the pool (big miss sets) or the in-process engine (small ones)."""
+
+    def __init__(
+        self,
+        settings: EngineSettings,
+        *,
+        workers: int,
+        cache_size: int,
+        timeout: float,
+        chunk_size: int = 64,
+        pool_min_batch: int = 32,
+    ) -> None:
+        self.settings = settings
+        self.cache = ResultCache(cache_size)
+        self.timeout = timeout
+        self.chunk_size = chunk_size
+        self.pool_min_batch = pool_min_batch
+        self._engine: AnalysisEngine | None = None
+        self._engine_lock = threading.Lock()
+        self.pool = AnalysisPool(settings, workers) if workers > 0 else None
+
+    @property
+    def engine(self) -> AnalysisEngine:
+        if self._engine is None:
+            with self._engine_lock:
+                if self._engine is None:
+                    self._engine = AnalysisEngine(self.settings)
+        return self._engine
+
+    def detect(self, keys: Sequence[Key]) -> dict[Key, Findings | None]:
+        out: dict[Key, Findings | None] = {}
+        misses: list[Key] = []
+        for key in dict.fromkeys(keys):
+            found = self.cache.get(key)
+            if found is None:
+                misses.append(key)
+            else:
+                out[key] = found
+        if not misses:
+            return out
+        if self.pool is not None and len(misses) >= self.pool_min_batch and self.pool.ready():
+            results = self.pool.analyze(misses, self.timeout, self.chunk_size)
+        else:
+            results = self.analyze_local(misses)
+        for key, res in zip(misses, results, strict=True):
+            out[key] = res
+            if res is not None:
+                self.cache.put(key, res)
+        return out
+
+    def analyze_local(self, misses: Sequence[Key]) -> list[Findings | None]:
+        # spaCy and the analyzer are not safe to share between threads; the pool is.
+        try:
+            engine = self.engine
+        except Exception:
+            return [None] * len(misses)
+        with self._engine_lock:
+            return engine.analyze_many(misses)
+
+    def shutdown(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()

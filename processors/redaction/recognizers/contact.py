@@ -1,0 +1,143 @@
+"""E-mail addresses and phone numbers, plain and URL-encoded."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from urllib.parse import unquote
+
+import phonenumbers
+from presidio_analyzer import RecognizerResult
+from presidio_analyzer.nlp_engine import NlpArtifacts
+
+from errorgate.processors.redaction import offline
+from errorgate.processors.redaction.recognizers.base import RegexRecognizer, digit_count, result
+
+DEFAULT_PHONE_REGIONS = ("US", "GB", "DE", "FR")
+
+
+class TelemetryEmailRecognizer(RegexRecognizer):
+    """E-mail addresses whose domain ends in a public suffix (tldextract's bundled snapshot,
+    offline). Presidio's pattern lets ``/`` into the local part, so ``/users/jane@example.com``
+    in a span name failed its own validation and leaked."""
+
+    ENTITY = "EMAIL_ADDRESS"
+    HINTS = ("@",)
+    PATTERNS = [
+        ("email", r"(?<![\w.%+-])[A-Za-z0-9._%+-]*[A-Za-z0-9_%+-]@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+", 0.9)
+    ]
+
+    def validate(self, value: str, text: str, start: int) -> bool:
+        return offline.OFFLINE_EXTRACTOR(value.rsplit("@", 1)[1]).suffix != ""
+
+
+class EncodedEmailRecognizer(RegexRecognizer):
+    """``jane.doe%40example.com`` (and ``%2540``) in query strings and URLs."""
+
+    ENTITY = "EMAIL_ADDRESS"
+    HINTS = ("%40", "%2540")
+    PATTERNS = [("email_urlencoded", r"(?<![\w.+-])[\w.+%-]+%(?:25)?40[\w-]+(?:\.[\w-]+)+", 0.9)]
+
+    def validate(self, value: str, text: str, start: int) -> bool:
+        decoded = unquote(unquote(value))
+        return "@" in decoded and offline.OFFLINE_EXTRACTOR(decoded.rsplit("@", 1)[1]).suffix != ""
+
+
+_PHONE_CANDIDATE = re.compile(
+    r"(?<![\w.+/:-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d[\d .-]{5,16}\d(?![\w/:-]|\.\d)"
+)
+
+
+class TelemetryPhoneRecognizer(RegexRecognizer):
+    """Phone numbers validated by libphonenumber over a bounded set of regions. Each region
+    is a full libphonenumber scan, so it runs only on candidate substrings, and a bare run of
+    digits without phone formatting counts only after a phone word: numeric ids are far more
+    common in telemetry than unformatted phone numbers."""
+
+    ENTITY = "PHONE_NUMBER"
+    PATTERNS = []
+    CONTEXT_WORDS = ("phone", "tel", "mobile", "cell", "sms", "fax", "call", "contact")
+
+    def __init__(self, regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> None:
+        self.regions = tuple(regions)
+        super().__init__()
+
+    def precheck(self, text: str) -> bool:
+        return digit_count(text) >= 8
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
+        if not self.precheck(text):
+            return []
+        found: list[RecognizerResult] = []
+        for cand in _PHONE_CANDIDATE.finditer(text):
+            raw = cand.group()
+            if not 8 <= digit_count(raw) <= 15:
+                continue
+            if _not_phone_shape(raw):
+                continue
+            if raw.startswith("+") or any(c in raw for c in " -.()"):
+                score, rule = 0.75, "phone_formatted"
+            else:
+                before = text[max(0, cand.start() - 24) : cand.start()].lower()
+                if not any(w in before for w in self.CONTEXT_WORDS):
+                    continue
+                score, rule = 0.6, "phone_digits_with_context"
+            if self._valid(raw):
+                found.append(result(self, self.ENTITY, cand.start(), cand.end(), score, rule))
+        return found
+
+    def _valid(self, raw: str) -> bool:
+        return _valid_phone(raw, self.regions)
+
+
+_DATE_SHAPES = ([4, 2, 2], [2, 2, 4], [4, 1, 1], [1, 1, 4], [4, 2, 1], [4, 1, 2], [2, 1, 4], [1, 2, 4])
+
+
+def _not_phone_shape(raw: str) -> bool:
+    """Dates (``2024-05-01``), SSN shapes and dot-only groupings (versions, IPs like ``4.29.90.228``, unless
+    shaped 3.3.4 as US numbers are written) are not phone numbers."""
+    if any(c in raw for c in " ()+"):
+        return False
+    groups = [len(g) for g in re.split(r"[-./]", raw)]
+    if groups in _DATE_SHAPES or groups == [3, 2, 4]:  # dates, SSN-shaped
+        return True
+    return "." in raw and "-" not in raw and groups != [3, 3, 4]
+
+
+@functools.lru_cache(maxsize=8192)
+def _valid_phone(raw: str, regions: tuple[str, ...]) -> bool:
+    """One parse per region (an international number needs none) instead of a matcher scan."""
+    for region in (None,) if raw.startswith("+") else regions:
+        try:
+            if phonenumbers.is_valid_number(phonenumbers.parse(raw, region)):
+                return True
+        except phonenumbers.NumberParseException:
+            continue
+    return False
+
+
+class EncodedPhoneRecognizer(RegexRecognizer):
+    """``%2B44%2020%207946%200958`` and similar in query strings."""
+
+    ENTITY = "PHONE_NUMBER"
+    HINTS = ("%2B", "%2b", "%20", "%28", "%2D", "%2d")
+    PATTERNS = [("phone_urlencoded", r"(?:%2[Bb]|%28|\+)?\d(?:\d|%20|%2[Dd]|%28|%29|[-.()]){7,28}\d", 0.75)]
+
+    def __init__(self, regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> None:
+        self.regions = tuple(regions)
+        super().__init__()
+
+    def validate(self, value: str, text: str, start: int) -> bool:
+        if "%" not in value:
+            return False
+        decoded = unquote(value)
+        for region in self.regions:
+            try:
+                if phonenumbers.is_valid_number(phonenumbers.parse(decoded, region)):
+                    return True
+            except phonenumbers.NumberParseException:
+                continue
+        return False

@@ -1,0 +1,33 @@
+"""Person and location names from spaCy NER, applied only to free-text fields."""
+
+from __future__ import annotations
+
+import re
+
+from presidio_analyzer import RecognizerResult
+from presidio_analyzer.nlp_engine import NlpArtifacts
+from presidio_analyzer.predefined_recognizers import SpacyRecognizer
+
+# Telemetry words NER mislabels: code identifiers, paths, error codes, numbers.
+_NOT_A_NAME = re.compile(r"[\d/_=@:\\<>{}\[\]#$%]|[a-z][A-Z]|^[A-Z0-9_ -]+$")
+
+
+class NameRecognizer(SpacyRecognizer):
+    ENTITIES = ["PERSON", "LOCATION"]
+
+    def __init__(self) -> None:
+        super().__init__(supported_entities=list(self.ENTITIES), name=type(self).__name__)
+
+    def analyze(  # type: ignore[override]
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
+        if nlp_artifacts is None or not nlp_artifacts.entities:
+            return []
+        results: list[RecognizerResult] = super().analyze(text, entities, nlp_artifacts)
+        return [  # names are capitalised; "kyc check" is not a person
+            r
+            for r in results
+            if len(text[r.start : r.end].strip()) > 2
+            and text[r.start].isupper()
+            and not _NOT_A_NAME.search(text[r.start : r.end])
+        ]

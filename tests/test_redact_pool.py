@@ -1,0 +1,89 @@
+"""Detection on worker processes: identical output to in-process, and fail-closed on a real
+timeout (a catastrophically backtracking custom regex), after which the pool recovers."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from prometheus_client import generate_latest
+
+from errorgate import attributes as A
+from errorgate.component import ComponentContext
+from errorgate.processors.redact import RedactConfig, RedactProcessor
+from errorgate.signals import Batch
+from errorgate.telemetry import Telemetry
+from tests.redaction_corpus import build_corpus
+from tests.test_redact_processor import trace_request
+
+
+def make(tmp_path: Path, **settings: object) -> RedactProcessor:
+    ctx = ComponentContext("redact", tmp_path, Telemetry(), logging.getLogger("test.redact"))
+    return RedactProcessor(RedactConfig.model_validate(settings), ctx)
+
+
+def corpus_request() -> ExportTraceServiceRequest:
+    req = trace_request()
+    spans = req.resource_spans[0].scope_spans[0].spans
+    for i, sample in enumerate(build_corpus(120)):
+        span = spans.add()
+        span.name = f"op{i}"
+        A.set_value(span.attributes, "exception.message" if sample.free_text else "detail", sample.text)
+    return req
+
+
+def test_pool_gives_the_same_result_as_in_process(tmp_path: Path) -> None:
+    local = make(tmp_path, workers=0)
+    pooled = make(tmp_path, workers=2, pool_min_batch=1, chunk_size=16)
+    try:
+        assert pooled.detector.pool is not None and pooled.detector.pool.wait_ready(120)
+        expected = local.process(Batch.of(corpus_request())).batches[0].request
+        got = pooled.process(Batch.of(corpus_request())).batches[0].request
+        assert pooled.detector.cache.misses > 100  # the misses really went to the workers
+        assert got.SerializeToString() == expected.SerializeToString()
+        spans = got.resource_spans[0].scope_spans[0].spans
+        assert sum(A.get(s.attributes, "errorgate.redaction.count") or 0 for s in spans) > 50
+    finally:
+        pooled.shutdown()
+
+
+def test_pool_timeout_fails_closed_and_the_pool_recovers(tmp_path: Path) -> None:
+    pooled = make(
+        tmp_path,
+        workers=2,
+        pool_min_batch=1,
+        chunk_size=1,
+        analysis_timeout="2s",
+        ner=False,
+        custom_recognizers=[
+            {"name": "runaway", "entity_type": "RUNAWAY", "patterns": [{"regex": "(a+)+$", "score": 0.9}]}
+        ],
+    )
+    try:
+        assert pooled.detector.pool is not None and pooled.detector.pool.wait_ready(120)
+        req = ExportTraceServiceRequest()
+        rs = req.resource_spans.add()
+        A.set_value(rs.resource.attributes, "service.name", "svc")
+        ss = rs.scope_spans.add()
+        hang = ss.spans.add()
+        A.set_value(hang.attributes, "input", "a" * 40 + "!")
+        A.set_value(hang.attributes, "user", "jane@example.com")
+        ok = ss.spans.add()
+        A.set_value(ok.attributes, "user", "bob@example.com")
+        pooled.process(Batch.of(req))
+        assert A.get(hang.attributes, "input") == "<REDACTION_FAILED>"
+        assert A.get(hang.attributes, "user") == "<REDACTION_FAILED>"
+        assert A.get(hang.attributes, "errorgate.redaction.failed") is True
+        assert A.get(ok.attributes, "user") == "<EMAIL_ADDRESS>"
+        text = generate_latest(pooled.context.telemetry.registry).decode()
+        assert 'errorgate_redaction_failures_total{signal="traces"} 1.0' in text
+        # The hung worker was replaced: the next batch is analysed normally.
+        assert pooled.detector.pool.wait_ready(120)
+        req2 = ExportTraceServiceRequest()
+        span = req2.resource_spans.add().scope_spans.add().spans.add()
+        A.set_value(span.attributes, "user", "carol@example.com")
+        pooled.process(Batch.of(req2))
+        assert A.get(span.attributes, "user") == "<EMAIL_ADDRESS>"
+    finally:
+        pooled.shutdown()

@@ -49,7 +49,11 @@ def team_channels(catalog: ServiceCatalog, policy: Policy) -> list[TeamChannels]
         esc = policies.get(catalog.default.escalation) or next(iter(policies.values()), None)
         if esc is None:
             esc = EscalationPolicy(primary=f"{name}-primary")
-        slack = esc.slack_channel or (entry.slack_channel if entry else None) or policy.routing.fallback_slack_channel
+        slack = (
+            esc.slack_channel
+            or (entry.slack_channel if entry else None)
+            or policy.routing.fallback_slack_channel
+        )
         levels = {"primary": esc.primary, "secondary": esc.secondary, "lead": esc.lead}
         result.append(TeamChannels(name, esc, slack, {k: v for k, v in levels.items() if v}))
     return result
@@ -163,7 +167,9 @@ def _fmt_seconds(total: float) -> str:
     return f"{total}s"
 
 
-def channel_routes(policy: Policy, tc: TeamChannels, severity: Severity, channels: list[Channel]) -> list[dict]:
+def channel_routes(
+    policy: Policy, tc: TeamChannels, severity: Severity, channels: list[Channel]
+) -> list[dict]:
     """Leaf routes delivering one alert to every receiver in ``channels`` (plus escalation)."""
     leaves: list[dict[str, Any]] = []
     for channel in channels:
@@ -172,7 +178,9 @@ def channel_routes(policy: Policy, tc: TeamChannels, severity: Severity, channel
         wait = seconds(tc.escalation.escalate_after)
         for step, level in enumerate(("secondary", "lead"), start=1):
             if level in tc.pagerduty:
-                leaves.append({"receiver": f"{tc.team}-pagerduty-{level}", "group_wait": _fmt_seconds(wait * step)})
+                leaves.append(
+                    {"receiver": f"{tc.team}-pagerduty-{level}", "group_wait": _fmt_seconds(wait * step)}
+                )
     mutes = [w.name for w in policy.routing.maintenance_windows if severity in w.severities]
     for i, leaf in enumerate(leaves):
         if mutes:
@@ -190,7 +198,9 @@ def _team_route(policy: Policy, tc: TeamChannels) -> dict[str, Any]:
         for kind, overrides in policy.routing.kinds.items():
             if severity in overrides:
                 leaves = channel_routes(policy, tc, severity, overrides[severity])
-                children.append({"matchers": [f'kind="{kind}"'], "receiver": leaves[0]["receiver"], "routes": leaves})
+                children.append(
+                    {"matchers": [f'kind="{kind}"'], "receiver": leaves[0]["receiver"], "routes": leaves}
+                )
         children.extend(channel_routes(policy, tc, severity, sp.channels))
         severity_routes.append(
             {
@@ -212,10 +222,10 @@ def build_alertmanager_config(catalog: ServiceCatalog, policy: Policy) -> dict[s
         for key, channels in choices.items():
             # Escalation levels are paged only later, so they do not count as a second receiver.
             leaves = channel_routes(policy, tc, "P1", channels)
-            receivers = {leaf["receiver"] for leaf in leaves if "group_wait" not in leaf}
-            if len(receivers) < 2:
+            immediate = {leaf["receiver"] for leaf in leaves if "group_wait" not in leaf}
+            if len(immediate) < 2:
                 raise ValueError(
-                    f"{key}: team {tc.team!r} would reach only {sorted(receivers)}; a P1 must reach two "
+                    f"{key}: team {tc.team!r} would reach only {sorted(immediate)}; a P1 must reach two "
                     "receivers (add a channel, or give the team an opsgenie_team)"
                 )
     receivers: list[dict[str, Any]] = [
@@ -258,7 +268,11 @@ def build_alertmanager_config(catalog: ServiceCatalog, policy: Policy) -> dict[s
                 "time_intervals": [
                     {
                         **({"weekdays": list(w.weekdays)} if w.weekdays else {}),
-                        **({"times": [{"start_time": t.start, "end_time": t.end} for t in w.times]} if w.times else {}),
+                        **(
+                            {"times": [{"start_time": t.start, "end_time": t.end} for t in w.times]}
+                            if w.times
+                            else {}
+                        ),
                         "location": w.location,
                     }
                 ],

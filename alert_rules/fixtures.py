@@ -9,6 +9,7 @@ the PromQL text.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from errorgate.alert_rules.policy import Policy
@@ -31,9 +32,12 @@ def _expected(spec: AlertSpec, series_labels: dict[str, str]) -> dict[str, Any]:
 
 def _find(specs: list[AlertSpec], alertname: str, service: str, **labels: str) -> AlertSpec:
     for spec in specs:
-        if spec.alertname == alertname and spec.key.endswith("/" + service):
-            if all(spec.labels.get(k) == v for k, v in labels.items()):
-                return spec
+        if (
+            spec.alertname == alertname
+            and spec.key.endswith("/" + service)
+            and all(spec.labels.get(k) == v for k, v in labels.items())
+        ):
+            return spec
     raise KeyError(f"{alertname} for {service}")
 
 
@@ -44,7 +48,9 @@ def _err_series(service: str, kind: str, category: str) -> str:
     )
 
 
-def _merge(name: str, parts: list[tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]], at: str) -> dict:
+def _merge(
+    name: str, parts: list[tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]], at: str
+) -> dict:
     """One promtool test from per-service (input series, alertname -> expected alerts) parts:
     all services run side by side, so each rule also proves it ignores the others' series."""
     series: list[dict[str, Any]] = []
@@ -84,7 +90,9 @@ def error_rate_tests(catalog: ServiceCatalog, policy: Policy, specs: list[AlertS
             labels = {"service": service, "kind": "persistent", "category": "timeout"}
             alert = _find(specs, "ErrorgateErrorRateHigh", scope.name)
             review = _find(specs, "ErrorgateErrorRateReview", scope.name)
-            series = [{"series": _err_series(service, "persistent", "timeout"), "values": f"0+{fmt(per_minute)}x30"}]
+            series = [
+                {"series": _err_series(service, "persistent", "timeout"), "values": f"0+{fmt(per_minute)}x30"}
+            ]
             fires_review = review_fires and th.review_per_minute < per_minute <= th.alert_per_minute
             parts.append(
                 (
@@ -111,7 +119,9 @@ def error_rate_tests(catalog: ServiceCatalog, policy: Policy, specs: list[AlertS
                 ],
                 {
                     "ErrorgateErrorRateHigh": [
-                        _expected(alert, {"service": service, "kind": "persistent", "category": "validation"}),
+                        _expected(
+                            alert, {"service": service, "kind": "persistent", "category": "validation"}
+                        ),
                         _expected(alert, {"service": service, "kind": "transient", "category": "timeout"}),
                     ]
                 },
@@ -123,9 +133,25 @@ def error_rate_tests(catalog: ServiceCatalog, policy: Policy, specs: list[AlertS
         for scope in scopes:
             service = _service(scope.name)
             marker = _find(specs, "ErrorgateServiceInIncident", scope.name)
-            series = [{"series": f'errorgate_active_incident_services{{service="{service}"}}', "values": "0x5 1x5 0x20"}]
-            parts.append((series, {"ErrorgateServiceInIncident": [_expected(marker, {"service": service})] if active else []}))
-        tests.append(_merge(f"incident marker at {at} (gauge is 1 from 6m to 10m, keep_firing_for applies)", parts, at))
+            series = [
+                {
+                    "series": f'errorgate_active_incident_services{{service="{service}"}}',
+                    "values": "0x5 1x5 0x20",
+                }
+            ]
+            parts.append(
+                (
+                    series,
+                    {
+                        "ErrorgateServiceInIncident": [_expected(marker, {"service": service})]
+                        if active
+                        else []
+                    },
+                )
+            )
+        tests.append(
+            _merge(f"incident marker at {at} (gauge is 1 from 6m to 10m, keep_firing_for applies)", parts, at)
+        )
     return {
         "rule_files": [f"../prometheus/{FAMILY_FILES['errors']}"],
         "evaluation_interval": policy.evaluation_interval,
@@ -138,15 +164,20 @@ def burn_rate_tests(catalog: ServiceCatalog, policy: Policy, specs: list[AlertSp
     windows = policy.burn_rate.windows
     scopes = service_scopes(catalog)
 
-    def burn_alerts(scope_name: str, fired: list[str]) -> list[dict[str, Any]]:
+    def burn_alerts(scope_name: str, fired: Sequence[str]) -> list[dict[str, Any]]:
         service = _service(scope_name)
         return [
-            _expected(_find(specs, "ErrorgateErrorBudgetBurn", scope_name, slo_window=w), {"service": service})
+            _expected(
+                _find(specs, "ErrorgateErrorBudgetBurn", scope_name, slo_window=w), {"service": service}
+            )
             for w in fired
         ]
 
     def requests(service: str, samples: int) -> dict[str, str]:
-        return {"series": f'errorgate_requests_total{{service="{service}"}}', "values": f"0+{REQUESTS_PER_MINUTE}x{samples}"}
+        return {
+            "series": f'errorgate_requests_total{{service="{service}"}}',
+            "values": f"0+{REQUESTS_PER_MINUTE}x{samples}",
+        }
 
     for name, window in windows.items():
         for factor in (0.99, 1.01):
@@ -155,25 +186,35 @@ def burn_rate_tests(catalog: ServiceCatalog, policy: Policy, specs: list[AlertSp
             for scope in scopes:
                 service = _service(scope.name)
                 per_minute = fmt(burn * scope.entry.error_budget * REQUESTS_PER_MINUTE)
-                series = [requests(service, 70), {"series": _err_series(service, "persistent", "timeout"), "values": f"0+{per_minute}x70"}]
+                series = [
+                    requests(service, 70),
+                    {"series": _err_series(service, "persistent", "timeout"), "values": f"0+{per_minute}x70"},
+                ]
                 fired = [w for w, win in windows.items() if burn > win.factor]
                 parts.append((series, {"ErrorgateErrorBudgetBurn": burn_alerts(scope.name, fired)}))
-            tests.append(_merge(f"burning {fmt(factor)} x the {name} factor ({fmt(burn)}x the budget)", parts, "65m"))
+            tests.append(
+                _merge(f"burning {fmt(factor)} x the {name} factor ({fmt(burn)}x the budget)", parts, "65m")
+            )
     # Multiwindow: once errors stop, the short window clears the fast page even though the
     # long (1h) window still burns above its factor; the slower windows keep firing.
     burn = 3 * windows["fast"].factor
     parts = []
     for scope in scopes:
         service = _service(scope.name)
-        per_minute = burn * scope.entry.error_budget * REQUESTS_PER_MINUTE
+        rate = burn * scope.entry.error_budget * REQUESTS_PER_MINUTE
         series = [
             requests(service, 90),
             {
                 "series": _err_series(service, "persistent", "timeout"),
-                "values": f"0+{fmt(per_minute)}x60 {fmt(60 * per_minute)}x30",
+                "values": f"0+{fmt(rate)}x60 {fmt(60 * rate)}x30",
             },
         ]
-        parts.append((series, {"ErrorgateErrorBudgetBurn": burn_alerts(scope.name, [w for w in windows if w != "fast"])}))
+        parts.append(
+            (
+                series,
+                {"ErrorgateErrorBudgetBurn": burn_alerts(scope.name, [w for w in windows if w != "fast"])},
+            )
+        )
     tests.append(_merge("errors stopped 20m ago: fast burn cleared by its short window", parts, "80m"))
     return {
         "rule_files": [f"../prometheus/{FAMILY_FILES['slo']}"],
@@ -186,7 +227,9 @@ def pipeline_tests(policy: Policy, specs: list[AlertSpec]) -> dict[str, Any]:
     by_name = {s.alertname: s for s in specs if s.family == "pipeline"}
     min_items = policy.pipeline.queue_filling.min_items
 
-    def case(name: str, series: list[tuple[str, str]], alertname: str, at: str, labels: dict[str, str] | None) -> dict:
+    def case(
+        name: str, series: list[tuple[str, str]], alertname: str, at: str, labels: dict[str, str] | None
+    ) -> dict:
         return {
             "name": name,
             "interval": "1m",
@@ -206,18 +249,50 @@ def pipeline_tests(policy: Policy, specs: list[AlertSpec]) -> dict[str, Any]:
     rf = 'errorgate_redaction_failures_total{signal="logs"}'
     grow = f"{min_items + 100}+100x40"
     tests = [
-        case("dead letters: new items alert", [(dl, "0x10 5x30")], "ErrorgateDeadLetters", "15m",
-             {"signal": "traces", "reason": "max_elapsed_time"}),
-        case("dead letters: an old, unchanged count does not", [(dl, "5x40")], "ErrorgateDeadLetters", "30m", None),
-        case("circuit open for long enough", [(cs, "2x40")], "ErrorgateExporterCircuitOpen", "30m",
-             {"exporter": "otlp"}),
+        case(
+            "dead letters: new items alert",
+            [(dl, "0x10 5x30")],
+            "ErrorgateDeadLetters",
+            "15m",
+            {"signal": "traces", "reason": "max_elapsed_time"},
+        ),
+        case(
+            "dead letters: an old, unchanged count does not",
+            [(dl, "5x40")],
+            "ErrorgateDeadLetters",
+            "30m",
+            None,
+        ),
+        case(
+            "circuit open for long enough",
+            [(cs, "2x40")],
+            "ErrorgateExporterCircuitOpen",
+            "30m",
+            {"exporter": "otlp"},
+        ),
         case("circuit half-open does not alert", [(cs, "1x40")], "ErrorgateExporterCircuitOpen", "30m", None),
-        case("queue above the limit and growing", [(q, grow)], "ErrorgateQueueFilling", "30m", {"exporter": "otlp"}),
-        case("queue above the limit but draining", [(q, f"{min_items * 3}-10x40")], "ErrorgateQueueFilling", "30m",
-             None),
+        case(
+            "queue above the limit and growing",
+            [(q, grow)],
+            "ErrorgateQueueFilling",
+            "30m",
+            {"exporter": "otlp"},
+        ),
+        case(
+            "queue above the limit but draining",
+            [(q, f"{min_items * 3}-10x40")],
+            "ErrorgateQueueFilling",
+            "30m",
+            None,
+        ),
         case("queue growing below the limit", [(q, "0+10x40")], "ErrorgateQueueFilling", "30m", None),
-        case("redaction failed closed", [(rf, "0x10 1x30")], "ErrorgateRedactionFailClosed", "12m",
-             {"signal": "logs"}),
+        case(
+            "redaction failed closed",
+            [(rf, "0x10 1x30")],
+            "ErrorgateRedactionFailClosed",
+            "12m",
+            {"signal": "logs"},
+        ),
         case("redaction healthy", [(rf, "0x40")], "ErrorgateRedactionFailClosed", "30m", None),
     ]
     return {
@@ -227,7 +302,9 @@ def pipeline_tests(policy: Policy, specs: list[AlertSpec]) -> dict[str, Any]:
     }
 
 
-def build_fixtures(catalog: ServiceCatalog, policy: Policy, specs: list[AlertSpec]) -> dict[str, dict[str, Any]]:
+def build_fixtures(
+    catalog: ServiceCatalog, policy: Policy, specs: list[AlertSpec]
+) -> dict[str, dict[str, Any]]:
     return {
         "errors.test.yml": error_rate_tests(catalog, policy, specs),
         "slo.test.yml": burn_rate_tests(catalog, policy, specs),

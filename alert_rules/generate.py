@@ -61,7 +61,9 @@ def render_all(catalog_path: str | None = None, policy_path: str | None = None) 
     return out
 
 
-def stale_files(root: Path = ROOT, catalog_path: str | None = None, policy_path: str | None = None) -> list[str]:
+def stale_files(
+    root: Path = ROOT, catalog_path: str | None = None, policy_path: str | None = None
+) -> list[str]:
     stale = []
     for rel, content in render_all(catalog_path, policy_path).items():
         path = root / rel
@@ -70,7 +72,9 @@ def stale_files(root: Path = ROOT, catalog_path: str | None = None, policy_path:
     return stale
 
 
-def write_all(root: Path = ROOT, catalog_path: str | None = None, policy_path: str | None = None) -> list[str]:
+def write_all(
+    root: Path = ROOT, catalog_path: str | None = None, policy_path: str | None = None
+) -> list[str]:
     written = []
     for rel, content in render_all(catalog_path, policy_path).items():
         path = root / rel

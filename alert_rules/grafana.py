@@ -26,6 +26,7 @@ ORG_ID = 1
 TEMPLATE_NAME = "errorgate"
 _MATCHER = re.compile(r'^(\w+)(=~|!~|!=|=)"(.*)"$')
 _WINDOW = re.compile(r"\[(\d+[smhd])\]")
+_NO_DATA = {"ok": "OK", "alerting": "Alerting", "nodata": "NoData"}
 
 
 def _relative_from(expr: str) -> int:
@@ -80,7 +81,7 @@ def _rule(spec: AlertSpec, policy: Policy) -> dict[str, Any]:
                 },
             },
         ],
-        "noDataState": policy.grafana.no_data_state,
+        "noDataState": _NO_DATA[spec.no_data],
         "execErrState": policy.grafana.exec_err_state,
         "for": spec.for_,
         "labels": dict(spec.labels),
@@ -135,7 +136,12 @@ def _contact_points(am: dict[str, Any]) -> list[dict[str, Any]]:
             }
             points.append(_point(name, "opsgenie", settings))
         for cfg in receiver.get("slack_configs", []):
-            settings = {"recipient": cfg["channel"], "url": slack_url, "title": cfg["title"], "text": cfg["text"]}
+            settings = {
+                "recipient": cfg["channel"],
+                "url": slack_url,
+                "title": cfg["title"],
+                "text": cfg["text"],
+            }
             points.append(_point(name, "slack", settings))
         for cfg in receiver.get("webhook_configs", []):
             points.append(_point(name, "webhook", {"url": cfg["url"], "httpMethod": "POST"}))
@@ -143,7 +149,13 @@ def _contact_points(am: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _point(name: str, kind: str, settings: dict[str, Any]) -> dict[str, Any]:
-    return {"uid": f"{name}-{kind}"[:40], "name": name, "type": kind, "settings": settings, "disableResolveMessage": False}
+    return {
+        "uid": f"{name}-{kind}"[:40],
+        "name": name,
+        "type": kind,
+        "settings": settings,
+        "disableResolveMessage": False,
+    }
 
 
 def _route(route: dict[str, Any]) -> dict[str, Any] | None:
@@ -152,7 +164,14 @@ def _route(route: dict[str, Any]) -> dict[str, Any] | None:
     out: dict[str, Any] = {"receiver": route["receiver"]}
     if "matchers" in route:
         out["object_matchers"] = [list(_MATCHER.match(m).groups()) for m in route["matchers"]]  # type: ignore[union-attr]
-    for key in ("group_by", "group_wait", "group_interval", "repeat_interval", "mute_time_intervals", "continue"):
+    for key in (
+        "group_by",
+        "group_wait",
+        "group_interval",
+        "repeat_interval",
+        "mute_time_intervals",
+        "continue",
+    ):
         if key in route:
             out[key] = route[key]
     children = [r for r in (_route(c) for c in route.get("routes", [])) if r is not None]
@@ -161,7 +180,9 @@ def _route(route: dict[str, Any]) -> dict[str, Any] | None:
     return out
 
 
-def build_grafana_provisioning(catalog_path: str | None = None, policy_path: str | None = None) -> dict[str, Any]:
+def build_grafana_provisioning(
+    catalog_path: str | None = None, policy_path: str | None = None
+) -> dict[str, Any]:
     """Provisioning-API shapes: rule groups, contact points, the policy tree, mute timings, templates."""
     catalog = load_catalog(catalog_path)
     policy = load_policy(policy_path)
@@ -176,12 +197,16 @@ def _build(catalog: ServiceCatalog, policy: Policy, specs: list[AlertSpec]) -> d
         "rule_groups": _groups(specs, policy),
         "contact_points": _contact_points(am),
         "policies": policies,
-        "mute_timings": [{"name": t["name"], "time_intervals": t["time_intervals"]} for t in am["time_intervals"]],
+        "mute_timings": [
+            {"name": t["name"], "time_intervals": t["time_intervals"]} for t in am["time_intervals"]
+        ],
         "templates": [{"name": TEMPLATE_NAME, "template": template}],
     }
 
 
-def build_grafana_files(catalog: ServiceCatalog, policy: Policy, specs: list[AlertSpec]) -> dict[str, dict[str, Any]]:
+def build_grafana_files(
+    catalog: ServiceCatalog, policy: Policy, specs: list[AlertSpec]
+) -> dict[str, dict[str, Any]]:
     """File-provisioning documents (Grafana reads them from provisioning/alerting/)."""
     api = _build(catalog, policy, specs)
     by_name: dict[str, list[dict[str, Any]]] = {}
@@ -207,6 +232,9 @@ def build_grafana_files(catalog: ServiceCatalog, policy: Policy, specs: list[Ale
             "contactPoints": [{"orgId": ORG_ID, "name": n, "receivers": r} for n, r in by_name.items()],
         },
         "policies.yaml": {"apiVersion": 1, "policies": [{"orgId": ORG_ID, **api["policies"]}]},
-        "mute-timings.yaml": {"apiVersion": 1, "muteTimes": [{"orgId": ORG_ID, **m} for m in api["mute_timings"]]},
+        "mute-timings.yaml": {
+            "apiVersion": 1,
+            "muteTimes": [{"orgId": ORG_ID, **m} for m in api["mute_timings"]],
+        },
         "templates.yaml": {"apiVersion": 1, "templates": [{"orgId": ORG_ID, **t} for t in api["templates"]]},
     }

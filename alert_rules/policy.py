@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from errorgate.config import format_validation_error, parse_duration
 
@@ -91,7 +99,7 @@ class IncidentPolicy(_Model):
     severity: Severity = "P2"
     for_: DurationStr = Field(default="0s", alias="for")
     keep_firing_for: DurationStr = "5m"
-    inhibit_severities: list[Severity] = Field(default_factory=lambda: ["P3", "P4"])
+    inhibit_severities: list[Severity] = Field(default_factory=lambda: list[Severity](["P3", "P4"]))
 
 
 class SeverityRoute(_Model):
@@ -128,7 +136,9 @@ class RoutingPolicy(_Model):
 
     @field_validator("kinds")
     @classmethod
-    def _kinds(cls, value: dict[str, dict[Severity, list[Channel]]]) -> dict[str, dict[Severity, list[Channel]]]:
+    def _kinds(
+        cls, value: dict[str, dict[Severity, list[Channel]]]
+    ) -> dict[str, dict[Severity, list[Channel]]]:
         for kind in value:
             if kind not in ALERT_KINDS:
                 raise ValueError(f"unknown error kind {kind!r} (known: {', '.join(ALERT_KINDS)})")
@@ -151,7 +161,6 @@ class GrafanaPolicy(_Model):
     folder: str = "errorgate"
     folder_uid: str = "errorgate-alerts"
     datasource_uid: str = "prometheus"
-    no_data_state: Literal["OK", "NoData", "Alerting"] = "OK"
     exec_err_state: Literal["OK", "Error", "Alerting"] = "Error"
 
 

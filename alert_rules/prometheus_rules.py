@@ -35,7 +35,8 @@ def build_rule_files(specs: list[AlertSpec], policy: Policy) -> dict[str, dict[s
                 groups.setdefault(spec.group, []).append(_rule(spec))
         files[filename] = {
             "groups": [
-                {"name": name, "interval": policy.evaluation_interval, "rules": rules} for name, rules in groups.items()
+                {"name": name, "interval": policy.evaluation_interval, "rules": rules}
+                for name, rules in groups.items()
             ]
         }
     return files

@@ -65,7 +65,9 @@ def service_scopes(catalog: ServiceCatalog) -> list[ServiceScope]:
     return scopes
 
 
-def _labels(scope: ServiceScope, severity: Severity, kind: str | None, category: str | None) -> dict[str, str]:
+def _labels(
+    scope: ServiceScope, severity: Severity, kind: str | None, category: str | None
+) -> dict[str, str]:
     labels: dict[str, str] = {"severity": severity, "team": scope.entry.owner}
     if scope.name != DEFAULT_SERVICE:
         labels["service"] = scope.name
@@ -83,7 +85,9 @@ def error_rate_value(scope: ServiceScope, window: str) -> str:
     transient flood differently from a persistent failure.
     """
     total = f"sum by (service) (rate(errorgate_errors_total{{{scope.selector}}}[{window}])) * 60"
-    parts = f"sum by (service, kind, category) (rate(errorgate_errors_total{{{scope.selector}}}[{window}])) > 0"
+    parts = (
+        f"sum by (service, kind, category) (rate(errorgate_errors_total{{{scope.selector}}}[{window}])) > 0"
+    )
     return f"(({parts}) * 0 + on (service) group_left () ({total}))"
 
 
@@ -182,7 +186,13 @@ def _pipeline_specs(policy: Policy) -> list[AlertSpec]:
     p = policy.pipeline
 
     def labels(severity: Severity, category: str) -> dict[str, str]:
-        return {"severity": severity, "team": p.team, "service": p.service, "kind": "pipeline", "category": category}
+        return {
+            "severity": severity,
+            "team": p.team,
+            "service": p.service,
+            "kind": "pipeline",
+            "category": category,
+        }
 
     dl, co, qf, rf = p.dead_letters, p.circuit_open, p.queue_filling, p.redaction_fail_closed
     return [

@@ -199,7 +199,7 @@ class PersistentQueue(ExportQueue):
             self._bytes += len(frame)
             self._unread += 1
             self._outstanding += 1
-            self._cond.notify_all()
+            self._cond.notify()
 
     def _rotate(self) -> None:
         os.close(self._wfd)
@@ -264,7 +264,7 @@ class PersistentQueue(ExportQueue):
                     if fd is not None:
                         os.close(fd)
                     self._seg_path(n).unlink(missing_ok=True)
-            self._cond.notify_all()
+            self._acked()
 
     def close(self) -> None:
         with self._cond:

@@ -311,7 +311,7 @@ class Gateway:
 
         limits = self.config.receivers[receiver].validation
         rejections = validate_request(signal, request, limits)
-        if not rejections.count:
+        if not rejections:
             return 0, ""
         self.dlq.put(
             signal,

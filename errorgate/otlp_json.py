@@ -74,7 +74,7 @@ def _encode(message: Message) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for field, value in message.ListFields():
         name, convert = _encoder(field)
-        if field.label == FieldDescriptor.LABEL_REPEATED:
+        if field.is_repeated:
             out[name] = [convert(v) for v in value]
         else:
             out[name] = convert(value)
@@ -86,10 +86,8 @@ def _encoder(field: FieldDescriptor) -> tuple[str, Callable[[Any], Any]]:
     t = field.type
     convert: Callable[[Any], Any]
     if t == FieldDescriptor.TYPE_MESSAGE:
-        if field.message_type.full_name == "google.protobuf.Any":
-            convert = _encode_any
-        else:
-            convert = _encode
+        is_any = field.message_type is not None and field.message_type.full_name == "google.protobuf.Any"
+        convert = _encode_any if is_any else _encode
     elif t == FieldDescriptor.TYPE_BYTES:
         convert = bytes.hex if field.name in _ID_FIELDS else _b64
     elif t in _INT64_TYPES:
@@ -158,7 +156,7 @@ def _decode(obj: dict[str, Any], message: Message, path: str) -> None:
         if field is None or value is None:
             continue  # unknown fields are ignored; null means "not set"
         where = f"{path}.{field.json_name}" if path else field.json_name
-        if field.label == FieldDescriptor.LABEL_REPEATED:
+        if field.is_repeated:
             if not isinstance(value, list):
                 raise ValueError(f"{where}: expected an array, got {type(value).__name__}")
             container = getattr(message, field.name)
@@ -207,7 +205,8 @@ def _scalar(field: FieldDescriptor, value: Any, where: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, str):
-            enum_value = field.enum_type.values_by_name.get(value)
+            enum_type = field.enum_type
+            enum_value = enum_type.values_by_name.get(value) if enum_type is not None else None
             if enum_value is not None:
                 return enum_value.number
             raise ValueError(f"{where}: unknown enum value name")

@@ -63,7 +63,11 @@ class ExportQueue(ABC):
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._cond = threading.Condition()
+        lock = threading.RLock()  # reentrant: PersistentQueue.close calls the base close under it
+        # Two conditions on one lock: ``put`` wakes a single consumer and ``ack`` wakes only
+        # ``wait_empty`` callers, so idle consumers are not woken (and put back to sleep) per record.
+        self._cond = threading.Condition(lock)
+        self._drained = threading.Condition(lock)
         self._closed = False
         self._items = 0
         self._bytes = 0
@@ -86,8 +90,9 @@ class ExportQueue(ABC):
 
     def has_room(self, nbytes: int) -> bool:
         """Whether a request of ``nbytes`` serialized bytes would fit now."""
-        with self._cond:
-            return not self._closed and self._bytes + nbytes + HEADER_SIZE <= self.max_bytes
+        # No lock: every receiver thread asks this per request, and a reading that is one
+        # put or ack stale is harmless (``put`` checks again under the lock).
+        return not self._closed and self._bytes + nbytes + HEADER_SIZE <= self.max_bytes
 
     @property
     def items(self) -> int:
@@ -108,13 +113,19 @@ class ExportQueue(ABC):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                self._cond.wait(min(left, 0.5))
+                self._drained.wait(min(left, 0.5))
             return True
 
     def close(self) -> None:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            self._drained.notify_all()
+
+    def _acked(self) -> None:
+        """Called under the lock after an acknowledgement."""
+        if not self._outstanding:
+            self._drained.notify_all()
 
     # -------------------------------------------------------------- helpers
 
@@ -150,7 +161,7 @@ class MemoryQueue(ExportQueue):
             self._items += items
             self._bytes += size
             self._outstanding += 1
-            self._cond.notify_all()
+            self._cond.notify()
 
     def get(self, timeout: float) -> QueueRecord | None:
         deadline = time.monotonic() + timeout
@@ -172,7 +183,7 @@ class MemoryQueue(ExportQueue):
             self._items -= record.items
             self._bytes -= record.size
             self._outstanding -= 1
-            self._cond.notify_all()
+            self._acked()
 
 
 from errorgate.delivery_diskqueue import PersistentQueue  # noqa: E402 - it builds on the classes above

@@ -134,11 +134,17 @@ class _Limits:
 _WALKED_KINDS = frozenset(("array_value", "kvlist_value", "bytes_value"))
 
 
-def validate_request(signal: Signal, request: ExportRequest, limits: ValidationConfig) -> Rejections:
-    """Remove invalid items from ``request`` (in place) and return them with reasons."""
+def validate_request(
+    signal: Signal, request: ExportRequest, limits: ValidationConfig, raw: bytes | None = None
+) -> Rejections:
+    """Remove invalid items from ``request`` (in place) and return them with reasons.
+
+    ``raw``, when given, must be ``request`` in protobuf encoding (the received body): it
+    saves serializing the request again."""
     # One C-speed pass decides whether any nested values exist; without them, items that
     # are small enough need no per-attribute Python at all.
-    lim = _Limits(limits, flat=not has_nested_values(signal, request.SerializeToString()))
+    data = request.SerializeToString() if raw is None else raw
+    lim = _Limits(limits, flat=not has_nested_values(signal, data))
     rejections = Rejections(signal.new_request())
     if signal is Signal.TRACES:
         assert isinstance(request, ExportTraceServiceRequest)
@@ -230,6 +236,7 @@ def _span_count_reason(span: Span, max_attrs: int) -> str | None:
 def _validate_traces(request: ExportTraceServiceRequest, rej: Rejections, lim: _Limits) -> None:
     out = rej.request
     assert isinstance(out, ExportTraceServiceRequest)
+    small = lim.small if lim.flat else -1  # -1: no span passes the inline check on size
     for rs in request.resource_spans:
         res_reason = _container_reason(lim, "resource", rs.resource.attributes)
         rej_rs = None
@@ -238,6 +245,21 @@ def _validate_traces(request: ExportTraceServiceRequest, rej: Rejections, lim: _
             spans = ss.spans
             bad: list[int] = []
             for i, span in enumerate(spans):
+                if not reason_all:
+                    # The usual span, checked inline; anything unusual takes the full walk.
+                    tid = span.trace_id
+                    sid = span.span_id
+                    if (
+                        len(tid) == 16
+                        and len(sid) == 8
+                        and tid != _ZERO_TRACE_ID
+                        and sid != _ZERO_SPAN_ID
+                        and len(span.parent_span_id) in (0, 8)
+                        and span.end_time_unix_nano >= span.start_time_unix_nano
+                        and not span.links
+                        and span.ByteSize() <= small
+                    ):
+                        continue
                 reason = reason_all or _span_reason(span, lim)
                 if reason:
                     bad.append(i)
@@ -281,6 +303,7 @@ def _log_reason(record: LogRecord, lim: _Limits) -> str | None:
 def _validate_logs(request: ExportLogsServiceRequest, rej: Rejections, lim: _Limits) -> None:
     out = rej.request
     assert isinstance(out, ExportLogsServiceRequest)
+    small = lim.small if lim.flat else -1
     for rl in request.resource_logs:
         res_reason = _container_reason(lim, "resource", rl.resource.attributes)
         rej_rl = None
@@ -289,6 +312,13 @@ def _validate_logs(request: ExportLogsServiceRequest, rej: Rejections, lim: _Lim
             records = sl.log_records
             bad: list[int] = []
             for i, record in enumerate(records):
+                if (
+                    not reason_all
+                    and len(record.trace_id) in (0, 16)
+                    and len(record.span_id) in (0, 8)
+                    and record.ByteSize() <= small
+                ):
+                    continue
                 reason = reason_all or _log_reason(record, lim)
                 if reason:
                     bad.append(i)

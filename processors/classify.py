@@ -52,29 +52,31 @@ Attributes beyond CONVENTIONS: ``errorgate.error.component`` (failing component)
 
 from __future__ import annotations
 
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from collections.abc import Mapping, MutableSequence
 from urllib.parse import unquote
 
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from errorgate.attributes import AttrValue, set_value, to_dict
 from errorgate.component import ComponentContext, Output, Processor, register_processor
 from errorgate.config import ConfigError
 from errorgate.governance.catalog import CatalogError, ServiceCatalog, load_catalog
-from errorgate.processors.classification import cascade
-from errorgate.processors.classification.detect import ErrorInfo, detect_log, detect_span
+from errorgate.processors.classification import cascade, scan
+from errorgate.processors.classification.detect import SEVERITY_ERROR, ErrorInfo, detect_log, detect_span
 from errorgate.processors.classification.domain import fault_domain, peer_name
 from errorgate.processors.classification.episodes import EpisodeParams, EpisodeTracker
 from errorgate.processors.classification.fingerprint import fingerprint, rule_fingerprint, top_frames
 from errorgate.processors.classification.incidents import IncidentTracker
 from errorgate.processors.classification.metrics import DEFAULT_LABEL_CAPS, ErrorMetrics
 from errorgate.processors.classification.settings import ClassifyConfig
-from errorgate.processors.classification.severity import BurnRates, BurnRule
+from errorgate.processors.classification.severity import Assessment, BurnRates, BurnRule
 from errorgate.processors.classification.taxonomy import TaxonomyError, load_taxonomy
 from errorgate.processors.classification.template import parameterize
-from errorgate.signals import Batch, Signal, iter_log_records, iter_spans
+from errorgate.signals import Batch, Signal
 
 
 def _service(resource_attrs: Mapping[str, AttrValue]) -> tuple[str, str]:
@@ -85,6 +87,22 @@ def _service(resource_attrs: Mapping[str, AttrValue]) -> tuple[str, str]:
 
 def _seconds(*nanos: int, fallback: float) -> float:
     return next((n / 1e9 for n in nanos if n), fallback)
+
+
+def _maybe_failing(record: LogRecord) -> bool:
+    """False only when ``detect_log`` would surely find nothing (checked without decoding attributes)."""
+    severity = record.severity_number
+    if severity >= SEVERITY_ERROR or severity == 0:
+        return True
+    return b"exception." in record.SerializeToString()
+
+
+# (span, decoded attributes or None, service, version, error, timestamp, peer, end time in ns)
+_Record = tuple[Span, "dict[str, AttrValue] | None", str, str, "ErrorInfo | None", float, str, int]
+_STATUS_OK = Status.STATUS_CODE_OK
+_STATUS_ERROR = Status.STATUS_CODE_ERROR
+_NONE: frozenset[str] = frozenset()
+_RESOURCE_CACHE = 4096
 
 
 class Classify(Processor):
@@ -138,63 +156,85 @@ class Classify(Processor):
         self.metrics.describe_catalog(self.catalog)
         # (trace id, span id) of failing spans -> (role, origin service, incident id) for log correlation.
         self._correlated: OrderedDict[tuple[bytes, bytes], tuple[str, str, str]] = OrderedDict()
+        self._resources: dict[bytes, tuple[str, str]] = {}
+        self._assessments: dict[tuple[str, int, float, bool], Assessment] = {}
 
     # ------------------------------------------------------------------ pipeline entry points
 
     def process(self, batch: Batch) -> Output:
-        if batch.signal is Signal.TRACES:
-            self._traces(batch)
-        elif batch.signal is Signal.LOGS:
-            self._logs(batch)
+        self._assessments.clear()
+        try:
+            if batch.signal is Signal.TRACES:
+                self._traces(batch)
+            elif batch.signal is Signal.LOGS:
+                self._logs(batch)
+        finally:
+            self.metrics.flush()
         return Output.of(batch)
 
     def _traces(self, batch: Batch) -> None:
         late = batch.notes.get("late") is True
-        resources: dict[int, tuple[str, str]] = {}
-        items: list[tuple[Span, dict[str, AttrValue], str, str, ErrorInfo | None, float]] = []
-        traces: dict[bytes, list[cascade.Node]] = defaultdict(list)
+        full = bool(self.config.baggage)  # baggage copying reads every attribute of every span
+        received = batch.received_at
+        detect_in, peer_in = scan.DETECT.search, scan.PEER.search
+        errors: list[_Record] = []
+        traces: dict[bytes, list[_Record]] = {}
         requests: dict[tuple[str, int], list[int]] = {}
-        for rs, _, span in iter_spans(batch.request):  # type: ignore[arg-type]
-            key = id(rs)
-            if key not in resources:
-                resources[key] = _service(to_dict(rs.resource.attributes))
-            service, version = resources[key]
-            attrs = to_dict(span.attributes)
-            error = detect_span(span, attrs)
-            ts = _seconds(span.end_time_unix_nano, span.start_time_unix_nano, fallback=batch.received_at)
-            if span.kind in cascade.ENTRY_KINDS or not span.parent_span_id:
-                # Aggregated per second: one window update per service-second, not per span.
-                counts = requests.setdefault((service, int(ts)), [0, 0])
-                counts[0] += 1
-                counts[1] += error is not None
-            self._copy_baggage(span.attributes, attrs, rs.resource.attributes)
-            items.append((span, attrs, service, version, error, ts))
-            if not late:
-                traces[span.trace_id].append(
-                    cascade.Node(
-                        span.span_id,
-                        span.parent_span_id,
-                        span.name,
-                        span.kind,
-                        service,
-                        error is not None,
-                        span.end_time_unix_nano,
-                        peer_name(attrs) or self._db_peer(attrs),
-                        self._resends(attrs),
-                    )
-                )
+        for rs in batch.request.resource_spans:  # type: ignore[union-attr]
+            service, version = self._resource(rs.resource)
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    kind = span.kind
+                    code = span.status.code
+                    attrs: dict[str, AttrValue] | None = None
+                    error: ErrorInfo | None = None
+                    data = b""
+                    if full:
+                        attrs = to_dict(span.attributes)
+                        error = detect_span(span, attrs)
+                        self._copy_baggage(span.attributes, attrs, rs.resource.attributes)
+                    elif code != _STATUS_OK:
+                        # Healthy fast path: decode attributes only when a key detection reads is there.
+                        data = span.SerializeToString()
+                        if code == _STATUS_ERROR or len(span.events) or detect_in(data):
+                            attrs = to_dict(span.attributes)
+                            error = detect_span(span, attrs)
+                    peer = ""
+                    if kind in cascade.EXIT_KINDS:
+                        if attrs is None and peer_in(data or span.SerializeToString()):
+                            attrs = to_dict(span.attributes)
+                        if attrs is not None:
+                            peer = peer_name(attrs) or self._db_peer(attrs)
+                    end = span.end_time_unix_nano
+                    ts = (end or span.start_time_unix_nano) / 1e9 or received
+                    if kind in cascade.ENTRY_KINDS or not span.parent_span_id:
+                        # Aggregated per second: one window update per service-second, not per span.
+                        counts = requests.get((service, int(ts)))
+                        if counts is None:
+                            counts = requests[(service, int(ts))] = [0, 0]
+                        counts[0] += 1
+                        counts[1] += error is not None
+                    record = (span, attrs, service, version, error, ts, peer, end)
+                    if error is not None:
+                        errors.append(record)
+                    if not late:
+                        group = traces.get(span.trace_id)
+                        if group is None:
+                            traces[span.trace_id] = [record]
+                        else:
+                            group.append(record)
         for (service, second), (n_requests, n_failed) in requests.items():
             self.metrics.request(service, n_requests)
             self.burn.record(service, float(second), n_requests, n_failed)
         analyses: dict[bytes, cascade.TraceAnalysis] = {}
-        for trace_id, nodes in traces.items():
-            analysis = (
-                cascade.analyse_trace(nodes)
-                if any(n.failing for n in nodes)
-                else cascade.healthy_trace(nodes)
-            )
-            analyses[trace_id] = analysis
-            ts = max(n.end_time for n in nodes) / 1e9 or batch.received_at
+        for trace_id, group in traces.items():
+            ts = max(r[7] for r in group) / 1e9 or received
+            if not any(r[4] is not None for r in group):
+                services = {r[2] for r in group}
+                services.update(r[6] for r in group if r[6])
+                self.incidents.observe(ts, frozenset(services), _NONE, _NONE)
+                continue
+            analysis = analyses[trace_id] = cascade.analyse_trace([self._node(r) for r in group])
             self.incidents.observe(ts, analysis.services, analysis.failing_services, analysis.origin_services)
             for service, outcome in analysis.retried_operations:
                 self.metrics.retried(service, outcome)
@@ -205,9 +245,8 @@ class Classify(Processor):
             for incident in change.closed:
                 for service in incident.services:
                     self.metrics.incident_member(service, False)
-        for span, attrs, service, version, error, ts in items:
-            if error is None:
-                continue
+        for span, attrs, service, version, error, ts, _, _ in errors:
+            assert attrs is not None and error is not None  # an error was found by decoding them
             found = analyses.get(span.trace_id)
             role = found.roles.get(span.span_id) if found else None
             retried = found.retried.get(span.span_id) if found else None
@@ -219,25 +258,58 @@ class Classify(Processor):
                 incident_id = str(attrs.get("errorgate.incident.id") or "")
                 self._remember((span.trace_id, span.span_id), (role.role, role.origin_service, incident_id))
 
+    def _node(self, record: _Record) -> cascade.Node:
+        span, attrs, service, _, error, _, _, end = record
+        if attrs is None:
+            attrs = to_dict(span.attributes)
+        return cascade.Node(
+            span.span_id,
+            span.parent_span_id,
+            span.name,
+            span.kind,
+            service,
+            error is not None,
+            end,
+            peer_name(attrs) or self._db_peer(attrs),
+            self._resends(attrs),
+        )
+
+    def _resource(self, resource: Resource) -> tuple[str, str]:
+        """(service, version) of a resource, cached by its bytes (the same few resources repeat)."""
+        key = resource.SerializeToString()
+        found = self._resources.get(key)
+        if found is None:
+            if len(self._resources) >= _RESOURCE_CACHE:
+                self._resources.clear()
+            found = self._resources[key] = _service(to_dict(resource.attributes))
+        return found
+
     def _logs(self, batch: Batch) -> None:
-        resources: dict[int, tuple[str, str]] = {}
-        for rl, _, record in iter_log_records(batch.request):  # type: ignore[arg-type]
-            key = id(rl)
-            if key not in resources:
-                resources[key] = _service(to_dict(rl.resource.attributes))
-            service, version = resources[key]
-            attrs = to_dict(record.attributes)
-            self._copy_baggage(record.attributes, attrs, rl.resource.attributes)
-            error = detect_log(record, attrs)
-            if error is None:
-                continue
-            ts = _seconds(record.time_unix_nano, record.observed_time_unix_nano, fallback=batch.received_at)
-            route = str(attrs.get("code.function.name") or attrs.get("code.function") or "")
-            role = None
-            linked = self._correlated.get((record.trace_id, record.span_id)) if record.trace_id else None
-            if linked is not None:
-                role = cascade.Role(linked[0], linked[1], b"")
-            self._classify(record.attributes, attrs, error, service, version, ts, None, route, role, None)
+        full = bool(self.config.baggage)
+        for rl in batch.request.resource_logs:  # type: ignore[union-attr]
+            service, version = self._resource(rl.resource)
+            for sl in rl.scope_logs:
+                for record in sl.log_records:
+                    if not full and not _maybe_failing(record):
+                        continue  # below ERROR and no exception attributes: detect_log finds nothing
+                    attrs = to_dict(record.attributes)
+                    self._copy_baggage(record.attributes, attrs, rl.resource.attributes)
+                    error = detect_log(record, attrs)
+                    if error is None:
+                        continue
+                    ts = _seconds(
+                        record.time_unix_nano, record.observed_time_unix_nano, fallback=batch.received_at
+                    )
+                    route = str(attrs.get("code.function.name") or attrs.get("code.function") or "")
+                    role = None
+                    linked = (
+                        self._correlated.get((record.trace_id, record.span_id)) if record.trace_id else None
+                    )
+                    if linked is not None:
+                        role = cascade.Role(linked[0], linked[1], b"")
+                    self._classify(
+                        record.attributes, attrs, error, service, version, ts, None, route, role, None
+                    )
 
     # ------------------------------------------------------------------ one failing item
 
@@ -278,29 +350,39 @@ class Classify(Processor):
             incident = self.incidents.incident_for(role.origin_service)
         entry = self.catalog.lookup(service)
         self.metrics.describe_service(service, entry)
-        assessment = self.burn.assess(service, entry.tier, entry.slo, in_incident=incident is not None)
+        # Burn windows only change between batches (``record`` runs before any item is classified).
+        akey = (service, entry.tier, entry.slo, incident is not None)
+        assessment = self._assessments.get(akey)
+        if assessment is None:
+            assessment = self._assessments[akey] = self.burn.assess(
+                service, entry.tier, entry.slo, in_incident=incident is not None
+            )
 
-        set_value(target, "errorgate.error.fingerprint", fp)
+        tags: list[tuple[str, AttrValue]] = [("errorgate.error.fingerprint", fp)]
         if template:
-            set_value(target, "errorgate.error.template", template)
-        set_value(target, "errorgate.error.kind", kind)
-        set_value(target, "errorgate.error.domain", domain)
-        set_value(target, "errorgate.error.component", component)
-        set_value(target, "errorgate.error.category", category.name)
-        set_value(target, "errorgate.itil.category", category.itil)
-        set_value(target, "errorgate.severity", assessment.severity)
-        set_value(target, "errorgate.itil.impact", assessment.impact)
-        set_value(target, "errorgate.itil.urgency", assessment.urgency)
-        set_value(target, "errorgate.itil.priority", assessment.priority)
+            tags.append(("errorgate.error.template", template))
+        tags += [
+            ("errorgate.error.kind", kind),
+            ("errorgate.error.domain", domain),
+            ("errorgate.error.component", component),
+            ("errorgate.error.category", category.name),
+            ("errorgate.itil.category", category.itil),
+            ("errorgate.severity", assessment.severity),
+            ("errorgate.itil.impact", assessment.impact),
+            ("errorgate.itil.urgency", assessment.urgency),
+            ("errorgate.itil.priority", assessment.priority),
+        ]
         if role is not None:
             if role.role == "origin":
-                set_value(target, "errorgate.error.origin", True)
+                tags.append(("errorgate.error.origin", True))
             if role.origin_service != service:
-                set_value(target, "errorgate.error.origin_service", role.origin_service)
+                tags.append(("errorgate.error.origin_service", role.origin_service))
             if role.role in ("origin", "propagated") and span_kind is not None:
                 self.metrics.cascade_error(service, role.origin_service, role.role)
         if incident is not None:
-            set_value(target, "errorgate.incident.id", incident.id)
+            tags.append(("errorgate.incident.id", incident.id))
+        scan.set_many(target, attrs, tags)
+        if incident is not None:
             attrs["errorgate.incident.id"] = incident.id
             self.metrics.incident_member(service, True)
 

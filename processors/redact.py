@@ -24,13 +24,13 @@ from collections import Counter as TypeCounter
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from prometheus_client import Counter
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from errorgate import attributes
 from errorgate.component import ComponentConfig, ComponentContext, Output, Processor, register_processor
 from errorgate.config import ConfigError, Duration
 from errorgate.processors.redaction.actions import BLOCKED_MASK, FAILED_MASK, Keyring, Replacer, Where
-from errorgate.processors.redaction.policy import KeyPolicy, Policy, PolicyError, build_policy
+from errorgate.processors.redaction.policy import KeyPolicy, Policy, PolicyError, build_policy, load_pack
 from errorgate.processors.redaction.specs import KEYED_ACTIONS, CustomRecognizerSpec, EntityRule, Finding
 from errorgate.processors.redaction.walker import DROP_MARK, Owner, Slot, Walker, sweep_dropped
 from errorgate.signals import Batch
@@ -95,6 +95,16 @@ class RedactConfig(ComponentConfig):
     chunk_size: int = Field(default=64, ge=1)
     analysis_timeout: Duration = 10.0
     cache_size: int = Field(default=100_000, ge=0)
+
+    @field_validator("packs")
+    @classmethod
+    def _packs_exist(cls, value: list[str]) -> list[str]:
+        for ref in value:
+            try:
+                load_pack(ref)
+            except PolicyError as e:
+                raise ValueError(str(e).removeprefix("packs: ")) from None
+        return value
 
     def worker_count(self) -> int:
         if self.workers == "auto":

@@ -16,6 +16,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from urllib.parse import quote
 
 import phonenumbers
@@ -106,7 +107,12 @@ def _decoys(rng: random.Random, fake: Faker) -> dict[str, Callable[[], str]]:
         "duration": lambda: rng.choice(
             [f"{rng.randint(1, 999)}ms", f"{rng.randint(1, 59)}s", f"{rng.random():.3f}s"]
         ),
-        "timestamp": lambda: fake.date_time_between("-30d").strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+        "timestamp": lambda: (
+            fake.date_time_between(datetime(2024, 1, 1), datetime(2024, 12, 31)).strftime(
+                "%Y-%m-%dT%H:%M:%S.%f"
+            )[:-3]
+            + "Z"
+        ),
         "error_code": lambda: rng.choice(
             ["E1042", "ORA-00942", "ECONNRESET", "HTTP 503", "grpc-status=14", "ERR_TLS_CERT_ALTNAME_INVALID"]
         ),

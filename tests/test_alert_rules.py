@@ -115,7 +115,10 @@ def test_every_alert_rule_carries_the_routing_labels() -> None:
                 assert labels["team"] in teams, rule
                 # kind/category/service come from the rule or, per series, from `by (...)`
                 for label in ("kind", "category", "service"):
-                    assert label in labels or re.search(rf"by \([^)]*\b{label}\b", rule["expr"]), (label, rule)
+                    assert label in labels or re.search(rf"by \([^)]*\b{label}\b", rule["expr"]), (
+                        label,
+                        rule,
+                    )
                 # Summaries may only print labels (never $value or payload-derived annotations).
                 assert re.fullmatch(r"([^{}]|\{\{ \$labels\.\w+ \}\})*", rule["annotations"]["summary"]), rule
     assert names == {
@@ -144,11 +147,17 @@ def test_burn_rate_windows_follow_the_sre_workbook() -> None:
     assert "[6h]" in checkout["slow"]["expr"] and "[30m]" in checkout["slow"]["expr"]
     assert checkout["slow"]["expr"].count("> 0.006") == 2 and checkout["slow"]["labels"]["severity"] == "P2"
     assert "[3d]" in checkout["ticket"]["expr"] and "[6h]" in checkout["ticket"]["expr"]
-    assert checkout["ticket"]["expr"].count("> 0.001") == 2 and checkout["ticket"]["labels"]["severity"] == "P3"
+    assert (
+        checkout["ticket"]["expr"].count("> 0.001") == 2 and checkout["ticket"]["labels"]["severity"] == "P3"
+    )
 
 
 def test_policy_errors_name_the_key(tmp_path: Path) -> None:
-    text = (RULES / "policy.yaml").read_text().replace("P2: {channels: [opsgenie, slack]", "P2: {channels: [pager]")
+    text = (
+        (RULES / "policy.yaml")
+        .read_text()
+        .replace("P2: {channels: [opsgenie, slack]", "P2: {channels: [pager]")
+    )
     (tmp_path / "policy.yaml").write_text(text)
     with pytest.raises(PolicyError, match=r"routing\.severities\.P2\.channels"):
         load_policy(tmp_path / "policy.yaml")
@@ -193,30 +202,53 @@ KINDS = ["transient", "intermittent", "persistent", "cascading", "slo", "pipelin
 
 # A few cases spelled out, so the table above is itself checked against intent.
 LITERAL_CASES = [
-    ({"team": "payments", "severity": "P1", "kind": "persistent"},
-     "payments-pagerduty-primary,payments-opsgenie,payments-slack,payments-pagerduty-secondary,payments-pagerduty-lead"),
-    ({"team": "platform", "severity": "P1", "kind": "slo"},
-     "platform-pagerduty-primary,platform-slack,platform-pagerduty-secondary,platform-pagerduty-lead"),
-    ({"team": "payments", "severity": "P1", "kind": "transient"}, "payments-opsgenie,payments-slack,payments-webhook"),
+    (
+        {"team": "payments", "severity": "P1", "kind": "persistent"},
+        "payments-pagerduty-primary,payments-opsgenie,payments-slack,payments-pagerduty-secondary,payments-pagerduty-lead",
+    ),
+    (
+        {"team": "platform", "severity": "P1", "kind": "slo"},
+        "platform-pagerduty-primary,platform-slack,platform-pagerduty-secondary,platform-pagerduty-lead",
+    ),
+    (
+        {"team": "payments", "severity": "P1", "kind": "transient"},
+        "payments-opsgenie,payments-slack,payments-webhook",
+    ),
     ({"team": "platform", "severity": "P1", "kind": "transient"}, "platform-slack,platform-webhook"),
-    ({"team": "storefront", "severity": "P1", "kind": "cascading"},
-     "storefront-pagerduty-primary,storefront-opsgenie,storefront-slack,storefront-webhook,"
-     "storefront-pagerduty-secondary,storefront-pagerduty-lead"),
+    (
+        {"team": "storefront", "severity": "P1", "kind": "cascading"},
+        "storefront-pagerduty-primary,storefront-opsgenie,storefront-slack,storefront-webhook,"
+        "storefront-pagerduty-secondary,storefront-pagerduty-lead",
+    ),
     ({"team": "storefront", "severity": "P2", "kind": "transient"}, "storefront-slack"),
     ({"team": "platform", "severity": "P2", "kind": "pipeline"}, "platform-slack"),
     ({"team": "payments", "severity": "P3", "kind": "persistent"}, "payments-slack,payments-webhook"),
     ({"team": "storefront", "severity": "P4", "kind": "intermittent"}, "storefront-webhook"),
-    ({"team": "payments", "severity": "P2", "alertname": "ErrorgateServiceInIncident", "kind": "cascading"},
-     "errorgate-incident-marker"),
+    (
+        {
+            "team": "payments",
+            "severity": "P2",
+            "alertname": "ErrorgateServiceInIncident",
+            "kind": "cascading",
+        },
+        "errorgate-incident-marker",
+    ),
     ({"team": "nobody", "severity": "P1", "kind": "persistent"}, "errorgate-fallback"),
 ]
 
 
-def _route_test(labels: dict[str, str], expected: str) -> tuple[dict[str, str], str, subprocess.CompletedProcess[str]]:
+def _route_test(
+    labels: dict[str, str], expected: str
+) -> tuple[dict[str, str], str, subprocess.CompletedProcess[str]]:
     args = [f"{k}={v}" for k, v in labels.items()]
     result = _run(
-        AMTOOL, "config", "routes", "test", f"--config.file={RULES / 'alertmanager.yml'}",
-        f"--verify.receivers={expected}", *args,
+        AMTOOL,
+        "config",
+        "routes",
+        "test",
+        f"--config.file={RULES / 'alertmanager.yml'}",
+        f"--verify.receivers={expected}",
+        *args,
     )
     return labels, expected, result
 
@@ -224,8 +256,10 @@ def _route_test(labels: dict[str, str], expected: str) -> tuple[dict[str, str], 
 @needs_amtool
 def test_every_team_severity_kind_reaches_the_intended_receivers() -> None:
     cases = [
-        ({"team": t, "severity": s, "kind": k, "service": "svc", "alertname": "ErrorgateErrorRateHigh"},
-         _expected_receivers(t, s, k))
+        (
+            {"team": t, "severity": s, "kind": k, "service": "svc", "alertname": "ErrorgateErrorRateHigh"},
+            _expected_receivers(t, s, k),
+        )
         for t in TEAMS
         for s in SEVERITIES
         for k in KINDS
@@ -234,7 +268,9 @@ def test_every_team_severity_kind_reaches_the_intended_receivers() -> None:
     assert len(cases) == len(TEAMS) * len(SEVERITIES) * len(KINDS) + len(LITERAL_CASES)
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(lambda c: _route_test(*c), cases))
-    failures = [f"{labels} -> expected {exp}: {r.stdout.strip()}" for labels, exp, r in results if r.returncode != 0]
+    failures = [
+        f"{labels} -> expected {exp}: {r.stdout.strip()}" for labels, exp, r in results if r.returncode != 0
+    ]
     assert not failures, "\n".join(failures)
 
 
@@ -258,7 +294,9 @@ def test_p1_always_reaches_two_receivers_and_inhibition_targets_minor_severities
 
 def test_generation_refuses_a_p1_that_reaches_one_receiver(tmp_path: Path) -> None:
     text = (RULES / "policy.yaml").read_text()
-    moved = text.replace("P1: {channels: [pagerduty, opsgenie, slack]", "P1: {channels: [pagerduty, opsgenie]")
+    moved = text.replace(
+        "P1: {channels: [pagerduty, opsgenie, slack]", "P1: {channels: [pagerduty, opsgenie]"
+    )
     assert moved != text
     (tmp_path / "policy.yaml").write_text(moved)
     # platform has no opsgenie_team: its P1 would only page PagerDuty (escalations come later)
@@ -279,10 +317,18 @@ def _walk(route: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_grafana_provisioning_is_structurally_sound() -> None:
     files = _grafana_files()
-    assert set(files) == {"rules.yaml", "contact-points.yaml", "policies.yaml", "mute-timings.yaml", "templates.yaml"}
+    assert set(files) == {
+        "rules.yaml",
+        "contact-points.yaml",
+        "policies.yaml",
+        "mute-timings.yaml",
+        "templates.yaml",
+    }
     assert all(doc["apiVersion"] == 1 for doc in files.values())
     rules = [r for g in files["rules.yaml"]["groups"] for r in g["rules"]]
     uids = [r["uid"] for r in rules]
+    titles = [r["title"] for r in rules]
+    assert len(titles) == len(set(titles)), "Grafana wants unique rule titles per folder"
     assert len(uids) == len(set(uids)) and all(len(u) <= 40 for u in uids)
     for rule in rules:
         refs = [d["refId"] for d in rule["data"]]
@@ -324,7 +370,9 @@ def test_grafana_rules_match_prometheus_rules() -> None:
         for r in g["rules"]
         if r["alert"] != "ErrorgateServiceInIncident"  # inhibition source: Grafana has no inhibition
     }
-    grafana = {r["data"][0]["model"]["expr"] for g in _grafana_files()["rules.yaml"]["groups"] for r in g["rules"]}
+    grafana = {
+        r["data"][0]["model"]["expr"] for g in _grafana_files()["rules.yaml"]["groups"] for r in g["rules"]
+    }
     assert grafana == prom
 
 
@@ -339,8 +387,11 @@ def test_build_grafana_provisioning_api_shapes() -> None:
     assert ["team", "=", "payments"] in matchers and ["severity", "=", "P1"] in matchers
     og = next(p for p in api["contact_points"] if p["type"] == "opsgenie")
     assert og["settings"]["overridePriority"] is True and og["settings"]["responders"]
-    assert all(r["annotations"]["og_priority"] in {"P1", "P2", "P3", "P4", "P5"}
-               for g in api["rule_groups"] for r in g["rules"])
+    assert all(
+        r["annotations"]["og_priority"] in {"P1", "P2", "P3", "P4", "P5"}
+        for g in api["rule_groups"]
+        for r in g["rules"]
+    )
 
 
 def test_alerts_help() -> None:

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,11 +31,13 @@ ALERT_RULES = Path(__file__).resolve().parents[1] / "alert_rules"
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager") or ""
 SECRET_VALUE = "4111 1111 1111 1111 jane.doe@example.com"  # stands in for a raw payload value
 
-pytestmark = pytest.mark.skipif(not ALERTMANAGER, reason="prometheus-alertmanager is not installed (make system-deps)")
+pytestmark = pytest.mark.skipif(
+    not ALERTMANAGER, reason="prometheus-alertmanager is not installed (make system-deps)"
+)
 
 
 def derive_test_config(config: dict[str, Any], capture_url: str, secrets: Path) -> dict[str, Any]:
-    """Test-only: same routes/receivers/inhibition, local endpoints, waits / 200 (min 1s)."""
+    """Test-only: same routes/receivers/inhibition, local endpoints, waits / 120 (min 1s)."""
     cfg = copy.deepcopy(config)
     (secrets / "slack-url").write_text(f"{capture_url}/slack\n")
     cfg["global"] = {
@@ -48,7 +50,7 @@ def derive_test_config(config: dict[str, Any], capture_url: str, secrets: Path) 
     cfg.pop("time_intervals", None)
 
     def scale(value: str) -> str:
-        return f"{max(1, round(parse_duration(value) / 200))}s"
+        return f"{max(1, round(parse_duration(value) / 120))}s"  # escalate_after 10m -> 5s
 
     def walk(route: dict[str, Any], top: bool) -> None:
         route.pop("mute_time_intervals", None)
@@ -68,7 +70,9 @@ def derive_test_config(config: dict[str, Any], capture_url: str, secrets: Path) 
             key.write_text(f"rk-{key.stem}")
             pd["routing_key_file"] = str(key)
         for og in receiver.get("opsgenie_configs", []):
-            (secrets / "opsgenie.key").write_text("og-test-key")  # AM 0.25 sends the file verbatim: no newline
+            (secrets / "opsgenie.key").write_text(
+                "og-test-key"
+            )  # AM 0.25 sends the file verbatim: no newline
             og["api_key_file"] = str(secrets / "opsgenie.key")
         for wh in receiver.get("webhook_configs", []):
             wh["url"] = f"{capture_url}/webhook/{receiver['name']}"
@@ -93,10 +97,7 @@ class AM:
         # has already elapsed since the alert started firing. Re-posts keep the first start.
         now = datetime.now(UTC)
         key = tuple(sorted(labels.items()))
-        if resolved:
-            started = self.started.pop(key, now)
-        else:
-            started = self.started.setdefault(key, now)
+        started = self.started.pop(key, now) if resolved else self.started.setdefault(key, now)
         alert: dict[str, Any] = {
             "labels": labels,
             "annotations": {"summary": f"{labels['service']} failing", "description": SECRET_VALUE},
@@ -143,7 +144,9 @@ def am(tmp_path_factory: pytest.TempPathFactory, capture: CaptureServer) -> Iter
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise AssertionError("alertmanager did not start: " + (base / "am.log").read_text()[-2000:]) from None
+                raise AssertionError(
+                    "alertmanager did not start: " + (base / "am.log").read_text()[-2000:]
+                ) from None
             time.sleep(0.1)
     try:
         yield AM(url)
@@ -153,16 +156,20 @@ def am(tmp_path_factory: pytest.TempPathFactory, capture: CaptureServer) -> Iter
         log.close()
 
 
-def _pd(action: str, routing_key: str | None = None, service: str = "checkout"):
+def _pd(action: str, routing_key: str | None = None, service: str = "checkout") -> Callable[[Captured], bool]:
     def match(r: Captured) -> bool:
         body = r.body
         return (
             body.get("event_action") == action
             and (routing_key is None or body.get("routing_key") == routing_key)
-            and (action == "resolve" or body["payload"]["component"] == service)
+            and body["payload"]["component"] == service
         )
 
     return match
+
+
+def _resolve_of(dedup_key: str) -> Callable[[Captured], bool]:
+    return lambda r: r.body.get("event_action") == "resolve" and r.body.get("dedup_key") == dedup_key
 
 
 def _slack_title(r: Captured) -> str:
@@ -184,7 +191,10 @@ def test_p1_pages_primary_opsgenie_slack_escalates_and_resolves_with_stable_dedu
         am.post(labels)
     primary = capture.wait_for("pagerduty", _pd("trigger", "rk-pagerduty-payments-primary"))[0].body
     assert primary["payload"]["severity"] == "critical"
-    assert primary["payload"]["summary"] == "[P1] checkout: ErrorgateErrorRateHigh (persistent/timeout) team payments"
+    assert (
+        primary["payload"]["summary"]
+        == "[P1] checkout: ErrorgateErrorRateHigh (persistent/timeout) team payments"
+    )
     assert primary["payload"]["group"] == "payments" and primary["payload"]["class"] == "persistent"
     og = capture.wait_for("opsgenie", lambda r: r.body["message"].startswith("[P1] checkout"))[0]
     assert og.headers["Authorization"] == "GenieKey og-test-key"
@@ -200,7 +210,7 @@ def test_p1_pages_primary_opsgenie_slack_escalates_and_resolves_with_stable_dedu
     assert secondary.body["dedup_key"] == lead.body["dedup_key"] == primary["dedup_key"]
 
     am.post(labels, resolved=True)
-    resolves = capture.wait_for("pagerduty", _pd("resolve"), count=3)
+    resolves = capture.wait_for("pagerduty", _resolve_of(primary["dedup_key"]), count=3)
     assert {r.body["dedup_key"] for r in resolves} == {primary["dedup_key"]}
     assert sorted(r.body["routing_key"] for r in resolves) == [
         "rk-pagerduty-payments-lead",
@@ -215,16 +225,58 @@ def test_p1_pages_primary_opsgenie_slack_escalates_and_resolves_with_stable_dedu
     am.post(labels)
     triggers = capture.wait_for("pagerduty", _pd("trigger", "rk-pagerduty-payments-primary"), count=2)
     assert triggers[1].body["dedup_key"] == primary["dedup_key"]
-    assert capture.wait_for("opsgenie", lambda r: r.body["message"].startswith("[P1] checkout"), count=2)[1].body[
-        "alias"
-    ] == og.body["alias"]
+    assert (
+        capture.wait_for("opsgenie", lambda r: r.body["message"].startswith("[P1] checkout"), count=2)[
+            1
+        ].body["alias"]
+        == og.body["alias"]
+    )
     assert len(capture.of("pagerduty", _pd("trigger", "rk-pagerduty-payments-primary"))) == 2
     am.post(labels, resolved=True)
-    capture.wait_for("pagerduty", _pd("resolve"), count=4)
+    capture.wait_for("pagerduty", _resolve_of(primary["dedup_key"]), count=4)
     capture.wait_for("opsgenie_close", count=2)
     # Templates print labels only: the raw annotation value never leaves Alertmanager.
     leaks = [r.raw for r in capture.requests if "4111" in r.raw or "jane.doe" in r.raw]
     assert not leaks, leaks[0]
+
+
+def test_acknowledging_by_silence_stops_the_escalation(
+    am: AM, capture: CaptureServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    labels = {
+        "alertname": "ErrorgateErrorBudgetBurn",
+        "severity": "P1",
+        "team": "payments",
+        "service": "payments",
+        "kind": "slo",
+        "category": "error_budget",
+    }
+    am.post(labels)
+    capture.wait_for("pagerduty", _pd("trigger", "rk-pagerduty-payments-primary", service="payments"))
+    # The primary acknowledges in Alertmanager: a silence on the incident's alerts.
+    args = [
+        "alerts",
+        "suppress",
+        "--alertmanager",
+        am.url,
+        "--service",
+        "payments",
+        "--severities",
+        "P1",
+        "--duration",
+        "1h",
+        "--incident",
+        "ack",
+    ]
+    assert cli_main(args) == 0
+    silence_id = capsys.readouterr().out.strip()
+    # The lead would be paged 10s (2 x escalate_after / 120) after the start; wait past that.
+    capture.wait_for("slack", lambda r: _slack_title(r).startswith("[P1] payments"))
+    time.sleep(11)
+    assert not capture.of("pagerduty", _pd("trigger", "rk-pagerduty-payments-secondary", service="payments"))
+    assert not capture.of("pagerduty", _pd("trigger", "rk-pagerduty-payments-lead", service="payments"))
+    am.call("DELETE", f"/api/v2/silence/{silence_id}")
+    am.post(labels, resolved=True)
 
 
 def test_minor_alerts_of_services_in_an_incident_are_inhibited(am: AM, capture: CaptureServer) -> None:
@@ -244,7 +296,10 @@ def test_minor_alerts_of_services_in_an_incident_are_inhibited(am: AM, capture: 
     assert not capture.of("webhook", lambda r: r.body.get("groupLabels", {}).get("service") == "frontend")
     assert not [r for r in capture.requests if "ErrorgateServiceInIncident" in r.raw]
     # Incident over: the held-back alert is delivered.
-    am.post({"alertname": "ErrorgateServiceInIncident", "severity": "P2", "service": "frontend", **base}, resolved=True)
+    am.post(
+        {"alertname": "ErrorgateServiceInIncident", "severity": "P2", "service": "frontend", **base},
+        resolved=True,
+    )
     capture.wait_for("slack", lambda r: _slack_title(r).startswith("[P3] frontend"))
     capture.wait_for("webhook", lambda r: r.body.get("groupLabels", {}).get("service") == "frontend")
 
@@ -253,8 +308,18 @@ def test_alerts_suppress_creates_and_expires_a_silence(
     am: AM, capture: CaptureServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rc = cli_main(
-        ["alerts", "suppress", "--alertmanager", am.url, "--service", "orders-db-proxy", "--incident", "INC-42",
-         "--duration", "30m"]
+        [
+            "alerts",
+            "suppress",
+            "--alertmanager",
+            am.url,
+            "--service",
+            "orders-db-proxy",
+            "--incident",
+            "INC-42",
+            "--duration",
+            "30m",
+        ]
     )
     assert rc == 0
     silence_id = capsys.readouterr().out.strip()
@@ -267,13 +332,20 @@ def test_alerts_suppress_creates_and_expires_a_silence(
     ends = datetime.fromisoformat(silence["endsAt"].replace("Z", "+00:00"))
     assert timedelta(minutes=29) < ends - datetime.now(UTC) <= timedelta(minutes=30)
 
-    labels = {"alertname": "ErrorgateErrorRateReview", "team": "payments", "service": "orders-db-proxy",
-              "kind": "persistent", "category": "timeout"}
+    labels = {
+        "alertname": "ErrorgateErrorRateReview",
+        "team": "payments",
+        "service": "orders-db-proxy",
+        "kind": "persistent",
+        "category": "timeout",
+    }
     am.post({**labels, "severity": "P4"})
     am.post({**labels, "severity": "P2"})
     capture.wait_for("opsgenie", lambda r: r.body["message"].startswith("[P2] orders-db-proxy"))
     time.sleep(2)
-    assert not capture.of("webhook", lambda r: r.body.get("groupLabels", {}).get("service") == "orders-db-proxy")
+    assert not capture.of(
+        "webhook", lambda r: r.body.get("groupLabels", {}).get("service") == "orders-db-proxy"
+    )
 
     assert cli_main(["alerts", "suppress", "--alertmanager", am.url, "--expire", silence_id]) == 0
     assert am.call("GET", f"/api/v2/silence/{silence_id}")["status"]["state"] == "expired"
@@ -283,7 +355,9 @@ def test_alerts_suppress_creates_and_expires_a_silence(
 
 def test_alerts_suppress_reports_unreachable_alertmanager(capsys: pytest.CaptureFixture[str]) -> None:
     port = free_port()
-    rc = cli_main(["alerts", "suppress", "--alertmanager", f"http://127.0.0.1:{port}", "--service", "checkout"])
+    rc = cli_main(
+        ["alerts", "suppress", "--alertmanager", f"http://127.0.0.1:{port}", "--service", "checkout"]
+    )
     assert rc != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--alertmanager" in err[0] and "cannot connect" in err[0]

@@ -141,7 +141,9 @@ def test_gateway_exports_to_backends_defined_in_compose(compose: dict[str, Any])
         for exporter_id, exporter in _load(name)["exporters"].items():
             host = _host(exporter["endpoint"].removesuffix("/otlp").removesuffix("/api/v1/write"))
             assert host in services, f"{name}: exporters.{exporter_id}: {host} is not a compose service"
-            assert _port(exporter["endpoint"].split("//")[-1].split("/")[0]) in _listening(services[host]), exporter_id
+            assert _port(exporter["endpoint"].split("//")[-1].split("/")[0]) in _listening(services[host]), (
+                exporter_id
+            )
     tempo = _load("tempo.yaml")
     assert _port(tempo["distributor"]["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]) == 4317
     assert "--web.enable-remote-write-receiver" in services["prometheus"]["command"]
@@ -165,7 +167,9 @@ def test_retention_routing_covers_every_retention_class() -> None:
         routed = {}
         for row in connector["table"]:
             assert row["context"] == context
-            m = re.fullmatch(r'attributes\["errorgate\.retention\.class"\] == "([a-z0-9-]+)"', row["condition"])
+            m = re.fullmatch(
+                r'attributes\["errorgate\.retention\.class"\] == "([a-z0-9-]+)"', row["condition"]
+            )
             assert m, row["condition"]
             routed[m.group(1)] = row["pipelines"]
         assert connector["default_pipelines"] == [f"{signal}/{policy['default_class']}"]
@@ -185,9 +189,10 @@ def test_compose_mounts_exist_and_match_what_the_configs_reference(compose: dict
             assert source.exists(), f"{name}: {source} (mounted at {target}) does not exist"
     agent = services["collector-agent"]
     assert _container_file(agent, "/etc/otelcol-contrib/config.yaml") == (CC / "agent.yaml").resolve()
-    assert _container_file(services["collector-gateway"], "/etc/otelcol-contrib/config.yaml") == (
-        CC / "gateway.yaml"
-    ).resolve()
+    assert (
+        _container_file(services["collector-gateway"], "/etc/otelcol-contrib/config.yaml")
+        == (CC / "gateway.yaml").resolve()
+    )
 
     prom = services["prometheus"]
     prom_cfg = _load("prometheus.yml")
@@ -206,14 +211,20 @@ def test_compose_mounts_exist_and_match_what_the_configs_reference(compose: dict
     assert _container_file(am, secrets_dir).name == "secrets"
 
     grafana = services["grafana"]
-    assert _container_file(grafana, "/etc/grafana/provisioning/alerting") == (ROOT / "alert_rules" / "grafana")
+    assert _container_file(grafana, "/etc/grafana/provisioning/alerting") == (
+        ROOT / "alert_rules" / "grafana"
+    )
     contact_points = (ROOT / "alert_rules" / "grafana" / "contact-points.yaml").read_text()
     for path in set(re.findall(r"\$__file\{([^}]+)\}", contact_points)):
         assert _container_file(grafana, path).parent.name == "secrets", path
-    provider = yaml.safe_load(_container_file(grafana, "/etc/grafana/provisioning/dashboards/errorgate.yaml").read_text())
+    provider = yaml.safe_load(
+        _container_file(grafana, "/etc/grafana/provisioning/dashboards/errorgate.yaml").read_text()
+    )
     dash_dir = _container_file(grafana, provider["providers"][0]["options"]["path"])
     assert list(dash_dir.glob("*.json")), "dashboards are mounted where the provider looks"
-    datasources = yaml.safe_load(_container_file(grafana, "/etc/grafana/provisioning/datasources/errorgate.yaml").read_text())
+    datasources = yaml.safe_load(
+        _container_file(grafana, "/etc/grafana/provisioning/datasources/errorgate.yaml").read_text()
+    )
     policy = yaml.safe_load((ROOT / "alert_rules" / "policy.yaml").read_text())
     assert policy["grafana"]["datasource_uid"] in {d["uid"] for d in datasources["datasources"]}
     for ds in datasources["datasources"]:

@@ -262,3 +262,43 @@ def test_health_endpoints_report_exporter_state(sink: OtlpSink, tmp_path: Path) 
         assert body["checks"]["exporter:otlp/out"]["circuit"] in ("open", "half_open")
         sink.start()
         assert sink.wait_for(8, timeout=20)
+
+
+def test_processor_failures_replay_through_the_gateway_not_around_it(
+    sink: OtlpSink, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from errorgate.cli import main
+    from tests.support.gateway import free_port
+
+    grpc_port = free_port()
+
+    def config_file(trigger: str) -> Path:
+        path = tmp_path / f"{trigger}.yaml"
+        path.write_text(
+            gateway_yaml(
+                tmp_path / "data",
+                exporter=otlp_exporter_yaml(sink.grpc_endpoint),
+                processors=f"{{explode: {{trigger: {trigger}}}}}",
+                pipeline_processors="[explode]",
+                metrics_processors="[]",
+                grpc_port=grpc_port,
+            )
+        )
+        return path
+
+    buggy, fixed = config_file("boom"), config_file("never")
+    from errorgate.config import load_config
+
+    with running_gateway(buggy.read_text()) as gw:
+        with pytest.raises(grpc.RpcError):
+            _export(gw.grpc_endpoint, _raw_trace_request("boom"))
+    assert main(["dlq", "replay", "--config", str(fixed), "--exporter", "otlp/out"]) == 1
+    assert "only be replayed through the gateway" in capsys.readouterr().err
+    assert sink.item_count() == 0, "nothing may bypass the processors"
+    with running_gateway(fixed.read_text()) as gw:  # the processor bug is fixed
+        assert main(["dlq", "replay", "--config", str(fixed)]) == 0
+        assert sink.wait_for(1, timeout=10)
+        [span] = sink.spans()
+        assert span.name == "boom" and attributes.has(span.attributes, "touched"), "went through the processor"
+        assert gw.dlq.list() == []
+    assert load_config(fixed).service.data_dir == str(tmp_path / "data")

@@ -18,6 +18,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from prometheus_client import generate_latest
+from pydantic import ValidationError
 
 from errorgate import attributes as A
 from errorgate.component import ComponentContext
@@ -477,12 +478,14 @@ service:
     assert config.processors["redact/strict"].score_threshold == 0.7
     with pytest.raises(ConfigError, match=r"processors\.redact\.scan_everything: unknown key"):
         parse_config(text.replace("redact: {}", "redact: {scan_everything: true}"))
+    with pytest.raises(ConfigError, match=r"processors\.redact\.packs: Value error, 'sox' not found"):
+        parse_config(text.replace("redact: {}", "redact: {packs: [sox]}"))
     with pytest.raises(ConfigError, match=r"processors\.redact\.score_threshold"):
         parse_config(text.replace("redact: {}", "redact: {score_threshold: 0.2}"))
 
 
 def test_unknown_pack_and_recognizer_are_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="packs: 'sox' not found"):
+    with pytest.raises(ValidationError, match="'sox' not found"):
         make(tmp_path, packs=["sox"])
     with pytest.raises(ConfigError, match="disable_recognizers: unknown recognizer"):
         make(tmp_path, disable_recognizers=["NoSuchRecognizer"])

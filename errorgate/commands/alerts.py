@@ -31,7 +31,9 @@ def _generate(args: argparse.Namespace) -> int:
     if args.check:
         stale = stale_files()
         if stale:
-            raise CommandError(f"generated alert files are out of date: {', '.join(stale)} (run errorgate alerts generate)")
+            raise CommandError(
+                f"generated alert files are out of date: {', '.join(stale)} (run errorgate alerts generate)"
+            )
         print("alert rules, Alertmanager and Grafana provisioning are up to date")
         return 0
     written = write_all()
@@ -52,7 +54,9 @@ def _request(method: str, url: str, token: str | None, body: Any = None) -> Any:
             text = resp.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as e:
         detail = e.read().decode("utf-8", "replace").strip().splitlines()
-        raise CommandError(f"{method} {url}: HTTP {e.code} {detail[0][:200] if detail else e.reason}") from None
+        raise CommandError(
+            f"{method} {url}: HTTP {e.code} {detail[0][:200] if detail else e.reason}"
+        ) from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise CommandError(f"--alertmanager {url.split('/api/')[0]}: cannot connect ({reason})") from None
@@ -60,7 +64,11 @@ def _request(method: str, url: str, token: str | None, body: Any = None) -> Any:
 
 
 def silence_body(
-    services: list[str], severities: list[str], duration_s: float, incident: str | None, now: datetime | None = None
+    services: list[str],
+    severities: list[str],
+    duration_s: float,
+    incident: str | None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """The silence that stands in for the inhibition rule (see alert_rules/alertmanager.yml)."""
     start = now or datetime.now(UTC)
@@ -106,10 +114,10 @@ def _suppress(args: argparse.Namespace) -> int:
             raise CommandError(f"--severities: {sev!r} is not one of P1, P2, P3, P4")
     body = silence_body(sorted(set(args.service)), severities, duration, args.incident)
     reply = _request("POST", f"{base}/api/v2/silences", token, body)
-    silence_id = (reply or {}).get("silenceID")
-    if not silence_id:
+    created = (reply or {}).get("silenceID")
+    if not created:
         raise CommandError(f"--alertmanager {base}: the reply carried no silenceID")
-    print(silence_id)
+    print(created)
     print(
         f"silenced {'/'.join(severities)} alerts of {', '.join(sorted(set(args.service)))} until {body['endsAt']}",
         file=sys.stderr,
@@ -148,6 +156,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--service", action="append", metavar="S", help="service to suppress (repeatable)")
     s.add_argument("--incident", metavar="ID", help="incident id, recorded in the silence comment")
     s.add_argument("--duration", default="2h", help="how long the silence lasts (default 2h)")
-    s.add_argument("--severities", metavar="P3,P4", help="severities to silence (default: policy incident.inhibit_severities)")
+    s.add_argument(
+        "--severities",
+        metavar="P3,P4",
+        help="severities to silence (default: policy incident.inhibit_severities)",
+    )
     s.add_argument("--expire", metavar="ID", help="expire the silence with this id instead of creating one")
     s.set_defaults(func=_suppress)

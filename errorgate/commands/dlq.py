@@ -1,7 +1,11 @@
 """``errorgate dlq list|replay``: inspect and re-send the dead-letter store (``<data_dir>/dlq``).
 
 ``list`` shows metadata only (id, time, signal, items, reason, source, detail) — never payload
-values. ``replay`` sends each entry straight through the named exporter (default: every
+values. Entries a *processor* failed on were dead-lettered as received, before redaction and
+encryption, so ``replay`` sends them back through the running gateway's own OTLP receiver
+(every processor runs again) and refuses to hand them to an exporter directly. Entries the
+receiver rejected as invalid are kept for inspection only: they would be rejected again.
+Other entries (export failures) are sent straight through the named exporter (default: every
 exporter of the pipelines of the entry's signal), retrying transient failures with the
 exporter's backoff until ``--max-time``; an entry is removed only once every target accepted it
 (so an entry that failed for one of two exporters may reach the other twice on a re-run).
@@ -145,6 +149,24 @@ def run_replay(args: argparse.Namespace) -> int:
     ok = failed = items = 0
     try:
         for entry in entries:
+            refusal = _replay_refusal(entry, args.exporter)
+            if refusal is not None:
+                failed += 1
+                print(f"{entry.id}: not replayed: {refusal}", file=sys.stderr)
+                continue
+            if entry.source.startswith("processor:"):
+                outcome = _replay_through_gateway(config, store, entry)
+                if outcome is None:
+                    store.remove(entry.id)
+                    ok += 1
+                    items += entry.items
+                    print(
+                        f"{entry.id}: re-sent {entry.items} {entry.signal.value} item(s) through the gateway"
+                    )
+                else:
+                    failed += 1
+                    print(f"{entry.id}: not replayed: {outcome}", file=sys.stderr)
+                continue
             targets = [args.exporter] if args.exporter else replayer.default_targets(entry.signal)
             if not targets:
                 print(
@@ -247,3 +269,71 @@ class _Replayer:
                 exporter.shutdown()
             except Exception:
                 pass
+
+
+def _replay_refusal(entry: DeadLetterEntry, exporter: str | None) -> str | None:
+    if entry.source.startswith("receiver:"):
+        return f"invalid items ({entry.detail}) would be rejected again; fix them at the source"
+    if entry.source.startswith("processor:") and exporter:
+        return (
+            f"the batch failed in {entry.source.removeprefix('processor:')} before redaction and encryption; "
+            "it can only be replayed through the gateway (omit --exporter)"
+        )
+    return None
+
+
+def _replay_through_gateway(config: Config, store: DeadLetterStore, entry: DeadLetterEntry) -> str | None:
+    """Send the batch to the running gateway's OTLP/gRPC receiver so every processor runs again."""
+    import grpc
+
+    from errorgate.receiver import OtlpReceiverConfig
+
+    endpoint = token = None
+    credentials = None
+    for receiver in config.receivers.values():
+        if isinstance(receiver, OtlpReceiverConfig) and receiver.protocols.grpc is not None:
+            grpc_cfg = receiver.protocols.grpc
+            endpoint = grpc_cfg.endpoint
+            if grpc_cfg.tls is not None:
+                credentials = grpc.ssl_channel_credentials(Path(grpc_cfg.tls.cert_file).read_bytes())
+            if receiver.auth is not None:
+                token = _first_token(receiver.auth)
+            break
+    if endpoint is None:
+        return "no OTLP/gRPC receiver in the config to replay through"
+    try:
+        signal, request = store.load(entry.id)
+    except (KeyError, ValueError) as e:
+        return f"cannot load entry ({type(e).__name__})"
+    host, _, port = endpoint.rpartition(":")
+    target = f"{'127.0.0.1' if host in ('', '0.0.0.0') else host}:{port}"
+    service = {
+        Signal.TRACES: "trace.v1.TraceService",
+        Signal.LOGS: "logs.v1.LogsService",
+        Signal.METRICS: "metrics.v1.MetricsService",
+    }[signal]
+    channel = grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
+    with channel:
+        call = channel.unary_unary(
+            f"/opentelemetry.proto.collector.{service}/Export",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        metadata = [("authorization", f"Bearer {token}")] if token else None
+        try:
+            call(request.SerializeToString(), timeout=30, metadata=metadata)
+        except grpc.RpcError as e:
+            return f"gateway at {target} answered {e.code().name}: {e.details()}"
+    return None
+
+
+def _first_token(auth: Any) -> str | None:
+    import os
+
+    if auth.bearer_token_env and os.environ.get(auth.bearer_token_env):
+        return os.environ[auth.bearer_token_env].strip()
+    if auth.bearer_tokens_file:
+        for line in Path(auth.bearer_tokens_file).read_text().splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                return line.strip()
+    return None

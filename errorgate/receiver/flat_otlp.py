@@ -2,7 +2,7 @@
 
 The flat copy is proto2 and gives ``ArrayValue`` and ``KeyValueList`` a required field that
 never occurs on the wire, so a request parsed with it is "initialized" exactly when it holds
-no nested value. ``IsInitialized`` walks the tree in C, with no Python per attribute.
+no nested value. Serializing it checks that in C, with no Python per attribute.
 Validation uses this to skip its per-attribute walk for the (usual) requests that carry
 no nested values.
 """
@@ -13,7 +13,7 @@ import functools
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.descriptor import FileDescriptor
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import DecodeError, EncodeError, Message
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
@@ -102,6 +102,8 @@ def has_nested_values(signal: Signal, data: bytes) -> bool:
     flat = _flat_classes()[signal]()
     try:
         flat.ParseFromString(data)
-    except DecodeError:
+        # Serializing checks required fields in C; IsInitialized() is about three times slower.
+        flat.SerializeToString()
+    except (DecodeError, EncodeError):
         return True
-    return not flat.IsInitialized()
+    return False

@@ -7,6 +7,7 @@ Every label value goes through the gateway's ``LabelCap`` (past a label's cap it
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from collections.abc import Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -92,6 +93,15 @@ class ErrorMetrics:
             registry=r,
         )
         self._described: set[str] = set()
+        # Counter increments of one batch, by (metric, capped labels): one ``labels().inc(n)`` each
+        # in ``flush``. Labels are capped at once so caps admit values in the order items arrive.
+        self._pending: Tally[tuple[Counter, tuple[str, ...]]] = Tally()
+
+    def flush(self) -> None:
+        """Apply the counts gathered since the last flush (the processor calls it after each batch)."""
+        pending, self._pending = self._pending, Tally()
+        for (metric, labels), n in pending.items():
+            metric.labels(*labels).inc(n)
 
     def describe_catalog(self, catalog: ServiceCatalog) -> None:
         for name, entry in catalog.services.items():
@@ -116,16 +126,17 @@ class ErrorMetrics:
     def error(self, labels: Mapping[str, str], version: str) -> None:
         c = self.cap
         svc = c("service", labels["service"])
-        self.errors.labels(
+        key = (
             svc,
             c("component", labels["component"]),
             c("domain", labels["domain"]),
             c("kind", labels["kind"]),
             c("severity", labels["severity"]),
             c("category", labels["category"]),
-        ).inc()
+        )
+        self._pending[(self.errors, key)] += 1
         if version:
-            self.by_version.labels(svc, c("version", version)).inc()
+            self._pending[(self.by_version, (svc, c("version", version)))] += 1
 
     def episode(self, service: str, kind: str) -> None:
         self.episodes.labels(self.cap("service", service), self.cap("kind", kind)).inc()
@@ -134,9 +145,8 @@ class ErrorMetrics:
         self.new_fingerprints.labels(self.cap("service", service)).inc()
 
     def cascade_error(self, service: str, origin_service: str, role: str) -> None:
-        self.cascade.labels(
-            self.cap("service", service), self.cap("origin_service", origin_service), role
-        ).inc()
+        key = (self.cap("service", service), self.cap("origin_service", origin_service), role)
+        self._pending[(self.cascade, key)] += 1
 
     def retried(self, service: str, outcome: str) -> None:
         self.retries.labels(self.cap("service", service), outcome).inc()

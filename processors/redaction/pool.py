@@ -2,7 +2,8 @@
 
 Workers (``forkserver``: no inherited locks or threads) build the engine once in their
 initializer; the main process does cache lookups and sends only cache misses, in chunks.
-Small miss sets, and everything while workers are still loading the model, run in-process,
+Workers start on the first miss set of at least ``pool_min_batch`` values. Small miss sets,
+and everything while workers are still loading the model, run in-process,
 so the first batches neither wait for a model load nor hit the timeout because of it.
 A chunk that fails or times out comes back as ``None`` per value: the caller fails closed.
 """
@@ -125,9 +126,21 @@ class Detector:
         self.timeout = timeout
         self.chunk_size = chunk_size
         self.pool_min_batch = pool_min_batch
+        self.workers = workers
         self._engine: AnalysisEngine | None = None
         self._engine_lock = threading.Lock()
-        self.pool = AnalysisPool(settings, workers) if workers > 0 else None
+        self._pool_lock = threading.Lock()
+        self.pool: AnalysisPool | None = None
+
+    def start_pool(self) -> AnalysisPool | None:
+        """Start the workers (idempotent). Called on the first miss set big enough to be worth
+        shipping, so gateways that only ever see small batches never pay for worker processes."""
+        if self.workers <= 0:
+            return None
+        with self._pool_lock:
+            if self.pool is None:
+                self.pool = AnalysisPool(self.settings, self.workers)
+            return self.pool
 
     @property
     def engine(self) -> AnalysisEngine:
@@ -148,8 +161,9 @@ class Detector:
                 out[key] = found
         if not misses:
             return out
-        if self.pool is not None and len(misses) >= self.pool_min_batch and self.pool.ready():
-            results = self.pool.analyze(misses, self.timeout, self.chunk_size)
+        pool = self.start_pool() if len(misses) >= self.pool_min_batch else None
+        if pool is not None and pool.ready():
+            results = pool.analyze(misses, self.timeout, self.chunk_size)
         else:
             results = self.analyze_local(misses)
         for key, res in zip(misses, results, strict=True):

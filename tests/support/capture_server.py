@@ -66,14 +66,18 @@ class CaptureServer:
                 except ValueError:
                     body = raw
                 parts = urlsplit(self.path)
-                item = Captured("POST", parts.path, parse_qs(parts.query), dict(self.headers.items()), body, raw)
+                item = Captured(
+                    "POST", parts.path, parse_qs(parts.query), dict(self.headers.items()), body, raw
+                )
                 status, reply = server._reply(item)
                 with server._lock:
                     server.requests.append(item)
                     server._lock.notify_all()
                 data = json.dumps(reply).encode() if not isinstance(reply, str) else reply.encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json" if not isinstance(reply, str) else "text/plain")
+                self.send_header(
+                    "Content-Type", "application/json" if not isinstance(reply, str) else "text/plain"
+                )
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -85,9 +89,17 @@ class CaptureServer:
         kind = item.kind
         if kind == "pagerduty":
             body = item.body if isinstance(item.body, dict) else {}
-            if not body.get("routing_key") or body.get("event_action") not in ("trigger", "acknowledge", "resolve"):
+            if not body.get("routing_key") or body.get("event_action") not in (
+                "trigger",
+                "acknowledge",
+                "resolve",
+            ):
                 return 400, {"status": "invalid event", "message": "Event object is invalid"}
-            return 202, {"status": "success", "message": "Event processed", "dedup_key": body.get("dedup_key")}
+            return 202, {
+                "status": "success",
+                "message": "Event processed",
+                "dedup_key": body.get("dedup_key"),
+            }
         if kind in ("opsgenie", "opsgenie_close"):
             if not item.headers.get("Authorization", "").startswith("GenieKey "):
                 return 401, {"message": "Could not authenticate", "took": 0.0, "requestId": str(uuid.uuid4())}
@@ -120,7 +132,11 @@ class CaptureServer:
             return [r for r in self.requests if r.kind == kind and (where is None or where(r))]
 
     def wait_for(
-        self, kind: str, where: Callable[[Captured], bool] | None = None, count: int = 1, timeout: float = 30.0
+        self,
+        kind: str,
+        where: Callable[[Captured], bool] | None = None,
+        count: int = 1,
+        timeout: float = 30.0,
     ) -> list[Captured]:
         """Block until ``count`` matching requests arrived; raise with what did arrive otherwise."""
         deadline = time.monotonic() + timeout

@@ -1,0 +1,176 @@
+"""In-process micro-benchmark of the error-intelligence processors (issue 3's throughput target).
+
+Builds the benchmark traffic (``bench.traffic``), decodes it into requests with fresh trace ids
+(decoding happens before the clock starts: parsing is the receiver's cost, not a processor's),
+then pushes the batches through ``classify``, ``sample`` and ``retention`` alone and through the
+chain assembler → classify → sample → retention with a simulated clock (``poll`` every 200 ms of
+simulated time, as the gateway does), printing items/s single-threaded.
+
+    .venv/bin/python -m bench.processors [--batches 1500] [--rounds 3] [--only chain]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.traffic import build_templates, patched
+from errorgate.assembly import TraceAssembler
+from errorgate.component import PROCESSORS, ComponentContext, Output, Processor, load_builtin_components
+from errorgate.signals import Batch, Signal, count_items
+from errorgate.telemetry import Telemetry
+
+SPANS_PER_SECOND = 30_000  # simulated arrival rate: sets how many traces each poll releases
+POLL_EVERY = 0.2  # seconds of simulated time, as the gateway's poll thread
+DECISION_WAIT = "1s"  # as ``make bench`` configures ``sample``
+T0 = 1_764_000_000.0
+
+
+def make_batches(signal: str, n: int, start: int = 0) -> list[Batch]:
+    """``n`` decoded requests of ``signal``, cycling through the templates, each with fresh ids."""
+    templates = [t for t in build_templates() if t.signal == signal]
+    sig = Signal(signal)
+    out = []
+    for i in range(n):
+        t = templates[i % len(templates)]
+        out.append(Batch(sig, sig.parse(patched(t, start + i + 1)), received_at=T0))
+    return out
+
+
+def context(tmp: Path, telemetry: Telemetry, component_id: str) -> ComponentContext:
+    return ComponentContext(
+        component_id=component_id, data_dir=tmp, telemetry=telemetry, logger=logging.getLogger("bench")
+    )
+
+
+def build(name: str, tmp: Path, telemetry: Telemetry, settings: dict[str, object] | None = None) -> Processor:
+    factory = PROCESSORS.get(name)
+    assert factory is not None, name
+    return factory.create(factory.config_model.model_validate(settings or {}), context(tmp, telemetry, name))
+
+
+def timed(run: Callable[[], int]) -> tuple[float, int]:
+    begin = time.perf_counter()
+    items = run()
+    return time.perf_counter() - begin, items
+
+
+def alone(name: str, signal: str, batches: list[Batch], tmp: Path, complete: bool) -> tuple[float, int]:
+    """One processor on its own (``complete``: batches marked as assembled whole traces)."""
+    proc = build(name, tmp, Telemetry(), {"decision_wait": DECISION_WAIT} if name == "sample" else None)
+    if complete:
+        for b in batches:
+            b.notes["complete_traces"] = True
+    items = sum(b.item_count() for b in batches)
+
+    def run() -> int:
+        for b in batches:
+            proc.process(b)
+        return items
+
+    return timed(run)
+
+
+def chain(trace_batches: list[Batch], tmp: Path) -> tuple[float, int, int, float]:
+    """Assembler → classify → sample → retention; (seconds, spans in, spans out, worst poll seconds)."""
+    telemetry = Telemetry()
+    sample_settings = {"decision_wait": DECISION_WAIT}
+    procs = [
+        build(n, tmp, telemetry, sample_settings if n == "sample" else None)
+        for n in ("classify", "sample", "retention")
+    ]
+    sample_cfg = PROCESSORS.get("sample").config_model.model_validate(sample_settings)  # type: ignore[union-attr]
+    assembler = TraceAssembler.from_sample_config(sample_cfg, context(tmp, telemetry, "assembly/traces"))
+    spans_in = sum(b.item_count() for b in trace_batches)
+    per_batch = spans_in / len(trace_batches)
+    dt = per_batch / SPANS_PER_SECOND
+    out_spans = 0
+    worst_poll = 0.0
+
+    def downstream(out: Output) -> None:
+        nonlocal out_spans
+        for stage in procs:
+            nxt = Output()
+            for b in out.batches:
+                nxt.merge(stage.process(b))
+            out = nxt
+        out_spans += sum(count_items(b.request) for b in out.batches)
+
+    def handle(out: Output) -> None:
+        downstream(out)
+        for cb in out.on_persisted:
+            cb()
+
+    def run() -> int:
+        nonlocal worst_poll
+        next_poll = T0 + POLL_EVERY
+        now = T0
+        for i, b in enumerate(trace_batches):
+            now = T0 + i * dt
+            b.received_at = now
+            handle(assembler.process(b))
+            if now >= next_poll:
+                begin = time.perf_counter()
+                handle(assembler.poll(now))
+                worst_poll = max(worst_poll, time.perf_counter() - begin)
+                next_poll += POLL_EVERY
+        handle(assembler.poll(now + 3600))
+        return spans_in
+
+    seconds, _ = timed(run)
+    assembler.shutdown()
+    return seconds, spans_in, out_spans, worst_poll
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.processors", description=__doc__)
+    ap.add_argument("--batches", type=int, default=1500, help="trace requests (50 spans each) per run")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", default="", help="comma list of: classify,sample,retention,chain")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    load_builtin_components()
+    wanted = set(filter(None, args.only.split(","))) or {"classify", "sample", "retention", "chain"}
+    results: dict[str, list[float]] = {}
+    counter = 0
+
+    def fresh(signal: str, n: int) -> list[Batch]:
+        nonlocal counter
+        counter += n
+        return make_batches(signal, n, counter)
+
+    n_logs = max(1, args.batches // 2)
+    for _ in range(args.rounds):
+        with tempfile.TemporaryDirectory(prefix="eg-bench-proc-") as tmp_name:
+            tmp = Path(tmp_name)
+            for name in ("classify", "sample", "retention"):
+                if name not in wanted:
+                    continue
+                for signal, n in (("traces", args.batches), ("logs", n_logs)):
+                    secs, items = alone(name, signal, fresh(signal, n), tmp, complete=signal == "traces")
+                    results.setdefault(f"{name} {signal}", []).append(items / secs)
+            if "chain" in wanted:
+                secs, spans_in, spans_out, worst = chain(fresh("traces", args.batches), tmp)
+                results.setdefault("chain traces", []).append(spans_in / secs)
+                results.setdefault("chain worst poll ms", []).append(worst * 1000)
+                results.setdefault("chain kept share", []).append(spans_out / spans_in)
+    summary = {k: statistics.median(v) for k, v in results.items()}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{'stage':<26}{'median (items/s unless noted)':>32}")
+        for key, value in summary.items():
+            print(
+                f"{key:<26}{value:>32,.2f}" if "share" in key or "ms" in key else f"{key:<26}{value:>32,.0f}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

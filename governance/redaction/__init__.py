@@ -1,0 +1,1 @@
+"""Redaction packs (YAML), shipped as package data."""

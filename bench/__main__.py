@@ -67,6 +67,18 @@ def tree_rss_mib(pid: int) -> float:
     return total + sum(tree_rss_mib(int(c)) for c in children)
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its live children."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+    return total + sum(tree_cpu_s(int(c)) for c in children)
+
+
 def gateway_config(profile: str, port: int, metrics_port: int, sink_port: int, data_dir: Path) -> str:
     procs = PROFILES[profile]
     proc_cfg = {
@@ -150,6 +162,7 @@ def run_target(
         try:
             wait_port(port, 120)
             before = sink_requests(count_file)
+            cpu_before = tree_cpu_s(proc.pid)
             gen = subprocess.Popen(
                 [
                     PY,
@@ -187,6 +200,13 @@ def run_target(
                 if now != last:
                     last, stable_since = now, time.monotonic()
             result["drain_s"] = max(0.0, stable_since - t_end_send)
+            # CPU the target spent per 1000 acknowledged items, the queue drain included: less
+            # disturbed than throughput by whatever else shares the machine.
+            result["cpu_ms_per_1k_items"] = (
+                (tree_cpu_s(proc.pid) - cpu_before) * 1e6 / result["acked_items"]
+                if result["acked_items"]
+                else float("nan")
+            )
             result["delivered_requests"] = last - before
             result["queue_items_at_end"] = queue_items(metrics_port) if metrics_port else 0.0
             result["rss_peak_mib"] = peak
@@ -257,7 +277,8 @@ def main() -> int:
     base = best("proxy", "items_per_s")
     print("\n== gateway throughput (OTLP/gRPC, mixed traffic; median of rounds) ==")
     print(
-        f"{'target':<14}{'items/s':>10}{'e2e items/s':>13}{'p50 ms':>9}{'p99 ms':>9}{'peak MiB':>10}{'ratio':>8}{'goal':>7}"
+        f"{'target':<14}{'items/s':>10}{'e2e items/s':>13}{'p50 ms':>9}{'p99 ms':>9}{'peak MiB':>10}"
+        f"{'ratio':>8}{'goal':>7}{'CPU ms/1k':>11}"
     )
     summary: dict[str, object] = {}
     for name in ["proxy", *profiles]:
@@ -268,8 +289,20 @@ def main() -> int:
         print(
             f"{name:<14}{ips:>10.0f}{e2e:>13.0f}{best(name, 'p50_ms'):>9.2f}{best(name, 'p99_ms'):>9.2f}"
             f"{best(name, 'rss_peak_mib'):>10.0f}{ratio:>8.2f}{(f'>={goal}' if goal else ''):>7}"
+            f"{best(name, 'cpu_ms_per_1k_items'):>11.1f}"
         )
         summary[name] = {"items_per_s": ips, "e2e_items_per_s": e2e, "ratio": ratio, "runs": results[name]}
+    # Each round runs the proxy and the profiles back to back: their ratio within a round is the
+    # least disturbed by whatever else the machine is doing at the time.
+    for name in profiles:
+        paired = [
+            g["items_per_s"] / p["items_per_s"]
+            for p, g in zip(results["proxy"], results[name], strict=False)
+            if p["items_per_s"]
+        ]
+        if paired:
+            print(f"{name}: ratio per round " + ", ".join(f"{r:.2f}" for r in paired))
+            summary[name]["ratio_per_round"] = paired  # type: ignore[index]
     if "memory_run" in results:
         m = results["memory_run"][0]
         print(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import random
 import statistics
 import tempfile
 import time
@@ -32,14 +33,26 @@ DECISION_WAIT = "1s"  # as ``make bench`` configures ``sample``
 T0 = 1_764_000_000.0
 
 
-def make_batches(signal: str, n: int, start: int = 0) -> list[Batch]:
-    """``n`` decoded requests of ``signal``, cycling through the templates, each with fresh ids."""
+def make_batches(signal: str, n: int, start: int = 0, whole_traces: bool = False) -> list[Batch]:
+    """``n`` decoded requests of ``signal``, cycling through the templates, each with fresh ids.
+
+    ``bench.traffic.patched`` (what ``make bench`` sends) gives every span its own trace id, so
+    its traces have one span each; ``whole_traces`` instead gives the spans of each template
+    trace one shared fresh id (5-span traces, 10 per request)."""
     templates = [t for t in build_templates() if t.signal == signal]
     sig = Signal(signal)
     out = []
     for i in range(n):
         t = templates[i % len(templates)]
-        out.append(Batch(sig, sig.parse(patched(t, start + i + 1)), received_at=T0))
+        request = sig.parse(patched(t, start + i + 1))
+        if whole_traces and signal == "traces":
+            rng = random.Random(start + i)  # random ids: the healthy keep share is then realistic
+            for rs in request.resource_spans:  # type: ignore[union-attr]
+                for ss in rs.scope_spans:
+                    trace_id = rng.randbytes(16)
+                    for span in ss.spans:
+                        span.trace_id = trace_id
+        out.append(Batch(sig, request, received_at=T0))
     return out
 
 
@@ -56,9 +69,9 @@ def build(name: str, tmp: Path, telemetry: Telemetry, settings: dict[str, object
 
 
 def timed(run: Callable[[], int]) -> tuple[float, int]:
-    begin = time.perf_counter()
+    begin = time.process_time()
     items = run()
-    return time.perf_counter() - begin, items
+    return time.process_time() - begin, items
 
 
 def alone(name: str, signal: str, batches: list[Batch], tmp: Path, complete: bool) -> tuple[float, int]:
@@ -77,8 +90,9 @@ def alone(name: str, signal: str, batches: list[Batch], tmp: Path, complete: boo
     return timed(run)
 
 
-def chain(trace_batches: list[Batch], tmp: Path) -> tuple[float, int, int, float]:
-    """Assembler → classify → sample → retention; (seconds, spans in, spans out, worst poll seconds)."""
+def chain(trace_batches: list[Batch], tmp: Path) -> tuple[float, int, int, float, dict[str, float]]:
+    """Assembler → classify → sample → retention: (seconds, spans in, spans out, worst poll with
+    everything it released run through the chain (seconds), seconds per stage)."""
     telemetry = Telemetry()
     sample_settings = {"decision_wait": DECISION_WAIT}
     procs = [
@@ -92,13 +106,16 @@ def chain(trace_batches: list[Batch], tmp: Path) -> tuple[float, int, int, float
     dt = per_batch / SPANS_PER_SECOND
     out_spans = 0
     worst_poll = 0.0
+    stage_seconds = dict.fromkeys(["assembly", "classify", "sample", "retention"], 0.0)
 
     def downstream(out: Output) -> None:
         nonlocal out_spans
-        for stage in procs:
+        for name, stage in zip(("classify", "sample", "retention"), procs, strict=True):
             nxt = Output()
+            begin = time.process_time()
             for b in out.batches:
                 nxt.merge(stage.process(b))
+            stage_seconds[name] += time.process_time() - begin
             out = nxt
         out_spans += sum(count_items(b.request) for b in out.batches)
 
@@ -114,18 +131,23 @@ def chain(trace_batches: list[Batch], tmp: Path) -> tuple[float, int, int, float
         for i, b in enumerate(trace_batches):
             now = T0 + i * dt
             b.received_at = now
-            handle(assembler.process(b))
+            begin = time.process_time()
+            out = assembler.process(b)
+            stage_seconds["assembly"] += time.process_time() - begin
+            handle(out)
             if now >= next_poll:
-                begin = time.perf_counter()
-                handle(assembler.poll(now))
-                worst_poll = max(worst_poll, time.perf_counter() - begin)
+                begin = time.process_time()
+                out = assembler.poll(now)
+                stage_seconds["assembly"] += time.process_time() - begin
+                handle(out)
+                worst_poll = max(worst_poll, time.process_time() - begin)
                 next_poll += POLL_EVERY
         handle(assembler.poll(now + 3600))
         return spans_in
 
     seconds, _ = timed(run)
     assembler.shutdown()
-    return seconds, spans_in, out_spans, worst_poll
+    return seconds, spans_in, out_spans, worst_poll, stage_seconds
 
 
 def main() -> int:
@@ -133,6 +155,11 @@ def main() -> int:
     ap.add_argument("--batches", type=int, default=1500, help="trace requests (50 spans each) per run")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", default="", help="comma list of: classify,sample,retention,chain")
+    ap.add_argument(
+        "--whole-traces",
+        action="store_true",
+        help="5-span traces (the template's) instead of make bench's one trace id per span",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     load_builtin_components()
@@ -143,7 +170,7 @@ def main() -> int:
     def fresh(signal: str, n: int) -> list[Batch]:
         nonlocal counter
         counter += n
-        return make_batches(signal, n, counter)
+        return make_batches(signal, n, counter, args.whole_traces)
 
     n_logs = max(1, args.batches // 2)
     for _ in range(args.rounds):
@@ -156,8 +183,10 @@ def main() -> int:
                     secs, items = alone(name, signal, fresh(signal, n), tmp, complete=signal == "traces")
                     results.setdefault(f"{name} {signal}", []).append(items / secs)
             if "chain" in wanted:
-                secs, spans_in, spans_out, worst = chain(fresh("traces", args.batches), tmp)
+                secs, spans_in, spans_out, worst, stages = chain(fresh("traces", args.batches), tmp)
                 results.setdefault("chain traces", []).append(spans_in / secs)
+                for stage, stage_secs in stages.items():
+                    results.setdefault(f"chain: {stage} share", []).append(stage_secs / secs)
                 results.setdefault("chain worst poll ms", []).append(worst * 1000)
                 results.setdefault("chain kept share", []).append(spans_out / spans_in)
     summary = {k: statistics.median(v) for k, v in results.items()}

@@ -14,8 +14,15 @@ assembler in front of the first of them (configured from the ``sample`` processo
   ``batch.notes["late"] = True`` (a bounded LRU of released trace ids remembers them).
 - Held spans were acknowledged to the sender, so each held fragment (the spans of one trace
   from one batch, as a serialized ExportTraceServiceRequest) is written to a ``HoldStore``
-  before ``process`` returns; released fragments are deleted once the pipeline reports the
-  released batch durably queued (``Output.on_persisted``). A restart reloads what was held.
+  before ``process`` returns (all fragments of a batch in one ``put_many``); released fragments
+  are deleted once the pipeline reports the released batch durably queued
+  (``Output.on_persisted``). A restart reloads what was held.
+
+Cost (it runs under the pipeline lock): fragments are kept as serialized spans grouped by the
+serialized resource and scope they came with (``assembly_wire``), so holding a span is one C-level
+serialization and releasing traces is byte joins plus one parse per released batch — no per-span
+message copies either way. A poll releases whole traces in batches of at most ``_CHUNK_SPANS``
+spans, so the stages after the assembler take the lock for bounded slices and intake interleaves.
 """
 
 from __future__ import annotations
@@ -26,10 +33,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 from prometheus_client import CollectorRegistry, Gauge
 from pydantic import Field
 
+from errorgate import assembly_wire as wire
 from errorgate.component import ComponentConfig, ComponentContext, Output, Processor
 from errorgate.config import Duration
 from errorgate.signals import Batch, Signal
@@ -38,6 +45,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 _MIB = 1024 * 1024
+_NO_TRACE = bytes(16)
+_CHUNK_SPANS = 2048
 
 
 class AssemblyConfig(ComponentConfig):
@@ -75,46 +84,9 @@ class _Held:
     def __init__(self, first_seen: float, tenant: str) -> None:
         self.first_seen = first_seen
         self.tenant = tenant
-        self.fragments: list[tuple[str, bytes]] = []  # (store key, serialized request)
+        self.fragments: list[tuple[str, tuple[wire.Group, ...]]] = []  # (store key, span groups)
         self.spans = 0
         self.nbytes = 0
-
-
-class RequestBuilder:
-    """Regroups spans into one request, keeping each span under its own Resource and Scope."""
-
-    def __init__(self) -> None:
-        self.request = ExportTraceServiceRequest()
-        self._resources: dict[object, ResourceSpans] = {}
-        self._scopes: dict[tuple[object, object], ScopeSpans] = {}
-        self.count = 0
-
-    def add(
-        self, rkey: object, rs: ResourceSpans, skey: object, ss: ScopeSpans, spans: Iterable[Span]
-    ) -> None:
-        out_rs = self._resources.get(rkey)
-        if out_rs is None:
-            out_rs = self.request.resource_spans.add()
-            out_rs.resource.CopyFrom(rs.resource)
-            out_rs.schema_url = rs.schema_url
-            self._resources[rkey] = out_rs
-        out_ss = self._scopes.get((rkey, skey))
-        if out_ss is None:
-            out_ss = out_rs.scope_spans.add()
-            out_ss.scope.CopyFrom(ss.scope)
-            out_ss.schema_url = ss.schema_url
-            self._scopes[(rkey, skey)] = out_ss
-        before = len(out_ss.spans)
-        out_ss.spans.extend(spans)
-        self.count += len(out_ss.spans) - before
-
-    def merge(self, request: ExportTraceServiceRequest) -> None:
-        """Add a whole (parsed) request, merging equal resources/scopes by content."""
-        for rs in request.resource_spans:
-            rkey = (rs.resource.SerializeToString(deterministic=True), rs.schema_url)
-            for ss in rs.scope_spans:
-                skey = (ss.scope.SerializeToString(deterministic=True), ss.schema_url)
-                self.add(rkey, rs, skey, ss, ss.spans)
 
 
 class TraceAssembler(Processor):
@@ -156,20 +128,39 @@ class TraceAssembler(Processor):
         if batch.signal is not Signal.TRACES or batch.notes.get("complete_traces") or batch.notes.get("late"):
             return Output.of(batch)
         request = cast(ExportTraceServiceRequest, batch.request)
-        # trace id -> {(resource index, scope index): spans}
-        held: dict[bytes, dict[tuple[int, int], list[Span]]] = {}
-        late = RequestBuilder()
-        untraced = RequestBuilder()
+        # trace id -> {(resource head, scope head): serialized ``spans`` fields}
+        held: dict[bytes, dict[tuple[bytes, bytes], list[bytes]]] = {}
+        late = wire.RequestBuilder()
+        untraced = wire.RequestBuilder()
+        released = self._released
+        small = wire._SMALL
         for i, rs in enumerate(request.resource_spans):
+            rhead = None
             for j, ss in enumerate(rs.scope_spans):
+                heads = None
                 for span in ss.spans:
                     tid = span.trace_id
-                    if not valid_trace_id(tid):
+                    if len(tid) != 16 or tid == _NO_TRACE:
                         untraced.add(i, rs, j, ss, (span,))
-                    elif tid in self._released:
+                    elif tid in released:
                         late.add(i, rs, j, ss, (span,))
                     else:
-                        held.setdefault(tid, {}).setdefault((i, j), []).append(span)
+                        if heads is None:
+                            if rhead is None:
+                                rhead = wire.head(rs.resource, rs.schema_url)
+                            heads = (rhead, wire.head(ss.scope, ss.schema_url))
+                        data = span.SerializeToString()
+                        n = len(data)
+                        piece = wire.FIELD_2 + (small[n] if n < 4096 else wire.varint(n)) + data
+                        groups = held.get(tid)
+                        if groups is None:
+                            held[tid] = {heads: [piece]}
+                        else:
+                            pieces = groups.get(heads)
+                            if pieces is None:
+                                groups[heads] = [piece]
+                            else:
+                                pieces.append(piece)
         out = Output()
         if untraced.count:
             out.batches.append(self._batch(batch, untraced.request, {}))
@@ -177,13 +168,33 @@ class TraceAssembler(Processor):
             out.batches.append(self._batch(batch, late.request, {"late": True}))
         oversized: list[bytes] = []
         puts: list[tuple[str, bytes]] = []
-        for tid, groups in held.items():
-            fragment = RequestBuilder()
-            for (i, j), spans in groups.items():
-                rs = request.resource_spans[i]
-                fragment.add(i, rs, j, rs.scope_spans[j], spans)
-            if self._hold(tid, fragment, batch.received_at, batch.tenant, puts):
+        suffix = _key_suffix(batch.received_at, batch.tenant)
+        traces = self._traces
+        max_spans, max_bytes = self.config.max_spans_per_trace, self.config.max_bytes_per_trace
+        seq = self._seq
+        added = 0
+        for tid, by_heads in held.items():
+            if len(by_heads) == 1:  # the common case: one resource and scope
+                ((rh, sh), pieces) = next(iter(by_heads.items()))
+                spans = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                fragment: tuple[wire.Group, ...] = ((rh, sh, spans, len(pieces)),)
+            else:
+                fragment = tuple((rh, sh, b"".join(p), len(p)) for (rh, sh), p in by_heads.items())
+            data = wire.encode_groups(fragment)
+            h = traces.get(tid)
+            if h is None:
+                h = traces[tid] = _Held(batch.received_at, batch.tenant)
+            seq += 1
+            key = f"{tid.hex()}.{seq:x}{suffix}"
+            puts.append((key, data))
+            h.fragments.append((key, fragment))
+            h.spans += sum(g[3] for g in fragment) if len(fragment) > 1 else fragment[0][3]
+            h.nbytes += len(data)
+            added += len(data)
+            if h.spans >= max_spans or h.nbytes >= max_bytes:
                 oversized.append(tid)
+        self._seq = seq
+        self._total_bytes += added
         if puts:
             self._persist(puts)
         release = list(dict.fromkeys(oversized))
@@ -241,25 +252,6 @@ class TraceAssembler(Processor):
 
     # ------------------------------------------------------------------ internals
 
-    def _hold(
-        self,
-        tid: bytes,
-        fragment: RequestBuilder,
-        received_at: float,
-        tenant: str,
-        puts: list[tuple[str, bytes]],
-    ) -> bool:
-        """Buffer one fragment (queued in ``puts`` for the store); True when the trace is over its caps."""
-        h = self._traces.get(tid)
-        if h is None:
-            h = self._traces[tid] = _Held(received_at, tenant)
-        data = fragment.request.SerializeToString()
-        self._seq += 1
-        key = _key(tid, self._seq, received_at, tenant)
-        puts.append((key, data))
-        self._add(h, key, data, fragment.count)
-        return h.spans >= self.config.max_spans_per_trace or h.nbytes >= self.config.max_bytes_per_trace
-
     def _persist(self, puts: list[tuple[str, bytes]]) -> None:
         """Write this batch's fragments durably before ``process`` returns (the sender gets its ack after)."""
         if self.store is None:
@@ -271,43 +263,62 @@ class TraceAssembler(Processor):
         for key, data in puts:
             self.store.put(key, data)
 
-    def _add(self, h: _Held, key: str, data: bytes, spans: int) -> None:
-        h.fragments.append((key, data))
+    def _add(self, h: _Held, key: str, fragment: tuple[wire.Group, ...], spans: int, nbytes: int) -> None:
+        h.fragments.append((key, fragment))
         h.spans += spans
-        h.nbytes += len(data)
-        self._total_bytes += len(data)
+        h.nbytes += nbytes
+        self._total_bytes += nbytes
 
     def _release(self, tids: list[bytes], now: float | None, notes: dict[str, object]) -> Output:
-        builders: dict[str, RequestBuilder] = {}
-        first: dict[str, float] = {}
+        # Per tenant, chunks of whole traces of at most _CHUNK_SPANS spans (one trace may exceed it):
+        # the stages after the assembler hold the pipeline lock per batch, so intake can interleave.
+        chunks: dict[str, list[wire.Chunk]] = {}
         keys: list[str] = []
         for tid in tids:
             h = self._traces.pop(tid)
             self._total_bytes -= h.nbytes
-            builder = builders.setdefault(h.tenant, RequestBuilder())
-            first[h.tenant] = min(first.get(h.tenant, h.first_seen), h.first_seen)
-            for key, data in h.fragments:
-                builder.merge(ExportTraceServiceRequest.FromString(data))
+            tenant_chunks = chunks.setdefault(h.tenant, [])
+            if not tenant_chunks or tenant_chunks[-1].spans + h.spans > _CHUNK_SPANS:
+                tenant_chunks.append(wire.Chunk(h.first_seen))
+            chunk = tenant_chunks[-1]
+            chunk.spans += h.spans
+            chunk.first_seen = min(chunk.first_seen, h.first_seen)
+            tree = chunk.tree
+            for key, fragment in h.fragments:
+                for rhead, shead, spans, _ in fragment:
+                    scopes = tree.get(rhead)
+                    if scopes is None:
+                        scopes = tree[rhead] = {}
+                    found = scopes.get(shead)
+                    if found is None:
+                        scopes[shead] = [spans]
+                    else:
+                        found.append(spans)
                 keys.append(key)
             self._remember_released(tid)
         out = Output()
-        for tenant, builder in builders.items():
-            received = first[tenant] if now is None else now
-            batch = Batch(
-                Signal.TRACES, builder.request, received_at=received, receiver="assembly", tenant=tenant
-            )
-            batch.notes.update({"complete_traces": True, **notes})
-            out.batches.append(batch)
+        for tenant, tenant_chunks in chunks.items():
+            for chunk in tenant_chunks:
+                request = ExportTraceServiceRequest.FromString(wire.encode_tree(chunk.tree))
+                received = chunk.first_seen if now is None else now
+                batch = Batch(
+                    Signal.TRACES, request, received_at=received, receiver="assembly", tenant=tenant
+                )
+                batch.notes.update({"complete_traces": True, **notes})
+                out.batches.append(batch)
         if self.store is not None and keys:
             store = self.store
             out.on_persisted.append(lambda: store.delete(keys))
         return out
 
     def _remember_released(self, tid: bytes) -> None:
-        self._released[tid] = None
-        self._released.move_to_end(tid)
-        while len(self._released) > self.config.late_cache_size:
-            self._released.popitem(last=False)
+        released = self._released
+        if tid in released:
+            released.move_to_end(tid)
+            return
+        released[tid] = None
+        if len(released) > self.config.late_cache_size:
+            released.popitem(last=False)
 
     def _reload(self, store: HoldStoreLike) -> None:
         loaded: list[tuple[float, int, bytes, str, str, bytes]] = []
@@ -321,12 +332,8 @@ class TraceAssembler(Processor):
             h = self._traces.get(tid)
             if h is None:
                 h = self._traces[tid] = _Held(first_seen, tenant)
-            spans = sum(
-                len(ss.spans)
-                for rs in ExportTraceServiceRequest.FromString(data).resource_spans
-                for ss in rs.scope_spans
-            )
-            self._add(h, key, data, spans)
+            groups, spans = wire.decode_groups(data)
+            self._add(h, key, tuple(groups), spans, len(data))
             self._seq = max(self._seq, seq)
         if loaded:
             self.context.logger.info("trace assembler reloaded %d held traces", len(self._traces))
@@ -346,10 +353,12 @@ class TraceAssembler(Processor):
         return batch
 
 
-def _key(tid: bytes, seq: int, first_seen: float, tenant: str) -> str:
-    # The arrival time rides in the key so a restart knows how long the fragment has waited.
-    # The tenant is hex-encoded so no tenant name can break the key format.
-    return f"{tid.hex()}.{seq:x}.{int(first_seen * 1000):x}.{tenant.encode().hex()}"
+def _key_suffix(first_seen: float, tenant: str) -> str:
+    """The part of a fragment's store key after ``<trace id hex>.<seq hex>``.
+
+    The arrival time rides in the key so a restart knows how long the fragment has waited.
+    The tenant is hex-encoded so no tenant name can break the key format."""
+    return f".{int(first_seen * 1000):x}.{tenant.encode().hex()}"
 
 
 def _parse_key(key: str) -> tuple[bytes, int, float, str] | None:

@@ -34,12 +34,15 @@ from errorgate.config import CircuitBreakerConfig, QueueConfig, RetryConfig
 from errorgate.delivery_policy import Backoff, CircuitBreaker, CircuitState
 from errorgate.dlq import DeadLetterStore
 from errorgate.queue import ExportQueue, MemoryQueue, PersistentQueue, QueueRecord
-from errorgate.signals import Batch
+from errorgate.signals import Batch, ExportRequest, Signal
 
 log = logging.getLogger(__name__)
 
 # Batch.notes key under which the serialized request travels, so exporters need not re-encode.
 SERIALIZED_NOTE = "_errorgate_serialized"
+# Batch.notes key for the request's item count, set by whoever set SERIALIZED_NOTE when it knew
+# the count (saves walking the request again); like SERIALIZED_NOTE, void once the request changes.
+ITEMS_NOTE = "_errorgate_items"
 DEFAULT_TIMEOUT = 5.0
 
 
@@ -85,11 +88,13 @@ class QueuedExporter:
             PersistentQueue(storage, max_bytes, codec, fsync=fsync) if storage else MemoryQueue(max_bytes)
         )
         self.persistent = storage is not None
+        # Exporters that only send the serialized request (OTLP) get queued bytes without a parse.
+        self._sends_bytes = bool(getattr(exporter, "sends_serialized", False))
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         # Recent (reason, chosen delay) pairs: what the retry policy decided, for tests and debugging.
         self.retry_log: deque[tuple[str, float]] = deque(maxlen=1000)
-        self._update_gauges()
+        self._bind_gauges()
 
     # -------------------------------------------------------------- public interface
 
@@ -105,7 +110,7 @@ class QueuedExporter:
 
     def enqueue(self, batch: Batch) -> None:
         """Queue ``batch`` (durable on return for a persistent queue); Backpressure when full."""
-        items = batch.item_count()
+        items = item_count(batch)
         if not items:
             return
         data = batch.notes.get(SERIALIZED_NOTE)
@@ -115,7 +120,6 @@ class QueuedExporter:
                 # Fan-out: the next persistent exporter of this batch reuses the bytes.
                 batch.notes[SERIALIZED_NOTE] = data
         self.queue.put(batch.signal, batch.request, items, data)
-        self._update_gauges()
 
     def has_room(self, nbytes: int) -> bool:
         return self.queue.has_room(nbytes)
@@ -158,7 +162,6 @@ class QueuedExporter:
                 self._stop.wait(1.0)
             if done:
                 self.queue.ack(record.seq)
-                self._update_gauges()
             elif not self._stop.is_set():
                 # Only reachable after an internal error: retry the same record rather than skip it.
                 self._requeue_inline(record)
@@ -168,7 +171,6 @@ class QueuedExporter:
             try:
                 if self._deliver(record):
                     self.queue.ack(record.seq)
-                    self._update_gauges()
                     return
             except Exception:
                 log.exception("exporter %s: delivery loop failed", self.component_id)
@@ -177,20 +179,26 @@ class QueuedExporter:
     def _deliver(self, record: QueueRecord) -> bool:
         """Export ``record`` until it is exported or dead-lettered (True) or we are stopping (False)."""
         signal = record.signal.value
-        try:
-            request = None if record.corrupt else record.to_request()
-        except DecodeError:
-            request = None
-        if request is None:
+        batch: Batch | None = None
+        if record.corrupt:
+            pass
+        elif record.request is None and record.data is not None and self._sends_bytes:
+            batch = _SerializedBatch(record.signal, record.data, record.items)
+        else:
+            try:
+                batch = Batch(record.signal, record.to_request())
+            except DecodeError:
+                pass
+            else:
+                if record.data is not None:
+                    batch.notes[SERIALIZED_NOTE] = record.data
+        if batch is None:
             # The at-rest codec refused the record (tampered or key gone): no payload to deliver or keep.
             self._telemetry.record_dropped(signal, "queue_record_unreadable", record.items)
             log.error(
                 "exporter %s: dropped an unreadable queue record (%d items)", self.component_id, record.items
             )
             return True
-        batch = Batch(record.signal, request)
-        if record.data is not None:
-            batch.notes[SERIALIZED_NOTE] = record.data
         started = time.monotonic()
         attempt = 0
         while True:
@@ -234,13 +242,22 @@ class QueuedExporter:
             # An exporter bug is treated as transient: the data stays safe in the queue.
             log.exception("exporter %s raised", self.component_id)
             result = ExportResult.retry(f"exporter raised {type(e).__name__}")
-        self._telemetry.export_attempts.labels(self._label, result.status.value).inc()
+        self._telemetry.child(self._telemetry.export_attempts, self._label, result.status.value).inc()
         if result.status is not ExportStatus.SUCCESS:
             log.debug("exporter %s: attempt failed: %s", self.component_id, result.reason)
         return result
 
     def _dead_letter(self, batch: Batch, reason: str, detail: str) -> bool:
-        self.dlq.put(batch.signal, batch.request, reason=reason, detail=detail, source=self._source)
+        try:
+            request = batch.request
+        except DecodeError:
+            # Only a _SerializedBatch parses here: bytes that never decode cannot be kept as OTLP either.
+            known = batch.notes.get(ITEMS_NOTE)
+            items = known if isinstance(known, int) else 0
+            self._telemetry.record_dropped(batch.signal.value, "queue_record_unreadable", items)
+            log.error("exporter %s: dropped an unreadable queue record (%d items)", self.component_id, items)
+            return True
+        self.dlq.put(batch.signal, request, reason=reason, detail=detail, source=self._source)
         return True
 
     # -------------------------------------------------------------- telemetry
@@ -249,6 +266,38 @@ class QueuedExporter:
         self._telemetry.circuit_state.labels(self._label).set(int(state))
         log.warning("exporter %s: circuit %s", self.component_id, state.label)
 
-    def _update_gauges(self) -> None:
-        self._telemetry.queue_items.labels(self._label).set(self.queue.items)
-        self._telemetry.queue_bytes.labels(self._label).set(self.queue.nbytes)
+    def _bind_gauges(self) -> None:
+        # Read from the queue when scraped rather than set on every put and ack (the hot path).
+        queue = self.queue
+        self._telemetry.child(self._telemetry.queue_items, self._label).set_function(lambda: queue.items)
+        self._telemetry.child(self._telemetry.queue_bytes, self._label).set_function(lambda: queue.nbytes)
+
+
+def item_count(batch: Batch) -> int:
+    """``batch.item_count()``, taken from ITEMS_NOTE when that travels with SERIALIZED_NOTE."""
+    known = batch.notes.get(ITEMS_NOTE)
+    if isinstance(known, int) and isinstance(batch.notes.get(SERIALIZED_NOTE), bytes):
+        return known
+    return batch.item_count()
+
+
+class _SerializedBatch(Batch):
+    """A queued record for an exporter that sends bytes: the request is parsed only if something
+    reads ``batch.request`` (a file exporter, dead-lettering). Raises DecodeError then if the
+    bytes do not decode."""
+
+    def __init__(self, signal: Signal, data: bytes, items: int) -> None:
+        self._data = data
+        self._parsed: ExportRequest | None = None
+        super().__init__(signal, None, notes={SERIALIZED_NOTE: data, ITEMS_NOTE: items})  # type: ignore[arg-type]
+
+    @property  # type: ignore[override]
+    def request(self) -> ExportRequest:
+        if self._parsed is None:
+            self._parsed = self.signal.parse(self._data)
+        return self._parsed
+
+    @request.setter
+    def request(self, value: ExportRequest | None) -> None:
+        if value is not None:
+            self._parsed = value

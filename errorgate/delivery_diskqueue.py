@@ -23,6 +23,7 @@ import os
 import struct
 import time
 import zlib
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,8 @@ _SEGMENT_SUFFIX = ".seg"
 _CURSOR = "cursor"
 _SLOT = struct.Struct("<QQQI")  # generation, segment, offset, crc32 of the first three
 _SLOT_SIZE = 32
+# Upper bound on the memory that recently written records take while they wait to be read.
+RECENT_MAX_BYTES = 8 * 1048576
 
 
 @dataclass
@@ -80,6 +83,11 @@ class PersistentQueue(ExportQueue):
         self._commit_seq = 1
         self._unread = 0
         self._read_fds: dict[int, int] = {}
+        # Records written by this process and not yet read, kept so that ``get`` usually needs no
+        # disk read and no decode: (segment, offset, frame size, signal code, items, plain bytes).
+        self._recent: deque[tuple[int, int, int, int, int, bytes]] = deque()
+        self._recent_bytes = 0
+        self._recent_max = min(RECENT_MAX_BYTES, max_bytes // 4)
         self._cursor_fd = os.open(self.directory / _CURSOR, os.O_RDWR | os.O_CREAT, 0o600)
         self._cursor_gen = 0
         self._recover()
@@ -184,7 +192,8 @@ class PersistentQueue(ExportQueue):
     # -------------------------------------------------------------- queue
 
     def put(self, signal: Signal, request: ExportRequest, items: int, data: bytes | None = None) -> None:
-        payload = self._codec.encode(request.SerializeToString() if data is None else data)
+        plain = request.SerializeToString() if data is None else data
+        payload = self._codec.encode(plain)
         code = _SIGNAL_CODE[signal]
         frame = _HEADER.pack(len(payload), _crc(code, items, payload), code, items) + payload
         with self._cond:
@@ -194,6 +203,7 @@ class PersistentQueue(ExportQueue):
             _write_all(self._wfd, frame)
             if self._fsync:
                 os.fsync(self._wfd)
+            self._remember(self._write_seg, self._lengths[self._write_seg], len(frame), code, items, plain)
             self._lengths[self._write_seg] += len(frame)
             self._items += items
             self._bytes += len(frame)
@@ -218,22 +228,46 @@ class PersistentQueue(ExportQueue):
             while self._read_off >= self._lengths[self._read_seg]:
                 self._read_seg = min(n for n in self._lengths if n > self._read_seg)
                 self._read_off = 0
-            fd = self._read_fd(self._read_seg)
-            header = os.pread(fd, HEADER_SIZE, self._read_off)
-            length, _crc_value, code, items = _HEADER.unpack(header)
-            payload = os.pread(fd, length, self._read_off + HEADER_SIZE)
-            size = HEADER_SIZE + length
+            cached = self._recalled(self._read_seg, self._read_off)
+            if cached is not None:
+                size, code, items, plain = cached
+            else:
+                fd = self._read_fd(self._read_seg)
+                header = os.pread(fd, HEADER_SIZE, self._read_off)
+                length, _crc_value, code, items = _HEADER.unpack(header)
+                payload = os.pread(fd, length, self._read_off + HEADER_SIZE)
+                size = HEADER_SIZE + length
             self._read_off += size
             self._unread -= 1
             seq = self._next_seq
             self._next_seq += 1
             self._pending[seq] = _Pending(self._read_seg, self._read_off, items, size)
+        if cached is not None:
+            return QueueRecord(seq, _SIGNALS[code], items, size, data=plain)
         try:
             data: bytes | None = self._codec.decode(payload)
             corrupt = False
         except ValueError:
             data, corrupt = None, True
         return QueueRecord(seq, _SIGNALS[code], items, size, data=data, corrupt=corrupt)
+
+    def _remember(self, segment: int, offset: int, size: int, code: int, items: int, plain: bytes) -> None:
+        """Keep what was just written for ``get``, within a memory bound (called under the lock)."""
+        self._recent.append((segment, offset, size, code, items, plain))
+        self._recent_bytes += len(plain)
+        while self._recent_bytes > self._recent_max:
+            self._recent_bytes -= len(self._recent.popleft()[5])
+
+    def _recalled(self, segment: int, offset: int) -> tuple[int, int, int, bytes] | None:
+        """The record at (segment, offset) if still remembered (called under the lock, in read order)."""
+        recent = self._recent
+        while recent and (recent[0][0], recent[0][1]) < (segment, offset):
+            self._recent_bytes -= len(recent.popleft()[5])
+        if not recent or recent[0][0] != segment or recent[0][1] != offset:
+            return None
+        _seg, _off, size, code, items, plain = recent.popleft()
+        self._recent_bytes -= len(plain)
+        return size, code, items, plain
 
     def _read_fd(self, n: int) -> int:
         fd = self._read_fds.get(n)

@@ -14,12 +14,14 @@ from errorgate import __version__
 from errorgate.component import EXPORTERS, PROCESSORS, ComponentContext, Processor
 from errorgate.config import Config
 from errorgate.dedup import DedupCache
+from errorgate.delivery import ITEMS_NOTE, SERIALIZED_NOTE
 from errorgate.errors import Backpressure
 from errorgate.intake import AcceptResult
 from errorgate.observability import ObservabilityServer
 from errorgate.pipeline import Pipeline, Stage, poll_all
 from errorgate.signals import Batch, ExportRequest, Signal, copy_request, count_items
 from errorgate.telemetry import Telemetry
+from errorgate.validation import validate_request
 
 log = logging.getLogger("errorgate.gateway")
 
@@ -287,32 +289,42 @@ class Gateway:
             self.telemetry.record_dropped(signal.value, "duplicate", n)
             self.telemetry.duplicate_batches.labels(signal.value).inc()
             return AcceptResult()
-        rejected = self._validate(signal, request, receiver)
+        # Receivers hand over the protobuf body as plain bytes (other encodings as a bytes subclass).
+        encoded = raw if type(raw) is bytes else None
+        rejected = self._validate(signal, request, receiver, encoded)
+        n = rejected[2]
         if not pipelines:
             # A receiver listed in no pipeline of this signal: nothing would process it.
-            n = count_items(request)
             self.telemetry.record_received(signal.value, n)
             self.telemetry.record_dropped(signal.value, "no_pipeline", n)
             return AcceptResult(
                 rejected_items=n, error_message=f"no {signal.value} pipeline uses this receiver"
             )
-        self.telemetry.record_received(signal.value, count_items(request) + rejected[0])
+        self.telemetry.record_received(signal.value, n + rejected[0])
+        if rejected[1]:
+            encoded = None  # validation took something out: the body no longer matches the request
         for i, pipeline in enumerate(pipelines):
             req = request
             if i < len(pipelines) - 1:
                 req = copy_request(request)
-            pipeline.consume(Batch(signal, req, received_at=now, receiver=receiver))
+            batch = Batch(signal, req, received_at=now, receiver=receiver)
+            if encoded is not None and not pipeline.stages:
+                # Nothing will change the request: queue and export the received bytes as they are.
+                batch.notes[SERIALIZED_NOTE] = encoded
+                batch.notes[ITEMS_NOTE] = n
+            pipeline.consume(batch)
         if dedup_key is not None:
             self.dedup.remember(dedup_key, now)
         return AcceptResult(rejected_items=rejected[0], error_message=rejected[1])
 
-    def _validate(self, signal: Signal, request: ExportRequest, receiver: str) -> tuple[int, str]:
-        from errorgate.validation import validate_request
-
+    def _validate(
+        self, signal: Signal, request: ExportRequest, receiver: str, encoded: bytes | None
+    ) -> tuple[int, str, int]:
+        """(items rejected, why, items kept)."""
         limits = self.config.receivers[receiver].validation
-        rejections = validate_request(signal, request, limits)
+        rejections = validate_request(signal, request, limits, encoded)
         if not rejections:
-            return 0, ""
+            return 0, "", rejections.kept
         self.dlq.put(
             signal,
             rejections.request,
@@ -320,7 +332,7 @@ class Gateway:
             detail=rejections.message(),
             source=f"receiver:{receiver}",
         )
-        return rejections.count, rejections.message()
+        return rejections.count, rejections.message(), rejections.kept
 
     def _retry_after(self) -> float:
         return 2.0

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from errorgate.component import Output, Processor
+from errorgate.delivery import item_count
 from errorgate.errors import Backpressure, ProcessingFailed
 from errorgate.signals import Batch, Signal, copy_request
 
@@ -141,9 +142,9 @@ class Pipeline:
                     )
                     raise _StageFailed(stage.component_id, e) from None
                 finally:
-                    self.telemetry.processor_latency.labels(stage.component_id, self.signal.value).observe(
-                        time.perf_counter() - begin
-                    )
+                    self.telemetry.child(
+                        self.telemetry.processor_latency, stage.component_id, self.signal.value
+                    ).observe(time.perf_counter() - begin)
                 nxt.merge(result)
             out = nxt
         return out
@@ -152,7 +153,7 @@ class Pipeline:
         for reason, n in out.dropped.items():
             self.telemetry.record_dropped(self.signal.value, reason, n)
         for batch in out.batches:
-            if batch.is_empty():
+            if not item_count(batch):
                 continue
             for exporter_id, exporter in self.exporters:
                 self._enqueue(exporter_id, exporter, batch)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 OTHER = "_other"
 DEFAULT_LABEL_CAP = 200
@@ -46,6 +48,7 @@ class Telemetry:
     def __init__(self, label_caps: Mapping[str, int] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.cap = LabelCap(label_caps)
+        self._children: dict[tuple[object, ...], Any] = {}
         r = self.registry
         # pipeline
         self.received = Counter(
@@ -107,18 +110,29 @@ class Telemetry:
             registry=r,
         )
 
+    def child(self, metric: MetricWrapperBase, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached: the prometheus lookup takes a lock and builds
+        keys on every call, and these run several times per request. Label values must already
+        have gone through ``cap``."""
+        key = (id(metric), *labels)
+        found = self._children.get(key)
+        if found is None:
+            # A race only fetches the same child twice: ``labels`` is idempotent.
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
     def record_received(self, signal: str, n: int) -> None:
         if n:
-            self.received.labels(signal).inc(n)
+            self.child(self.received, signal).inc(n)
 
     def record_dropped(self, signal: str, reason: str, n: int) -> None:
         if n:
-            self.dropped.labels(signal, self.cap("reason", reason)).inc(n)
+            self.child(self.dropped, signal, self.cap("reason", reason)).inc(n)
 
     def record_dead_lettered(self, signal: str, reason: str, n: int) -> None:
         if n:
-            self.dead_lettered.labels(signal, self.cap("reason", reason)).inc(n)
+            self.child(self.dead_lettered, signal, self.cap("reason", reason)).inc(n)
 
     def record_exported(self, signal: str, exporter: str, n: int) -> None:
         if n:
-            self.exported.labels(signal, exporter).inc(n)
+            self.child(self.exported, signal, exporter).inc(n)

@@ -43,6 +43,13 @@ class Rejections:
     request: ExportRequest
     reasons: Counter[str] = field(default_factory=Counter)
     count: int = 0
+    # Items the validated request held before any were removed (so the caller need not count again).
+    examined: int = 0
+
+    @property
+    def kept(self) -> int:
+        """Items left in the validated request: ``count_items`` of it, without the walk."""
+        return self.examined - self.count
 
     @property
     def signal(self) -> Signal:
@@ -238,11 +245,17 @@ def _validate_traces(request: ExportTraceServiceRequest, rej: Rejections, lim: _
     assert isinstance(out, ExportTraceServiceRequest)
     small = lim.small if lim.flat else -1  # -1: no span passes the inline check on size
     for rs in request.resource_spans:
-        res_reason = _container_reason(lim, "resource", rs.resource.attributes)
+        # One size for the whole resource instead of one per span and attribute list, when that
+        # already settles it: then only span ids and times are left to check.
+        rs_small = small >= 0 and rs.ByteSize() <= small
+        res_reason = None if rs_small else _container_reason(lim, "resource", rs.resource.attributes)
         rej_rs = None
         for ss in rs.scope_spans:
-            reason_all = res_reason or _container_reason(lim, "scope", ss.scope.attributes)
+            reason_all = res_reason or (
+                None if rs_small else _container_reason(lim, "scope", ss.scope.attributes)
+            )
             spans = ss.spans
+            rej.examined += len(spans)
             bad: list[int] = []
             for i, span in enumerate(spans):
                 if not reason_all:
@@ -257,7 +270,7 @@ def _validate_traces(request: ExportTraceServiceRequest, rej: Rejections, lim: _
                         and len(span.parent_span_id) in (0, 8)
                         and span.end_time_unix_nano >= span.start_time_unix_nano
                         and not span.links
-                        and span.ByteSize() <= small
+                        and (rs_small or span.ByteSize() <= small)
                     ):
                         continue
                 reason = reason_all or _span_reason(span, lim)
@@ -305,18 +318,22 @@ def _validate_logs(request: ExportLogsServiceRequest, rej: Rejections, lim: _Lim
     assert isinstance(out, ExportLogsServiceRequest)
     small = lim.small if lim.flat else -1
     for rl in request.resource_logs:
-        res_reason = _container_reason(lim, "resource", rl.resource.attributes)
+        rl_small = small >= 0 and rl.ByteSize() <= small
+        res_reason = None if rl_small else _container_reason(lim, "resource", rl.resource.attributes)
         rej_rl = None
         for sl in rl.scope_logs:
-            reason_all = res_reason or _container_reason(lim, "scope", sl.scope.attributes)
+            reason_all = res_reason or (
+                None if rl_small else _container_reason(lim, "scope", sl.scope.attributes)
+            )
             records = sl.log_records
+            rej.examined += len(records)
             bad: list[int] = []
             for i, record in enumerate(records):
                 if (
                     not reason_all
                     and len(record.trace_id) in (0, 16)
                     and len(record.span_id) in (0, 8)
-                    and record.ByteSize() <= small
+                    and (rl_small or record.ByteSize() <= small)
                 ):
                     continue
                 reason = reason_all or _log_reason(record, lim)
@@ -357,6 +374,7 @@ def _validate_metrics(request: ExportMetricsServiceRequest, rej: Rejections, lim
             for i, metric in enumerate(metrics):
                 kind = metric.WhichOneof("data")
                 points = getattr(metric, kind).data_points if kind else ()
+                rej.examined += len(points)
                 reason = reason_all or _metric_reason(metric, kind)
                 if reason:
                     whole.append(i)

@@ -53,6 +53,9 @@ class OtlpExporterConfig(ComponentConfig):
 
 
 class OtlpExporter(Exporter):
+    # Only the serialized request goes out: the delivery loop need not parse queued records.
+    sends_serialized = True
+
     def __init__(self, config: OtlpExporterConfig, context: ComponentContext) -> None:
         self.config = config
         if config.protocol == "grpc":

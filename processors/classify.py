@@ -54,20 +54,17 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, MutableSequence
-from urllib.parse import unquote
 
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
-from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from errorgate.attributes import AttrValue, set_value, to_dict
 from errorgate.component import ComponentContext, Output, Processor, register_processor
 from errorgate.config import ConfigError
 from errorgate.governance.catalog import CatalogError, ServiceCatalog, load_catalog
-from errorgate.processors.classification import cascade, scan
-from errorgate.processors.classification.detect import SEVERITY_ERROR, ErrorInfo, detect_log, detect_span
-from errorgate.processors.classification.domain import fault_domain, peer_name
+from errorgate.processors.classification import cascade, scan, spans
+from errorgate.processors.classification.detect import ErrorInfo, detect_log
+from errorgate.processors.classification.domain import db_system, fault_domain, peer_name
 from errorgate.processors.classification.episodes import EpisodeParams, EpisodeTracker
 from errorgate.processors.classification.fingerprint import fingerprint, rule_fingerprint, top_frames
 from errorgate.processors.classification.incidents import IncidentTracker
@@ -78,29 +75,6 @@ from errorgate.processors.classification.taxonomy import TaxonomyError, load_tax
 from errorgate.processors.classification.template import parameterize
 from errorgate.signals import Batch, Signal
 
-
-def _service(resource_attrs: Mapping[str, AttrValue]) -> tuple[str, str]:
-    return str(resource_attrs.get("service.name") or "unknown_service"), str(
-        resource_attrs.get("service.version") or ""
-    )
-
-
-def _seconds(*nanos: int, fallback: float) -> float:
-    return next((n / 1e9 for n in nanos if n), fallback)
-
-
-def _maybe_failing(record: LogRecord) -> bool:
-    """False only when ``detect_log`` would surely find nothing (checked without decoding attributes)."""
-    severity = record.severity_number
-    if severity >= SEVERITY_ERROR or severity == 0:
-        return True
-    return b"exception." in record.SerializeToString()
-
-
-# (span, decoded attributes or None, service, version, error, timestamp, peer, end time in ns)
-_Record = tuple[Span, "dict[str, AttrValue] | None", str, str, "ErrorInfo | None", float, str, int]
-_STATUS_OK = Status.STATUS_CODE_OK
-_STATUS_ERROR = Status.STATUS_CODE_ERROR
 _NONE: frozenset[str] = frozenset()
 _RESOURCE_CACHE = 4096
 
@@ -157,6 +131,7 @@ class Classify(Processor):
         # (trace id, span id) of failing spans -> (role, origin service, incident id) for log correlation.
         self._correlated: OrderedDict[tuple[bytes, bytes], tuple[str, str, str]] = OrderedDict()
         self._resources: dict[bytes, tuple[str, str]] = {}
+        self._service_sets: dict[tuple[str, str], frozenset[str]] = {}
         self._assessments: dict[tuple[str, int, float, bool], Assessment] = {}
 
     # ------------------------------------------------------------------ pipeline entry points
@@ -174,66 +149,27 @@ class Classify(Processor):
 
     def _traces(self, batch: Batch) -> None:
         late = batch.notes.get("late") is True
-        full = bool(self.config.baggage)  # baggage copying reads every attribute of every span
         received = batch.received_at
-        detect_in, peer_in = scan.DETECT.search, scan.PEER.search
-        errors: list[_Record] = []
-        traces: dict[bytes, list[_Record]] = {}
-        requests: dict[tuple[str, int], list[int]] = {}
-        for rs in batch.request.resource_spans:  # type: ignore[union-attr]
-            service, version = self._resource(rs.resource)
-            for ss in rs.scope_spans:
-                for span in ss.spans:
-                    kind = span.kind
-                    code = span.status.code
-                    attrs: dict[str, AttrValue] | None = None
-                    error: ErrorInfo | None = None
-                    data = b""
-                    if full:
-                        attrs = to_dict(span.attributes)
-                        error = detect_span(span, attrs)
-                        self._copy_baggage(span.attributes, attrs, rs.resource.attributes)
-                    elif code != _STATUS_OK:
-                        # Healthy fast path: decode attributes only when a key detection reads is there.
-                        data = span.SerializeToString()
-                        if code == _STATUS_ERROR or len(span.events) or detect_in(data):
-                            attrs = to_dict(span.attributes)
-                            error = detect_span(span, attrs)
-                    peer = ""
-                    if kind in cascade.EXIT_KINDS:
-                        if attrs is None and peer_in(data or span.SerializeToString()):
-                            attrs = to_dict(span.attributes)
-                        if attrs is not None:
-                            peer = peer_name(attrs) or self._db_peer(attrs)
-                    end = span.end_time_unix_nano
-                    ts = (end or span.start_time_unix_nano) / 1e9 or received
-                    if kind in cascade.ENTRY_KINDS or not span.parent_span_id:
-                        # Aggregated per second: one window update per service-second, not per span.
-                        counts = requests.get((service, int(ts)))
-                        if counts is None:
-                            counts = requests[(service, int(ts))] = [0, 0]
-                        counts[0] += 1
-                        counts[1] += error is not None
-                    record = (span, attrs, service, version, error, ts, peer, end)
-                    if error is not None:
-                        errors.append(record)
-                    if not late:
-                        group = traces.get(span.trace_id)
-                        if group is None:
-                            traces[span.trace_id] = [record]
-                        else:
-                            group.append(record)
+        copy = self._copy_baggage if self.config.baggage else None  # baggage reads every attribute
+        errors, traces, requests = spans.scan(batch.request, received, late, self._resource, copy)  # type: ignore[arg-type]
         for (service, second), (n_requests, n_failed) in requests.items():
             self.metrics.request(service, n_requests)
             self.burn.record(service, float(second), n_requests, n_failed)
         analyses: dict[bytes, cascade.TraceAnalysis] = {}
         for trace_id, group in traces.items():
-            ts = max(r[7] for r in group) / 1e9 or received
-            if not any(r[4] is not None for r in group):
-                services = {r[2] for r in group}
-                services.update(r[6] for r in group if r[6])
-                self.incidents.observe(ts, frozenset(services), _NONE, _NONE)
-                continue
+            if len(group) == 1:
+                only = group[0]
+                ts = only[7] / 1e9 or received
+                if only[4] is None:
+                    self.incidents.observe(ts, self._services(only[2], only[6]), _NONE, _NONE)
+                    continue
+            else:
+                ts = max(r[7] for r in group) / 1e9 or received
+                if not any(r[4] is not None for r in group):
+                    services = {r[2] for r in group}
+                    services.update(r[6] for r in group if r[6])
+                    self.incidents.observe(ts, frozenset(services), _NONE, _NONE)
+                    continue
             analysis = analyses[trace_id] = cascade.analyse_trace([self._node(r) for r in group])
             self.incidents.observe(ts, analysis.services, analysis.failing_services, analysis.origin_services)
             for service, outcome in analysis.retried_operations:
@@ -258,7 +194,7 @@ class Classify(Processor):
                 incident_id = str(attrs.get("errorgate.incident.id") or "")
                 self._remember((span.trace_id, span.span_id), (role.role, role.origin_service, incident_id))
 
-    def _node(self, record: _Record) -> cascade.Node:
+    def _node(self, record: spans.Record) -> cascade.Node:
         span, attrs, service, _, error, _, _, end = record
         if attrs is None:
             attrs = to_dict(span.attributes)
@@ -274,6 +210,15 @@ class Classify(Processor):
             self._resends(attrs),
         )
 
+    def _services(self, service: str, peer: str) -> frozenset[str]:
+        """The services a one-span trace touched (the same few sets repeat: cached, bounded)."""
+        found = self._service_sets.get((service, peer))
+        if found is None:
+            if len(self._service_sets) >= _RESOURCE_CACHE:
+                self._service_sets.clear()
+            found = self._service_sets[(service, peer)] = frozenset((service, peer) if peer else (service,))
+        return found
+
     def _resource(self, resource: Resource) -> tuple[str, str]:
         """(service, version) of a resource, cached by its bytes (the same few resources repeat)."""
         key = resource.SerializeToString()
@@ -281,7 +226,7 @@ class Classify(Processor):
         if found is None:
             if len(self._resources) >= _RESOURCE_CACHE:
                 self._resources.clear()
-            found = self._resources[key] = _service(to_dict(resource.attributes))
+            found = self._resources[key] = scan.service_of(to_dict(resource.attributes))
         return found
 
     def _logs(self, batch: Batch) -> None:
@@ -290,14 +235,14 @@ class Classify(Processor):
             service, version = self._resource(rl.resource)
             for sl in rl.scope_logs:
                 for record in sl.log_records:
-                    if not full and not _maybe_failing(record):
+                    if not full and not scan.maybe_failing(record):
                         continue  # below ERROR and no exception attributes: detect_log finds nothing
                     attrs = to_dict(record.attributes)
                     self._copy_baggage(record.attributes, attrs, rl.resource.attributes)
                     error = detect_log(record, attrs)
                     if error is None:
                         continue
-                    ts = _seconds(
+                    ts = scan.seconds(
                         record.time_unix_nano, record.observed_time_unix_nano, fallback=batch.received_at
                     )
                     route = str(attrs.get("code.function.name") or attrs.get("code.function") or "")
@@ -410,15 +355,10 @@ class Classify(Processor):
 
     @staticmethod
     def _db_peer(attrs: Mapping[str, AttrValue]) -> str:
-        value = attrs.get("db.system.name", attrs.get("db.system"))
-        return str(value) if value else ""
+        return db_system(attrs)
 
     def _resends(self, attrs: Mapping[str, AttrValue]) -> int:
-        for key in self.config.retry_attributes:
-            value = attrs.get(key)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                return int(value)
-        return 0
+        return scan.resends(attrs, self.config.retry_attributes)
 
     def _copy_baggage(
         self,
@@ -429,20 +369,7 @@ class Classify(Processor):
         """Copy configured W3C baggage entries (from a captured ``baggage`` header) onto the item."""
         if not self.config.baggage:
             return
-        headers: list[str] = []
-        for source in (attrs, to_dict(resource)):
-            for key in ("baggage", "http.request.header.baggage"):
-                value = source.get(key)
-                if isinstance(value, str):
-                    headers.append(value)
-                elif isinstance(value, list):
-                    headers.extend(str(v) for v in value)
-        entries: dict[str, str] = {}
-        for header in headers:
-            for member in header.split(","):
-                name, sep, value = member.split(";", 1)[0].partition("=")
-                if sep and name.strip():
-                    entries.setdefault(unquote(name.strip()), unquote(value.strip()))
+        entries = scan.baggage_entries(attrs, to_dict(resource))
         for key in self.config.baggage:
             if key in entries and key not in attrs:
                 set_value(target, key, entries[key])

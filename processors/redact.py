@@ -113,7 +113,7 @@ class RedactConfig(ComponentConfig):
             raise ConfigError("workers: must be auto, 0 (in-process) or a positive number")
         return self.workers
 
-    def policy(self) -> Policy:
+    def effective_policy(self) -> Policy:
         return build_policy(
             self.packs,
             entities=self.entities,
@@ -124,6 +124,18 @@ class RedactConfig(ComponentConfig):
             score_threshold=self.score_threshold,
             default_allow_keys=self.default_allow_keys,
         )
+
+    def lineage(self) -> list[str]:
+        """Specifics for ``errorgate lineage`` (no values, only the policy's shape)."""
+        lines: list[str] = []  # lineage lists the packs itself
+        if self.ip.redact:
+            lines.append(f"end-user IPs redacted; kept under {', '.join(self.ip.keep_keys)}")
+        else:
+            lines.append("IP addresses kept (ip.redact: false)")
+        keyed = sorted(e for e, r in self.entities.items() if r.action in KEYED_ACTIONS)
+        if keyed:
+            lines.append(f"keyed actions (need the keyring): {', '.join(keyed)}")
+        return lines
 
     def engine_settings(self, policy: Policy) -> EngineSettings:
         from errorgate.processors.redaction.engine import EngineSettings
@@ -150,7 +162,7 @@ class RedactProcessor(Processor):
         self.config = config
         self.context = context
         try:
-            self.policy = config.policy()
+            self.policy = config.effective_policy()
         except PolicyError as e:
             raise ConfigError(f"processors.{context.component_id}.{e}") from None
         keyring = context.service("keyring")
@@ -196,7 +208,7 @@ class RedactProcessor(Processor):
     # ------------------------------------------------------------------ processing
 
     def process(self, batch: Batch) -> Output:
-        owners = self.walker.owners(batch)
+        owners = self.walker.owners(batch, self.detector.clean_check())
         keys = [(s.text(), s.free_text) for o in owners for s in o.slots if not s.blocked]
         results = self.detector.detect(keys) if keys else {}
         services = self._services(owners)
@@ -207,7 +219,7 @@ class RedactProcessor(Processor):
             for slot in owner.slots:
                 dropped_any |= self._redact_slot(owner, slot, results, batch, service, tally)
             if owner.failed:
-                self._fail_closed(owner)
+                self._fail_closed(self.walker.all_slots(owner))
         failed_items = 0
         for owner in owners:
             if owner.kind in ("resource", "scope"):
@@ -285,8 +297,8 @@ class RedactProcessor(Processor):
         tally[(service, entity, rule)] += 1
 
     @staticmethod
-    def _fail_closed(owner: Owner) -> None:
-        for slot in owner.slots:
+    def _fail_closed(slots: list[Slot]) -> None:
+        for slot in slots:
             slot.set_text(FAILED_MASK)
 
     @staticmethod

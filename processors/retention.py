@@ -25,169 +25,49 @@ import fnmatch
 import re
 from collections import Counter as Tally
 from collections.abc import Iterable
-from datetime import UTC, date, datetime
-from importlib import resources
-from pathlib import Path
-from typing import Annotated, Any, Literal, cast
+from typing import Any, cast
 
-import yaml
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 from prometheus_client import Counter
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from errorgate import attributes
 from errorgate.assembly import get_or_create
 from errorgate.component import ComponentConfig, ComponentContext, Output, Processor, register_processor
 from errorgate.config import ConfigError
-from errorgate.governance.catalog import ComplianceScope, ServiceCatalog, load_catalog
+from errorgate.governance.catalog import ServiceCatalog, load_catalog
+from errorgate.processors.retention_policy import (
+    LOG_SEVERITIES,
+    LegalHold,
+    Matcher,
+    RetentionClass,
+    RetentionPolicy,
+    Rule,
+    load_policy,
+)
 from errorgate.signals import Batch, Signal
+
+__all__ = [
+    "LegalHold",
+    "Matcher",
+    "RetentionClass",
+    "RetentionConfig",
+    "RetentionPolicy",
+    "RetentionProcessor",
+    "Rule",
+    "load_policy",
+]
 
 CLASS = "errorgate.retention.class"
 DAYS = "errorgate.retention.days"
 LEGAL_HOLD = "errorgate.legal_hold"
 
-LOG_SEVERITIES = {"TRACE": 1, "DEBUG": 5, "INFO": 9, "WARN": 13, "ERROR": 17, "FATAL": 21}
-SeverityName = Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
-_CLASS_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-
 
 class RetentionConfig(ComponentConfig):
     policy: str | None = None
     catalog: str | None = None
-
-
-# ---------------------------------------------------------------- policy file schema
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-def _utc(value: Any) -> Any:
-    if isinstance(value, date) and not isinstance(value, datetime):
-        return datetime(value.year, value.month, value.day, tzinfo=UTC)
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
-UtcDatetime = Annotated[datetime, BeforeValidator(_utc)]
-
-
-class RetentionClass(_Strict):
-    days: int = Field(ge=1, le=36500)
-    description: str = ""
-
-
-class Matcher(_Strict):
-    service: list[str] | None = None
-    severity: list[Literal["P1", "P2", "P3", "P4"]] | None = None
-    kind: list[Literal["transient", "intermittent", "persistent", "cascading"]] | None = None
-    category: list[str] | None = None
-    domain: list[str] | None = None
-    compliance: list[ComplianceScope] | None = None
-    pii: bool | None = None
-    error: bool | None = None
-    min_log_severity: SeverityName | None = None
-    max_log_severity: SeverityName | None = None
-    attributes: dict[str, list[str | int | float | bool]] | None = None
-
-    @model_validator(mode="after")
-    def _not_empty(self) -> Matcher:
-        if all(getattr(self, name) is None for name in type(self).model_fields):
-            raise ValueError("a matcher needs at least one condition")
-        return self
-
-
-class Rule(_Strict):
-    name: str = ""
-    class_: str = Field(alias="class")
-    match: Matcher
-
-
-class LegalHold(_Strict):
-    id: str = Field(min_length=1)
-    reason: str = ""
-    match: Matcher
-    start: UtcDatetime
-    end: UtcDatetime | None = None
-    class_: str | None = Field(default=None, alias="class")
-
-    @model_validator(mode="after")
-    def _window(self) -> LegalHold:
-        if self.end is not None and self.end <= self.start:
-            raise ValueError("end must be after start")
-        return self
-
-    def active_at(self, ts: float) -> bool:
-        return self.start.timestamp() <= ts and (self.end is None or ts < self.end.timestamp())
-
-
-class RetentionPolicy(_Strict):
-    default_class: str = "ops-30d"
-    legal_hold_class: str = "audit-7y"
-    classes: dict[str, RetentionClass] = Field(min_length=1)
-    rules: list[Rule] = Field(default_factory=list)
-    legal_holds: list[LegalHold] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _references(self) -> RetentionPolicy:
-        for name in self.classes:
-            if not _CLASS_NAME.match(name):
-                raise ValueError(f"classes.{name}: class names are lowercase letters, digits and '-'")
-        known = ", ".join(self.classes)
-        for where, name in [
-            ("default_class", self.default_class),
-            ("legal_hold_class", self.legal_hold_class),
-        ]:
-            if name not in self.classes:
-                raise ValueError(f"{where}: unknown class {name!r} (defined: {known})")
-        for i, rule in enumerate(self.rules):
-            if rule.class_ not in self.classes:
-                raise ValueError(f"rules[{i}].class: unknown class {rule.class_!r} (defined: {known})")
-        seen: set[str] = set()
-        for i, hold in enumerate(self.legal_holds):
-            if hold.class_ is not None and hold.class_ not in self.classes:
-                raise ValueError(f"legal_holds[{i}].class: unknown class {hold.class_!r} (defined: {known})")
-            if hold.id in seen:
-                raise ValueError(f"legal_holds[{i}].id: duplicate hold id {hold.id!r}")
-            seen.add(hold.id)
-        return self
-
-
-def load_policy(path: str | Path | None = None) -> RetentionPolicy:
-    """Load and strictly validate a retention policy (``path`` or the bundled one)."""
-    if path is None:
-        text = resources.files("errorgate.governance").joinpath("retention.yaml").read_text(encoding="utf-8")
-        source = "governance/retention.yaml"
-    else:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as e:
-            raise ConfigError(f"retention policy {path}: cannot read: {e.strerror}") from None
-        source = str(path)
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: not valid YAML: {getattr(e, 'problem', e)}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping with classes, rules, legal_holds")
-    try:
-        return RetentionPolicy.model_validate(raw)
-    except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            path_ = ".".join(str(p) for p in err["loc"])
-            msg = (
-                "unknown key"
-                if err["type"] == "extra_forbidden"
-                else err["msg"].removeprefix("Value error, ")
-            )
-            problems.append(f"{path_}: {msg}" if path_ else msg)
-        raise ConfigError(f"{source}: {'; '.join(problems)}") from None
 
 
 # ---------------------------------------------------------------- matching
@@ -200,6 +80,11 @@ _WANTED = (
     "errorgate.error.fingerprint",
     "errorgate.redaction.count",
 )
+
+
+_ANY_WANTED = re.compile(b"|".join(re.escape(k.encode()) for k in _WANTED))
+_OURS = re.compile(re.escape(b"errorgate.retention.") + b"|" + re.escape(LEGAL_HOLD.encode()))
+_NO_VALUES: dict[str, attributes.AttrValue] = {}
 
 
 class _Item:
@@ -215,12 +100,18 @@ class _Item:
         log_severity: int | None,
         error: bool,
         timestamp: float,
+        serialized: bytes | None = None,
     ) -> None:
         self.service = service
         self.compliance = compliance
         self.attrs = attrs
         self.log_severity = log_severity
         self.timestamp = timestamp
+        if serialized is not None and not _ANY_WANTED.search(serialized):
+            # No wanted key's text in the item: no attribute to decode (the common healthy item).
+            self.error = error
+            self.values = _NO_VALUES
+            return
         found = {kv.key: kv.value for kv in attrs if kv.key in _WANTED}
         self.error = error or "errorgate.error.fingerprint" in found
         self.values = {k: attributes.to_python(v) for k, v in found.items()}
@@ -280,6 +171,15 @@ class RetentionProcessor(Processor):
         self.context = context
         self._days = {name: c.days for name, c in policy.classes.items()}
         self._compliance: dict[str, frozenset[str]] = {}
+        self._memo: dict[tuple[object, ...], str] = {}
+        self._memoizable = all(rule.match.attributes is None for rule in policy.rules)
+        self._tags = {
+            name: [
+                KeyValue(key=CLASS, value=AnyValue(string_value=name)),
+                KeyValue(key=DAYS, value=AnyValue(int_value=days)),
+            ]
+            for name, days in self._days.items()
+        }
         registry = context.telemetry.registry
         self._items: Counter = get_or_create(
             registry,
@@ -301,12 +201,7 @@ class RetentionProcessor(Processor):
 
     def classify(self, item: _Item) -> tuple[str, str | None]:
         """(retention class, legal hold id or None) for one item."""
-        chosen = self.policy.default_class
-        best = -1
-        for rule in self.policy.rules:
-            days = self._days[rule.class_]
-            if days > best and matches(rule.match, item):
-                chosen, best = rule.class_, days
+        chosen = self._rule_class(item)
         for hold in self.policy.legal_holds:
             if hold.active_at(item.timestamp) and matches(hold.match, item):
                 hold_class = hold.class_ or self.policy.legal_hold_class
@@ -314,6 +209,29 @@ class RetentionProcessor(Processor):
                     chosen = hold_class
                 return chosen, hold.id
         return chosen, None
+
+    def _rule_class(self, item: _Item) -> str:
+        # Without attribute matchers the rules read only these facts: memoized (bounded).
+        key = None
+        if self._memoizable:
+            key = (item.service, item.compliance, item.error, item.log_severity, tuple(item.values.items()))
+            try:
+                found = self._memo.get(key)
+            except TypeError:  # an unhashable (list) attribute value: not memoized
+                key, found = None, None
+            if found is not None:
+                return found
+        chosen = self.policy.default_class
+        best = -1
+        for rule in self.policy.rules:
+            days = self._days[rule.class_]
+            if days > best and matches(rule.match, item):
+                chosen, best = rule.class_, days
+        if key is not None:
+            if len(self._memo) >= 4096:
+                self._memo.clear()
+            self._memo[key] = chosen
+        return chosen
 
     def process(self, batch: Batch) -> Output:
         tally: Tally[str] = Tally()
@@ -326,8 +244,9 @@ class RetentionProcessor(Processor):
                     for span in ss.spans:
                         ts = span.start_time_unix_nano / 1e9 or batch.received_at
                         error = span.status.code == Status.STATUS_CODE_ERROR
-                        item = _Item(service, scopes, span.attributes, None, error, ts)
-                        self._tag(span.attributes, item, tally, holds)
+                        data = span.SerializeToString()
+                        item = _Item(service, scopes, span.attributes, None, error, ts, data)
+                        self._tag(span.attributes, item, tally, holds, data)
         elif batch.signal is Signal.LOGS:
             logs = cast(ExportLogsServiceRequest, batch.request)
             for rl in logs.resource_logs:
@@ -336,8 +255,10 @@ class RetentionProcessor(Processor):
                     for rec in sl.log_records:
                         ts = (rec.time_unix_nano or rec.observed_time_unix_nano) / 1e9 or batch.received_at
                         sev = rec.severity_number
-                        item = _Item(service, scopes, rec.attributes, sev, sev >= LOG_SEVERITIES["ERROR"], ts)
-                        self._tag(rec.attributes, item, tally, holds)
+                        data = rec.SerializeToString()
+                        error = sev >= LOG_SEVERITIES["ERROR"]
+                        item = _Item(service, scopes, rec.attributes, sev, error, ts, data)
+                        self._tag(rec.attributes, item, tally, holds, data)
         signal = batch.signal.value
         cap = self.context.telemetry.cap
         for name, n in tally.items():
@@ -346,12 +267,18 @@ class RetentionProcessor(Processor):
             self._holds.labels(cap("hold", hold_id)).inc(n)
         return Output.of(batch)
 
-    def _tag(self, attrs: Any, item: _Item, tally: Tally[str], holds: Tally[str]) -> None:
+    def _tag(self, attrs: Any, item: _Item, tally: Tally[str], holds: Tally[str], data: bytes) -> None:
         name, hold = self.classify(item)
-        attributes.set_value(attrs, CLASS, name)
-        attributes.set_value(attrs, DAYS, self._days[name])
+        if _OURS.search(data):  # tagged before (e.g. by an upstream gateway): replace in place
+            attributes.set_value(attrs, CLASS, name)
+            attributes.set_value(attrs, DAYS, self._days[name])
+            if hold is not None:
+                attributes.set_value(attrs, LEGAL_HOLD, hold)
+        else:
+            attrs.extend(self._tags[name])
+            if hold is not None:
+                attrs.append(KeyValue(key=LEGAL_HOLD, value=AnyValue(string_value=hold)))
         if hold is not None:
-            attributes.set_value(attrs, LEGAL_HOLD, hold)
             holds[hold] += 1
         tally[name] += 1
 

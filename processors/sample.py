@@ -43,7 +43,6 @@ Metrics: ``errorgate_sampled_items_total{signal,decision,reason}``,
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 from collections import Counter as Tally
@@ -55,7 +54,7 @@ from typing import cast
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from prometheus_client import Counter
 from pydantic import Field, model_validator
 
@@ -65,11 +64,10 @@ from errorgate.component import ComponentConfig, ComponentContext, Output, Proce
 from errorgate.config import Duration
 from errorgate.processors.sampling import consistent
 from errorgate.processors.sampling.flood import FloodLimiter
+from errorgate.processors.sampling.traces import Trace, primary_fingerprint
 from errorgate.signals import Batch, Signal, prune_empty
 
 ADJUSTED_COUNT = "errorgate.sampling.adjusted_count"
-FINGERPRINT = "errorgate.error.fingerprint"
-ORIGIN = "errorgate.error.origin"
 SEVERITY_ERROR = 17  # OTLP SeverityNumber ERROR
 
 
@@ -125,9 +123,6 @@ class Decision:
     threshold: int | None = None  # th to raise tracestate to (probability decisions only)
 
 
-Spans = list[tuple[ResourceSpans, Span]]
-
-
 class SampleProcessor(Processor):
     signals = frozenset({Signal.TRACES, Signal.LOGS})
 
@@ -138,6 +133,10 @@ class SampleProcessor(Processor):
         self.context = context
         self._rng = rng or random.Random()
         self._threshold = consistent.threshold_for(config.healthy_keep_probability)
+        adjusted = consistent.adjusted_count(min(self._threshold, consistent.MAX_THRESHOLD - 1))
+        self._by_probability = {
+            keep: Decision(keep, "probability", adjusted, self._threshold or None) for keep in (False, True)
+        }
         self._flood = FloodLimiter(
             config.flood.first_n_per_minute, config.flood.rate_per_second_after, config.flood.max_fingerprints
         )
@@ -177,27 +176,33 @@ class SampleProcessor(Processor):
 
     def _process_traces(self, batch: Batch) -> Output:
         request = cast(ExportTraceServiceRequest, batch.request)
-        traces: dict[bytes, Spans] = {}
+        traces: dict[bytes, Trace] = {}
         for rs in request.resource_spans:
             for ss in rs.scope_spans:
                 for span in ss.spans:
-                    traces.setdefault(span.trace_id, []).append((rs, span))
+                    tid = span.trace_id
+                    t = traces.get(tid)
+                    if t is None:
+                        t = traces[tid] = Trace()
+                    t.add(rs, span)
         complete = bool(batch.notes.get("complete_traces"))
         verdicts: dict[bytes, Decision] = {}
-        for tid, spans in traces.items():
-            verdicts[tid] = self._trace_decision(tid, spans, complete, batch.received_at)
         tally: Tally[tuple[str, str]] = Tally()
         adjusted_sum = 0.0
+        for tid, t in traces.items():
+            d = verdicts[tid] = self._trace_decision(tid, t, complete, batch.received_at)
+            n = len(t.spans)
+            tally["kept" if d.keep else "dropped", d.reason] += n
+            if d.keep:
+                adjusted_sum += d.adjusted * n
         dropped = 0
         for rs in request.resource_spans:
             for ss in rs.scope_spans:
                 kept: list[Span] = []
                 for span in ss.spans:
                     d = verdicts[span.trace_id]
-                    tally["kept" if d.keep else "dropped", d.reason] += 1
                     if d.keep:
                         _mark_span(span, d)
-                        adjusted_sum += d.adjusted
                         kept.append(span)
                 if len(kept) != len(ss.spans):
                     dropped += len(ss.spans) - len(kept)
@@ -205,46 +210,47 @@ class SampleProcessor(Processor):
         prune_empty(request)
         return self._finish(batch, "traces", tally, adjusted_sum, dropped)
 
-    def _trace_decision(self, tid: bytes, spans: Spans, complete: bool, received_at: float) -> Decision:
-        cached = self._decisions.get(tid) if valid_trace_id(tid) else None
-        if cached is not None and not complete and (cached.keep or not any(_is_error(s) for _, s in spans)):
+    def _trace_decision(self, tid: bytes, t: Trace, complete: bool, received_at: float) -> Decision:
+        valid = valid_trace_id(tid)
+        cached = self._decisions.get(tid) if valid else None
+        if cached is not None and not complete and (cached.keep or not t.errors):
             self._decisions.move_to_end(tid)
             return Decision(cached.keep, "follow_trace", cached.adjusted, cached.threshold)
-        decision = self._decide(tid, spans, received_at)
-        if valid_trace_id(tid):
-            self._decisions[tid] = decision
-            self._decisions.move_to_end(tid)
-            while len(self._decisions) > self.config.decision_cache_size:
-                self._decisions.popitem(last=False)
+        decision = self._decide(tid, t, received_at)
+        if valid:
+            decisions = self._decisions
+            if cached is not None:
+                del decisions[tid]  # re-inserted at the end: most recently used
+            decisions[tid] = decision
+            while len(decisions) > self.config.decision_cache_size:
+                decisions.popitem(last=False)
         return decision
 
-    def _decide(self, tid: bytes, spans: Spans, received_at: float) -> Decision:
-        upstream = max((consistent.get_threshold(s.trace_state) or 0 for _, s in spans), default=0)
+    def _decide(self, tid: bytes, t: Trace, received_at: float) -> Decision:
+        upstream = t.upstream
         factor = consistent.adjusted_count(upstream)
-        errors = [(rs, s) for rs, s in spans if _is_error(s)]
-        if errors:
-            end = max(s.end_time_unix_nano for _, s in spans) / 1e9 or received_at
-            verdict = self._flood.admit(_primary_fingerprint(errors), end)
+        if t.errors:
+            end = t.end / 1e9 or received_at
+            verdict = self._flood.admit(primary_fingerprint(t.errors), end)
             return Decision(verdict.keep, verdict.reason, verdict.adjusted * factor)
         if tid in self._error_logged:
             return Decision(True, "error", factor)
         threshold = self.config.latency_threshold
-        if threshold > 0:
-            start = min(s.start_time_unix_nano for _, s in spans)
-            end_ns = max(s.end_time_unix_nano for _, s in spans)
-            if (end_ns - start) / 1e9 >= threshold:
-                return Decision(True, "latency", factor)
+        if threshold > 0 and (t.end - t.start) / 1e9 >= threshold:
+            return Decision(True, "latency", factor)
         if self._rules and any(
-            rule(s.attributes) or rule(rs.resource.attributes) for rs, s in spans for rule in self._rules
+            rule(s.attributes) or rule(rs.resource.attributes) for rs, s in t.spans for rule in self._rules
         ):
             return Decision(True, "rule", factor)
-        return self._probability(tid, spans[0][1].trace_state, upstream)
+        return self._probability(tid, t.spans[0][1].trace_state, upstream)
 
     def _probability(self, tid: bytes, tracestate: str, upstream: int) -> Decision:
         effective = max(self._threshold, upstream)
         if effective >= consistent.MAX_THRESHOLD:  # probability 0: nothing passes
             return Decision(False, "probability", 0.0)
         keep = consistent.randomness(tid, tracestate) >= effective
+        if effective == self._threshold:  # no upstream sampler: one of two shared decisions
+            return self._by_probability[keep]
         return Decision(keep, "probability", consistent.adjusted_count(effective), effective or None)
 
     # ------------------------------------------------------------------ logs
@@ -308,21 +314,6 @@ class SampleProcessor(Processor):
     def decision_for(self, trace_id: bytes) -> Decision | None:
         """The cached decision for a trace (for tests and the demo)."""
         return self._decisions.get(trace_id)
-
-
-def _is_error(span: Span) -> bool:
-    return span.status.code == Status.STATUS_CODE_ERROR or attributes.has(span.attributes, FINGERPRINT)
-
-
-def _primary_fingerprint(errors: Spans) -> str:
-    """The fingerprint flood control counts a trace under: its origin's, else its earliest error's."""
-    origin = [e for e in errors if attributes.get(e[1].attributes, ORIGIN) in (True, "true")]
-    rs, span = min(origin or errors, key=lambda e: e[1].start_time_unix_nano)
-    fingerprint = attributes.get_str(span.attributes, FINGERPRINT)
-    if fingerprint:
-        return fingerprint
-    service = attributes.get_str(rs.resource.attributes, "service.name", "unknown_service")
-    return hashlib.sha256(f"{service}\0{span.status.message}".encode()).hexdigest()[:16]
 
 
 def _mark_span(span: Span, d: Decision) -> None:

@@ -15,7 +15,7 @@ from tests.redaction_corpus import build_corpus, evaluate, luhn_complete, nhs_va
 @pytest.fixture(scope="module")
 def engine() -> AnalysisEngine:
     config = RedactConfig(workers=0)
-    return AnalysisEngine(config.engine_settings(config.policy()))
+    return AnalysisEngine(config.engine_settings(config.effective_policy()))
 
 
 def found(engine: AnalysisEngine, text: str, free_text: bool = False) -> list[tuple[str, str]]:
@@ -206,12 +206,12 @@ def test_phone_numbers_need_formatting_or_a_phone_word(engine: AnalysisEngine) -
 
 def test_phone_regions_are_bounded_by_config() -> None:
     config = RedactConfig(workers=0, phone_regions=["US"], ner=False)
-    us_only = AnalysisEngine(config.engine_settings(config.policy()))
+    us_only = AnalysisEngine(config.engine_settings(config.effective_policy()))
     assert found(us_only, "call (202) 555-0143") == [("PHONE_NUMBER", "(202) 555-0143")]
     # A French national-format number is only valid when FR is among the regions.
     assert found(us_only, "appeler 01 42 68 53 00") == []
     config = RedactConfig(workers=0, phone_regions=["FR"], ner=False)
-    fr = AnalysisEngine(config.engine_settings(config.policy()))
+    fr = AnalysisEngine(config.engine_settings(config.effective_policy()))
     assert found(fr, "appeler 01 42 68 53 00") == [("PHONE_NUMBER", "01 42 68 53 00")]
 
 
@@ -238,7 +238,7 @@ def test_custom_yaml_recognizers_regex_with_context_and_deny_list() -> None:
         CustomRecognizerSpec(name="codenames", entity_type="PROJECT", deny_list=["Bluebird", "Nightjar"]),
     ]
     config = RedactConfig(workers=0, ner=False, custom_recognizers=specs)
-    custom = AnalysisEngine(config.engine_settings(config.policy()))
+    custom = AnalysisEngine(config.engine_settings(config.effective_policy()))
     # Below the threshold without context, above it with.
     assert found(custom, "ticket E123456 closed") == []
     assert found(custom, "employee E123456 badge expired") == [("EMPLOYEE_ID", "E123456")]

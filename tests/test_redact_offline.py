@@ -57,7 +57,7 @@ def test_engine_start_and_email_checks_use_no_network_and_log_nothing(tmp_path: 
         from errorgate.processors.redact import RedactConfig
         from errorgate.processors.redaction.engine import AnalysisEngine
         config = RedactConfig(workers=0, ner=False)
-        engine = AnalysisEngine(config.engine_settings(config.policy()))
+        engine = AnalysisEngine(config.engine_settings(config.effective_policy()))
         found = engine.analyze_one("mail jane@example.co.uk and bob%40example.com", False)
         assert [f.entity_type for f in found] == ["EMAIL_ADDRESS", "EMAIL_ADDRESS"], found
         # Presidio's own EmailRecognizer goes through the same (patched) module-level extractor.

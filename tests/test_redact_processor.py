@@ -499,7 +499,9 @@ def test_disabling_a_recognizer(tmp_path: Path) -> None:
 
 def test_injected_detector_is_used(tmp_path: Path) -> None:
     config = RedactConfig(workers=0)
-    detector = Detector(config.engine_settings(config.policy()), workers=0, cache_size=10, timeout=5)
+    detector = Detector(
+        config.engine_settings(config.effective_policy()), workers=0, cache_size=10, timeout=5
+    )
     ctx = ComponentContext("redact", tmp_path, Telemetry(), logging.getLogger("t"))
     proc = RedactProcessor(config, ctx, detector=detector)
     proc.process(Batch.of(_span_with({"a": EMAIL})))

@@ -86,7 +86,7 @@ def audit_report(config_file: str | None) -> dict[str, Any]:
 
     instances = []
     for component_id, cfg in _redact_configs(config_file):
-        policy = cfg.policy()
+        policy = cfg.effective_policy()
         from errorgate.processors.redaction.specs import RECOGNIZER_ENTITIES
 
         thresholds = policy.thresholds()

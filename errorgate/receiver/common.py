@@ -59,6 +59,11 @@ class Receiver(Protocol):
         ...
 
 
+class OtherEncoding(bytes):
+    """A received body that is not the protobuf encoding (OTLP/JSON). Passed to the intake as
+    ``raw`` for duplicate detection; the subclass tells it not to forward these bytes as protobuf."""
+
+
 def parse_endpoint(endpoint: str, key_path: str) -> tuple[str, int]:
     """'host:port', '[v6]:port' or ':port' (all interfaces) -> (host, port)."""
     host, sep, port_text = endpoint.rpartition(":")

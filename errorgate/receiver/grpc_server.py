@@ -133,7 +133,7 @@ class OtlpGrpcReceiver:
     # ------------------------------------------------------------ request handling
 
     def _refuse(self, reason: str) -> None:
-        self._telemetry.rejected_batches.labels(self.receiver_id, reason).inc()
+        self._telemetry.child(self._telemetry.rejected_batches, self.receiver_id, reason).inc()
 
     def _make_handler(self, signal: Signal) -> Any:
         def export(data: bytes, context: grpc.ServicerContext) -> Any:

@@ -34,6 +34,7 @@ from errorgate.receiver.common import (
     TOO_LARGE,
     UNAUTHENTICATED,
     UNSUPPORTED_MEDIA_TYPE,
+    OtherEncoding,
     decode,
     export_response,
     format_endpoint,
@@ -198,7 +199,8 @@ class OtlpHttpReceiver:
             self.refuse(MALFORMED)
             return 400, str(e), {}
         try:
-            result = self._intake.accept(signal, request, raw=body, receiver=self.receiver_id)
+            raw = body if media == PROTOBUF else OtherEncoding(body)
+            result = self._intake.accept(signal, request, raw=raw, receiver=self.receiver_id)
         except Backpressure as e:
             self.refuse(BACKPRESSURE)
             return 503, str(e) or "gateway is busy", {"Retry-After": str(max(1, math.ceil(e.retry_after)))}

@@ -11,6 +11,7 @@ Order of evidence:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Mapping
 
@@ -22,6 +23,7 @@ from errorgate.processors.classification.taxonomy import Category
 NATURE_DOMAINS = frozenset({"security", "data", "config"})
 
 
+@functools.lru_cache(maxsize=4096)  # peers repeat; ipaddress parsing is slow
 def _is_ip(value: str) -> bool:
     try:
         ipaddress.ip_address(value.strip("[]"))

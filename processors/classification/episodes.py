@@ -62,6 +62,7 @@ class EpisodeTracker:
     def __init__(self, params: EpisodeParams | None = None) -> None:
         self.params = params or EpisodeParams()
         self._states: OrderedDict[tuple[str, str], _State] = OrderedDict()
+        self._shares: dict[int, float] = {}  # mask -> share (masks repeat: steady errors are all ones)
         self._weights = [
             0.8 + 0.4 * (i / max(1, self.params.flap_window - 2)) for i in range(self.params.flap_window - 1)
         ]
@@ -118,6 +119,14 @@ class EpisodeTracker:
 
     def _flap_share(self, mask: int) -> float:
         """Nagios' percent state change over the window, oldest transitions weighted 0.8, newest 1.2."""
+        share = self._shares.get(mask)
+        if share is None:
+            if len(self._shares) >= 65536:
+                self._shares.clear()
+            share = self._shares[mask] = self._compute_share(mask)
+        return share
+
+    def _compute_share(self, mask: int) -> float:
         n = self.params.flap_window
         bits = [(mask >> (n - 1 - i)) & 1 for i in range(n)]  # oldest first
         changed = sum(w for i, w in enumerate(self._weights) if bits[i] != bits[i + 1])

@@ -57,6 +57,8 @@ class IncidentTracker:
         self.slot_seconds = slot_seconds
         self.max_components = max_components
         self._slots: deque[_Slot] = deque()
+        self._last: _Slot | None = None  # the slot the previous trace landed in
+        self._last_oldest = 0
         self._now = 0.0
         self.active: dict[str, Incident] = {}  # incident id -> incident
         self._by_origin: dict[str, str] = {}  # origin service -> incident id
@@ -65,13 +67,23 @@ class IncidentTracker:
         self, timestamp: float, services: frozenset[str], failing: frozenset[str], origins: frozenset[str]
     ) -> None:
         """One trace: every service/callee it touched, services with failing spans, origin services."""
-        self._now = max(self._now, timestamp)
+        if timestamp > self._now:
+            self._now = timestamp
         slot_id = int(timestamp // self.slot_seconds)
-        slot = self._slot(slot_id)
+        oldest = int((self._now - self.window) // self.slot_seconds)
+        slot = self._last
+        # Consecutive traces mostly land in the same slot: skip the lookup while no slot can expire.
+        if slot is None or slot.slot != slot_id or oldest != self._last_oldest:
+            slot = self._slot(slot_id)
+            self._last, self._last_oldest = slot, oldest
         if slot is None:
             return  # older than the window
-        for s in list(services)[: self.max_components]:
-            slot.cover[s] += 1
+        if len(services) <= self.max_components:
+            for s in services:
+                slot.cover[s] += 1
+        else:
+            for s in list(services)[: self.max_components]:
+                slot.cover[s] += 1
         if failing:
             slot.failed += 1
             for s in services:

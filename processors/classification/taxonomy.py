@@ -87,6 +87,9 @@ class Category:
     deterministic: bool
 
 
+_MEMO_SIZE = 4096
+
+
 class Taxonomy:
     def __init__(self, spec: TaxonomyFile) -> None:
         self.spec = spec
@@ -105,6 +108,11 @@ class Taxonomy:
             ([(field, _glob(g)) for field, g in rule.match.model_dump().items() if g is not None], rule.group)
             for rule in spec.fingerprint_rules
         ]
+        self._attr_keys = tuple(
+            sorted({k for leaf in spec.categories.values() for k in leaf.match.attributes})
+        )
+        self._memo: dict[tuple[object, ...], Category] = {}
+        self._group_memo: dict[tuple[str, str, str, str], str | None] = {}
 
     @cached_property
     def categories(self) -> dict[str, Category]:
@@ -115,6 +123,22 @@ class Taxonomy:
 
     def classify(self, error: ErrorInfo, template: str, attrs: Mapping[str, AttrValue]) -> Category:
         """The first leaf (file order) any of whose matchers matches; else the default category."""
+        # A pure function of these inputs: memoized (bounded), since errors of one group repeat.
+        key = (
+            error.error_type,
+            error.http_status,
+            error.rpc_code,
+            template,
+            tuple(str(attrs.get(k, "")) for k in self._attr_keys),
+        )
+        found = self._memo.get(key)
+        if found is None:
+            if len(self._memo) >= _MEMO_SIZE:
+                self._memo.clear()
+            found = self._memo[key] = self._classify(error, template, attrs)
+        return found
+
+    def _classify(self, error: ErrorInfo, template: str, attrs: Mapping[str, AttrValue]) -> Category:
         etype = error.error_type.lower()
         tmpl = template.lower()
         for name, types, statuses, codes, templates, attr_matchers in self._compiled:
@@ -130,6 +154,15 @@ class Taxonomy:
 
     def fingerprint_group(self, *, error_type: str, template: str, route: str, service: str) -> str | None:
         """The ``group`` of the first fingerprint rule matching, if any."""
+        key = (error_type, template, route, service)
+        if key in self._group_memo:
+            return self._group_memo[key]
+        if len(self._group_memo) >= _MEMO_SIZE:
+            self._group_memo.clear()
+        group = self._group_memo[key] = self._group(error_type, template, route, service)
+        return group
+
+    def _group(self, error_type: str, template: str, route: str, service: str) -> str | None:
         values = {"error_type": error_type, "template": template, "route": route, "service": service}
         for matchers, group in self._rules:
             if all(p.match(values[field].lower()) for field, p in matchers):

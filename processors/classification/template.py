@@ -7,6 +7,7 @@ containing a digit, anything that looks like an address, id or key=value payload
 
 from __future__ import annotations
 
+import functools
 import re
 
 MAX_TEMPLATE_CHARS = 300
@@ -55,6 +56,21 @@ def parameterize(message: str) -> str:
     """``message`` with variable parts replaced by ``<url>``, ``<email>``, ``<uuid>``, ``<num>`` …"""
     if not message:
         return ""
+    # Error floods repeat the same messages: short ones are memoized (bounded, in memory only).
+    if len(message) <= _MEMO_CHARS:
+        return _memoized(message)
+    return _parameterize(message)
+
+
+_MEMO_CHARS = 1024
+
+
+@functools.lru_cache(maxsize=4096)
+def _memoized(message: str) -> str:
+    return _parameterize(message)
+
+
+def _parameterize(message: str) -> str:
     # Only the first line: later lines of multi-line messages are usually dumps of payloads.
     text = message.strip().splitlines()[0] if message.strip() else ""
     for pattern, placeholder in _RULES:

@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -28,6 +28,7 @@ Key = tuple[str, bool]
 def _init_worker(settings: EngineSettings) -> None:
     global _WORKER_ENGINE
     _WORKER_ENGINE = AnalysisEngine(settings)
+    _WORKER_ENGINE.warm_up()
 
 
 def _ready() -> int:
@@ -123,6 +124,10 @@ class Detector:
     ) -> None:
         self.settings = settings
         self.cache = ResultCache(cache_size)
+        # Values analysed and found to hold nothing: a plain dict the walker consults without
+        # a lock so repeated clean values never become slots (most telemetry values).
+        self._clean: dict[Key, None] = {}
+        self._clean_max = cache_size
         self.timeout = timeout
         self.chunk_size = chunk_size
         self.pool_min_batch = pool_min_batch
@@ -166,11 +171,20 @@ class Detector:
             results = pool.analyze(misses, self.timeout, self.chunk_size)
         else:
             results = self.analyze_local(misses)
+        clean = self._clean
         for key, res in zip(misses, results, strict=True):
             out[key] = res
             if res is not None:
                 self.cache.put(key, res)
+                if not res and self._clean_max > 0 and len(key[0]) <= self.cache.max_value_len:
+                    if len(clean) >= self._clean_max:
+                        clean.clear()  # rare; cheaper than LRU bookkeeping on every lookup
+                    clean[key] = None
         return out
+
+    def clean_check(self) -> Callable[[Key], bool] | None:
+        """``(value, free_text) -> True`` when the value is known to hold nothing."""
+        return self._clean.__contains__ if self._clean_max > 0 else None
 
     def analyze_local(self, misses: Sequence[Key]) -> list[Findings | None]:
         # spaCy and the analyzer are not safe to share between threads; the pool is.

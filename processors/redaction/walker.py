@@ -24,6 +24,11 @@ from errorgate.signals import Batch, Signal, iter_log_records, iter_metrics, ite
 DROP_MARK = "\x00errorgate:drop\x00"
 MIN_INT_DIGITS = 13  # shortest card number
 
+_MIN_INT = 10 ** (MIN_INT_DIGITS - 1)
+_NESTED = ("kvlist_value", "array_value")
+
+Clean = Callable[[tuple[str, bool]], bool]
+
 
 @dataclass
 class Slot:
@@ -66,75 +71,137 @@ class Walker:
     def __init__(self, decide: Callable[[str], str], free_text_keys: frozenset[str]) -> None:
         self.decide = decide
         self.free_text_keys = free_text_keys
+        self._keys: dict[str, tuple[str, bool]] = {}  # attribute key -> (decision, free text)
 
-    def owners(self, batch: Batch) -> list[Owner]:
-        """Owners in a stable order: shared containers before the items that reference them."""
+    def owners(self, batch: Batch, clean: Clean | None = None) -> list[Owner]:
+        """Owners in a stable order: shared containers before the items that reference them.
+
+        ``clean(text, free_text)`` true means the value is known to hold nothing: no slot is
+        made for it, and an item left with no slot (in containers with none) gets no owner.
+        Telemetry values repeat, so on steady traffic this skips almost every value."""
         out: list[Owner] = []
-        seen: dict[int, Owner] = {}
-
-        def shared(kind: str, msg: Any, attrs: MutableSequence[KeyValue]) -> Owner:
-            owner = seen.get(id(msg))
-            if owner is None:
-                owner = Owner(kind, msg, list(self._attrs(attrs)))
-                seen[id(msg)] = owner
-                out.append(owner)
-            return owner
-
+        req: Any = batch.request
         if batch.signal is Signal.TRACES:
-            for rs, ss, span in iter_spans(batch.request):  # type: ignore[arg-type]
-                groups = [
-                    shared("resource", rs, rs.resource.attributes),
-                    shared("scope", ss, ss.scope.attributes),
-                ]
-                out.append(Owner("span", span, self._span(span), groups))
+            for rs in req.resource_spans:
+                res = self._shared("resource", rs, rs.resource.attributes, out, clean)
+                for ss in rs.scope_spans:
+                    groups = [res, self._shared("scope", ss, ss.scope.attributes, out, clean)]
+                    any_shared = bool(groups[0].slots or groups[1].slots)
+                    for span in ss.spans:
+                        slots = self._span(span, clean)
+                        if slots or any_shared or clean is None:
+                            out.append(Owner("span", span, slots, groups))
         elif batch.signal is Signal.LOGS:
-            for rl, sl, record in iter_log_records(batch.request):  # type: ignore[arg-type]
-                groups = [
-                    shared("resource", rl, rl.resource.attributes),
-                    shared("scope", sl, sl.scope.attributes),
-                ]
-                slots = list(self._attrs(record.attributes))
-                if record.HasField("body"):
-                    slots.extend(self._value("log.body", record.body, free_text=True, droppable=False))
-                out.append(Owner("log", record, slots, groups))
+            for rl in req.resource_logs:
+                res = self._shared("resource", rl, rl.resource.attributes, out, clean)
+                for sl in rl.scope_logs:
+                    groups = [res, self._shared("scope", sl, sl.scope.attributes, out, clean)]
+                    any_shared = bool(groups[0].slots or groups[1].slots)
+                    for record in sl.log_records:
+                        slots = self._attrs(record.attributes, [], clean)
+                        if record.HasField("body"):
+                            slots.extend(
+                                self._value("log.body", record.body, clean, free_text=True, droppable=False)
+                            )
+                        if slots or any_shared or clean is None:
+                            out.append(Owner("log", record, slots, groups))
         else:
-            for rm, sm, metric in iter_metrics(batch.request):  # type: ignore[arg-type]
-                groups = [
-                    shared("resource", rm, rm.resource.attributes),
-                    shared("scope", sm, sm.scope.attributes),
-                ]
-                kind = metric.WhichOneof("data")
-                if kind is None:
-                    continue
-                for point in getattr(metric, kind).data_points:
-                    slots = list(self._attrs(point.attributes))
-                    for ex in getattr(point, "exemplars", ()):
-                        slots.extend(self._attrs(ex.filtered_attributes))
-                    out.append(Owner("datapoint", point, slots, groups))
+            for rm in req.resource_metrics:
+                res = self._shared("resource", rm, rm.resource.attributes, out, clean)
+                for sm in rm.scope_metrics:
+                    groups = [res, self._shared("scope", sm, sm.scope.attributes, out, clean)]
+                    any_shared = bool(groups[0].slots or groups[1].slots)
+                    for metric in sm.metrics:
+                        kind = metric.WhichOneof("data")
+                        if kind is None:
+                            continue
+                        for point in getattr(metric, kind).data_points:
+                            slots = self._attrs(point.attributes, [], clean)
+                            for ex in getattr(point, "exemplars", ()):
+                                self._attrs(ex.filtered_attributes, slots, clean)
+                            if slots or any_shared or clean is None:
+                                out.append(Owner("datapoint", point, slots, groups))
         return out
 
-    def _span(self, span: Span) -> list[Slot]:
-        server = span.kind == Span.SPAN_KIND_SERVER
-        slots = [Slot("span.name", None, span, "name")]
-        slots.extend(self._attrs(span.attributes))
-        if span.status.message:
+    def all_slots(self, owner: Owner) -> list[Slot]:
+        """Every slot of an owner, known-clean values included (failing closed masks them all)."""
+        msg = owner.message
+        if owner.kind == "resource":
+            return self._attrs(msg.resource.attributes, [], None)
+        if owner.kind == "scope":
+            return self._attrs(msg.scope.attributes, [], None)
+        if owner.kind == "span":
+            return self._span(msg, None)
+        slots = self._attrs(msg.attributes, [], None)
+        if owner.kind == "log":
+            if msg.HasField("body"):
+                slots.extend(self._value("log.body", msg.body, None, free_text=True, droppable=False))
+        else:
+            for ex in getattr(msg, "exemplars", ()):
+                self._attrs(ex.filtered_attributes, slots, None)
+        return slots
+
+    def _shared(
+        self, kind: str, msg: Any, attrs: MutableSequence[KeyValue], out: list[Owner], clean: Clean | None
+    ) -> Owner:
+        owner = Owner(kind, msg, self._attrs(attrs, [], clean))
+        out.append(owner)
+        return owner
+
+    def _span(self, span: Span, clean: Clean | None) -> list[Slot]:
+        slots: list[Slot] = []
+        if clean is None or not clean((span.name, False)):
+            slots.append(Slot("span.name", None, span, "name"))
+        self._attrs(span.attributes, slots, clean)
+        if span.status.message and (clean is None or not clean((span.status.message, True))):
             slots.append(Slot("status.message", None, span.status, "message", free_text=True))
         for event in span.events:
-            slots.append(Slot("event.name", None, event, "name"))
-            slots.extend(self._attrs(event.attributes))
+            if clean is None or not clean((event.name, False)):
+                slots.append(Slot("event.name", None, event, "name"))
+            self._attrs(event.attributes, slots, clean)
         for link in span.links:
-            slots.extend(self._attrs(link.attributes))
-        if server:
+            self._attrs(link.attributes, slots, clean)
+        if slots and span.kind == Span.SPAN_KIND_SERVER:
             for s in slots:
                 s.peer_on_server = True
         return slots
 
-    def _attrs(self, attrs: MutableSequence[KeyValue], prefix: str = "") -> Iterator[Slot]:
-        for kv in attrs:
-            yield from self._value(prefix + kv.key, kv.value, free_text=None, droppable=True)
+    def _key(self, key: str) -> tuple[str, bool]:
+        found = self._keys.get(key)
+        if found is None:
+            leaf = key.rsplit(".", 1)[-1] if "." in key else key
+            found = (self.decide(key), key in self.free_text_keys or leaf in self.free_text_keys)
+            if len(self._keys) < 100_000:
+                self._keys[key] = found
+        return found
 
-    def _value(self, key: str, value: AnyValue, *, free_text: bool | None, droppable: bool) -> Iterator[Slot]:
-        decision = self.decide(key) if key not in ("log.body",) else "scan"
+    def _attrs(self, attrs: MutableSequence[KeyValue], out: list[Slot], clean: Clean | None) -> list[Slot]:
+        # The common case (a string attribute) inline; everything else through ``_value``.
+        known = self._keys
+        for kv in attrs:
+            key = kv.key
+            decision, is_free = known.get(key) or self._key(key)
+            if decision == "allow":
+                continue
+            value = kv.value
+            if decision == "scan":
+                kind = value.WhichOneof("value")
+                if kind == "string_value":
+                    if clean is None or not clean((value.string_value, is_free)):
+                        out.append(Slot(key, value, free_text=is_free, droppable=True))
+                    continue
+                if kind not in _NESTED and (kind != "int_value" or abs(value.int_value) < _MIN_INT):
+                    continue  # bools, doubles, bytes, short integers: nothing to find
+            out.extend(self._value(key, value, clean, free_text=None, droppable=True))
+        return out
+
+    def _value(
+        self, key: str, value: AnyValue, clean: Clean | None, *, free_text: bool | None, droppable: bool
+    ) -> Iterator[Slot]:
+        if key == "log.body":
+            decision, key_free = "scan", False
+        else:
+            decision, key_free = self._key(key)
         if decision == "allow":
             return
         if decision == "block":
@@ -142,23 +209,21 @@ class Walker:
             return
         kind = value.WhichOneof("value")
         if kind == "string_value":
-            leaf = key.rsplit(".", 1)[-1] if "." in key else key
-            is_free = (
-                free_text
-                if free_text is not None
-                else (key in self.free_text_keys or leaf in self.free_text_keys)
-            )
-            yield Slot(key, value, free_text=is_free, droppable=droppable)
+            is_free = free_text if free_text is not None else key_free
+            if clean is None or not clean((value.string_value, is_free)):
+                yield Slot(key, value, free_text=is_free, droppable=droppable)
         elif kind == "int_value":
-            if len(str(abs(value.int_value))) >= MIN_INT_DIGITS:
+            if len(str(abs(value.int_value))) >= MIN_INT_DIGITS and (
+                clean is None or not clean((str(value.int_value), False))
+            ):
                 yield Slot(key, value, droppable=droppable)
         elif kind == "kvlist_value":
             for kv in value.kvlist_value.values:
                 sub = f"{kv.key}" if key == "log.body" else f"{key}.{kv.key}"
-                yield from self._value(sub, kv.value, free_text=None, droppable=True)
+                yield from self._value(sub, kv.value, clean, free_text=None, droppable=True)
         elif kind == "array_value":
             for item in value.array_value.values:
-                yield from self._value(key, item, free_text=free_text, droppable=False)
+                yield from self._value(key, item, clean, free_text=free_text, droppable=False)
 
 
 def sweep_dropped(batch: Batch) -> None:

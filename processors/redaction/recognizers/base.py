@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import ClassVar
 
 from presidio_analyzer import EntityRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
+
+
+# ``(value, value.lower(), digit count)`` -> may any pattern of the recognizer match?
+Gate = Callable[[str, str, int], bool]
 
 
 def digit_count(text: str) -> int:
@@ -39,6 +44,13 @@ class RegexRecognizer(EntityRecognizer):
     # Substrings of which at least one must occur for any pattern to match: a C-speed skip.
     HINTS: ClassVar[tuple[str, ...]] = ()
     HINTS_LOWER: ClassVar[bool] = False
+    # A C-speed necessary condition for any pattern to match (a loosened pattern: anchors and
+    # validators dropped), checked by the engine before calling ``analyze`` at all; with
+    # ``GATE_LOWER`` it is searched in the lower-cased value.
+    GATE: ClassVar[str | None] = None
+    GATE_LOWER: ClassVar[bool] = False
+    MIN_DIGITS: ClassVar[int] = 0
+    MIN_LEN: ClassVar[int] = 0
 
     def __init__(self) -> None:
         self._compiled = [(rule, re.compile(rx, self.FLAGS), score) for rule, rx, score in self.PATTERNS]
@@ -46,6 +58,26 @@ class RegexRecognizer(EntityRecognizer):
 
     def load(self) -> None:
         pass
+
+    def gate(self) -> Gate | None:
+        if self.GATE:
+            rx, on_lower = self.GATE, self.GATE_LOWER
+        elif self.HINTS:
+            # Exactly ``precheck``: any hint in the value (lower-cased when HINTS_LOWER).
+            rx, on_lower = "|".join(re.escape(h) for h in self.HINTS), self.HINTS_LOWER
+        else:
+            return None
+        search = re.compile(rx).search
+        min_digits, min_len = self.MIN_DIGITS, self.MIN_LEN
+
+        def gate(text: str, lower: str, digits: int) -> bool:
+            return (
+                digits >= min_digits
+                and len(text) >= min_len
+                and search(lower if on_lower else text) is not None
+            )
+
+        return gate
 
     def precheck(self, text: str) -> bool:
         if not self.HINTS:

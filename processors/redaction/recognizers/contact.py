@@ -57,6 +57,9 @@ class TelemetryPhoneRecognizer(RegexRecognizer):
 
     ENTITY = "PHONE_NUMBER"
     PATTERNS = []
+    # The candidate's core ``\d[\d .-]{5,16}\d`` starts with seven such characters.
+    GATE = r"(?<!\d)\d[\d .-]{6}"
+    MIN_DIGITS = 8
     CONTEXT_WORDS = ("phone", "tel", "mobile", "cell", "sms", "fax", "call", "contact")
 
     def __init__(self, regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> None:

@@ -3,9 +3,11 @@ context words, and deny-lists. No code needed to add one."""
 
 from __future__ import annotations
 
+import regex
 from presidio_analyzer import Pattern, PatternRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
 
+from errorgate.processors.redaction.recognizers.base import Gate
 from errorgate.processors.redaction.specs import CustomRecognizerSpec
 
 
@@ -21,6 +23,16 @@ class YamlRecognizer(PatternRecognizer):
             context=spec.context or None,  # type: ignore[arg-type]
         )
         self._context = [w.lower() for w in spec.context]
+
+    def gate(self) -> Gate:
+        """Any pattern (deny-list included) found at all; Presidio's per-pattern bookkeeping
+        (timestamps, explanations) costs ten times the search itself."""
+        compiled = [regex.compile(p.regex, flags=self.global_regex_flags) for p in self.patterns]
+
+        def search(text: str, lower: str, digits: int) -> bool:
+            return any(rx.search(text) is not None for rx in compiled)
+
+        return search
 
     def analyze(
         self,

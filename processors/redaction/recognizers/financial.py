@@ -9,7 +9,7 @@ from presidio_analyzer import RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
 from presidio_analyzer.predefined_recognizers import IbanRecognizer
 
-from errorgate.processors.redaction.recognizers.base import RegexRecognizer, digit_count
+from errorgate.processors.redaction.recognizers.base import Gate, RegexRecognizer, digit_count
 
 
 def luhn_ok(digits: str) -> bool:
@@ -48,6 +48,8 @@ def card_brand(digits: str) -> str | None:
 class CardRecognizer(RegexRecognizer):
     ENTITY = "CREDIT_CARD"
     PATTERNS = [("card_luhn_bin", r"(?<![\d.-])(?:\d[ -]?){12,18}\d(?![\d-]|\.\d)", 0.9)]
+    GATE = r"(?<!\d)(?:\d[ -]?){12}\d"
+    MIN_DIGITS = 13
 
     def precheck(self, text: str) -> bool:
         return digit_count(text) >= 13
@@ -70,6 +72,10 @@ class TelemetryIbanRecognizer(IbanRecognizer):
 
     def __init__(self) -> None:
         super().__init__(name=type(self).__name__)
+
+    def gate(self) -> Gate:
+        search = _IBAN_HINT.search
+        return lambda text, lower, digits: digits >= 2 and search(text) is not None
 
     def analyze(
         self,
@@ -95,6 +101,9 @@ class TelemetrySsnRecognizer(RegexRecognizer):
 
     ENTITY = "US_SSN"
     FLAGS = re.IGNORECASE
+    GATE = r"\d{3}-\d{2}-\d{4}|ssn|social"
+    GATE_LOWER = True
+    MIN_DIGITS = 9
     PATTERNS = [
         ("ssn_dashed", r"(?<![\d-])(?P<v>[0-8]\d{2}-\d{2}-\d{4})(?![\d-])", 0.8),
         (
@@ -114,6 +123,8 @@ class TelemetrySsnRecognizer(RegexRecognizer):
 
 class TelemetryItinRecognizer(RegexRecognizer):
     ENTITY = "US_ITIN"
+    GATE = r"9\d{2}-\d{2}-\d{4}"
+    MIN_DIGITS = 9
     PATTERNS = [
         ("itin_dashed", r"(?<![\d-])9\d{2}-(?:5\d|6[0-5]|7\d|8[0-8]|9[0-2]|9[4-9])-\d{4}(?![\d-])", 0.75)
     ]

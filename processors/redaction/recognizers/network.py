@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 from presidio_analyzer import RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
 from presidio_analyzer.predefined_recognizers import MacAddressRecognizer
 
-from errorgate.processors.redaction.recognizers.base import RegexRecognizer
+from errorgate.processors.redaction.recognizers.base import Gate, RegexRecognizer
 
 _VERSION_WORDS = ("version", "release", "build", "firmware", "sdk", "agent/")
 _VERSION_SUFFIXES = ("v", "v=", "ver", "@", "==", "/")
@@ -21,6 +22,13 @@ class IpAddressRecognizer(RegexRecognizer):
     addresses identify nobody. Which *keys* keep infrastructure IPs is policy, not here."""
 
     ENTITY = "IP_ADDRESS"
+    GATE = r"\d\.\d{1,3}\.\d{1,3}\.\d|:[0-9A-Fa-f]{0,4}:"
+
+    def gate(self) -> Gate:
+        search = re.compile(self.GATE).search  # type: ignore[arg-type]
+        return lambda text, lower, digits: (
+            (text.count(".") >= 3 or text.count(":") >= 2) and search(text) is not None
+        )
     PATTERNS = [
         ("ipv4", r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d|[-+][A-Za-z0-9])", 0.75),
         (
@@ -49,9 +57,19 @@ class IpAddressRecognizer(RegexRecognizer):
         return not any(w in before for w in _VERSION_WORDS)
 
 
+# Presidio's MAC patterns (case-insensitive) without their word boundaries.
+_MAC_GATE = re.compile(r"[0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-]|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}")
+
+
 class TelemetryMacAddressRecognizer(MacAddressRecognizer):
     def __init__(self) -> None:
         super().__init__(name=type(self).__name__)
+
+    def gate(self) -> Gate:
+        search = _MAC_GATE.search
+        return lambda text, lower, digits: (
+            (text.count(":") >= 5 or text.count("-") >= 5 or text.count(".") >= 2) and search(text) is not None
+        )
 
     def analyze(
         self,

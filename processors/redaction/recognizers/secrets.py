@@ -139,6 +139,8 @@ class HighEntropyRecognizer(RegexRecognizer):
     identifiers of telemetry, not credentials, and keeping them is what makes traces usable."""
 
     ENTITY = "HIGH_ENTROPY_SECRET"
+    GATE = r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{32}"  # lookbehind: each run is scanned once
+    MIN_LEN = 32
     PATTERNS = [("high_entropy", r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{32,}={0,2}(?![A-Za-z0-9+/_=-])", 0.7)]
 
     def precheck(self, text: str) -> bool:

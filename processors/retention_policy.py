@@ -1,0 +1,150 @@
+"""The retention policy file (``governance/retention.yaml``): schema, strict validation, loading.
+
+Documented with the ``retention`` processor (``processors/retention.py``), which applies it.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from errorgate.config import ConfigError
+from errorgate.governance.catalog import ComplianceScope
+
+LOG_SEVERITIES = {"TRACE": 1, "DEBUG": 5, "INFO": 9, "WARN": 13, "ERROR": 17, "FATAL": 21}
+SeverityName = Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
+_CLASS_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _utc(value: Any) -> Any:
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+UtcDatetime = Annotated[datetime, BeforeValidator(_utc)]
+
+
+class RetentionClass(_Strict):
+    days: int = Field(ge=1, le=36500)
+    description: str = ""
+
+
+class Matcher(_Strict):
+    service: list[str] | None = None
+    severity: list[Literal["P1", "P2", "P3", "P4"]] | None = None
+    kind: list[Literal["transient", "intermittent", "persistent", "cascading"]] | None = None
+    category: list[str] | None = None
+    domain: list[str] | None = None
+    compliance: list[ComplianceScope] | None = None
+    pii: bool | None = None
+    error: bool | None = None
+    min_log_severity: SeverityName | None = None
+    max_log_severity: SeverityName | None = None
+    attributes: dict[str, list[str | int | float | bool]] | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Matcher:
+        if all(getattr(self, name) is None for name in type(self).model_fields):
+            raise ValueError("a matcher needs at least one condition")
+        return self
+
+
+class Rule(_Strict):
+    name: str = ""
+    class_: str = Field(alias="class")
+    match: Matcher
+
+
+class LegalHold(_Strict):
+    id: str = Field(min_length=1)
+    reason: str = ""
+    match: Matcher
+    start: UtcDatetime
+    end: UtcDatetime | None = None
+    class_: str | None = Field(default=None, alias="class")
+
+    @model_validator(mode="after")
+    def _window(self) -> LegalHold:
+        if self.end is not None and self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+    def active_at(self, ts: float) -> bool:
+        return self.start.timestamp() <= ts and (self.end is None or ts < self.end.timestamp())
+
+
+class RetentionPolicy(_Strict):
+    default_class: str = "ops-30d"
+    legal_hold_class: str = "audit-7y"
+    classes: dict[str, RetentionClass] = Field(min_length=1)
+    rules: list[Rule] = Field(default_factory=list)
+    legal_holds: list[LegalHold] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> RetentionPolicy:
+        for name in self.classes:
+            if not _CLASS_NAME.match(name):
+                raise ValueError(f"classes.{name}: class names are lowercase letters, digits and '-'")
+        known = ", ".join(self.classes)
+        for where, name in [
+            ("default_class", self.default_class),
+            ("legal_hold_class", self.legal_hold_class),
+        ]:
+            if name not in self.classes:
+                raise ValueError(f"{where}: unknown class {name!r} (defined: {known})")
+        for i, rule in enumerate(self.rules):
+            if rule.class_ not in self.classes:
+                raise ValueError(f"rules[{i}].class: unknown class {rule.class_!r} (defined: {known})")
+        seen: set[str] = set()
+        for i, hold in enumerate(self.legal_holds):
+            if hold.class_ is not None and hold.class_ not in self.classes:
+                raise ValueError(f"legal_holds[{i}].class: unknown class {hold.class_!r} (defined: {known})")
+            if hold.id in seen:
+                raise ValueError(f"legal_holds[{i}].id: duplicate hold id {hold.id!r}")
+            seen.add(hold.id)
+        return self
+
+
+def load_policy(path: str | Path | None = None) -> RetentionPolicy:
+    """Load and strictly validate a retention policy (``path`` or the bundled one)."""
+    if path is None:
+        text = resources.files("errorgate.governance").joinpath("retention.yaml").read_text(encoding="utf-8")
+        source = "governance/retention.yaml"
+    else:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"retention policy {path}: cannot read: {e.strerror}") from None
+        source = str(path)
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping with classes, rules, legal_holds")
+    try:
+        return RetentionPolicy.model_validate(raw)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            path_ = ".".join(str(p) for p in err["loc"])
+            msg = (
+                "unknown key"
+                if err["type"] == "extra_forbidden"
+                else err["msg"].removeprefix("Value error, ")
+            )
+            problems.append(f"{path_}: {msg}" if path_ else msg)
+        raise ConfigError(f"{source}: {'; '.join(problems)}") from None

@@ -41,6 +41,11 @@ def _find(specs: list[AlertSpec], alertname: str, service: str, **labels: str) -
     raise KeyError(f"{alertname} for {service}")
 
 
+def _failed_series(service: str) -> str:
+    """Burn rates count failed requests (the SLO's bad events), not every failing span."""
+    return f'errorgate_failed_requests_total{{service="{service}"}}'
+
+
 def _err_series(service: str, kind: str, category: str) -> str:
     return (
         f'errorgate_errors_total{{service="{service}",component="api",domain="network",'
@@ -188,7 +193,7 @@ def burn_rate_tests(catalog: ServiceCatalog, policy: Policy, specs: list[AlertSp
                 per_minute = fmt(burn * scope.entry.error_budget * REQUESTS_PER_MINUTE)
                 series = [
                     requests(service, 70),
-                    {"series": _err_series(service, "persistent", "timeout"), "values": f"0+{per_minute}x70"},
+                    {"series": _failed_series(service), "values": f"0+{per_minute}x70"},
                 ]
                 fired = [w for w, win in windows.items() if burn > win.factor]
                 parts.append((series, {"ErrorgateErrorBudgetBurn": burn_alerts(scope.name, fired)}))
@@ -205,7 +210,7 @@ def burn_rate_tests(catalog: ServiceCatalog, policy: Policy, specs: list[AlertSp
         series = [
             requests(service, 90),
             {
-                "series": _err_series(service, "persistent", "timeout"),
+                "series": _failed_series(service),
                 "values": f"0+{fmt(rate)}x60 {fmt(60 * rate)}x30",
             },
         ]

@@ -93,7 +93,7 @@ def error_rate_value(scope: ServiceScope, window: str) -> str:
 
 def error_ratio(scope: ServiceScope, window: str) -> str:
     return (
-        f"(sum by (service) (rate(errorgate_errors_total{{{scope.selector}}}[{window}]))"
+        f"(sum by (service) (rate(errorgate_failed_requests_total{{{scope.selector}}}[{window}]))"
         f" / sum by (service) (rate(errorgate_requests_total{{{scope.selector}}}[{window}])))"
     )
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from bench.traffic import build_templates, patched
 from errorgate.assembly import TraceAssembler
 from errorgate.component import PROCESSORS, ComponentContext, Output, Processor, load_builtin_components
+from errorgate.processors.sample import SampleConfig
 from errorgate.signals import Batch, Signal, count_items
 from errorgate.telemetry import Telemetry
 
@@ -94,12 +95,12 @@ def chain(trace_batches: list[Batch], tmp: Path) -> tuple[float, int, int, float
     """Assembler → classify → sample → retention: (seconds, spans in, spans out, worst poll with
     everything it released run through the chain (seconds), seconds per stage)."""
     telemetry = Telemetry()
-    sample_settings = {"decision_wait": DECISION_WAIT}
+    sample_settings: dict[str, object] = {"decision_wait": DECISION_WAIT}
     procs = [
         build(n, tmp, telemetry, sample_settings if n == "sample" else None)
         for n in ("classify", "sample", "retention")
     ]
-    sample_cfg = PROCESSORS.get("sample").config_model.model_validate(sample_settings)  # type: ignore[union-attr]
+    sample_cfg = SampleConfig.model_validate(sample_settings)
     assembler = TraceAssembler.from_sample_config(sample_cfg, context(tmp, telemetry, "assembly/traces"))
     spans_in = sum(b.item_count() for b in trace_batches)
     per_batch = spans_in / len(trace_batches)

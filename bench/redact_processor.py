@@ -43,7 +43,9 @@ def _refresh(batch: Batch, rng: random.Random) -> None:
     """Redraw every number inside the request's string values (same number of digits)."""
 
     def redraw(text: str) -> str:
-        return _NUMBER.sub(lambda m: str(rng.randrange(10 ** (len(m.group()) - 1), 10 ** len(m.group()))), text)
+        return _NUMBER.sub(
+            lambda m: str(rng.randrange(10 ** (len(m.group()) - 1), 10 ** len(m.group()))), text
+        )
 
     req: Any = batch.request
     if batch.signal is Signal.TRACES:
@@ -122,7 +124,11 @@ def main() -> int:
         results["first batches s"] = [time.perf_counter() - begin]
         counter = 0
         for r in range(args.rounds):
-            for label, procs in (("redact", [redact]), ("encrypt", [encrypt]), ("redact+encrypt", [redact, encrypt])):
+            for label, procs in (
+                ("redact", [redact]),
+                ("encrypt", [encrypt]),
+                ("redact+encrypt", [redact, encrypt]),
+            ):
                 batches = make_batches(args.batches, args.new, seed=r * 7 + len(label), start=counter)
                 counter += args.batches
                 results.setdefault(f"{label} items/s", []).append(run_chain(procs, batches))

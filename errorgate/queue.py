@@ -88,6 +88,10 @@ class ExportQueue(ABC):
     def ack(self, seq: int) -> None:
         """The record is done with (exported or dead-lettered): free its space."""
 
+    @abstractmethod
+    def waiting(self) -> int:
+        """Records put and not yet handed out (a lock-free reading; may be a moment stale)."""
+
     def has_room(self, nbytes: int) -> bool:
         """Whether a request of ``nbytes`` serialized bytes would fit now."""
         # No lock: every receiver thread asks this per request, and a reading that is one
@@ -162,6 +166,9 @@ class MemoryQueue(ExportQueue):
             self._bytes += size
             self._outstanding += 1
             self._cond.notify()
+
+    def waiting(self) -> int:
+        return len(self._waiting)
 
     def get(self, timeout: float) -> QueueRecord | None:
         deadline = time.monotonic() + timeout

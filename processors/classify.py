@@ -153,7 +153,7 @@ class Classify(Processor):
         copy = self._copy_baggage if self.config.baggage else None  # baggage reads every attribute
         errors, traces, requests = spans.scan(batch.request, received, late, self._resource, copy)  # type: ignore[arg-type]
         for (service, second), (n_requests, n_failed) in requests.items():
-            self.metrics.request(service, n_requests)
+            self.metrics.request(service, n_requests, n_failed)
             self.burn.record(service, float(second), n_requests, n_failed)
         analyses: dict[bytes, cascade.TraceAnalysis] = {}
         for trace_id, group in traces.items():

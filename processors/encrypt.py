@@ -20,7 +20,7 @@ import base64
 import json
 import logging
 import weakref
-from collections.abc import Callable, MutableSequence
+from collections.abc import MutableSequence
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -96,7 +96,30 @@ def keyring_from_config(config: EncryptConfig, data_dir: Path, logger: logging.L
     return Keyring.open(directory, create=True, env_var=None, kms=kms, logger=logger)
 
 
-Matcher = Callable[[str], bool]
+class _KeyMatcher:
+    """Does a rule select this attribute key? Memoised per key: keys are few and repeat."""
+
+    __slots__ = ("patterns", "protected", "seen")
+
+    def __init__(self, patterns: list[str], protected: set[str]) -> None:
+        self.patterns = patterns
+        self.protected = protected
+        self.seen: dict[str, bool] = {}
+
+    def __call__(self, key: str) -> bool:
+        hit = self.seen.get(key)
+        if hit is None:
+            hit = (
+                key not in self.protected
+                and not key.startswith("errorgate.")
+                and any(fnmatchcase(key, p) for p in self.patterns)
+            )
+            if len(self.seen) < _MATCH_CACHE_LIMIT:
+                self.seen[key] = hit
+        return hit
+
+
+Matcher = _KeyMatcher
 
 
 class EncryptProcessor(Processor):
@@ -122,21 +145,7 @@ class EncryptProcessor(Processor):
             if signal in rule.signals and any(fnmatchcase(service, s) for s in rule.services)
             for key in rule.keys
         ]
-        seen: dict[str, bool] = {}
-        protected = self._protected
-
-        def match(key: str) -> bool:
-            hit = seen.get(key)
-            if hit is None:
-                hit = (
-                    key not in protected
-                    and not key.startswith("errorgate.")
-                    and any(fnmatchcase(key, p) for p in patterns)
-                )
-                if len(seen) < _MATCH_CACHE_LIMIT:
-                    seen[key] = hit
-            return hit
-
+        match = _KeyMatcher(patterns, self._protected)
         if len(self._matchers) >= _MATCH_CACHE_LIMIT:
             self._matchers.clear()
         self._matchers[(signal, service)] = match
@@ -217,10 +226,16 @@ class _Encryptor:
         self.totals = totals
 
     def attrs(self, attrs: MutableSequence[KeyValue]) -> int:
+        # Memo lookup inline: this loop runs for every attribute of every item.
         n = 0
+        seen = self.match.seen
         for kv in attrs:
-            if self.match(kv.key):
-                n += self.value(kv.key, kv.value, matched=True)
+            key = kv.key
+            hit = seen.get(key)
+            if hit is None:
+                hit = self.match(key)
+            if hit:
+                n += self.value(key, kv.value, matched=True)
         return n
 
     def value(self, key: str, value: AnyValue, matched: bool = False) -> int:

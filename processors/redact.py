@@ -91,7 +91,8 @@ class RedactConfig(ComponentConfig):
     ip: IpPolicyConfig = Field(default_factory=IpPolicyConfig)
     phone_regions: list[str] = Field(default_factory=lambda: list(DEFAULT_PHONE_REGIONS), min_length=1)
     workers: Literal["auto"] | int = "auto"
-    pool_min_batch: int = Field(default=32, ge=1)
+    # Shipping values to workers costs more than analysing them here unless the miss set is big.
+    pool_min_batch: int = Field(default=256, ge=1)
     chunk_size: int = Field(default=64, ge=1)
     analysis_timeout: Duration = 10.0
     cache_size: int = Field(default=100_000, ge=0)
@@ -191,6 +192,7 @@ class RedactProcessor(Processor):
             chunk_size=config.chunk_size,
             pool_min_batch=config.pool_min_batch,
         )
+        self.detector.preload()
         registry = context.telemetry.registry
         self.redactions = Counter(
             "errorgate_redactions",

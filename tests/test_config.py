@@ -130,5 +130,11 @@ def test_readme_annotated_example_is_a_valid_config() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = readme.split("A complete, annotated example:", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
     config = parse_config(block, "README.md")
-    assert config.service.pipelines["traces"].processors == ["classify", "sample", "redact", "encrypt", "retention"]
+    assert config.service.pipelines["traces"].processors == [
+        "classify",
+        "sample",
+        "redact",
+        "encrypt",
+        "retention",
+    ]
     assert config.exporters["otlp"].sending_queue.max_size_mib == 512

@@ -157,7 +157,9 @@ def test_list_text_and_json(tmp_path: Path, sink: OtlpSink, capsys: pytest.Captu
 def test_replay_sends_through_pipeline_exporters_and_removes(tmp_path: Path, sink: OtlpSink) -> None:
     config = _config(tmp_path, sink)
     store = DeadLetterStore(tmp_path / "data" / "dlq", Telemetry())
-    store.put(Signal.TRACES, trace_request(3), reason="permanent_export_error", detail="x", source="exporter:otlp")
+    store.put(
+        Signal.TRACES, trace_request(3), reason="permanent_export_error", detail="x", source="exporter:otlp"
+    )
     store.put(
         Signal.LOGS,
         log_request(2, body="pii@example.com"),

@@ -190,7 +190,7 @@ def test_records_served_from_memory_survive_a_restart_unacknowledged(tmp_path: P
 
 
 class _Harness:
-    def __init__(self, tmp_path: Path, sink: OtlpSink) -> None:
+    def __init__(self, tmp_path: Path, sink: OtlpSink, start: bool = True) -> None:
         self.telemetry = Telemetry()
         self.dlq = DeadLetterStore(tmp_path / "dlq", self.telemetry)
         config = OtlpExporterConfig.model_validate(
@@ -203,7 +203,8 @@ class _Harness:
         )
         context = ComponentContext("otlp", tmp_path, self.telemetry, logging.getLogger("test"))
         self.qe = QueuedExporter("otlp", OtlpExporter(config, context), config, context, self.dlq)
-        self.qe.start()
+        if start:
+            self.qe.start()
 
     def metric(self, name: str, **labels: str) -> float:
         return self.telemetry.registry.get_sample_value(name, labels) or 0.0
@@ -288,3 +289,66 @@ def test_validation_long_string_in_a_small_resource_is_still_caught() -> None:
     rejections = validate_request(Signal.TRACES, req, limits, req.SerializeToString())
     assert (rejections.count, rejections.kept, count_items(req)) == (1, 3, 3)
     assert "string longer than 256 bytes" in rejections.message()
+
+
+def _backlog_harness(tmp_path: Path, sink: OtlpSink, sent: list[tuple[Signal, object]]) -> _Harness:
+    """A persistent queue holding ``sent`` before any consumer runs (a backlog, as after an outage)."""
+    h = _Harness(tmp_path, sink, start=False)
+    for _signal, req in sent:
+        h.qe.enqueue(Batch.of(copy_request(req)))  # type: ignore[arg-type]
+    h.qe.start()
+    return h
+
+
+def test_backlog_goes_out_merged_with_every_item_once_in_order(tmp_path: Path) -> None:
+    sent: list[tuple[Signal, object]] = []
+    for b in range(30):
+        sent.append((Signal.TRACES, trace_request(3, start=3 * b)))
+        if b % 10 == 9:
+            sent.append((Signal.LOGS, log_request(2, start=b)))
+    with OtlpSink() as sink:
+        h = _backlog_harness(tmp_path, sink, sent)
+        assert h.qe.drain(20)
+        h.qe.shutdown()
+        assert len(sink.requests) < len(sent)  # merged: fewer calls than queued batches
+        assert [s.name for s in sink.spans()] == [f"op-{i}" for i in range(90)]
+        assert [r.body.string_value for r in sink.log_records()] == [
+            "line-9",
+            "line-10",
+            "line-19",
+            "line-20",
+            "line-29",
+            "line-30",
+        ]
+        assert h.metric("errorgate_exported_items_total", signal="traces", exporter="otlp") == 90
+        assert h.metric("errorgate_exported_items_total", signal="logs", exporter="otlp") == 6
+        assert h.dlq.list() == []
+
+
+def test_refused_merged_request_is_retried_record_by_record(tmp_path: Path) -> None:
+    sent: list[tuple[Signal, object]] = [(Signal.TRACES, trace_request(2, start=2 * b)) for b in range(12)]
+    with OtlpSink() as sink:
+        sink.fail_next(1, grpc_code=grpc.StatusCode.INVALID_ARGUMENT)
+        h = _backlog_harness(tmp_path, sink, sent)
+        assert h.qe.drain(20)
+        h.qe.shutdown()
+        # The refusal hit the merged request; one by one, every batch was then accepted.
+        assert sink.failed_calls["grpc"] == 1 and h.dlq.list() == []
+        assert [s.name for s in sink.spans()] == [f"op-{i}" for i in range(24)]
+        assert h.metric("errorgate_exported_items_total", signal="traces", exporter="otlp") == 24
+        assert (
+            h.metric("errorgate_dead_lettered_items_total", signal="traces", reason="permanent_export_error")
+            == 0
+        )
+
+
+def test_partial_success_on_a_merged_request_balances(tmp_path: Path) -> None:
+    sent: list[tuple[Signal, object]] = [(Signal.LOGS, log_request(5, start=5 * b)) for b in range(10)]
+    with OtlpSink() as sink:
+        sink.reject_next(1, rejected=3)
+        h = _backlog_harness(tmp_path, sink, sent)
+        assert h.qe.drain(20)
+        h.qe.shutdown()
+        exported = h.metric("errorgate_exported_items_total", signal="logs", exporter="otlp")
+        dropped = h.metric("errorgate_dropped_items_total", signal="logs", reason="rejected_by_backend")
+        assert (exported, dropped) == (47, 3)

@@ -29,7 +29,13 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from errorgate import attributes
 from errorgate.component import ComponentConfig, ComponentContext, Output, Processor, register_processor
 from errorgate.signals import Batch, Signal, iter_spans
-from tests.support.gateway import gateway_yaml, metric_value, otlp_exporter_yaml, running_gateway, scrape
+from tests.support.gateway import (
+    final_metrics,
+    gateway_yaml,
+    metric_value,
+    otlp_exporter_yaml,
+    running_gateway,
+)
 from tests.support.otlp_sink import OtlpSink
 
 
@@ -87,7 +93,7 @@ def test_sdk_traffic_arrives_intact(protocol: str, sink: OtlpSink, tmp_path: Pat
     with running_gateway(cfg) as gw:
         sent = _send_with_sdk(protocol, gw.grpc_endpoint, gw.http_endpoint)
         assert sink.wait_for(4, timeout=15), f"sink got {sink.item_count()} items"
-        metrics = scrape(gw.metrics_endpoint)
+        metrics = final_metrics(gw)
 
     spans = {s.name: s for s in sink.spans()}
     assert set(spans) == {"GET /orders/{id}", "SELECT orders"}
@@ -184,7 +190,7 @@ def test_processor_failure_dead_letters_batch_and_keeps_serving(sink: OtlpSink, 
         _export(gw.grpc_endpoint, _raw_trace_request("fine", trace_byte=2))
         assert sink.wait_for(1, timeout=10)
         entries = gw.dlq.list()
-        metrics = scrape(gw.metrics_endpoint)
+        metrics = final_metrics(gw)
     assert [s.name for s in sink.spans()] == ["fine"]
     [entry] = entries
     assert entry.reason == "processor_error" and entry.source == "processor:explode" and entry.items == 1
@@ -289,9 +295,8 @@ def test_processor_failures_replay_through_the_gateway_not_around_it(
     buggy, fixed = config_file("boom"), config_file("never")
     from errorgate.config import load_config
 
-    with running_gateway(buggy.read_text()) as gw:
-        with pytest.raises(grpc.RpcError):
-            _export(gw.grpc_endpoint, _raw_trace_request("boom"))
+    with running_gateway(buggy.read_text()) as gw, pytest.raises(grpc.RpcError):
+        _export(gw.grpc_endpoint, _raw_trace_request("boom"))
     assert main(["dlq", "replay", "--config", str(fixed), "--exporter", "otlp/out"]) == 1
     assert "only be replayed through the gateway" in capsys.readouterr().err
     assert sink.item_count() == 0, "nothing may bypass the processors"
@@ -299,6 +304,8 @@ def test_processor_failures_replay_through_the_gateway_not_around_it(
         assert main(["dlq", "replay", "--config", str(fixed)]) == 0
         assert sink.wait_for(1, timeout=10)
         [span] = sink.spans()
-        assert span.name == "boom" and attributes.has(span.attributes, "touched"), "went through the processor"
+        assert span.name == "boom" and attributes.has(span.attributes, "touched"), (
+            "went through the processor"
+        )
         assert gw.dlq.list() == []
     assert load_config(fixed).service.data_dir == str(tmp_path / "data")

@@ -39,6 +39,7 @@ ENV = "e2e"
 ROUNDS = 8
 HEALTHY = ("batch-reports", "patient-records")
 FAILING = ("catalog", "checkout", "frontend", "payments", "orders-db-proxy", "legacy-billing")
+RETRIED_ONLY = ("checkout",)  # its failing attempts succeeded on retry: no failed request
 
 # Metrics with no series in this scenario, and why. Keep this tiny: every entry is a panel
 # the scenario cannot prove.
@@ -286,12 +287,14 @@ def test_error_rate_is_positive_for_failing_and_zero_for_healthy_services(scenar
         assert rate.get(service, 0) > 0, (service, rate)
     for service in HEALTHY:
         assert rate[service] == 0, (service, rate)  # present as 0, not missing
+    # The ratio is failed requests / requests (the SLO's bad events), so it never exceeds 1 even
+    # though catalog fails every request with two error spans (server + database client); and
+    # checkout's only failures are attempts that succeeded on retry: its users saw no failure.
     ratio = by(scenario, find("Error ratio by service"), "service", v)
-    assert all(ratio[s] == 0 for s in HEALTHY)
-    assert all(ratio[s] > 0 for s in FAILING)
-    # catalog fails every request with two error spans (server + database client): errors per request ~2,
-    # against ~0.2 for checkout (1 failed attempt per transient trace, 5 requests per round incl. payments').
-    assert ratio["catalog"] > 1.5
+    assert all(ratio[s] == 0 for s in (*HEALTHY, *RETRIED_ONLY))
+    assert all(ratio[s] > 0 for s in FAILING if s not in RETRIED_ONLY)
+    assert 0.9 <= ratio["catalog"] <= 1.0
+    assert all(r <= 1.0 for r in ratio.values())
 
 
 def test_kinds_cascades_and_retries(scenario: Prometheus) -> None:
@@ -375,6 +378,12 @@ def _may_be_empty(metric: str, matchers: str) -> bool:
         and metric in ("errorgate_errors_total", "errorgate_active_incident_services")
     ):
         return True  # healthy services have no error series at all (asserted below)
+    if (
+        service
+        and service.group(1) in (*HEALTHY, *RETRIED_ONLY)
+        and metric == "errorgate_failed_requests_total"
+    ):
+        return True  # no request of theirs failed
     # Only services inside the multi-service incident get the membership gauge.
     in_cascade = service is not None and service.group(1) in CASCADE
     return metric == "errorgate_active_incident_services" and not in_cascade

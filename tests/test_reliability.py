@@ -16,6 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from tests.support.gateway import (
     GatewayProcess,
+    final_metrics,
     free_port,
     gateway_yaml,
     metric_value,
@@ -65,8 +66,7 @@ def test_backend_outage_loses_nothing_and_counts_balance(tmp_path: Path) -> None
                 assert metric_value(during, "errorgate_queue_items", exporter="otlp/out") > 0
                 sink.start()
                 assert sink.wait_for(11_000, timeout=120), f"only {sink.item_count()} arrived"
-            time.sleep(0.5)
-            metrics = scrape(gw.metrics_endpoint)
+            metrics = final_metrics(gw)
         names = [s.name for s in sink.spans()]
     assert len(names) == 11_000 and len(set(names)) == 11_000, "every item arrives exactly once"
     received = metric_value(metrics, "errorgate_received_items_total", signal="traces")

@@ -10,11 +10,14 @@ ERRORS = agg("errorgate_errors_total", "service")
 REQUESTS = agg("errorgate_requests_total", "service")
 # Healthy services have requests but no error series; "or 0 * requests" charts them as 0, not as a gap.
 ERROR_RATE = f"{ERRORS} or 0 * {REQUESTS}"
-ERROR_RATIO = f"({ERROR_RATE}) / {REQUESTS}"
+# The ratio is failed requests over requests (the SLO's bad/total events), never errors over
+# requests: a cascade fails several spans per request.
+FAILED = agg("errorgate_failed_requests_total", "service")
+ERROR_RATIO = f"({FAILED} or 0 * {REQUESTS}) / {REQUESTS}"
 
 
 def burn_rate(window: str) -> str:
-    errors = agg("errorgate_errors_total", "service", window=window)
+    errors = agg("errorgate_failed_requests_total", "service", window=window)
     requests = agg("errorgate_requests_total", "service", window=window)
     # max by (service): replicas export the same objective, and a bare on(service) join would be many-to-many.
     objective = f"max by (service) ({sel('errorgate_slo_objective')})"

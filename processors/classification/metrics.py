@@ -35,6 +35,11 @@ class ErrorMetrics:
         self.requests = Counter(
             "errorgate_requests", "Requests seen (SERVER/CONSUMER or root spans)", ["service"], registry=r
         )
+        # The SLO's bad events: requests whose span failed. errorgate_errors_total counts every failing
+        # span and log record (a cascade fails several per request), so it cannot be the ratio's numerator.
+        self.failed_requests = Counter(
+            "errorgate_failed_requests", "Requests whose span failed", ["service"], registry=r
+        )
         self.errors = Counter(
             "errorgate_errors",
             "Failing spans and log records",
@@ -120,8 +125,11 @@ class ErrorMetrics:
         self.slo.labels(svc).set(entry.slo)
         self.info.labels(svc, self.cap("team", entry.owner), self.cap("tier", str(entry.tier))).set(1)
 
-    def request(self, service: str, n: int = 1) -> None:
-        self.requests.labels(self.cap("service", service)).inc(n)
+    def request(self, service: str, n: int = 1, failed: int = 0) -> None:
+        svc = self.cap("service", service)
+        self.requests.labels(svc).inc(n)
+        if failed:
+            self.failed_requests.labels(svc).inc(failed)
 
     def error(self, labels: Mapping[str, str], version: str) -> None:
         c = self.cap

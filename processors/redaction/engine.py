@@ -138,6 +138,8 @@ class AnalysisEngine:
         # Each recognizer's cheap necessary condition (None: always run). Most strings fail
         # every gate, so they cost a few C-level searches instead of a Python call per recognizer.
         self._gated = [(r, _gate_of(r)) for r in self._pattern_recognizers]
+        # The same, in registry order with the NER recognizer (no gate), for values with NER output.
+        self._all_gated = [(r, None if isinstance(r, NameRecognizer) else _gate_of(r)) for r in recognizers]
         self._supported = self.analyzer.get_supported_entities("en")
         self._empty = NlpArtifacts(
             entities=[],
@@ -188,9 +190,7 @@ class AnalysisEngine:
             with NER_LOCK:
                 nlp_artifacts = self.nlp_engine.process_text(value, "en")
         if nlp_artifacts is not None:
-            results = self.analyzer.analyze(
-                value, "en", nlp_artifacts=nlp_artifacts, score_threshold=self._floor
-            )
+            results = self._analyze_with_ner(value, nlp_artifacts)
         else:
             # Pattern-only values (the vast majority) skip the analyzer's per-call orchestration
             # (recognizer filtering, entity listing, decision-process bookkeeping): same
@@ -202,6 +202,20 @@ class AnalysisEngine:
                 if gate is None or gate(value, lower, digits):
                     results.extend(recognizer.analyze(value, self._supported, self._empty))
         return resolve_overlaps(value, [r for r in results if self._keep(r)])
+
+    def _analyze_with_ner(self, value: str, nlp_artifacts: NlpArtifacts) -> list[RecognizerResult]:
+        """What ``analyzer.analyze(value, nlp_artifacts=..., score_threshold=floor)`` returns for
+        this registry (its context pass is disabled above), minus its per-call orchestration
+        and with each pattern recognizer's gate: same recognizers in the same order, same
+        score filter, same duplicate removal."""
+        lower = value.lower()
+        digits = digit_count(value)
+        results: list[RecognizerResult] = []
+        for recognizer, gate in self._all_gated:
+            if gate is None or gate(value, lower, digits):
+                results.extend(recognizer.analyze(value, self._supported, nlp_artifacts) or ())
+        floor = self._floor
+        return EntityRecognizer.remove_duplicates([r for r in results if r.score >= floor])
 
     def _keep(self, r: RecognizerResult) -> bool:
         if self._entities and r.entity_type not in self._entities:

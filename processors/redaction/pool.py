@@ -2,14 +2,17 @@
 
 Workers (``forkserver``: no inherited locks or threads) build the engine once in their
 initializer; the main process does cache lookups and sends only cache misses, in chunks.
-Workers start on the first miss set of at least ``pool_min_batch`` values. Small miss sets,
-and everything while workers are still loading the model, run in-process,
-so the first batches neither wait for a model load nor hit the timeout because of it.
+Workers start, on a background thread, on the first miss set of at least ``pool_min_batch``
+values. Small miss sets, and everything while workers are still starting or loading the model,
+run in-process, so no batch waits for a process start or a model load, nor hits the timeout
+because of one. The in-process engine's spaCy model is loaded when the processor is built
+(``Detector.preload``), so the first request is not the slow one either.
 A chunk that fails or times out comes back as ``None`` per value: the caller fails closed.
 """
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import threading
@@ -38,6 +41,20 @@ def _ready() -> int:
 def _analyze_chunk(items: list[Key]) -> list[Findings | None]:
     assert _WORKER_ENGINE is not None
     return _WORKER_ENGINE.analyze_many(items)
+
+
+_FROZEN = False
+
+
+def _freeze_startup_objects() -> None:
+    """The model and the suffix trie are ~150k long-lived objects that every full garbage
+    collection would walk (~70 ms here, a stall on whatever batch triggers it). Freezing moves
+    what is alive now (start-up state) out of the collector's view. Once per process: later
+    calls would also pin whatever cyclic garbage happened to be alive at that moment."""
+    global _FROZEN
+    if not _FROZEN:
+        _FROZEN = True
+        gc.freeze()
 
 
 class AnalysisPool:
@@ -135,7 +152,30 @@ class Detector:
         self._engine: AnalysisEngine | None = None
         self._engine_lock = threading.Lock()
         self._pool_lock = threading.Lock()
+        self._starting = False
+        self._closed = False
         self.pool: AnalysisPool | None = None
+
+    def preload(self) -> None:
+        """Pay the in-process engine's one-time costs now (model load, public suffix trie);
+        the engine object itself is still built on first use."""
+        from errorgate.processors.redaction import offline
+        from errorgate.processors.redaction.engine import load_ner_model
+
+        try:
+            if self.settings.ner and "NameRecognizer" in self.settings.recognizers:
+                load_ner_model(self.settings.nlp_model)
+            offline.OFFLINE_EXTRACTOR("example.com")
+        except Exception:
+            pass  # e.g. the model is missing: building the engine fails per batch, which fails closed
+        _freeze_startup_objects()
+
+    def _start_in_background(self) -> None:
+        with self._pool_lock:
+            if self._starting or self.pool is not None:
+                return
+            self._starting = True
+        threading.Thread(target=self.start_pool, name="redact-pool-start", daemon=True).start()
 
     def start_pool(self) -> AnalysisPool | None:
         """Start the workers (idempotent). Called on the first miss set big enough to be worth
@@ -143,7 +183,7 @@ class Detector:
         if self.workers <= 0:
             return None
         with self._pool_lock:
-            if self.pool is None:
+            if self.pool is None and not self._closed:
                 self.pool = AnalysisPool(self.settings, self.workers)
             return self.pool
 
@@ -166,8 +206,10 @@ class Detector:
                 out[key] = found
         if not misses:
             return out
-        pool = self.start_pool() if len(misses) >= self.pool_min_batch else None
-        if pool is not None and pool.ready():
+        pool = self.pool
+        if len(misses) >= self.pool_min_batch and self.workers > 0 and pool is None:
+            self._start_in_background()
+        if pool is not None and len(misses) >= self.pool_min_batch and pool.ready():
             results = pool.analyze(misses, self.timeout, self.chunk_size)
         else:
             results = self.analyze_local(misses)
@@ -196,5 +238,8 @@ class Detector:
             return engine.analyze_many(misses)
 
     def shutdown(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
+        with self._pool_lock:  # a pool still starting in the background is never left behind
+            self._closed = True
+            pool = self.pool
+        if pool is not None:
+            pool.shutdown()

@@ -167,3 +167,12 @@ class GatewayProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+
+def final_metrics(gateway: Gateway) -> str:
+    """Stop (drain) the gateway, then read its metrics: exporters count an item only after the
+    backend acknowledged it, so counts read while items are in flight can lag the sink."""
+    from prometheus_client import generate_latest
+
+    gateway.stop()
+    return generate_latest(gateway.telemetry.registry).decode()

@@ -9,7 +9,6 @@ from typing import ClassVar
 from presidio_analyzer import EntityRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
 
-
 # ``(value, value.lower(), digit count)`` -> may any pattern of the recognizer match?
 Gate = Callable[[str, str, int], bool]
 

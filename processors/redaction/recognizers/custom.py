@@ -27,7 +27,8 @@ class YamlRecognizer(PatternRecognizer):
     def gate(self) -> Gate:
         """Any pattern (deny-list included) found at all; Presidio's per-pattern bookkeeping
         (timestamps, explanations) costs ten times the search itself."""
-        compiled = [regex.compile(p.regex, flags=self.global_regex_flags) for p in self.patterns]
+        patterns: list[Pattern] = self.patterns  # type: ignore[has-type]
+        compiled = [regex.compile(p.regex, flags=self.global_regex_flags) for p in patterns]
 
         def search(text: str, lower: str, digits: int) -> bool:
             return any(rx.search(text) is not None for rx in compiled)

@@ -29,6 +29,7 @@ class IpAddressRecognizer(RegexRecognizer):
         return lambda text, lower, digits: (
             (text.count(".") >= 3 or text.count(":") >= 2) and search(text) is not None
         )
+
     PATTERNS = [
         ("ipv4", r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d|[-+][A-Za-z0-9])", 0.75),
         (
@@ -68,7 +69,8 @@ class TelemetryMacAddressRecognizer(MacAddressRecognizer):
     def gate(self) -> Gate:
         search = _MAC_GATE.search
         return lambda text, lower, digits: (
-            (text.count(":") >= 5 or text.count("-") >= 5 or text.count(".") >= 2) and search(text) is not None
+            (text.count(":") >= 5 or text.count("-") >= 5 or text.count(".") >= 2)
+            and search(text) is not None
         )
 
     def analyze(

@@ -1,0 +1,224 @@
+"""The speed paths of ``redact`` change nothing a user sees: recognizer gates never skip a value a
+recognizer would have flagged, known-clean values skipped by the walker still fail closed, and a
+repeated request comes out exactly as the first one did."""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from errorgate import attributes as A
+from errorgate.component import ComponentContext
+from errorgate.processors.redact import RedactConfig, RedactProcessor
+from errorgate.processors.redaction.engine import _MODELS, AnalysisEngine, resolve_overlaps
+from errorgate.processors.redaction.recognizers.base import digit_count
+from errorgate.signals import Batch
+from errorgate.telemetry import Telemetry
+from tests.redaction_corpus import build_corpus
+
+EMAIL = "jane.doe@example.com"
+
+# Values built to sit right at the edge of each gate (case, separators, encodings, lengths).
+EDGE_CASES = [
+    "SSN 123456789",
+    "Social Security Number: 123456789",
+    "ssn=078-05-1120",
+    "itin 912-70-1234",
+    "card 4111 1111 1111 1111",
+    "card 4111-1111-1111-1111 exp",
+    "n=4111111111111111",
+    "call +44 20 7946 0958 now",
+    "tel:(202) 555-0143",
+    "phone 2025550143",
+    "to=%2B44%2020%207946%200958",
+    "mac 00:1A:2B:3C:4D:5E",
+    "mac 00-1a-2b-3c-4d-5e",
+    "mac 001a.2b3c.4d5e",
+    "peer 2001:db8::8a2e:370:7334",
+    "peer fe80::1",
+    "client 203.0.113.7",
+    "BEARER abcdefghijklmnop1234",
+    "Authorization: Basic dXNlcjpwYXNzd29yZA==",
+    "PASSWORD: hunter2hunter2",
+    "Api-Key = s3cr3tValue",
+    "Cookie: SESSIONID=abcdef123456",
+    "Cookie: connect.sid=s%3Aabcdef123456",
+    "aws AKIAIOSFODNN7EXAMPLE",
+    "token=ghp_" + "a1B2" * 9,
+    "xoxb-1234567890-abcdefghij",
+    "sk_live_" + "a1B2c3D4" * 3,
+    "AIza" + "SyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q",
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA",
+    "postgres://admin:hunter2@db.internal:5432/app",
+    "jane.doe%40example.com",
+    "mailto:JANE@EXAMPLE.COM",
+    "iban GB82WEST12345698765432",
+    "iban gb82west12345698765432",
+    "k=" + "Zx9" * 12 + "==",
+    "cvv=123",
+    "CVC2: 9876",
+    "mrn A1234567",
+    "dob 1980-01-31",
+    "",
+    "x",
+]
+
+
+def _engine(packs: list[str]) -> AnalysisEngine:
+    config = RedactConfig(packs=packs, workers=0, ner=False)
+    return AnalysisEngine(config.engine_settings(config.effective_policy()))
+
+
+def _values() -> list[str]:
+    return [s.text for s in build_corpus(300, seed=7)] + EDGE_CASES
+
+
+@pytest.mark.parametrize("packs", [["secrets", "pci", "gdpr"], ["secrets", "pci", "gdpr", "hipaa"]])
+def test_gates_never_skip_a_value_a_recognizer_flags(packs: list[str]) -> None:
+    engine = _engine(packs)
+    gated = [(r, g) for r, g in engine._gated if g is not None]
+    assert len(gated) == len(engine._pattern_recognizers)  # every recognizer has a cheap gate
+    flagged_by: dict[str, int] = {}
+    for value in _values():
+        lower, digits = value.lower(), digit_count(value)
+        for recognizer, gate in gated:
+            found = recognizer.analyze(value, engine._supported, engine._empty)
+            if found:
+                flagged_by[recognizer.name] = flagged_by.get(recognizer.name, 0) + 1
+                assert gate(value, lower, digits), (recognizer.name, value)
+    # The values exercise the gates: most recognizers flag something, so a gate that is too
+    # strict shows up above rather than passing vacuously.
+    assert len(flagged_by) >= len(gated) - 2, sorted(set(r.name for r, _ in gated) - set(flagged_by))
+
+
+def test_gated_engine_finds_exactly_what_every_recognizer_finds() -> None:
+    engine = _engine(["secrets", "pci", "gdpr", "hipaa"])
+    for value in _values():
+        results = []
+        for recognizer in engine._pattern_recognizers:
+            results.extend(recognizer.analyze(value, engine._supported, engine._empty))
+        expected = resolve_overlaps(value, [r for r in results if engine._keep(r)])
+        assert engine.analyze_one(value, False) == expected, value
+
+
+def make(tmp_path: Path, **settings: object) -> RedactProcessor:
+    ctx = ComponentContext("redact", tmp_path, Telemetry(), logging.getLogger("test.redact"), {})
+    return RedactProcessor(RedactConfig.model_validate({"workers": 0, **settings}), ctx)
+
+
+def request(rng: random.Random) -> ExportTraceServiceRequest:
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    A.set_value(rs.resource.attributes, "service.name", "checkout")
+    A.set_value(rs.resource.attributes, "deployment.owner", EMAIL)
+    ss = rs.scope_spans.add()
+    for i in range(20):
+        span = ss.spans.add()
+        span.name = "GET /api/orders/{id}"
+        span.kind = Span.SPAN_KIND_SERVER if i % 2 else Span.SPAN_KIND_CLIENT
+        A.set_value(span.attributes, "http.route", "/api/orders/{id}")
+        A.set_value(span.attributes, "url.path", f"/api/orders/{rng.randint(1000, 1010)}")
+        A.set_value(span.attributes, "client.address", f"203.0.113.{rng.randint(1, 3)}")
+        A.set_value(span.attributes, "note", "nothing here")
+        A.set_value(span.attributes, "customer", f"user{i % 3}@example.com")
+        A.set_value(span.attributes, "retries", 3)
+        A.set_value(span.attributes, "card", 4111111111111111)
+        if i % 4 == 0:
+            span.status.message = "timeout talking to orders-db"
+            ev = span.events.add()
+            ev.name = "exception"
+            A.set_value(ev.attributes, "exception.message", f"lookup failed for {EMAIL}")
+    return req
+
+
+def test_a_repeated_request_comes_out_exactly_like_the_first(tmp_path: Path) -> None:
+    proc = make(tmp_path)
+    first, second = request(random.Random(1)), request(random.Random(1))
+    proc.process(Batch.of(first))
+    misses = proc.detector.cache.misses
+    proc.process(Batch.of(second))
+    assert proc.detector.cache.misses == misses  # nothing new was analysed...
+    assert second.SerializeToString() == first.SerializeToString()  # ...and nothing differs
+    spans = first.resource_spans[0].scope_spans[0].spans
+    assert A.get(spans[1].attributes, "client.address") == "<IP_ADDRESS>"  # SERVER span: end user
+    assert A.get(spans[0].attributes, "client.address") == "<IP_ADDRESS>"
+    assert A.get(spans[0].attributes, "note") == "nothing here"
+    assert A.get(spans[0].attributes, "card") != "4111111111111111"
+    assert A.get(spans[0].events[0].attributes, "exception.message") == "lookup failed for <EMAIL_ADDRESS>"
+    assert A.get(first.resource_spans[0].resource.attributes, "deployment.owner") == "<EMAIL_ADDRESS>"
+    # resource-level redactions count on every span of the resource
+    assert all((A.get(s.attributes, "errorgate.redaction.count") or 0) >= 1 for s in spans)
+
+
+def test_known_clean_values_are_still_masked_when_their_item_fails(tmp_path: Path) -> None:
+    proc = make(tmp_path)
+    warm = ExportTraceServiceRequest()
+    span = warm.resource_spans.add().scope_spans.add().spans.add()
+    span.name = "checkout"
+    A.set_value(span.attributes, "plain", "nothing here")
+    proc.process(Batch.of(warm))
+    assert proc.detector.clean_check() is not None and proc.detector.clean_check()(("nothing here", False))
+
+    class Exploding(AnalysisEngine):
+        def analyze_one(self, value: str, free_text: bool, nlp_artifacts: object = None) -> tuple:  # type: ignore[override]
+            if "EXPLODE" in value:
+                raise RuntimeError("recognizer crashed")
+            return super().analyze_one(value, free_text, nlp_artifacts)  # type: ignore[arg-type]
+
+    proc.detector._engine = Exploding(proc.detector.settings)
+    req = ExportTraceServiceRequest()
+    bad = req.resource_spans.add().scope_spans.add().spans.add()
+    bad.name = "checkout"  # known clean too
+    A.set_value(bad.attributes, "plain", "nothing here")
+    A.set_value(bad.attributes, "q", f"EXPLODE {EMAIL}")
+    A.set_value(bad.attributes, "http.route", "/cart")
+    proc.process(Batch.of(req))
+    assert A.to_dict(bad.attributes) == {
+        "plain": "<REDACTION_FAILED>",
+        "q": "<REDACTION_FAILED>",
+        "http.route": "/cart",
+        "errorgate.redaction.failed": True,
+    }
+    assert bad.name == "<REDACTION_FAILED>"
+
+
+def test_the_model_is_loaded_when_the_processor_is_built(tmp_path: Path) -> None:
+    proc = make(tmp_path)
+    assert proc.config.nlp_model in _MODELS
+    assert proc.detector._engine is None  # the engine itself stays lazy (cheap to build)
+
+
+def test_no_cache_means_no_clean_skipping(tmp_path: Path) -> None:
+    proc = make(tmp_path, cache_size=0)
+    assert proc.detector.clean_check() is None
+    for _ in range(2):
+        req = request(random.Random(3))
+        proc.process(Batch.of(req))
+        span = req.resource_spans[0].scope_spans[0].spans[0]
+        assert A.get(span.attributes, "customer") == "<EMAIL_ADDRESS>"
+
+
+def test_ner_values_get_exactly_what_presidios_analyzer_returns() -> None:
+    config = RedactConfig(workers=0)
+    engine = AnalysisEngine(config.engine_settings(config.effective_policy()))
+    free = [s.text for s in build_corpus(400, seed=11) if s.free_text] + [
+        "Refund for Jane Doe at jane@example.com, +1 202-555-0143",
+        "Maria Garcia from Madrid called about card 4111 1111 1111 1111",
+        "ticket opened by John Smith; token=ghp_" + "a1B2" * 9,
+    ]
+    names = 0
+    for value in free:
+        artifacts = engine.nlp_engine.process_text(value, "en")
+        expected = engine.analyzer.analyze(
+            value, "en", nlp_artifacts=artifacts, score_threshold=engine._floor
+        )
+        got = engine._analyze_with_ner(value, artifacts)
+        key = lambda r: (r.entity_type, r.start, r.end, r.score)  # noqa: E731
+        assert sorted(map(key, got)) == sorted(map(key, expected)), value
+        names += any(r.entity_type in ("PERSON", "LOCATION") for r in got)
+    assert names >= 3  # NER really ran and found names

@@ -10,11 +10,11 @@ import hashlib
 import os
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from importlib import resources
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from errorgate.governance.yamlfile import load_model
 
 POLICY_ENV = "ERRORGATE_ACCESS_POLICY"
 
@@ -76,27 +76,7 @@ def load_access_policy(path: str | Path | None = None) -> AccessPolicy:
     """``path``, else ``$ERRORGATE_ACCESS_POLICY``, else the bundled ``governance/access.yaml``."""
     if path is None:
         path = os.environ.get(POLICY_ENV) or None
-    if path is None:
-        data = resources.files("errorgate.governance").joinpath("access.yaml").read_bytes()
-        source = "governance/access.yaml"
-    else:
-        try:
-            data = Path(path).read_bytes()
-        except OSError as e:
-            raise AccessPolicyError(f"cannot read access policy {path}: {e.strerror}") from None
-        source = str(path)
-    try:
-        raw = yaml.safe_load(data) or {}
-    except yaml.YAMLError as e:
-        raise AccessPolicyError(f"{source}: not valid YAML: {getattr(e, 'problem', e)}") from None
-    try:
-        model = AccessPolicyModel.model_validate(raw)
-    except ValidationError as e:
-        problems = "; ".join(
-            ".".join(str(p) for p in err["loc"])
-            + ": "
-            + ("unknown key" if err["type"] == "extra_forbidden" else err["msg"])
-            for err in e.errors()
-        )
-        raise AccessPolicyError(f"{source}: {problems}") from None
+    model, source, data = load_model(
+        path, "access.yaml", AccessPolicyModel, AccessPolicyError, "access policy"
+    )
     return AccessPolicy(model=model, source=source, sha256=hashlib.sha256(data).hexdigest())

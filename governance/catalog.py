@@ -6,12 +6,12 @@ alert routing all read it, so its schema is validated strictly and errors name t
 from __future__ import annotations
 
 from functools import cached_property
-from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from errorgate.governance.yamlfile import load_model
 
 ComplianceScope = Literal["pci", "sox", "hipaa", "gdpr"]
 
@@ -88,27 +88,7 @@ class ServiceCatalog(BaseModel):
 
 def load_catalog(path: str | Path | None = None) -> ServiceCatalog:
     """Load ``path`` or the bundled ``governance/services.yaml``."""
-    if path is None:
-        text = resources.files("errorgate.governance").joinpath("services.yaml").read_text(encoding="utf-8")
-        source = "governance/services.yaml"
-    else:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as e:
-            raise CatalogError(f"cannot read service catalog {path}: {e.strerror}") from None
-        source = str(path)
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise CatalogError(f"{source}: not valid YAML: {e}") from None
-    try:
-        catalog = ServiceCatalog.model_validate(raw)
-    except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {'unknown key' if err['type'] == 'extra_forbidden' else err['msg']}"
-            for err in e.errors()
-        )
-        raise CatalogError(f"{source}: {problems}") from None
+    catalog, source, _ = load_model(path, "services.yaml", ServiceCatalog, CatalogError, "service catalog")
     for name, entry in catalog.services.items():
         team = catalog.teams.get(entry.owner)
         if catalog.teams and team is None:

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from errorgate.config import ConfigError
 from errorgate.governance.catalog import ComplianceScope
+from errorgate.governance.yamlfile import load_model
 
 LOG_SEVERITIES = {"TRACE": 1, "DEBUG": 5, "INFO": 9, "WARN": 13, "ERROR": 17, "FATAL": 21}
 SeverityName = Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
@@ -120,31 +119,5 @@ class RetentionPolicy(_Strict):
 
 def load_policy(path: str | Path | None = None) -> RetentionPolicy:
     """Load and strictly validate a retention policy (``path`` or the bundled one)."""
-    if path is None:
-        text = resources.files("errorgate.governance").joinpath("retention.yaml").read_text(encoding="utf-8")
-        source = "governance/retention.yaml"
-    else:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as e:
-            raise ConfigError(f"retention policy {path}: cannot read: {e.strerror}") from None
-        source = str(path)
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: not valid YAML: {getattr(e, 'problem', e)}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping with classes, rules, legal_holds")
-    try:
-        return RetentionPolicy.model_validate(raw)
-    except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            path_ = ".".join(str(p) for p in err["loc"])
-            msg = (
-                "unknown key"
-                if err["type"] == "extra_forbidden"
-                else err["msg"].removeprefix("Value error, ")
-            )
-            problems.append(f"{path_}: {msg}" if path_ else msg)
-        raise ConfigError(f"{source}: {'; '.join(problems)}") from None
+    policy, _, _ = load_model(path, "retention.yaml", RetentionPolicy, ConfigError, "retention policy")
+    return policy

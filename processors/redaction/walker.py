@@ -7,7 +7,9 @@ here so allowed subtrees are never visited and blocked values are never scanned.
 Locations: resource/scope attributes; span name, attributes, status message, event names
 and attributes, link attributes; log body (string or structured) and attributes; metric
 data-point and exemplar attributes. Maps and arrays are followed to their leaves; integer
-leaves long enough to be a card number are scanned as text.
+leaves long enough to be a card number are scanned as text. Attribute and map *keys* that
+could hold PII (an ``@``, a long digit run, an unusually long key) are scanned too: services
+do build keys like ``feature_flag.<email>`` or maps keyed by card number.
 """
 
 from __future__ import annotations
@@ -25,6 +27,24 @@ DROP_MARK = "\x00errorgate:drop\x00"
 MIN_INT_DIGITS = 13  # shortest card number
 
 _MIN_INT = 10 ** (MIN_INT_DIGITS - 1)
+_KEY_DIGIT_RUN = 7  # shortest digit run that can be a phone number
+
+
+def key_may_hold_pii(key: str) -> bool:
+    """Cheap gate: ordinary attribute keys (``http.route``) never reach the recognizers."""
+    if "@" in key or "%40" in key or len(key) > 64:
+        return True
+    run = 0
+    for ch in key:
+        if ch.isdigit():
+            run += 1
+            if run >= _KEY_DIGIT_RUN:
+                return True
+        elif ch not in " -.":
+            run = 0
+    return False
+
+
 _NESTED = ("kvlist_value", "array_value")
 
 Clean = Callable[[tuple[str, bool]], bool]
@@ -72,6 +92,7 @@ class Walker:
         self.decide = decide
         self.free_text_keys = free_text_keys
         self._keys: dict[str, tuple[str, bool]] = {}  # attribute key -> (decision, free text)
+        self._suspect: dict[str, bool] = {}  # attribute key -> may hold PII itself
 
     def owners(self, batch: Batch, clean: Clean | None = None) -> list[Owner]:
         """Owners in a stable order: shared containers before the items that reference them.
@@ -175,6 +196,17 @@ class Walker:
                 self._keys[key] = found
         return found
 
+    def _key_slot(self, kv: KeyValue, clean: Clean | None) -> Slot | None:
+        key = kv.key
+        suspect = self._suspect.get(key)
+        if suspect is None:
+            suspect = key_may_hold_pii(key)
+            if len(self._suspect) < 100_000:
+                self._suspect[key] = suspect
+        if not suspect or (clean is not None and clean((key, False))):
+            return None
+        return Slot(f"{key}#key", None, kv, "key")
+
     def _attrs(self, attrs: MutableSequence[KeyValue], out: list[Slot], clean: Clean | None) -> list[Slot]:
         # The common case (a string attribute) inline; everything else through ``_value``.
         known = self._keys
@@ -183,6 +215,9 @@ class Walker:
             decision, is_free = known.get(key) or self._key(key)
             if decision == "allow":
                 continue
+            key_slot = self._key_slot(kv, clean)
+            if key_slot is not None:
+                out.append(key_slot)
             value = kv.value
             if decision == "scan":
                 kind = value.WhichOneof("value")
@@ -219,6 +254,9 @@ class Walker:
                 yield Slot(key, value, droppable=droppable)
         elif kind == "kvlist_value":
             for kv in value.kvlist_value.values:
+                key_slot = self._key_slot(kv, clean)
+                if key_slot is not None:
+                    yield key_slot
                 sub = f"{kv.key}" if key == "log.body" else f"{key}.{kv.key}"
                 yield from self._value(sub, kv.value, clean, free_text=None, droppable=True)
         elif kind == "array_value":

@@ -200,10 +200,13 @@ def build_templates(seed: int = 7) -> list[Template]:
 
 
 def patched(template: Template, counter: int) -> bytes:
-    """The template with its trace ids' second half replaced: unique bytes per request."""
+    """The template with its trace ids' second half replaced: unique bytes per request. Spans
+    that shared a trace id in the template still share one (5-span traces stay 5-span traces)."""
     if not template.patch_offsets:
         return template.payload
     buf = bytearray(template.payload)
-    for n, off in enumerate(template.patch_offsets):
+    ids: dict[bytes, int] = {}
+    for off in template.patch_offsets:
+        n = ids.setdefault(template.payload[off : off + 8], len(ids))
         buf[off : off + 8] = struct.pack(">Q", (counter << 12) | n)
     return bytes(buf)

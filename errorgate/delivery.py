@@ -47,7 +47,7 @@ ITEMS_NOTE = "_errorgate_items"
 # MERGE_MAX_RECORDS consecutive ones of one signal (at most MERGE_MAX_BYTES together, well under
 # the Collector's default 4 MiB receive limit) as one request: a gRPC call costs about as much
 # CPU as everything else errorgate does with a batch, so a backlog drains several times faster.
-MERGE_MIN_BACKLOG = 2
+MERGE_MIN_BACKLOG = 8
 MERGE_MAX_RECORDS = 16
 MERGE_MAX_BYTES = 1048576
 DEFAULT_TIMEOUT = 5.0

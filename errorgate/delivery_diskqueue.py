@@ -13,15 +13,6 @@ last record (the ``put`` that never returned) is cut off, nothing else is lost.
 
 Several consumers may take records at once; acknowledgements can arrive out of order,
 so the cursor only advances over the contiguous acknowledged prefix.
-
-Locking (for throughput: receiver threads put while consumers get and ack): the write side
-(segment append, write offsets) has its own lock, so a ``put`` never waits for a ``get`` or an
-``ack``; the read side (read position, in-flight records, commit) uses the base class condition;
-the cursor write happens after the read-side lock is released, under a third lock, and an ``ack``
-that finds its position already written by a concurrent one skips the write. Counters shared by
-both sides are kept as monotonic pairs (added on one side, removed on the other) so each is only
-written under one lock; a reading may be a moment stale, which errs towards "fuller".
-Lock order: cursor lock, then the condition, then the write lock, then the recent-records lock.
 """
 
 from __future__ import annotations
@@ -30,7 +21,6 @@ import fcntl
 import logging
 import os
 import struct
-import threading
 import time
 import zlib
 from collections import deque
@@ -91,16 +81,7 @@ class PersistentQueue(ExportQueue):
         self._pending: dict[int, _Pending] = {}  # dispatched, not yet committed, by seq
         self._next_seq = 1  # assigned at dispatch
         self._commit_seq = 1
-        self._wlock = threading.Lock()
-        self._cursor_lock = threading.Lock()
-        self._recent_lock = threading.Lock()
-        # Written under the write lock only:
-        self._put_items = self._put_bytes = self._put_count = 0
-        # Written under the condition only:
-        self._done_items = self._done_bytes = self._done_count = self._got_count = 0
-        self._sleepers = 0  # consumers waiting in ``get``: ``put`` only takes the condition to wake one
-        self._commit_pos: tuple[int, int] | None = None  # acknowledged prefix, not yet in the cursor
-        self._cursor_pos: tuple[int, int] | None = None
+        self._unread = 0
         self._read_fds: dict[int, int] = {}
         # Records written by this process and not yet read, kept so that ``get`` usually needs no
         # disk read and no decode: (segment, offset, frame size, signal code, items, plain bytes).
@@ -156,9 +137,10 @@ class PersistentQueue(ExportQueue):
             self._lengths[n] = valid_end
             if not self._has_cursor:
                 self._read_seg, self._read_off, self._has_cursor = n, start, True
-            self._put_items += items
-            self._put_bytes += size
-            self._put_count += count
+            self._items += items
+            self._bytes += size
+            self._unread += count
+        self._outstanding = self._unread
         if self._has_cursor:
             self._write_cursor(self._read_seg, self._read_off)
 
@@ -214,26 +196,20 @@ class PersistentQueue(ExportQueue):
         payload = self._codec.encode(plain)
         code = _SIGNAL_CODE[signal]
         frame = _HEADER.pack(len(payload), _crc(code, items, payload), code, items) + payload
-        size = len(frame)
-        with self._wlock:
-            self._check_room(size)
+        with self._cond:
+            self._check_room(len(frame))
             if self._lengths[self._write_seg] >= self._segment_bytes:
                 self._rotate()
             _write_all(self._wfd, frame)
             if self._fsync:
                 os.fsync(self._wfd)
-            offset = self._lengths[self._write_seg]
-            self._remember(self._write_seg, offset, size, code, items, plain)
-            self._lengths[self._write_seg] = offset + size
-            self._put_items += items
-            self._put_bytes += size
-            # Last: ``get`` takes the record once the count shows it, so its length must be set by then.
-            self._put_count += 1
-        # ``get`` counts itself a sleeper before its last look at ``_put_count`` and holds the
-        # condition until it waits, so a sleeper that missed this record is woken here.
-        if self._sleepers:
-            with self._cond:
-                self._cond.notify()
+            self._remember(self._write_seg, self._lengths[self._write_seg], len(frame), code, items, plain)
+            self._lengths[self._write_seg] += len(frame)
+            self._items += items
+            self._bytes += len(frame)
+            self._unread += 1
+            self._outstanding += 1
+            self._cond.notify()
 
     def _rotate(self) -> None:
         os.close(self._wfd)
@@ -241,36 +217,19 @@ class PersistentQueue(ExportQueue):
         self._lengths[self._write_seg] = 0
         self._wfd = os.open(self._seg_path(self._write_seg), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
-    @property
-    def items(self) -> int:
-        return self._put_items - self._done_items
-
-    @property
-    def nbytes(self) -> int:
-        return self._put_bytes - self._done_bytes
-
-    def __len__(self) -> int:
-        return self._put_count - self._done_count
-
     def waiting(self) -> int:
-        return self._put_count - self._got_count
+        return self._unread
 
     def get(self, timeout: float) -> QueueRecord | None:
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._put_count == self._got_count:
+            while not self._unread:
                 left = deadline - time.monotonic()
                 if self._closed or left <= 0:
                     return None
-                self._sleepers += 1
-                try:
-                    if self._put_count == self._got_count:
-                        self._cond.wait(left)
-                finally:
-                    self._sleepers -= 1
+                self._cond.wait(left)
             while self._read_off >= self._lengths[self._read_seg]:
-                with self._wlock:  # ``put`` may add a segment meanwhile
-                    self._read_seg = min(n for n in self._lengths if n > self._read_seg)
+                self._read_seg = min(n for n in self._lengths if n > self._read_seg)
                 self._read_off = 0
             cached = self._recalled(self._read_seg, self._read_off)
             if cached is not None:
@@ -282,7 +241,7 @@ class PersistentQueue(ExportQueue):
                 payload = os.pread(fd, length, self._read_off + HEADER_SIZE)
                 size = HEADER_SIZE + length
             self._read_off += size
-            self._got_count += 1
+            self._unread -= 1
             seq = self._next_seq
             self._next_seq += 1
             self._pending[seq] = _Pending(self._read_seg, self._read_off, items, size)
@@ -296,24 +255,22 @@ class PersistentQueue(ExportQueue):
         return QueueRecord(seq, _SIGNALS[code], items, size, data=data, corrupt=corrupt)
 
     def _remember(self, segment: int, offset: int, size: int, code: int, items: int, plain: bytes) -> None:
-        """Keep what was just written for ``get``, within a memory bound (called under the write lock)."""
-        with self._recent_lock:
-            self._recent.append((segment, offset, size, code, items, plain))
-            self._recent_bytes += len(plain)
-            while self._recent_bytes > self._recent_max:
-                self._recent_bytes -= len(self._recent.popleft()[5])
+        """Keep what was just written for ``get``, within a memory bound (called under the lock)."""
+        self._recent.append((segment, offset, size, code, items, plain))
+        self._recent_bytes += len(plain)
+        while self._recent_bytes > self._recent_max:
+            self._recent_bytes -= len(self._recent.popleft()[5])
 
     def _recalled(self, segment: int, offset: int) -> tuple[int, int, int, bytes] | None:
-        """The record at (segment, offset) if still remembered (called under the condition, in read order)."""
-        with self._recent_lock:
-            recent = self._recent
-            while recent and (recent[0][0], recent[0][1]) < (segment, offset):
-                self._recent_bytes -= len(recent.popleft()[5])
-            if not recent or recent[0][0] != segment or recent[0][1] != offset:
-                return None
-            _seg, _off, size, code, items, plain = recent.popleft()
-            self._recent_bytes -= len(plain)
-            return size, code, items, plain
+        """The record at (segment, offset) if still remembered (called under the lock, in read order)."""
+        recent = self._recent
+        while recent and (recent[0][0], recent[0][1]) < (segment, offset):
+            self._recent_bytes -= len(recent.popleft()[5])
+        if not recent or recent[0][0] != segment or recent[0][1] != offset:
+            return None
+        _seg, _off, size, code, items, plain = recent.popleft()
+        self._recent_bytes -= len(plain)
+        return size, code, items, plain
 
     def _read_fd(self, n: int) -> int:
         fd = self._read_fds.get(n)
@@ -329,43 +286,25 @@ class PersistentQueue(ExportQueue):
             if pending is None or pending.acked:
                 return
             pending.acked = True
-            self._done_items += pending.items
-            self._done_bytes += pending.size
-            self._done_count += 1
+            self._items -= pending.items
+            self._bytes -= pending.size
+            self._outstanding -= 1
             committed: _Pending | None = None
             while (head := self._pending.get(self._commit_seq)) is not None and head.acked:
                 committed = self._pending.pop(self._commit_seq)
                 self._commit_seq += 1
             if committed is not None:
-                self._commit_pos = (committed.segment, committed.end)
-            self._acked()
-        if committed is not None:
-            self._flush_cursor()
-
-    def _flush_cursor(self) -> None:
-        """Write the acknowledged prefix to the cursor (outside the condition, so ``get`` and
-        other acks go on meanwhile), then delete the segments wholly before it."""
-        with self._cursor_lock:
-            pos = self._commit_pos
-            if pos is None or pos == self._cursor_pos or self._closed:
-                return  # a concurrent ack already wrote this (or a later) position
-            self._write_cursor(*pos)
-            advanced_segment = self._cursor_pos is None or pos[0] != self._cursor_pos[0]
-            self._cursor_pos = pos
-            if not advanced_segment:
-                return
-            with self._cond, self._wlock:
-                done = [k for k in self._lengths if k < pos[0]]
-                for n in done:
+                self._write_cursor(committed.segment, committed.end)
+                for n in [k for k in self._lengths if k < committed.segment]:
                     del self._lengths[n]
                     fd = self._read_fds.pop(n, None)
                     if fd is not None:
                         os.close(fd)
-            for n in done:
-                self._seg_path(n).unlink(missing_ok=True)
+                    self._seg_path(n).unlink(missing_ok=True)
+            self._acked()
 
     def close(self) -> None:
-        with self._cursor_lock, self._cond, self._wlock:
+        with self._cond:
             if self._closed:
                 return
             super().close()

@@ -96,7 +96,7 @@ class ExportQueue(ABC):
         """Whether a request of ``nbytes`` serialized bytes would fit now."""
         # No lock: every receiver thread asks this per request, and a reading that is one
         # put or ack stale is harmless (``put`` checks again under the lock).
-        return not self._closed and self.nbytes + nbytes + HEADER_SIZE <= self.max_bytes
+        return not self._closed and self._bytes + nbytes + HEADER_SIZE <= self.max_bytes
 
     @property
     def items(self) -> int:
@@ -113,7 +113,7 @@ class ExportQueue(ABC):
         """Block until every record was acknowledged (True) or ``timeout`` passed (False)."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while len(self):
+            while self._outstanding:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -128,7 +128,7 @@ class ExportQueue(ABC):
 
     def _acked(self) -> None:
         """Called under the lock after an acknowledgement."""
-        if not len(self):
+        if not self._outstanding:
             self._drained.notify_all()
 
     # -------------------------------------------------------------- helpers
@@ -136,7 +136,7 @@ class ExportQueue(ABC):
     def _check_room(self, size: int) -> None:
         if self._closed:
             raise QueueClosed("exporter queue is shutting down", retry_after=5.0)
-        if self.nbytes + size > self.max_bytes:
+        if self._bytes + size > self.max_bytes:
             if size > self.max_bytes:
                 raise QueueFull(
                     f"request of {size} bytes is larger than the whole sending queue "

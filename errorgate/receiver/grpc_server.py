@@ -22,7 +22,7 @@ from errorgate.config import ConfigError, TLSServerConfig
 from errorgate.errors import Backpressure, InvalidRequest, ProcessingFailed
 from errorgate.intake import Intake
 from errorgate.receiver import AuthConfig, GrpcProtocolConfig
-from errorgate.receiver.auth import BearerAuth
+from errorgate.receiver.base import ReceiverBase
 from errorgate.receiver.common import (
     BACKPRESSURE,
     INTERNAL,
@@ -34,7 +34,6 @@ from errorgate.receiver.common import (
     decode,
     export_response,
     format_endpoint,
-    parse_endpoint,
     size_limit_message,
 )
 from errorgate.signals import Signal
@@ -49,7 +48,7 @@ _HEALTH_POLL_INTERVAL = 1.0
 _GRPC_MAX_MESSAGE = 2**31 - 1
 
 
-class OtlpGrpcReceiver:
+class OtlpGrpcReceiver(ReceiverBase):
     protocol = "grpc"
 
     def __init__(
@@ -61,14 +60,8 @@ class OtlpGrpcReceiver:
         logger: logging.Logger,
         telemetry: Telemetry,
     ) -> None:
-        self.receiver_id = receiver_id
+        super().__init__(receiver_id, config.endpoint, auth, intake, logger, telemetry)
         self._config = config
-        self._intake = intake
-        self._logger = logger
-        self._telemetry = telemetry
-        self._key_path = f"receivers.{receiver_id}.protocols.grpc"
-        self._host, self._port = parse_endpoint(config.endpoint, f"{self._key_path}.endpoint")
-        self._auth = BearerAuth(auth, logger, f"receivers.{receiver_id}.auth") if auth else None
         self._limit = int(config.max_recv_msg_size_mib * MIB)
         self._server: grpc.Server | None = None
         self._health = _ReadinessHealth(intake, logger)

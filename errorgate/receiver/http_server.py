@@ -25,7 +25,7 @@ from errorgate.errors import Backpressure, InvalidRequest, ProcessingFailed
 from errorgate.intake import Intake
 from errorgate.otlp_json import from_json, message_to_json
 from errorgate.receiver import AuthConfig, HttpProtocolConfig
-from errorgate.receiver.auth import BearerAuth
+from errorgate.receiver.base import ReceiverBase
 from errorgate.receiver.common import (
     BACKPRESSURE,
     INTERNAL,
@@ -38,7 +38,6 @@ from errorgate.receiver.common import (
     decode,
     export_response,
     format_endpoint,
-    parse_endpoint,
     server_ssl_context,
 )
 from errorgate.receiver.http_body import BodyError, decompress, read_body
@@ -86,7 +85,7 @@ class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
-class OtlpHttpReceiver:
+class OtlpHttpReceiver(ReceiverBase):
     protocol = "http"
 
     def __init__(
@@ -98,14 +97,8 @@ class OtlpHttpReceiver:
         logger: logging.Logger,
         telemetry: Telemetry,
     ) -> None:
-        self.receiver_id = receiver_id
+        super().__init__(receiver_id, config.endpoint, auth, intake, logger, telemetry)
         self._config = config
-        self._intake = intake
-        self._logger = logger
-        self._telemetry = telemetry
-        self._key_path = f"receivers.{receiver_id}.protocols.http"
-        self._host, self._port = parse_endpoint(config.endpoint, f"{self._key_path}.endpoint")
-        self._auth = BearerAuth(auth, logger, f"receivers.{receiver_id}.auth") if auth else None
         self.limit_mib = config.max_request_body_size_mib
         self.paths = {
             config.traces_url_path: Signal.TRACES,

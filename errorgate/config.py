@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from errorgate.component import EXPORTERS, PROCESSORS, ComponentConfig, Registry, load_builtin_components
 
@@ -85,11 +93,31 @@ class RetryConfig(ComponentConfig):
     max_elapsed_time: Duration = 0.0  # 0 = retry forever (the item stays queued)
 
 
+class QueueBatchConfig(ComponentConfig):
+    """How queued batches are combined into export requests (the Collector's
+    ``sending_queue.batch``). Each export request costs the gateway and the backend a call, so a
+    consumer waits up to ``flush_timeout`` for ``min_size`` items before sending. The ack to the
+    client never waits for this: data is in the queue before the ack."""
+
+    enabled: bool = True
+    flush_timeout: Duration = 0.1
+    min_size: int = Field(default=4096, ge=1)  # items: send as soon as this many are gathered
+    max_size: int = Field(default=16384, ge=1)  # items per export request
+    max_size_mib: float = Field(default=1.0, gt=0, le=64)  # serialized bytes per export request
+
+    @model_validator(mode="after")
+    def _sizes(self) -> QueueBatchConfig:
+        if self.min_size > self.max_size:
+            raise ValueError(f"min_size ({self.min_size}) must not exceed max_size ({self.max_size})")
+        return self
+
+
 class QueueConfig(ComponentConfig):
     enabled: bool = True
     storage: str | None = None  # directory -> persistent queue; None -> in memory
     max_size_mib: float = Field(default=512, gt=0)
     num_consumers: int = Field(default=2, ge=1, le=64)
+    batch: QueueBatchConfig = Field(default_factory=QueueBatchConfig)
 
 
 class CircuitBreakerConfig(ComponentConfig):

@@ -43,10 +43,9 @@ SERIALIZED_NOTE = "_errorgate_serialized"
 # Batch.notes key for the request's item count, set by whoever set SERIALIZED_NOTE when it knew
 # the count (saves walking the request again); like SERIALIZED_NOTE, void once the request changes.
 ITEMS_NOTE = "_errorgate_items"
-# When at least MERGE_MIN_BACKLOG records wait in the queue, a consumer sends up to
-# MERGE_MAX_RECORDS consecutive ones of one signal (at most MERGE_MAX_BYTES together, well under
-# the Collector's default 4 MiB receive limit) as one request: a gRPC call costs about as much
-# CPU as everything else errorgate does with a batch, so a backlog drains several times faster.
+# Without ``sending_queue.batch``, a backlog of at least MERGE_MIN_BACKLOG records is still
+# merged, up to MERGE_MAX_RECORDS records of one signal (at most MERGE_MAX_BYTES together): a
+# gRPC call costs about as much CPU as everything else errorgate does with a batch.
 MERGE_MIN_BACKLOG = 8
 MERGE_MAX_RECORDS = 16
 MERGE_MAX_BYTES = 1048576
@@ -122,7 +121,8 @@ class QueuedExporter:
             return
         data = batch.notes.get(SERIALIZED_NOTE)
         if not isinstance(data, bytes):
-            data = batch.request.SerializeToString() if self.persistent else None
+            # An exporter that sends bytes needs them anyway; with them the batch can be merged.
+            data = batch.request.SerializeToString() if self.persistent or self._sends_bytes else None
             if data is not None:
                 # Fan-out: the next persistent exporter of this batch reuses the bytes.
                 batch.notes[SERIALIZED_NOTE] = data
@@ -156,21 +156,19 @@ class QueuedExporter:
     # -------------------------------------------------------------- consumers
 
     def _consume(self) -> None:
-        carry: QueueRecord | None = None  # taken while gathering but not mergeable: next in line
         while not self._stop.is_set():
-            record = carry if carry is not None else self.queue.get(timeout=0.2)
-            carry = None
+            record = self.queue.get(timeout=0.2)
             if record is None:
                 continue
-            group, carry = self._gather(record)
-            if len(group) > 1 and self._deliver_merged(group):
+            for group in self._gather(record):
+                if len(group) > 1 and self._deliver_merged(group):
+                    for r in group:
+                        self.queue.ack(r.seq)
+                    continue
                 for r in group:
-                    self.queue.ack(r.seq)
-                continue
-            for r in group:
-                if self._stop.is_set():
-                    break  # unacknowledged: a persistent queue hands them out again at the next start
-                self._deliver_one(r)
+                    if self._stop.is_set():
+                        break  # unacknowledged: a persistent queue hands them out again at the next start
+                    self._deliver_one(r)
 
     def _deliver_one(self, record: QueueRecord) -> None:
         try:
@@ -186,34 +184,64 @@ class QueuedExporter:
             # Only reachable after an internal error: retry the same record rather than skip it.
             self._requeue_inline(record)
 
-    def _gather(self, first: QueueRecord) -> tuple[list[QueueRecord], QueueRecord | None]:
-        """``first`` plus the records queued right behind it that may share one export request,
-        and the record taken that may not (or None). Only a backlog is merged: under light load
-        every batch goes out as it came in."""
-        if (
-            not self._sends_bytes
-            or first.data is None
-            or first.corrupt
-            or self.queue.waiting() < MERGE_MIN_BACKLOG
-            or self.breaker.state is not CircuitState.CLOSED
-        ):
-            return [first], None
-        group = [first]
-        size = len(first.data)
-        while len(group) < MERGE_MAX_RECORDS:
-            nxt = self.queue.get(timeout=0)
+    def _gather(self, first: QueueRecord) -> list[list[QueueRecord]]:
+        """``first`` and the records taken with it, in groups that may each go out as one export
+        request (one signal, within the size limits; queue order kept within a signal).
+
+        With ``sending_queue.batch`` the consumer keeps taking records until ``flush_timeout``
+        after ``first`` or until a group is full or holds ``min_size`` items; without it only a
+        backlog already waiting is merged. Records that cannot be merged form groups of one."""
+        batching = self.queue_config.batch
+        if not self._mergeable(first):
+            return [[first]]
+        if batching.enabled:
+            min_items, max_items = batching.min_size, batching.max_size
+            max_bytes, max_records = int(batching.max_size_mib * 1048576), batching.max_size
+            deadline = time.monotonic() + batching.flush_timeout
+        elif self.queue.waiting() >= MERGE_MIN_BACKLOG:
+            min_items = max_items = 1 << 62
+            max_records, max_bytes, deadline = MERGE_MAX_RECORDS, MERGE_MAX_BYTES, 0.0
+        else:
+            return [[first]]
+        groups: list[list[QueueRecord]] = [[first]]
+        open_groups: dict[Signal, tuple[list[QueueRecord], list[int]]] = {
+            first.signal: (groups[0], [len(first.data or b""), first.items])
+        }
+        full = first.items >= min_items
+        while not full and not self._stop.is_set():
+            nxt = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
             if nxt is None:
                 break
-            if (
-                nxt.signal is not first.signal
-                or nxt.data is None
-                or nxt.corrupt
-                or size + len(nxt.data) > MERGE_MAX_BYTES
-            ):
-                return group, nxt
-            group.append(nxt)
-            size += len(nxt.data)
-        return group, None
+            if not self._mergeable(nxt):
+                groups.append([nxt])
+                continue
+            size = len(nxt.data or b"")
+            current = open_groups.get(nxt.signal)
+            if current is not None:
+                group, totals = current
+                if (
+                    len(group) < max_records
+                    and totals[0] + size <= max_bytes
+                    and totals[1] + nxt.items <= max_items
+                ):
+                    group.append(nxt)
+                    totals[0] += size
+                    totals[1] += nxt.items
+                    full = totals[1] >= min_items
+                    continue
+                full = True  # that group is as big as it may get: send what we have
+            group = [nxt]
+            groups.append(group)
+            open_groups[nxt.signal] = (group, [size, nxt.items])
+        return groups
+
+    def _mergeable(self, record: QueueRecord) -> bool:
+        return (
+            self._sends_bytes
+            and record.data is not None
+            and not record.corrupt
+            and self.breaker.state is CircuitState.CLOSED
+        )
 
     def _deliver_merged(self, group: list[QueueRecord]) -> bool:
         """One attempt to export the records of ``group`` as one request (serialized export

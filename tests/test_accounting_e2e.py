@@ -452,9 +452,13 @@ def test_counts_balance_when_the_backend_is_down_for_a_while(tmp_path: Path) -> 
             for request in traffic.requests[:half]:
                 client.send(request)
             deadline = time.monotonic() + 15
-            while metric_value(scrape(gw.metrics_endpoint), "errorgate_queue_items") == 0:
-                assert time.monotonic() < deadline, "nothing queued while the backend was down"
+            # Until an export attempt has failed, the backend being down went unnoticed.
+            while not metric_value(
+                scrape(gw.metrics_endpoint), "errorgate_export_attempts_total", outcome="retryable"
+            ):
+                assert time.monotonic() < deadline, "no failed export attempt while the backend was down"
                 time.sleep(0.1)
+            assert metric_value(scrape(gw.metrics_endpoint), "errorgate_queue_items") > 0
             during = scrape(gw.metrics_endpoint)
             sink.reject_next(1, rejected=1)  # the first answer after the outage is a partial success
             sink.start()

@@ -12,14 +12,14 @@ import grpc
 import pytest
 
 from errorgate.component import ComponentContext, Exporter, ExportResult
-from errorgate.config import CircuitBreakerConfig, RetryConfig
+from errorgate.config import CircuitBreakerConfig, ConfigError, RetryConfig, parse_config
 from errorgate.delivery import QueuedExporter
 from errorgate.delivery_policy import Backoff, CircuitBreaker, CircuitState
 from errorgate.dlq import DeadLetterStore
 from errorgate.errors import Backpressure
 from errorgate.exporters.otlp import OtlpExporter, OtlpExporterConfig
 from errorgate.queue import QueueInUse
-from errorgate.signals import Batch, Signal
+from errorgate.signals import Batch, Signal, count_items
 from errorgate.telemetry import Telemetry
 from tests.support.otlp_sink import OtlpSink, log_request, trace_request
 
@@ -45,6 +45,7 @@ class Harness:
             }
         )
         self.context = ComponentContext("otlp", tmp_path, self.telemetry, logging.getLogger("test"))
+        self.queue_dir: Path | None = None
         self.qe = self.build()
 
     def build(self) -> QueuedExporter:
@@ -146,7 +147,9 @@ def test_resource_exhausted_with_retry_info_is_retried(tmp_path: Path, sink: Otl
 
 
 def test_permanent_error_dead_letters_with_reason(tmp_path: Path, sink: OtlpSink) -> None:
-    h = Harness(tmp_path, sink, sending_queue={"num_consumers": 1})
+    # Batching off: the refusal must meet exactly the first batch (combined requests that are
+    # refused are retried batch by batch: see the batching tests).
+    h = Harness(tmp_path, sink, sending_queue={"num_consumers": 1, "batch": {"enabled": False}})
     sink.fail_next(1, grpc_code=grpc.StatusCode.INVALID_ARGUMENT)
     sent = log_request(7)
     h.qe.enqueue(Batch.of(sent))
@@ -344,3 +347,95 @@ def test_exporters_sharing_a_storage_directory_get_their_own_queues(tmp_path: Pa
     other.shutdown()
     assert sorted(p.name for p in Path(storage).iterdir()) == ["otlp", "otlp_backup"]
     assert sorted(s.name for s in sink.spans()) == [f"op-{i}" for i in range(5)]
+
+
+# ---------------------------------------------------------------- batching (sending_queue.batch)
+
+
+def _queued_then_started(h: Harness, batches: list[Batch]) -> None:
+    """Enqueue ``batches`` before any consumer runs, so how they are grouped does not depend on timing."""
+    h.qe.shutdown()
+    h.qe = QueuedExporter(
+        "otlp", OtlpExporter(h.config, h.context), h.config, h.context, h.dlq, queue_dir=h.queue_dir
+    )
+    for b in batches:
+        h.qe.enqueue(b)
+    h.qe.start()
+    assert h.qe.drain(20)
+    h.qe.shutdown()
+
+
+def _interleaved(n: int) -> list[Batch]:
+    out = []
+    for i in range(n):
+        out.append(Batch.of(trace_request(10, start=i * 10)))
+        if i % 3 == 0:
+            out.append(Batch.of(log_request(5, start=i * 5)))
+    return out
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_batching_sends_one_request_per_signal_in_queue_order(
+    tmp_path: Path, sink: OtlpSink, persistent: bool
+) -> None:
+    h = Harness(tmp_path, sink, sending_queue={"num_consumers": 1, "batch": {"flush_timeout": "2s"}})
+    h.queue_dir = tmp_path / "queue" if persistent else None
+    _queued_then_started(h, _interleaved(30))
+    # 30 trace batches and 10 log batches went out as one request per signal, items in queue order.
+    assert [r.signal for r in sink] == [Signal.TRACES, Signal.LOGS]
+    assert [s.name for s in sink.spans()] == [f"op-{i}" for i in range(300)]
+    assert [r.body.string_value for r in sink.log_records()] == [
+        f"line-{i * 5 + j}" for i in range(0, 30, 3) for j in range(5)
+    ]
+    assert h.metric("errorgate_exported_items_total", signal="traces", exporter="otlp") == 300
+    assert h.metric("errorgate_exported_items_total", signal="logs", exporter="otlp") == 50
+
+
+def test_batching_flushes_at_min_size_and_never_exceeds_max_size(tmp_path: Path, sink: OtlpSink) -> None:
+    h = Harness(
+        tmp_path,
+        sink,
+        sending_queue={"num_consumers": 1, "batch": {"flush_timeout": "5s", "min_size": 40, "max_size": 45}},
+    )
+    h.queue_dir = None
+    _queued_then_started(h, [Batch.of(trace_request(10, start=i * 10)) for i in range(10)])
+    # min_size reached after 4 batches of 10 (a 5th would pass max_size): 40 + 40 + the 20 left,
+    # which waited out flush_timeout for more.
+    assert [count_items(r.request) for r in sink] == [40, 40, 20]
+    assert [s.name for s in sink.spans()] == [f"op-{i}" for i in range(100)]
+
+
+def test_batching_disabled_sends_each_batch_as_it_came(tmp_path: Path, sink: OtlpSink) -> None:
+    h = Harness(tmp_path, sink, sending_queue={"num_consumers": 1, "batch": {"enabled": False}})
+    h.queue_dir = None
+    _queued_then_started(h, [Batch.of(trace_request(10, start=i * 10)) for i in range(5)])
+    assert [s.name for s in sink.spans()] == [f"op-{i}" for i in range(50)]
+    assert len(sink.requests) == 5  # a backlog under MERGE_MIN_BACKLOG is not merged
+
+
+def test_a_refused_combined_request_is_retried_batch_by_batch(tmp_path: Path, sink: OtlpSink) -> None:
+    h = Harness(tmp_path, sink, sending_queue={"num_consumers": 1, "batch": {"flush_timeout": "2s"}})
+    h.queue_dir = tmp_path / "queue"
+    # The backend refuses the combined request as invalid: that says nothing about which batch
+    # was at fault, so each is sent on its own and only a batch refused alone is dead-lettered.
+    sink.fail_next(1, grpc.StatusCode.INVALID_ARGUMENT, 400, message="bad request")
+    _queued_then_started(h, [Batch.of(trace_request(10, start=i * 10)) for i in range(6)])
+    assert [s.name for s in sink.spans()] == [f"op-{i}" for i in range(60)]
+    assert [len(r.request.resource_spans) for r in sink] == [1] * 6
+    assert h.dlq.list() == []
+    assert h.metric("errorgate_exported_items_total", signal="traces", exporter="otlp") == 60
+
+
+def test_batch_min_size_above_max_size_is_a_config_error() -> None:
+    with pytest.raises(
+        ConfigError, match=r"sending_queue\.batch.*min_size \(500\) must not exceed max_size \(100\)"
+    ):
+        parse_config(
+            """
+receivers: {otlp: {protocols: {grpc: {}}}}
+exporters:
+  otlp: {endpoint: 127.0.0.1:4317, sending_queue: {batch: {min_size: 500, max_size: 100}}}
+service:
+  pipelines: {traces: {receivers: [otlp], exporters: [otlp]}}
+"""
+        )

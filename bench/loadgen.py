@@ -19,7 +19,7 @@ def _identity(b: bytes) -> bytes:
 
 
 def run(target: str, duration: float, concurrency: int, seed: int) -> dict[str, float]:
-    templates = build_templates(seed)
+    templates = build_templates(seed, time.time_ns())
     channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 64 << 20)])
     grpc.channel_ready_future(channel).result(timeout=20)
     calls = {
@@ -56,6 +56,16 @@ def run(target: str, duration: float, concurrency: int, seed: int) -> dict[str, 
             items[1] += reqs
             items[2] += failed
 
+    def refresh_clock() -> None:
+        # Telemetry time follows the wall clock (1 s steps), as live traffic's does: windows,
+        # episodes and flood budgets in errorgate then see time pass during the run.
+        nonlocal templates
+        while not finished.wait(1.0):
+            templates = build_templates(seed, time.time_ns())
+
+    finished = threading.Event()
+    clock = threading.Thread(target=refresh_clock, daemon=True)
+    clock.start()
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(concurrency)]
     start = time.monotonic()
     for th in threads:
@@ -63,6 +73,7 @@ def run(target: str, duration: float, concurrency: int, seed: int) -> dict[str, 
     for th in threads:
         th.join()
     elapsed = time.monotonic() - start
+    finished.set()
     latencies.sort()
 
     def pct(p: float) -> float:

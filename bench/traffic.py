@@ -19,6 +19,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 MARKER = b"\xfe\xed\xfa\xce\xca\xfe\xbe\xef"  # first half of every template trace id
 SERVICES = ["frontend", "checkout", "payments", "catalog", "orders-db-proxy"]
+FIXED_NOW_NS = 1_764_000_000_000_000_000
+_MASK64 = (1 << 64) - 1
 
 
 def kv(key: str, value: object) -> KeyValue:
@@ -38,9 +40,10 @@ class Template:
     patch_offsets: list[int]
 
 
-def _trace_request(rng: random.Random, n_traces: int, spans_per_trace: int) -> ExportTraceServiceRequest:
+def _trace_request(
+    rng: random.Random, n_traces: int, spans_per_trace: int, now: int
+) -> ExportTraceServiceRequest:
     req = ExportTraceServiceRequest()
-    now = 1_764_000_000_000_000_000
     for t in range(n_traces):
         service = SERVICES[t % len(SERVICES)]
         rs = req.resource_spans.add()
@@ -104,7 +107,7 @@ def _trace_request(rng: random.Random, n_traces: int, spans_per_trace: int) -> E
     return req
 
 
-def _logs_request(rng: random.Random, n: int) -> ExportLogsServiceRequest:
+def _logs_request(rng: random.Random, n: int, now: int) -> ExportLogsServiceRequest:
     req = ExportLogsServiceRequest()
     rl = req.resource_logs.add()
     rl.resource.attributes.extend([kv("service.name", "checkout"), kv("service.version", "2.0.1")])
@@ -112,7 +115,7 @@ def _logs_request(rng: random.Random, n: int) -> ExportLogsServiceRequest:
     sl.scope.name = "bench"
     for i in range(n):
         rec = sl.log_records.add()
-        rec.time_unix_nano = 1_764_000_000_000_000_000 + i
+        rec.time_unix_nano = now + i
         rec.trace_id = MARKER + struct.pack(">Q", rng.getrandbits(64))
         rec.span_id = rng.getrandbits(64).to_bytes(8, "big")
         if i % 10 == 0:
@@ -131,7 +134,7 @@ def _logs_request(rng: random.Random, n: int) -> ExportLogsServiceRequest:
     return req
 
 
-def _metrics_request(rng: random.Random, n: int) -> ExportMetricsServiceRequest:
+def _metrics_request(rng: random.Random, n: int, now: int) -> ExportMetricsServiceRequest:
     req = ExportMetricsServiceRequest()
     rm = req.resource_metrics.add()
     rm.resource.attributes.extend([kv("service.name", "frontend")])
@@ -141,7 +144,7 @@ def _metrics_request(rng: random.Random, n: int) -> ExportMetricsServiceRequest:
     m.unit = "s"
     for i in range(n):
         dp = m.histogram.data_points.add()
-        dp.time_unix_nano = 1_764_000_000_000_000_000 + i
+        dp.time_unix_nano = now + i
         dp.count = 10
         dp.sum = 1.5
         dp.bucket_counts.extend([1, 2, 3, 4])
@@ -166,8 +169,10 @@ def _template(signal: str, path: str, request: object, items: int) -> Template:
     return Template(signal, path, payload, items, offsets)
 
 
-def build_templates(seed: int = 7) -> list[Template]:
-    """The traffic mix: ~70% of items are spans, 25% logs, 5% metric points."""
+def build_templates(seed: int = 7, now_ns: int = FIXED_NOW_NS) -> list[Template]:
+    """The traffic mix: ~70% of items are spans, 25% logs, 5% metric points, timed at ``now_ns``
+    (the load generator rebuilds them every second with the wall clock, so telemetry time
+    moves as in real traffic; in-process benchmarks keep a fixed instant and simulate time)."""
     rng = random.Random(seed)
     out = []
     for _ in range(6):
@@ -175,7 +180,7 @@ def build_templates(seed: int = 7) -> list[Template]:
             _template(
                 "traces",
                 "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-                _trace_request(rng, 10, 5),
+                _trace_request(rng, 10, 5, now_ns),
                 50,
             )
         )
@@ -184,7 +189,7 @@ def build_templates(seed: int = 7) -> list[Template]:
             _template(
                 "logs",
                 "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-                _logs_request(rng, 30),
+                _logs_request(rng, 30, now_ns),
                 30,
             )
         )
@@ -192,7 +197,7 @@ def build_templates(seed: int = 7) -> list[Template]:
         _template(
             "metrics",
             "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
-            _metrics_request(rng, 20),
+            _metrics_request(rng, 20, now_ns),
             20,
         )
     )
@@ -201,12 +206,21 @@ def build_templates(seed: int = 7) -> list[Template]:
 
 def patched(template: Template, counter: int) -> bytes:
     """The template with its trace ids' second half replaced: unique bytes per request. Spans
-    that shared a trace id in the template still share one (5-span traces stay 5-span traces)."""
+    that shared a trace id in the template still share one (5-span traces stay 5-span traces).
+    The new half is a bijective mix of (counter, trace number), so ids stay unique and their low
+    56 bits are as random as real W3C trace ids (sampling reads its randomness there)."""
     if not template.patch_offsets:
         return template.payload
     buf = bytearray(template.payload)
     ids: dict[bytes, int] = {}
     for off in template.patch_offsets:
         n = ids.setdefault(template.payload[off : off + 8], len(ids))
-        buf[off : off + 8] = struct.pack(">Q", (counter << 12) | n)
+        buf[off : off + 8] = struct.pack(">Q", _mix64((counter << 12) | n))
     return bytes(buf)
+
+
+def _mix64(x: int) -> int:
+    """splitmix64's finalizer: a bijection on 64-bit integers that spreads every input bit."""
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)

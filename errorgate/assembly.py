@@ -12,34 +12,36 @@ assembler in front of the first of them (configured from the ``sample`` processo
   released early — never dropped — so one giant trace cannot starve the others.
 - Spans arriving after their trace was released pass straight through with
   ``batch.notes["late"] = True`` (a bounded LRU of released trace ids remembers them).
-- Held spans were acknowledged to the sender, so each held fragment (the spans of one trace
-  from one batch, as a serialized ExportTraceServiceRequest) is written to a ``HoldStore``
-  before ``process`` returns (all fragments of a batch in one ``put_many``); released fragments
-  are deleted once the pipeline reports the released batch durably queued
-  (``Output.on_persisted``). A restart reloads what was held.
+- Held spans were acknowledged to the sender, so each batch's held spans are written to a
+  ``HoldStore`` as ONE record (the serialized request, when all its spans are held) before
+  ``process`` returns. Once the pipeline reports a release durably queued
+  (``Output.on_persisted``) the records it emptied are deleted; a record some of whose traces
+  are still held gets a small tombstone per released trace instead, so a restart reloads
+  exactly what was still held (``assembly_records``).
 
-Cost (it runs under the pipeline lock): fragments are kept as serialized spans grouped by the
-serialized resource and scope they came with (``assembly_wire``), so holding a span is one C-level
-serialization and releasing traces is byte joins plus one parse per released batch — no per-span
-message copies either way. A poll releases whole traces in batches of at most ``_CHUNK_SPANS``
-spans, so the stages after the assembler take the lock for bounded slices and intake interleaves.
+Cost (it runs under the pipeline lock, for every span): a batch is serialized once (C; or the
+pipeline hands over the bytes it serialized anyway, ``WIRE_NOTE``) and ``assembly_wire.scan``
+finds each span's trace id in the bytes; consecutive spans of one trace are held as one byte
+range, so holding costs a few bytecodes per span and a little per trace, and releasing traces is
+byte joins plus one parse per released batch — no per-span messages either way. A poll releases
+whole traces in batches of at most ``_CHUNK_SPANS`` spans, so the stages after the assembler take
+the lock for bounded slices and intake interleaves.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import CollectorRegistry, Gauge
 from pydantic import Field
 
 from errorgate import assembly_wire as wire
+from errorgate.assembly_records import HoldStoreLike, Record, Records, open_store
 from errorgate.component import ComponentConfig, ComponentContext, Output, Processor
 from errorgate.config import Duration
-from errorgate.signals import Batch, Signal
+from errorgate.signals import WIRE_NOTE, Batch, Signal
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -60,13 +62,6 @@ class AssemblyConfig(ComponentConfig):
     late_cache_size: int = Field(default=100_000, ge=1)
 
 
-class HoldStoreLike(Protocol):
-    def put(self, key: str, data: bytes) -> None: ...
-    def delete(self, keys: Iterable[str]) -> None: ...
-    def items(self) -> Iterator[tuple[str, bytes]]: ...
-    def close(self) -> None: ...
-
-
 def get_or_create(registry: CollectorRegistry, name: str, create: Callable[[], Any]) -> Any:
     """A metric several component instances share on one gateway registry (created once)."""
     names = getattr(registry, "_names_to_collectors", {})
@@ -78,19 +73,30 @@ def valid_trace_id(trace_id: bytes) -> bool:
     return len(trace_id) == 16 and trace_id != bytes(16)
 
 
-class _Held:
-    __slots__ = ("first_seen", "fragments", "nbytes", "spans", "tenant")
+# A held trace is a list, not an object: one is made per trace on the hot path, and a list
+# literal costs a fraction of a class instantiation. Layout:
+#   [spans, bytes, first seen, tenant, part, part, ...]
+# with one part per run of its spans: (resource head, scope head, serialized spans, Record).
+_Held = list[Any]
+_SPANS, _BYTES, _FIRST_SEEN, _TENANT, _PARTS = 0, 1, 2, 3, 4
+
+
+class _Chunk:
+    """Whole traces released together in one batch, regrouped as bytes."""
+
+    __slots__ = ("first_seen", "spans", "tenant", "tree")
 
     def __init__(self, first_seen: float, tenant: str) -> None:
         self.first_seen = first_seen
         self.tenant = tenant
-        self.fragments: list[tuple[str, tuple[wire.Group, ...]]] = []  # (store key, span groups)
         self.spans = 0
-        self.nbytes = 0
+        self.tree: wire.Tree = {}
 
 
 class TraceAssembler(Processor):
     signals = frozenset({Signal.TRACES})
+    # The pipeline hands over the request's bytes (WIRE_NOTE) when this is its first stage.
+    reads_wire_note = True
 
     def __init__(
         self, config: AssemblyConfig, context: ComponentContext, store: HoldStoreLike | None = None
@@ -98,10 +104,10 @@ class TraceAssembler(Processor):
         self.config = config
         self.context = context
         self.store = store
-        self._traces: OrderedDict[bytes, _Held] = OrderedDict()  # insertion order = first arrival
+        self._records = Records(store)
+        self._traces: dict[bytes, _Held] = {}  # insertion order = first arrival
         self._released: OrderedDict[bytes, None] = OrderedDict()
         self._total_bytes = 0
-        self._seq = 0
         self._max_total = int(config.max_total_mib * _MIB)
         registry = context.telemetry.registry
         self._gauge: Gauge = get_or_create(
@@ -112,7 +118,7 @@ class TraceAssembler(Processor):
             ),
         )
         if store is not None:
-            self._reload(store)
+            self._reload()
 
     @classmethod
     def from_sample_config(cls, config: AssemblyConfig | None, context: ComponentContext) -> TraceAssembler:
@@ -120,115 +126,65 @@ class TraceAssembler(Processor):
         settings = AssemblyConfig()
         if config is not None:
             settings = AssemblyConfig(**{k: getattr(config, k) for k in AssemblyConfig.model_fields})
-        return cls(settings, context, _open_store(context))
+        return cls(settings, context, open_store(context))
 
     # ------------------------------------------------------------------ pipeline interface
 
     def process(self, batch: Batch) -> Output:
+        data = batch.notes.pop(WIRE_NOTE, None)
         if batch.signal is not Signal.TRACES or batch.notes.get("complete_traces") or batch.notes.get("late"):
             return Output.of(batch)
-        request = cast(ExportTraceServiceRequest, batch.request)
-        # trace id -> {(resource head, scope head): serialized ``spans`` fields}
-        held: dict[bytes, dict[tuple[bytes, bytes], list[bytes]]] = {}
-        late = wire.RequestBuilder()
-        untraced = wire.RequestBuilder()
-        released = self._released
-        small = wire._SMALL
-        for i, rs in enumerate(request.resource_spans):
-            rhead = None
-            for j, ss in enumerate(rs.scope_spans):
-                heads = None
-                for span in ss.spans:
-                    tid = span.trace_id
-                    if len(tid) != 16 or tid == _NO_TRACE:
-                        untraced.add(i, rs, j, ss, (span,))
-                    elif tid in released:
-                        late.add(i, rs, j, ss, (span,))
-                    else:
-                        if heads is None:
-                            if rhead is None:
-                                rhead = wire.head(rs.resource, rs.schema_url)
-                            heads = (rhead, wire.head(ss.scope, ss.schema_url))
-                        data = span.SerializeToString()
-                        n = len(data)
-                        piece = wire.FIELD_2 + (small[n] if n < 4096 else wire.varint(n)) + data
-                        groups = held.get(tid)
-                        if groups is None:
-                            held[tid] = {heads: [piece]}
-                        else:
-                            pieces = groups.get(heads)
-                            if pieces is None:
-                                groups[heads] = [piece]
-                            else:
-                                pieces.append(piece)
+        if not isinstance(data, bytes):
+            data = batch.request.SerializeToString()
+        groups = wire.scan(data)
+        record = self._records.new(batch.received_at, batch.tenant)
+        strays, oversized = self._hold(groups, data, batch.received_at, batch.tenant, record, self._released)
         out = Output()
-        if untraced.count:
-            out.batches.append(self._batch(batch, untraced.request, {}))
-        if late.count:
-            out.batches.append(self._batch(batch, late.request, {"late": True}))
-        oversized: list[bytes] = []
-        puts: list[tuple[str, bytes]] = []
-        suffix = _key_suffix(batch.received_at, batch.tenant)
-        traces = self._traces
-        max_spans, max_bytes = self.config.max_spans_per_trace, self.config.max_bytes_per_trace
-        seq = self._seq
-        added = 0
-        for tid, by_heads in held.items():
-            if len(by_heads) == 1:  # the common case: one resource and scope
-                ((rh, sh), pieces) = next(iter(by_heads.items()))
-                spans = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-                fragment: tuple[wire.Group, ...] = ((rh, sh, spans, len(pieces)),)
-            else:
-                fragment = tuple((rh, sh, b"".join(p), len(p)) for (rh, sh), p in by_heads.items())
-            data = wire.encode_groups(fragment)
-            h = traces.get(tid)
-            if h is None:
-                h = traces[tid] = _Held(batch.received_at, batch.tenant)
-            seq += 1
-            key = f"{tid.hex()}.{seq:x}{suffix}"
-            puts.append((key, data))
-            h.fragments.append((key, fragment))
-            h.spans += sum(g[3] for g in fragment) if len(fragment) > 1 else fragment[0][3]
-            h.nbytes += len(data)
-            added += len(data)
-            if h.spans >= max_spans or h.nbytes >= max_bytes:
-                oversized.append(tid)
-        self._seq = seq
-        self._total_bytes += added
-        if puts:
-            self._persist(puts)
+        if strays:
+            out.batches.extend(self._pass_through(batch, groups, strays, data, held=record.pending > 0))
+        if record.pending:
+            # The held part only: late and untraced spans went on and must not come back on a restart.
+            held = data if not strays else wire.encode_tree(self._held_tree(groups, data, strays))
+            self._records.persist(record, held)
         release = list(dict.fromkeys(oversized))
         release_set = set(release)
         # Oldest first until the bounds hold again; released early, never dropped.
-        total = self._total_bytes - sum(self._traces[t].nbytes for t in release)
-        count = len(self._traces) - len(release)
-        for tid, h in self._traces.items():
-            if count <= self.config.num_traces and total <= self._max_total:
-                break
-            if tid not in release_set:
-                release.append(tid)
-                count -= 1
-                total -= h.nbytes
+        traces = self._traces
+        total = self._total_bytes - sum(traces[t][_BYTES] for t in release)
+        count = len(traces) - len(release)
+        if count > self.config.num_traces or total > self._max_total:
+            for tid, h in traces.items():
+                if count <= self.config.num_traces and total <= self._max_total:
+                    break
+                if tid not in release_set:
+                    release.append(tid)
+                    count -= 1
+                    total -= h[_BYTES]
         if release:
-            out.merge(self._release(release, now=batch.received_at, notes={"early": True}))
-        self._gauge.set(len(self._traces))
+            held_traces = [(tid, traces.pop(tid)) for tid in release]
+            out.merge(self._release(held_traces, now=batch.received_at, notes={"early": True}))
+        self._gauge.set(len(traces))
         return out
 
     def poll(self, now: float) -> Output:
         wait = self.config.decision_wait
-        due: list[bytes] = []
-        for tid, h in self._traces.items():
-            if h.first_seen + wait > now:
+        due: list[tuple[bytes, _Held]] = []
+        for item in self._traces.items():
+            if item[1][_FIRST_SEEN] + wait > now:
                 break  # later traces arrived later
-            due.append(tid)
+            due.append(item)
         if not due:
             return Output()
+        traces = self._traces
+        for tid, _ in due:
+            del traces[tid]
         out = self._release(due, now=now, notes={})
-        self._gauge.set(len(self._traces))
+        self._gauge.set(len(traces))
         return out
 
     def flush(self) -> Output:
-        out = self._release(list(self._traces), now=None, notes={})
+        traces, self._traces = self._traces, {}
+        out = self._release(list(traces.items()), now=None, notes={})
         self._gauge.set(0)
         return out
 
@@ -248,142 +204,174 @@ class TraceAssembler(Processor):
 
     @property
     def held_spans(self) -> int:
-        return sum(h.spans for h in self._traces.values())
+        return sum(h[_SPANS] for h in self._traces.values())
 
     # ------------------------------------------------------------------ internals
 
-    def _persist(self, puts: list[tuple[str, bytes]]) -> None:
-        """Write this batch's fragments durably before ``process`` returns (the sender gets its ack after)."""
-        if self.store is None:
-            return
-        put_many = getattr(self.store, "put_many", None)
-        if put_many is not None:  # one write for the whole batch when the store offers it
-            put_many(puts)
-            return
-        for key, data in puts:
-            self.store.put(key, data)
-
-    def _add(self, h: _Held, key: str, fragment: tuple[wire.Group, ...], spans: int, nbytes: int) -> None:
-        h.fragments.append((key, fragment))
-        h.spans += spans
-        h.nbytes += nbytes
-        self._total_bytes += nbytes
-
-    def _release(self, tids: list[bytes], now: float | None, notes: dict[str, object]) -> Output:
-        # Per tenant, chunks of whole traces of at most _CHUNK_SPANS spans (one trace may exceed it):
-        # the stages after the assembler hold the pipeline lock per batch, so intake can interleave.
-        chunks: dict[str, list[wire.Chunk]] = {}
-        keys: list[str] = []
-        for tid in tids:
-            h = self._traces.pop(tid)
-            self._total_bytes -= h.nbytes
-            tenant_chunks = chunks.setdefault(h.tenant, [])
-            if not tenant_chunks or tenant_chunks[-1].spans + h.spans > _CHUNK_SPANS:
-                tenant_chunks.append(wire.Chunk(h.first_seen))
-            chunk = tenant_chunks[-1]
-            chunk.spans += h.spans
-            chunk.first_seen = min(chunk.first_seen, h.first_seen)
-            tree = chunk.tree
-            for key, fragment in h.fragments:
-                for rhead, shead, spans, _ in fragment:
-                    scopes = tree.get(rhead)
-                    if scopes is None:
-                        scopes = tree[rhead] = {}
-                    found = scopes.get(shead)
-                    if found is None:
-                        scopes[shead] = [spans]
-                    else:
-                        found.append(spans)
-                keys.append(key)
-            self._remember_released(tid)
-        out = Output()
-        for tenant, tenant_chunks in chunks.items():
-            for chunk in tenant_chunks:
-                request = ExportTraceServiceRequest.FromString(wire.encode_tree(chunk.tree))
-                received = chunk.first_seen if now is None else now
-                batch = Batch(
-                    Signal.TRACES, request, received_at=received, receiver="assembly", tenant=tenant
-                )
-                batch.notes.update({"complete_traces": True, **notes})
-                out.batches.append(batch)
-        if self.store is not None and keys:
-            store = self.store
-            out.on_persisted.append(lambda: store.delete(keys))
-        return out
-
-    def _remember_released(self, tid: bytes) -> None:
-        released = self._released
-        if tid in released:
-            released.move_to_end(tid)
-            return
-        released[tid] = None
-        if len(released) > self.config.late_cache_size:
-            released.popitem(last=False)
-
-    def _reload(self, store: HoldStoreLike) -> None:
-        loaded: list[tuple[float, int, bytes, str, str, bytes]] = []
-        for key, data in store.items():
-            parsed = _parse_key(key)
-            if parsed is None:
-                continue  # not ours; leave it alone
-            tid, seq, first_seen, tenant = parsed
-            loaded.append((first_seen, seq, tid, tenant, key, data))
-        for first_seen, seq, tid, tenant, key, data in sorted(loaded, key=lambda x: (x[0], x[1])):
-            h = self._traces.get(tid)
-            if h is None:
-                h = self._traces[tid] = _Held(first_seen, tenant)
-            groups, spans = wire.decode_groups(data)
-            self._add(h, key, tuple(groups), spans, len(data))
-            self._seq = max(self._seq, seq)
-        if loaded:
-            self.context.logger.info("trace assembler reloaded %d held traces", len(self._traces))
-        self._gauge.set(len(self._traces))
+    def _hold(
+        self,
+        groups: list[wire.Group],
+        data: bytes,
+        received_at: float,
+        tenant: str,
+        record: Record,
+        skip: OrderedDict[bytes, None] | set[bytes],
+    ) -> tuple[list[tuple[int, wire.Run]], list[bytes]]:
+        """Hold the runs of ``groups`` (traces in ``skip`` and invalid ids excepted) as part of
+        ``record``: ((group index, run) of each run not held, ids of traces now over a bound)."""
+        traces = self._traces
+        max_spans, max_bytes = self.config.max_spans_per_trace, self.config.max_bytes_per_trace
+        strays: list[tuple[int, wire.Run]] = []
+        oversized: list[bytes] = []
+        added = new = 0
+        for index, (rhead, shead, runs) in enumerate(groups):
+            head_bytes = len(rhead) + len(shead)
+            for run in runs:
+                tid, start, end, count = run
+                if len(tid) != 16 or tid == _NO_TRACE or tid in skip:
+                    strays.append((index, run))
+                    continue
+                piece = data[start:end]
+                n = len(piece) + head_bytes
+                added += n
+                h = traces.get(tid)
+                if h is None:  # the common case: a trace's first spans
+                    traces[tid] = [count, n, received_at, tenant, (rhead, shead, piece, record)]
+                    new += 1
+                    if count >= max_spans or n >= max_bytes:
+                        oversized.append(tid)
+                    continue
+                if h[-1][3] is not record:  # its first spans in this record
+                    new += 1
+                h.append((rhead, shead, piece, record))
+                h[_SPANS] += count
+                h[_BYTES] += n
+                if h[_SPANS] >= max_spans or h[_BYTES] >= max_bytes:
+                    oversized.append(tid)
+        record.pending += new
+        self._total_bytes += added
+        return strays, oversized
 
     @staticmethod
-    def _batch(source: Batch, request: ExportTraceServiceRequest, notes: dict[str, object]) -> Batch:
-        batch = Batch(
-            Signal.TRACES,
-            request,
-            received_at=source.received_at,
-            receiver=source.receiver,
-            tenant=source.tenant,
-        )
-        batch.notes.update(source.notes)
-        batch.notes.update(notes)
-        return batch
+    def _held_tree(groups: list[wire.Group], data: bytes, strays: list[tuple[int, wire.Run]]) -> wire.Tree:
+        tree: wire.Tree = {}
+        skipped = {(index, run[1]) for index, run in strays}
+        for index, (rhead, shead, runs) in enumerate(groups):
+            for _, start, end, _ in runs:
+                if (index, start) not in skipped:
+                    wire.add(tree, rhead, shead, data[start:end])
+        return tree
 
+    def _pass_through(
+        self,
+        batch: Batch,
+        groups: list[wire.Group],
+        strays: list[tuple[int, wire.Run]],
+        data: bytes,
+        held: bool,
+    ) -> list[Batch]:
+        """Batches of the spans not held: untraced ones as they came, late ones marked late."""
+        released = self._released
+        late: wire.Tree = {}
+        untraced: wire.Tree = {}
+        for index, (tid, start, end, _) in strays:
+            rhead, shead, _ = groups[index]
+            is_late = len(tid) == 16 and tid != _NO_TRACE and tid in released
+            wire.add(late if is_late else untraced, rhead, shead, data[start:end])
+        if not held and not (late and untraced):  # all of one kind: the batch goes on as it is
+            if late:
+                batch.notes["late"] = True
+            return [batch]
+        out: list[Batch] = []
+        for tree, notes in ((untraced, {}), (late, {"late": True})):
+            if tree:
+                part = Batch(
+                    Signal.TRACES,
+                    wire.parse(wire.encode_tree(tree)),
+                    received_at=batch.received_at,
+                    receiver=batch.receiver,
+                    tenant=batch.tenant,
+                )
+                part.notes.update(batch.notes)
+                part.notes.update(notes)
+                out.append(part)
+        return out
 
-def _key_suffix(first_seen: float, tenant: str) -> str:
-    """The part of a fragment's store key after ``<trace id hex>.<seq hex>``.
+    def _release(
+        self, held: list[tuple[bytes, _Held]], now: float | None, notes: dict[str, object]
+    ) -> Output:
+        # Per tenant, chunks of whole traces of at most _CHUNK_SPANS spans (one trace may exceed it):
+        # the stages after the assembler hold the pipeline lock per batch, so intake can interleave.
+        chunks: list[_Chunk] = []
+        open_chunks: dict[str, _Chunk] = {}
+        settled: dict[Record, list[bytes]] = {}
+        last_record: Record | None = None
+        last_tids: list[bytes] = []
+        released = self._released
+        freed = 0
+        for tid, h in held:
+            spans, nbytes, first_seen, tenant = h[_SPANS], h[_BYTES], h[_FIRST_SEEN], h[_TENANT]
+            freed += nbytes
+            chunk = open_chunks.get(tenant)
+            if chunk is None or (chunk.spans and chunk.spans + spans > _CHUNK_SPANS):
+                chunk = open_chunks[tenant] = _Chunk(first_seen, tenant)
+                chunks.append(chunk)
+            chunk.spans += spans
+            if first_seen < chunk.first_seen:
+                chunk.first_seen = first_seen
+            tree = chunk.tree
+            previous: Record | None = None
+            for i in range(_PARTS, len(h)):
+                rhead, shead, piece, record = h[i]
+                scopes = tree.get(rhead)
+                if scopes is None:
+                    tree[rhead] = {shead: [piece]}
+                else:
+                    pieces = scopes.get(shead)
+                    if pieces is None:
+                        scopes[shead] = [piece]
+                    else:
+                        pieces.append(piece)
+                # Settled once per record it has parts in (a record's parts are consecutive).
+                if record is not previous:
+                    previous = record
+                    if record is not last_record:
+                        found = settled.get(record)
+                        if found is None:
+                            found = settled[record] = []
+                        last_record, last_tids = record, found
+                    last_tids.append(tid)
+            released[tid] = None
+        self._total_bytes -= freed
+        for _ in range(len(released) - self.config.late_cache_size):
+            released.popitem(last=False)
+        out = Output()
+        for chunk in chunks:
+            data = wire.encode_tree(chunk.tree)
+            batch = Batch(
+                Signal.TRACES,
+                wire.parse(data),
+                received_at=chunk.first_seen if now is None else now,
+                receiver="assembly",
+                tenant=chunk.tenant,
+            )
+            # The bytes go along: the pipeline keeps them as the released original (for the
+            # dead-letter queue should a later stage fail) instead of copying the request.
+            batch.notes.update({"complete_traces": True, **notes, WIRE_NOTE: data})
+            out.batches.append(batch)
+        if self.store is not None and settled:
+            out.on_persisted.append(partial(self._records.settle, settled))
+        return out
 
-    The arrival time rides in the key so a restart knows how long the fragment has waited.
-    The tenant is hex-encoded so no tenant name can break the key format."""
-    return f".{int(first_seen * 1000):x}.{tenant.encode().hex()}"
-
-
-def _parse_key(key: str) -> tuple[bytes, int, float, str] | None:
-    parts = key.split(".", 3)
-    if len(parts) != 4:
-        return None
-    try:
-        return (
-            bytes.fromhex(parts[0]),
-            int(parts[1], 16),
-            int(parts[2], 16) / 1000.0,
-            bytes.fromhex(parts[3]).decode(),
-        )
-    except ValueError:
-        return None
-
-
-def _open_store(context: ComponentContext) -> HoldStoreLike | None:
-    try:
-        from errorgate.holdstore import HoldStore  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        context.logger.warning(
-            "errorgate.holdstore is unavailable: held spans are not persisted across restarts"
-        )
-        return None
-    directory: Path = context.state_dir() / "assembly"
-    directory.mkdir(parents=True, exist_ok=True)
-    return cast(HoldStoreLike, HoldStore(directory, cast(Any, context.service("codec"))))
+    def _reload(self) -> None:
+        for record, data, done in self._records.reload():
+            try:
+                groups = wire.scan(data)
+            except wire.WireError:
+                self.context.logger.warning("trace assembler: a held record is unreadable; skipped")
+                continue
+            self._hold(groups, data, record.first_seen, record.tenant, record, done)
+        self._records.forget_empty()
+        if self._traces:
+            self.context.logger.info("trace assembler reloaded %d held traces", len(self._traces))
+        self._gauge.set(len(self._traces))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import pkgutil
 import sys
@@ -26,7 +27,22 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(logs.level, logs.encoding)
     gateway = Gateway(config)
     gateway.start()
+    _tune_gc()
     return gateway.run_until_signalled()
+
+
+def _tune_gc() -> None:
+    """A long-running server: the objects built at start-up (config, catalogs, recognizers, the
+    spaCy model) live for the whole process, so move them out of the collector's sight, and
+    collect the youngest generation less often — per-span work allocates short-lived objects in
+    bursts, and a collection every 700 of them was a measurable share of the gateway's CPU."""
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+
+
+GC_GEN0_THRESHOLD = 20_000
 
 
 def _validate_config(args: argparse.Namespace) -> int:

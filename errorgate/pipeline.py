@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from errorgate.component import Output, Processor
 from errorgate.delivery import item_count
 from errorgate.errors import Backpressure, ProcessingFailed
-from errorgate.signals import Batch, Signal, copy_request
+from errorgate.signals import WIRE_NOTE, Batch, ExportRequest, Signal, copy_request
 
 if TYPE_CHECKING:
     from errorgate.delivery import QueuedExporter
@@ -55,9 +55,13 @@ class Pipeline:
     dlq: DeadLetterStore
     lock: threading.RLock
     _stage_index: dict[int, int] = field(default_factory=dict)
+    _first_reads_wire: bool = False
 
     def __post_init__(self) -> None:
         self._stage_index = {id(s.processor): i for i, s in enumerate(self.stages)}
+        self._first_reads_wire = bool(self.stages) and bool(
+            getattr(self.stages[0].processor, "reads_wire_note", False)
+        )
 
     # ------------------------------------------------------------ intake side
 
@@ -66,10 +70,15 @@ class Pipeline:
 
     def consume(self, batch: Batch) -> None:
         """Run ``batch`` through every stage and queue the result. Raises ProcessingFailed."""
-        original = None
+        original: ExportRequest | bytes | None = None
         if self.stages:
-            # Kept so a processor failure dead-letters the batch as received, never half-processed.
-            original = copy_request(batch.request)
+            # Kept so a processor failure dead-letters the batch as received, never half-processed:
+            # a copy (C), or, for a first processor that serializes the request anyway (the trace
+            # assembler), the serialized request, which it is handed (parsed again only on a failure).
+            if self._first_reads_wire:
+                original = batch.notes[WIRE_NOTE] = batch.request.SerializeToString()
+            else:
+                original = copy_request(batch.request)
         try:
             out = self._run([batch], 0)
         except _StageFailed as failure:
@@ -77,7 +86,7 @@ class Pipeline:
             reason = f"{type(failure.error).__name__} in processor {failure.component_id}"
             self.dlq.put(
                 self.signal,
-                original,
+                self.signal.parse(original) if isinstance(original, bytes) else original,
                 reason="processor_error",
                 detail=reason,
                 source=f"processor:{failure.component_id}",
@@ -90,17 +99,18 @@ class Pipeline:
     def release(self, stage_index: int, out: Output) -> None:
         """Items a processor released on its own (poll/flush) continue after that processor."""
         later_stages = stage_index + 1 < len(self.stages)
-        # As with consume(): a later processor failing dead-letters the batch as released, not half-processed.
-        originals = [copy_request(b.request) for b in out.batches] if later_stages else []
+        # As with consume(): a later processor failing dead-letters the batch as released, not
+        # half-processed. A processor that built the batch from bytes hands them over (WIRE_NOTE).
+        originals = [_wire(b) for b in out.batches] if later_stages else []
         try:
             out = self._continue(out, stage_index + 1)
         except _StageFailed as failure:
             for reason, n in out.dropped.items():
                 self.telemetry.record_dropped(self.signal.value, reason, n)
-            for request in originals:
+            for original in originals:
                 self.dlq.put(
                     self.signal,
-                    request,
+                    self.signal.parse(original) if isinstance(original, bytes) else original,
                     reason="processor_error",
                     detail=f"{type(failure.error).__name__} in processor {failure.component_id}",
                     source=f"processor:{failure.component_id}",
@@ -158,6 +168,7 @@ class Pipeline:
         for reason, n in out.dropped.items():
             self.telemetry.record_dropped(self.signal.value, reason, n)
         for batch in out.batches:
+            batch.notes.pop(WIRE_NOTE, None)  # not for the exporters (they have SERIALIZED_NOTE)
             if not item_count(batch):
                 continue
             for exporter_id, exporter in self.exporters:
@@ -182,6 +193,13 @@ class Pipeline:
             detail=f"exporter {exporter_id} queue stayed full after processing",
             source=f"exporter:{exporter_id}",
         )
+
+
+def _wire(batch: Batch) -> ExportRequest | bytes:
+    """The batch's request as it is now: the bytes a processor left (popped: void once the request
+    changes), else a copy."""
+    data = batch.notes.pop(WIRE_NOTE, None)
+    return data if isinstance(data, bytes) else copy_request(batch.request)
 
 
 class _StageFailed(Exception):

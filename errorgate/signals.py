@@ -17,6 +17,12 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 ExportRequest: TypeAlias = ExportTraceServiceRequest | ExportLogsServiceRequest | ExportMetricsServiceRequest
 
+# Batch.notes key: ``batch.request.SerializeToString()`` as it was when the note was set. The
+# pipeline sets it for a first processor that asks (``reads_wire_note``), a processor that
+# releases held items may set it on them; whoever reads it pops it, as it is void once the
+# request changes. (Unlike delivery's SERIALIZED_NOTE it never reaches the exporters.)
+WIRE_NOTE = "_errorgate_wire"
+
 
 class Signal(str, Enum):
     TRACES = "traces"

@@ -53,34 +53,41 @@ Attributes beyond CONVENTIONS: ``errorgate.error.component`` (failing component)
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, MutableSequence
+from collections.abc import MutableSequence
 
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from errorgate.attributes import AttrValue, set_value, to_dict
 from errorgate.component import ComponentContext, Output, Processor, register_processor
 from errorgate.config import ConfigError
 from errorgate.governance.catalog import CatalogError, ServiceCatalog, load_catalog
 from errorgate.processors.classification import cascade, scan, spans
-from errorgate.processors.classification.detect import ErrorInfo, detect_log
-from errorgate.processors.classification.domain import db_system, fault_domain, peer_name
+from errorgate.processors.classification.detect import SEVERITY_ERROR, ErrorInfo, detect_log
 from errorgate.processors.classification.episodes import EpisodeParams, EpisodeTracker
-from errorgate.processors.classification.fingerprint import fingerprint, rule_fingerprint, top_frames
+from errorgate.processors.classification.grouping import Grouping
 from errorgate.processors.classification.incidents import IncidentTracker
 from errorgate.processors.classification.metrics import DEFAULT_LABEL_CAPS, ErrorMetrics
 from errorgate.processors.classification.settings import ClassifyConfig
 from errorgate.processors.classification.severity import Assessment, BurnRates, BurnRule
+from errorgate.processors.classification.tags import LOG_ATTRIBUTES, SPAN_ATTRIBUTES, Tag, TagWriter
 from errorgate.processors.classification.taxonomy import TaxonomyError, load_taxonomy
 from errorgate.processors.classification.template import parameterize
-from errorgate.signals import Batch, Signal
+from errorgate.signals import WIRE_NOTE, Batch, Signal
 
 _NONE: frozenset[str] = frozenset()
+_NO_IDS: frozenset[bytes] = frozenset()
 _RESOURCE_CACHE = 4096
 
 
 class Classify(Processor):
     signals = frozenset({Signal.TRACES, Signal.LOGS})
+    # First in a pipeline, classify is handed the request as the pipeline serialized it anyway
+    # (to dead-letter the batch as received should a processor fail; cheaper than a copy): one
+    # C-level scan of it can rule out exception attributes in every log record at once.
+    reads_wire_note = True
 
     def __init__(self, config: ClassifyConfig, context: ComponentContext) -> None:
         self.config = config
@@ -131,6 +138,10 @@ class Classify(Processor):
         # (trace id, span id) of failing spans -> (role, origin service, incident id) for log correlation.
         self._correlated: OrderedDict[tuple[bytes, bytes], tuple[str, str, str]] = OrderedDict()
         self._resources: dict[bytes, tuple[str, str]] = {}
+        self._span_bytes = scan.SpanBytes()
+        self._tags = TagWriter()
+        self._nodes = spans.NodeBuilder(config.retry_attributes)
+        self._grouping = Grouping(self.taxonomy, config.stack_frames)
         self._service_sets: dict[tuple[str, str], frozenset[str]] = {}
         self._assessments: dict[tuple[str, int, float, bool], Assessment] = {}
 
@@ -138,40 +149,50 @@ class Classify(Processor):
 
     def process(self, batch: Batch) -> Output:
         self._assessments.clear()
+        wire = batch.notes.pop(WIRE_NOTE, None)  # void once tags change the request
         try:
             if batch.signal is Signal.TRACES:
-                self._traces(batch)
+                items = self._traces(batch)
             elif batch.signal is Signal.LOGS:
-                self._logs(batch)
+                items = self._logs(batch, wire if isinstance(wire, bytes) else None)
+            else:
+                return Output.of(batch)
         finally:
             self.metrics.flush()
-        return Output.of(batch)
+        # ``Output.of`` without counting the items again (classify never removes any).
+        return Output(batches=[batch]) if items else Output()
 
-    def _traces(self, batch: Batch) -> None:
+    def _traces(self, batch: Batch) -> int:
+        """Classify a batch of spans; returns how many spans it holds."""
         late = batch.notes.get("late") is True
         received = batch.received_at
         copy = self._copy_baggage if self.config.baggage else None  # baggage reads every attribute
-        errors, traces, requests = spans.scan(batch.request, received, late, self._resource, copy)  # type: ignore[arg-type]
+        errors, traces, requests, n_spans = spans.scan(
+            batch.request,  # type: ignore[arg-type]
+            received,
+            late,
+            self._resource,
+            copy,
+            self._span_bytes,
+        )
         for (service, second), (n_requests, n_failed) in requests.items():
             self.metrics.request(service, n_requests, n_failed)
             self.burn.record(service, float(second), n_requests, n_failed)
         analyses: dict[bytes, cascade.TraceAnalysis] = {}
+        failing = {r[0].trace_id for r in errors} if errors and traces else _NO_IDS
+        observe = self.incidents.observe
         for trace_id, group in traces.items():
-            if len(group) == 1:
-                only = group[0]
-                ts = only[7] / 1e9 or received
-                if only[4] is None:
-                    self.incidents.observe(ts, self._services(only[2], only[6]), _NONE, _NONE)
-                    continue
-            else:
-                ts = max(r[7] for r in group) / 1e9 or received
-                if not any(r[4] is not None for r in group):
-                    services = {r[2] for r in group}
-                    services.update(r[6] for r in group if r[6])
-                    self.incidents.observe(ts, frozenset(services), _NONE, _NONE)
-                    continue
-            analysis = analyses[trace_id] = cascade.analyse_trace([self._node(r) for r in group])
-            self.incidents.observe(ts, analysis.services, analysis.failing_services, analysis.origin_services)
+            if trace_id not in failing:  # healthy traces only count what they touched
+                if len(group) == 1:
+                    only = group[0]
+                    observe(only[7] / 1e9 or received, self._services(only[2], only[6]), _NONE, _NONE)
+                else:
+                    touched = [r[2] for r in group] + [r[6] for r in group if r[6]]
+                    observe(max([r[7] for r in group]) / 1e9 or received, frozenset(touched), _NONE, _NONE)
+                continue
+            ts = max([r[7] for r in group]) / 1e9 or received
+            analysis = analyses[trace_id] = cascade.analyse_trace([self._nodes(r) for r in group])
+            observe(ts, analysis.services, analysis.failing_services, analysis.origin_services)
             for service, outcome in analysis.retried_operations:
                 self.metrics.retried(service, outcome)
         if traces:
@@ -181,34 +202,17 @@ class Classify(Processor):
             for incident in change.closed:
                 for service in incident.services:
                     self.metrics.incident_member(service, False)
-        for span, attrs, service, version, error, ts, _, _ in errors:
+        for span, attrs, service, version, error, ts, *_ in errors:
             assert attrs is not None and error is not None  # an error was found by decoding them
             found = analyses.get(span.trace_id)
             role = found.roles.get(span.span_id) if found else None
             retried = found.retried.get(span.span_id) if found else None
             route = str(attrs.get("http.route") or span.name)
-            self._classify(
-                span.attributes, attrs, error, service, version, ts, span.kind, route, role, retried
-            )
+            self._classify(span, attrs, error, service, version, ts, span.kind, route, role, retried)
             if self.config.max_correlated_spans and role is not None:
                 incident_id = str(attrs.get("errorgate.incident.id") or "")
                 self._remember((span.trace_id, span.span_id), (role.role, role.origin_service, incident_id))
-
-    def _node(self, record: spans.Record) -> cascade.Node:
-        span, attrs, service, _, error, _, _, end = record
-        if attrs is None:
-            attrs = to_dict(span.attributes)
-        return cascade.Node(
-            span.span_id,
-            span.parent_span_id,
-            span.name,
-            span.kind,
-            service,
-            error is not None,
-            end,
-            peer_name(attrs) or self._db_peer(attrs),
-            self._resends(attrs),
-        )
+        return n_spans
 
     def _services(self, service: str, peer: str) -> frozenset[str]:
         """The services a one-span trace touched (the same few sets repeat: cached, bounded)."""
@@ -229,13 +233,28 @@ class Classify(Processor):
             found = self._resources[key] = scan.service_of(to_dict(resource.attributes))
         return found
 
-    def _logs(self, batch: Batch) -> None:
+    def _logs(self, batch: Batch, wire: bytes | None) -> int:
+        """Classify a batch of log records (``wire``: the request serialized, if the pipeline
+        did); returns how many records it holds."""
         full = bool(self.config.baggage)
+        anywhere = wire is None or wire.find(b"exception.") >= 0
+        n_records = 0
         for rl in batch.request.resource_logs:  # type: ignore[union-attr]
             service, version = self._resource(rl.resource)
             for sl in rl.scope_logs:
-                for record in sl.log_records:
-                    if not full and not scan.maybe_failing(record):
+                records = sl.log_records
+                n_records += len(records)
+                # No "exception." text in the whole scope: no record has exception attributes,
+                # so only the severity can make one fail (one C-level scan instead of one per record).
+                exceptions = full or (anywhere and sl.SerializeToString().find(b"exception.") >= 0)
+                for record in records:
+                    severity = record.severity_number
+                    if (
+                        not full
+                        and severity != 0
+                        and severity < SEVERITY_ERROR
+                        and not (exceptions and record.SerializeToString().find(b"exception.") >= 0)
+                    ):
                         continue  # below ERROR and no exception attributes: detect_log finds nothing
                     attrs = to_dict(record.attributes)
                     self._copy_baggage(record.attributes, attrs, rl.resource.attributes)
@@ -252,15 +271,14 @@ class Classify(Processor):
                     )
                     if linked is not None:
                         role = cascade.Role(linked[0], linked[1], b"")
-                    self._classify(
-                        record.attributes, attrs, error, service, version, ts, None, route, role, None
-                    )
+                    self._classify(record, attrs, error, service, version, ts, None, route, role, None)
+        return n_records
 
     # ------------------------------------------------------------------ one failing item
 
     def _classify(
         self,
-        target: MutableSequence[KeyValue],
+        item: Span | LogRecord,
         attrs: dict[str, AttrValue],
         error: ErrorInfo,
         service: str,
@@ -272,16 +290,7 @@ class Classify(Processor):
         retried: str | None,
     ) -> None:
         template = parameterize(error.message)
-        category = self.taxonomy.classify(error, template, attrs)
-        group = self.taxonomy.fingerprint_group(
-            error_type=error.error_type, template=template, route=route, service=service
-        )
-        if group is not None:
-            fp = rule_fingerprint(service, group)
-        else:
-            frames = top_frames(error.stacktrace, self.config.stack_frames) if error.stacktrace else []
-            fp = fingerprint(service, error.error_type, frames, template, route)
-        domain, component = fault_domain(category, span_kind, attrs, service)
+        category, fp, domain, component = self._grouping(error, template, attrs, service, span_kind, route)
         seen = self.episodes.observe(
             service, fp, ts, deterministic=category.deterministic, retry_failed=retried == "failed"
         )
@@ -303,7 +312,7 @@ class Classify(Processor):
                 service, entry.tier, entry.slo, in_incident=incident is not None
             )
 
-        tags: list[tuple[str, AttrValue]] = [("errorgate.error.fingerprint", fp)]
+        tags: list[Tag] = [("errorgate.error.fingerprint", fp)]
         if template:
             tags.append(("errorgate.error.template", template))
         tags += [
@@ -326,7 +335,8 @@ class Classify(Processor):
                 self.metrics.cascade_error(service, role.origin_service, role.role)
         if incident is not None:
             tags.append(("errorgate.incident.id", incident.id))
-        scan.set_many(target, attrs, tags)
+        field_tag = LOG_ATTRIBUTES if isinstance(item, LogRecord) else SPAN_ATTRIBUTES
+        self._tags.write(item, field_tag, item.attributes, attrs, tuple(tags))
         if incident is not None:
             attrs["errorgate.incident.id"] = incident.id
             self.metrics.incident_member(service, True)
@@ -352,13 +362,6 @@ class Classify(Processor):
         self._correlated.move_to_end(key)
         while len(self._correlated) > self.config.max_correlated_spans:
             self._correlated.popitem(last=False)
-
-    @staticmethod
-    def _db_peer(attrs: Mapping[str, AttrValue]) -> str:
-        return db_system(attrs)
-
-    def _resends(self, attrs: Mapping[str, AttrValue]) -> int:
-        return scan.resends(attrs, self.config.retry_attributes)
 
     def _copy_baggage(
         self,

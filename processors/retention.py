@@ -21,16 +21,16 @@ Metrics: ``errorgate_retention_items_total{signal,class}``, ``errorgate_legal_ho
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections import Counter as Tally
-from collections.abc import Iterable
 from typing import Any, cast
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Status
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from prometheus_client import Counter
 
 from errorgate import attributes
@@ -39,13 +39,16 @@ from errorgate.component import ComponentConfig, ComponentContext, Output, Proce
 from errorgate.config import ConfigError
 from errorgate.governance.catalog import ServiceCatalog, load_catalog
 from errorgate.processors.retention_policy import (
+    ANY_WANTED,
     LOG_SEVERITIES,
+    Item,
     LegalHold,
     Matcher,
     RetentionClass,
     RetentionPolicy,
     Rule,
     load_policy,
+    matches,
 )
 from errorgate.signals import Batch, Signal
 
@@ -70,93 +73,9 @@ class RetentionConfig(ComponentConfig):
     catalog: str | None = None
 
 
-# ---------------------------------------------------------------- matching
-
-_WANTED = (
-    "errorgate.severity",
-    "errorgate.error.kind",
-    "errorgate.error.category",
-    "errorgate.error.domain",
-    "errorgate.error.fingerprint",
-    "errorgate.redaction.count",
-)
-
-
-_ANY_WANTED = re.compile(b"|".join(re.escape(k.encode()) for k in _WANTED))
 _OURS = re.compile(re.escape(b"errorgate.retention.") + b"|" + re.escape(LEGAL_HOLD.encode()))
-_NO_VALUES: dict[str, attributes.AttrValue] = {}
-
-
-class _Item:
-    """The facts matchers look at, gathered once per span or log record."""
-
-    __slots__ = ("attrs", "compliance", "error", "log_severity", "service", "timestamp", "values")
-
-    def __init__(
-        self,
-        service: str,
-        compliance: frozenset[str],
-        attrs: Iterable[KeyValue],
-        log_severity: int | None,
-        error: bool,
-        timestamp: float,
-        serialized: bytes | None = None,
-    ) -> None:
-        self.service = service
-        self.compliance = compliance
-        self.attrs = attrs
-        self.log_severity = log_severity
-        self.timestamp = timestamp
-        if serialized is not None and not _ANY_WANTED.search(serialized):
-            # No wanted key's text in the item: no attribute to decode (the common healthy item).
-            self.error = error
-            self.values = _NO_VALUES
-            return
-        found = {kv.key: kv.value for kv in attrs if kv.key in _WANTED}
-        self.error = error or "errorgate.error.fingerprint" in found
-        self.values = {k: attributes.to_python(v) for k, v in found.items()}
-
-
-def _text(value: object) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def matches(m: Matcher, item: _Item) -> bool:
-    v = item.values
-    if m.service is not None and not any(fnmatch.fnmatchcase(item.service, g) for g in m.service):
-        return False
-    for wanted, key in (
-        (m.severity, "errorgate.severity"),
-        (m.kind, "errorgate.error.kind"),
-        (m.category, "errorgate.error.category"),
-        (m.domain, "errorgate.error.domain"),
-    ):
-        if wanted is not None and v.get(key) not in wanted:
-            return False
-    if m.compliance is not None and not item.compliance.intersection(m.compliance):
-        return False
-    if m.pii is not None:
-        count = v.get("errorgate.redaction.count")
-        has_pii = isinstance(count, int | float) and not isinstance(count, bool) and count > 0
-        if has_pii != m.pii:
-            return False
-    if m.error is not None and item.error != m.error:
-        return False
-    if m.min_log_severity is not None and (
-        item.log_severity is None or item.log_severity < LOG_SEVERITIES[m.min_log_severity]
-    ):
-        return False
-    # A level's band runs up to the next level's number (DEBUG covers DEBUG..DEBUG4).
-    if m.max_log_severity is not None and (
-        item.log_severity is None or not 0 < item.log_severity < LOG_SEVERITIES[m.max_log_severity] + 4
-    ):
-        return False
-    if m.attributes is not None:
-        for key, values in m.attributes.items():
-            actual = attributes.get(item.attrs, key)
-            if actual is None or _text(actual) not in {_text(x) for x in values}:
-                return False
-    return True
+_PREFIX = b"errorgate."  # every wanted key and every tag of ours starts with it
+_ERROR = Status.STATUS_CODE_ERROR
 
 
 # ---------------------------------------------------------------- processor
@@ -173,13 +92,27 @@ class RetentionProcessor(Processor):
         self._compliance: dict[str, frozenset[str]] = {}
         self._memo: dict[tuple[object, ...], str] = {}
         self._memoizable = all(rule.match.attributes is None for rule in policy.rules)
+        # The two tags of each class, serialized as a span's and as a log record's attributes
+        # field: merging those bytes into an item appends both tags in one C call.
         self._tags = {
-            name: [
-                KeyValue(key=CLASS, value=AnyValue(string_value=name)),
-                KeyValue(key=DAYS, value=AnyValue(int_value=days)),
-            ]
+            name: {
+                kind: kind(
+                    attributes=[
+                        KeyValue(key=CLASS, value=AnyValue(string_value=name)),
+                        KeyValue(key=DAYS, value=AnyValue(int_value=days)),
+                    ]
+                ).SerializeToString()
+                for kind in (Span, LogRecord)
+            }
             for name, days in self._days.items()
         }
+        # Without legal holds or attribute matchers, an item's class depends only on its service,
+        # error flag, log severity and the wanted attributes: requests without any of those
+        # attributes (nor tags of ours) are tagged per scope, not per item.
+        self._per_scope = self._memoizable and not policy.legal_holds
+        self._children: dict[tuple[str, str], Any] = {}  # metric children by labels
+        self._resources: dict[bytes, tuple[str, frozenset[str]]] = {}
+        self._by_service: dict[tuple[str, frozenset[str]], tuple[str, str]] = {}
         registry = context.telemetry.registry
         self._items: Counter = get_or_create(
             registry,
@@ -199,7 +132,7 @@ class RetentionProcessor(Processor):
             ),
         )
 
-    def classify(self, item: _Item) -> tuple[str, str | None]:
+    def classify(self, item: Item) -> tuple[str, str | None]:
         """(retention class, legal hold id or None) for one item."""
         chosen = self._rule_class(item)
         for hold in self.policy.legal_holds:
@@ -210,7 +143,7 @@ class RetentionProcessor(Processor):
                 return chosen, hold.id
         return chosen, None
 
-    def _rule_class(self, item: _Item) -> str:
+    def _rule_class(self, item: Item) -> str:
         # Without attribute matchers the rules read only these facts: memoized (bounded).
         key = None
         if self._memoizable:
@@ -237,59 +170,143 @@ class RetentionProcessor(Processor):
         tally: Tally[str] = Tally()
         holds: Tally[str] = Tally()
         if batch.signal is Signal.TRACES:
-            traces = cast(ExportTraceServiceRequest, batch.request)
-            for rs in traces.resource_spans:
-                service, scopes = self._service(rs.resource.attributes)
-                for ss in rs.scope_spans:
-                    for span in ss.spans:
-                        ts = span.start_time_unix_nano / 1e9 or batch.received_at
-                        error = span.status.code == Status.STATUS_CODE_ERROR
-                        data = span.SerializeToString()
-                        item = _Item(service, scopes, span.attributes, None, error, ts, data)
-                        self._tag(span.attributes, item, tally, holds, data)
+            self._traces(cast(ExportTraceServiceRequest, batch.request), batch.received_at, tally, holds)
         elif batch.signal is Signal.LOGS:
-            logs = cast(ExportLogsServiceRequest, batch.request)
-            for rl in logs.resource_logs:
-                service, scopes = self._service(rl.resource.attributes)
-                for sl in rl.scope_logs:
-                    for rec in sl.log_records:
-                        ts = (rec.time_unix_nano or rec.observed_time_unix_nano) / 1e9 or batch.received_at
-                        sev = rec.severity_number
-                        data = rec.SerializeToString()
-                        error = sev >= LOG_SEVERITIES["ERROR"]
-                        item = _Item(service, scopes, rec.attributes, sev, error, ts, data)
-                        self._tag(rec.attributes, item, tally, holds, data)
+            self._logs(cast(ExportLogsServiceRequest, batch.request), batch.received_at, tally, holds)
         signal = batch.signal.value
         cap = self.context.telemetry.cap
         for name, n in tally.items():
-            self._items.labels(signal, cap("class", name)).inc(n)
+            child = self._children.get((signal, name))
+            if child is None:  # labels() costs microseconds: each child is looked up once
+                child = self._children[signal, name] = self._items.labels(signal, cap("class", name))
+            child.inc(n)
         for hold_id, n in holds.items():
             self._holds.labels(cap("hold", hold_id)).inc(n)
-        return Output.of(batch)
+        if batch.signal is Signal.METRICS:
+            return Output.of(batch)
+        # Every item was tagged and counted once: the tally is the item count (no recount).
+        return Output(batches=[batch] if tally.total() else [])
 
-    def _tag(self, attrs: Any, item: _Item, tally: Tally[str], holds: Tally[str], data: bytes) -> None:
+    def _plain(self, request: ExportTraceServiceRequest | ExportLogsServiceRequest) -> tuple[bool, bool]:
+        """(classes can be set per scope, the request may hold tags of ours).
+
+        Per scope needs no legal holds or attribute matchers, and no wanted attribute nor tag of
+        ours anywhere in the request; every key that matters starts with "errorgate.", so one
+        C-level search rules all out in the common case (no errorgate stage before)."""
+        data = request.SerializeToString()
+        if _PREFIX not in data:
+            return self._per_scope, False
+        ours = _OURS.search(data) is not None
+        return self._per_scope and not ours and not ANY_WANTED.search(data), ours
+
+    def _traces(
+        self, request: ExportTraceServiceRequest, received_at: float, tally: Tally[str], holds: Tally[str]
+    ) -> None:
+        per_scope, ours = self._plain(request)
+        merge = Span.MergeFromString
+        for rs in request.resource_spans:
+            service, scopes = self._service(rs.resource)
+            for ss in rs.scope_spans:
+                spans = list(ss.spans)
+                if per_scope:
+                    healthy, failing = self._span_classes(service, scopes)
+                    if healthy == failing:  # the status does not matter here: one class for all
+                        tag = self._tags[healthy][Span]
+                        for span in spans:
+                            merge(span, tag)
+                        tally[healthy] += len(spans)
+                    else:
+                        codes = [s.status.code == _ERROR for s in spans]
+                        by_error = (self._tags[healthy][Span], self._tags[failing][Span])
+                        for span, error in zip(spans, codes, strict=True):
+                            merge(span, by_error[error])
+                        failed = codes.count(True)
+                        tally[failing] += failed
+                        tally[healthy] += len(spans) - failed
+                    continue
+                for span in spans:
+                    ts = span.start_time_unix_nano / 1e9 or received_at
+                    error = span.status.code == _ERROR
+                    data = span.SerializeToString()
+                    item = Item(service, scopes, span.attributes, None, error, ts, data)
+                    self._tag(span, item, tally, holds, ours and _OURS.search(data) is not None)
+
+    def _span_classes(self, service: str, scopes: frozenset[str]) -> tuple[str, str]:
+        """(class of a healthy span, class of a failing span) of a service, with no wanted attributes."""
+        found = self._by_service.get((service, scopes))
+        if found is None:
+            if len(self._by_service) >= 10_000:
+                self._by_service.clear()
+            found = self._by_service[service, scopes] = (
+                self._rule_class(Item(service, scopes, (), None, False, 0.0, b"")),
+                self._rule_class(Item(service, scopes, (), None, True, 0.0, b"")),
+            )
+        return found
+
+    def _logs(
+        self, request: ExportLogsServiceRequest, received_at: float, tally: Tally[str], holds: Tally[str]
+    ) -> None:
+        per_scope, ours = self._plain(request)
+        merge = LogRecord.MergeFromString
+        error_severity = LOG_SEVERITIES["ERROR"]
+        for rl in request.resource_logs:
+            service, scopes = self._service(rl.resource)
+            by_severity: dict[int, str] = {}  # the class per severity number, for this service
+            for sl in rl.scope_logs:
+                records = list(sl.log_records)
+                if per_scope:
+                    names = []
+                    for sev in [r.severity_number for r in records]:
+                        name = by_severity.get(sev)
+                        if name is None:
+                            item = Item(service, scopes, (), sev, sev >= error_severity, 0.0, b"")
+                            name = by_severity[sev] = self._rule_class(item)
+                        names.append(name)
+                    for rec, name in zip(records, names, strict=True):
+                        merge(rec, self._tags[name][LogRecord])
+                    tally.update(names)
+                    continue
+                for rec in records:
+                    ts = (rec.time_unix_nano or rec.observed_time_unix_nano) / 1e9 or received_at
+                    sev = rec.severity_number
+                    data = rec.SerializeToString()
+                    item = Item(service, scopes, rec.attributes, sev, sev >= error_severity, ts, data)
+                    self._tag(rec, item, tally, holds, ours and _OURS.search(data) is not None)
+
+    def _tag(
+        self, target: Span | LogRecord, item: Item, tally: Tally[str], holds: Tally[str], ours: bool
+    ) -> None:
         name, hold = self.classify(item)
-        if _OURS.search(data):  # tagged before (e.g. by an upstream gateway): replace in place
+        attrs = target.attributes
+        if ours:  # tagged before (e.g. by an upstream gateway): replace in place
             attributes.set_value(attrs, CLASS, name)
             attributes.set_value(attrs, DAYS, self._days[name])
             if hold is not None:
                 attributes.set_value(attrs, LEGAL_HOLD, hold)
         else:
-            attrs.extend(self._tags[name])
+            target.MergeFromString(self._tags[name][type(target)])
             if hold is not None:
                 attrs.append(KeyValue(key=LEGAL_HOLD, value=AnyValue(string_value=hold)))
         if hold is not None:
             holds[hold] += 1
         tally[name] += 1
 
-    def _service(self, resource_attrs: Iterable[KeyValue]) -> tuple[str, frozenset[str]]:
-        service = attributes.get_str(resource_attrs, "service.name", "unknown_service")
-        scopes = self._compliance.get(service)
-        if scopes is None:
-            scopes = frozenset(self.catalog.lookup(service).compliance)
-            if len(self._compliance) < 10_000:  # bounded: service names come from the senders
-                self._compliance[service] = scopes
-        return service, scopes
+    def _service(self, resource: Resource) -> tuple[str, frozenset[str]]:
+        # Memoized per serialized resource (bounded): a resource's bytes are one C call, finding
+        # service.name among its attributes is a Python loop.
+        key = resource.SerializeToString()
+        found = self._resources.get(key)
+        if found is None:
+            service = attributes.get_str(resource.attributes, "service.name", "unknown_service")
+            scopes = self._compliance.get(service)
+            if scopes is None:
+                scopes = frozenset(self.catalog.lookup(service).compliance)
+                if len(self._compliance) < 10_000:  # bounded: service names come from the senders
+                    self._compliance[service] = scopes
+            if len(self._resources) >= 10_000:
+                self._resources.clear()
+            found = self._resources[key] = (service, scopes)
+        return found
 
 
 @register_processor("retention", RetentionConfig)

@@ -1,17 +1,22 @@
-"""The retention policy file (``governance/retention.yaml``): schema, strict validation, loading.
+"""The retention policy file (``governance/retention.yaml``): schema, strict validation, loading,
+and how a rule's matcher matches one span or log record.
 
 Documented with the ``retention`` processor (``processors/retention.py``), which applies it.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import re
+from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from errorgate import attributes
 from errorgate.config import ConfigError
 from errorgate.governance.catalog import ComplianceScope
 from errorgate.governance.yamlfile import load_model
@@ -121,3 +126,92 @@ def load_policy(path: str | Path | None = None) -> RetentionPolicy:
     """Load and strictly validate a retention policy (``path`` or the bundled one)."""
     policy, _, _ = load_model(path, "retention.yaml", RetentionPolicy, ConfigError, "retention policy")
     return policy
+
+
+# ---------------------------------------------------------------- matching
+
+# The item attributes matchers read; decoded only from items whose serialization holds one.
+WANTED = (
+    "errorgate.severity",
+    "errorgate.error.kind",
+    "errorgate.error.category",
+    "errorgate.error.domain",
+    "errorgate.error.fingerprint",
+    "errorgate.redaction.count",
+)
+
+
+ANY_WANTED = re.compile(b"|".join(re.escape(k.encode()) for k in WANTED))
+_NO_VALUES: dict[str, attributes.AttrValue] = {}
+
+
+class Item:
+    """The facts matchers look at, gathered once per span or log record."""
+
+    __slots__ = ("attrs", "compliance", "error", "log_severity", "service", "timestamp", "values")
+
+    def __init__(
+        self,
+        service: str,
+        compliance: frozenset[str],
+        attrs: Iterable[KeyValue],
+        log_severity: int | None,
+        error: bool,
+        timestamp: float,
+        serialized: bytes | None = None,
+    ) -> None:
+        self.service = service
+        self.compliance = compliance
+        self.attrs = attrs
+        self.log_severity = log_severity
+        self.timestamp = timestamp
+        if serialized is not None and not ANY_WANTED.search(serialized):
+            # No wanted key's text in the item: no attribute to decode (the common healthy item).
+            self.error = error
+            self.values = _NO_VALUES
+            return
+        found = {kv.key: kv.value for kv in attrs if kv.key in WANTED}
+        self.error = error or "errorgate.error.fingerprint" in found
+        self.values = {k: attributes.to_python(v) for k, v in found.items()}
+
+
+def _text(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def matches(m: Matcher, item: Item) -> bool:
+    v = item.values
+    if m.service is not None and not any(fnmatch.fnmatchcase(item.service, g) for g in m.service):
+        return False
+    for wanted, key in (
+        (m.severity, "errorgate.severity"),
+        (m.kind, "errorgate.error.kind"),
+        (m.category, "errorgate.error.category"),
+        (m.domain, "errorgate.error.domain"),
+    ):
+        if wanted is not None and v.get(key) not in wanted:
+            return False
+    if m.compliance is not None and not item.compliance.intersection(m.compliance):
+        return False
+    if m.pii is not None:
+        count = v.get("errorgate.redaction.count")
+        has_pii = isinstance(count, int | float) and not isinstance(count, bool) and count > 0
+        if has_pii != m.pii:
+            return False
+    if m.error is not None and item.error != m.error:
+        return False
+    if m.min_log_severity is not None and (
+        item.log_severity is None or item.log_severity < LOG_SEVERITIES[m.min_log_severity]
+    ):
+        return False
+    # A level's band runs up to the next level's number (DEBUG covers DEBUG..DEBUG4).
+    if m.max_log_severity is not None and (
+        item.log_severity is None or not 0 < item.log_severity < LOG_SEVERITIES[m.max_log_severity] + 4
+    ):
+        return False
+    if m.attributes is not None:
+        for key, values in m.attributes.items():
+            actual = attributes.get(item.attrs, key)
+            if actual is None or _text(actual) not in {_text(x) for x in values}:
+                return False
+    return True

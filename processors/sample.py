@@ -47,28 +47,28 @@ import random
 import re
 from collections import Counter as Tally
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from prometheus_client import Counter
 from pydantic import Field, model_validator
 
 from errorgate import attributes
-from errorgate.assembly import AssemblyConfig, get_or_create, valid_trace_id
+from errorgate.assembly import AssemblyConfig, get_or_create
 from errorgate.component import ComponentConfig, ComponentContext, Output, Processor, register_processor
 from errorgate.config import Duration
-from errorgate.processors.sampling import consistent
+from errorgate.processors.sampling import consistent, inplace, traces
 from errorgate.processors.sampling.flood import FloodLimiter
-from errorgate.processors.sampling.traces import Trace, primary_fingerprint
-from errorgate.signals import Batch, Signal, prune_empty
+from errorgate.processors.sampling.mark import ADJUSTED_BYTES, Marker
+from errorgate.processors.sampling.mark import ADJUSTED_COUNT as ADJUSTED_COUNT  # public name, kept here too
+from errorgate.processors.sampling.rules import compile_rule
+from errorgate.signals import Batch, Signal
 
-ADJUSTED_COUNT = "errorgate.sampling.adjusted_count"
 SEVERITY_ERROR = 17  # OTLP SeverityNumber ERROR
+_NO_TRACE = bytes(16)
 
 
 class AttributeRule(ComponentConfig):
@@ -123,6 +123,10 @@ class Decision:
     threshold: int | None = None  # th to raise tracestate to (probability decisions only)
 
 
+_BY_SEVERITY = Decision(True, "severity")
+_FOLLOW_KEPT = Decision(True, "follow_trace")
+
+
 class SampleProcessor(Processor):
     signals = frozenset({Signal.TRACES, Signal.LOGS})
 
@@ -137,12 +141,18 @@ class SampleProcessor(Processor):
         self._by_probability = {
             keep: Decision(keep, "probability", adjusted, self._threshold or None) for keep in (False, True)
         }
+        self._never = Decision(False, "probability", 0.0)  # probability 0
+        # Log records carry no tracestate, so their probability decisions carry no threshold.
+        self._log_by_probability = {keep: Decision(keep, "probability", adjusted) for keep in (False, True)}
+        self._latency = config.latency_threshold
+        self._marker = Marker()
+        self._children: dict[tuple[str, str, str], Any] = {}  # metric children by labels
         self._flood = FloodLimiter(
             config.flood.first_n_per_minute, config.flood.rate_per_second_after, config.flood.max_fingerprints
         )
         self._decisions: OrderedDict[bytes, Decision] = OrderedDict()
         self._error_logged: OrderedDict[bytes, None] = OrderedDict()  # traces an ERROR log marked for keeping
-        self._rules = [_compile(rule) for rule in config.attribute_rules]
+        self._rules = [compile_rule(r.key, r.values, r.pattern) for r in config.attribute_rules]
         registry = context.telemetry.registry
         self._items: Counter = get_or_create(
             registry,
@@ -176,73 +186,99 @@ class SampleProcessor(Processor):
 
     def _process_traces(self, batch: Batch) -> Output:
         request = cast(ExportTraceServiceRequest, batch.request)
-        traces: dict[bytes, Trace] = {}
-        for rs in request.resource_spans:
-            for ss in rs.scope_spans:
-                for span in ss.spans:
-                    tid = span.trace_id
-                    t = traces.get(tid)
-                    if t is None:
-                        t = traces[tid] = Trace()
-                    t.add(rs, span)
+        facts = traces.gather(request, self._latency)
         complete = bool(batch.notes.get("complete_traces"))
-        verdicts: dict[bytes, Decision] = {}
-        tally: Tally[tuple[str, str]] = Tally()
+        kept: dict[bytes, Decision] = {}
         adjusted_sum = 0.0
-        for tid, t in traces.items():
-            d = verdicts[tid] = self._trace_decision(tid, t, complete, batch.received_at)
-            n = len(t.spans)
-            tally["kept" if d.keep else "dropped", d.reason] += n
+        # Spans per decision, counted by the decision's identity (most traces share one of two).
+        counted: dict[int, tuple[Decision, int]] = {}
+        # The common trace — complete, no error, no upstream threshold or tracestate, cannot be
+        # slow, no rules — is decided here inline by its id alone; all others by _trace_decision.
+        special = set().union(facts.errors, facts.upstream, facts.first_state, facts.times)
+        error_logged = self._error_logged
+        simple = complete and not self._rules and self._threshold < consistent.MAX_THRESHOLD
+        by_probability, threshold = self._by_probability, self._threshold
+        decisions, cache_size = self._decisions, self.config.decision_cache_size
+        for tid, n in facts.counts.items():
+            if (
+                simple
+                and tid not in special
+                and tid not in error_logged
+                and len(tid) == 16
+                and tid != _NO_TRACE
+            ):
+                d = by_probability[int.from_bytes(tid[9:], "big") >= threshold]
+                decisions.pop(tid, None)  # (re-)inserted at the end: most recently used
+                decisions[tid] = d
+                if len(decisions) > cache_size:
+                    decisions.popitem(last=False)
+            else:
+                d = self._trace_decision(tid, facts, complete, batch.received_at)
             if d.keep:
-                adjusted_sum += d.adjusted * n
-        dropped = 0
-        for rs in request.resource_spans:
-            for ss in rs.scope_spans:
-                kept: list[Span] = []
-                for span in ss.spans:
-                    d = verdicts[span.trace_id]
-                    if d.keep:
-                        _mark_span(span, d)
-                        kept.append(span)
-                if len(kept) != len(ss.spans):
-                    dropped += len(ss.spans) - len(kept)
-                    _keep_only(ss.spans, kept)
-        prune_empty(request)
+                kept[tid] = d
+                adjusted_sum += d.adjusted * n  # in trace order, as the metric always summed
+            seen = counted.get(id(d))
+            counted[id(d)] = (d, n if seen is None else seen[1] + n)
+        tally: Tally[tuple[str, str]] = Tally()
+        for d, n in counted.values():
+            tally["kept" if d.keep else "dropped", d.reason] += n
+        # An adjusted count already on a span (an upstream errorgate) is replaced, else appended.
+        fresh = ADJUSTED_BYTES not in facts.data
+        marker = self._marker
+
+        def mark(span: Span, d: Decision) -> None:
+            marker.span(span, d.adjusted, d.threshold, fresh)
+
+        dropped = traces.keep_only(facts, kept, mark)
         return self._finish(batch, "traces", tally, adjusted_sum, dropped)
 
-    def _trace_decision(self, tid: bytes, t: Trace, complete: bool, received_at: float) -> Decision:
-        valid = valid_trace_id(tid)
-        cached = self._decisions.get(tid) if valid else None
-        if cached is not None and not complete and (cached.keep or not t.errors):
-            self._decisions.move_to_end(tid)
+    def _trace_decision(
+        self, tid: bytes, facts: traces.Facts, complete: bool, received_at: float
+    ) -> Decision:
+        valid = len(tid) == 16 and tid != _NO_TRACE
+        decisions = self._decisions
+        cached = decisions.get(tid) if valid else None
+        if cached is not None and not complete and (cached.keep or tid not in facts.errors):
+            decisions.move_to_end(tid)
             return Decision(cached.keep, "follow_trace", cached.adjusted, cached.threshold)
-        decision = self._decide(tid, t, received_at)
+        decision = self._decide(tid, facts, received_at)
         if valid:
-            decisions = self._decisions
             if cached is not None:
                 del decisions[tid]  # re-inserted at the end: most recently used
             decisions[tid] = decision
-            while len(decisions) > self.config.decision_cache_size:
+            if len(decisions) > self.config.decision_cache_size:
                 decisions.popitem(last=False)
         return decision
 
-    def _decide(self, tid: bytes, t: Trace, received_at: float) -> Decision:
-        upstream = t.upstream
+    def _decide(self, tid: bytes, facts: traces.Facts, received_at: float) -> Decision:
+        upstream = facts.upstream.get(tid, 0)
+        errors = facts.errors.get(tid)
+        if errors is None and not upstream and tid not in self._error_logged:
+            # The common healthy trace: only the latency and rule tests stand before the coin.
+            times = facts.times.get(tid)
+            if (times is None or (times[1] - times[0]) / 1e9 < self._latency) and not self._rules:
+                if self._threshold >= consistent.MAX_THRESHOLD:
+                    return self._never
+                state = facts.first_state.get(tid, "")
+                return self._by_probability[consistent.randomness(tid, state) >= self._threshold]
         factor = consistent.adjusted_count(upstream)
-        if t.errors:
-            end = t.end / 1e9 or received_at
-            verdict = self._flood.admit(primary_fingerprint(t.errors), end)
+        if errors:
+            times = facts.times[tid]
+            end = times[1] / 1e9 or received_at
+            verdict = self._flood.admit(traces.primary_fingerprint(errors), end)
             return Decision(verdict.keep, verdict.reason, verdict.adjusted * factor)
         if tid in self._error_logged:
             return Decision(True, "error", factor)
-        threshold = self.config.latency_threshold
-        if threshold > 0 and (t.end - t.start) / 1e9 >= threshold:
+        times = facts.times.get(tid)
+        if times is not None and self._latency > 0 and (times[1] - times[0]) / 1e9 >= self._latency:
             return Decision(True, "latency", factor)
         if self._rules and any(
-            rule(s.attributes) or rule(rs.resource.attributes) for rs, s in t.spans for rule in self._rules
+            rule(s.attributes) or rule(rs.resource.attributes)
+            for rs, s in facts.by_trace()[tid]
+            for rule in self._rules
         ):
             return Decision(True, "rule", factor)
-        return self._probability(tid, t.spans[0][1].trace_state, upstream)
+        return self._probability(tid, facts.first_state.get(tid, ""), upstream)
 
     def _probability(self, tid: bytes, tracestate: str, upstream: int) -> Decision:
         effective = max(self._threshold, upstream)
@@ -257,42 +293,55 @@ class SampleProcessor(Processor):
 
     def _process_logs(self, batch: Batch) -> Output:
         request = cast(ExportLogsServiceRequest, batch.request)
-        tally: Tally[tuple[str, str]] = Tally()
-        adjusted_sum = 0.0
+        decided: list[Decision] = []
         dropped = 0
+        adjusted_sum = 0.0
+        decide = self._log_decision
         for rl in request.resource_logs:
-            service = attributes.get_str(rl.resource.attributes, "service.name", "unknown_service")
+            service: str | None = None  # looked up only for records without a trace id
             for sl in rl.scope_logs:
-                kept = []
-                for record in sl.log_records:
-                    d = self._log_decision(record.severity_number, record.trace_id, service)
-                    tally["kept" if d.keep else "dropped", d.reason] += 1
-                    if d.keep:
-                        attributes.set_value(record.attributes, ADJUSTED_COUNT, d.adjusted)
-                        adjusted_sum += d.adjusted
-                        kept.append(record)
-                if len(kept) != len(sl.log_records):
-                    dropped += len(sl.log_records) - len(kept)
-                    _keep_only(sl.log_records, kept)
-        prune_empty(request)
+                records = list(sl.log_records)
+                if not records:
+                    continue
+                tids = [r.trace_id for r in records]
+                sevs = [r.severity_number for r in records]
+                if service is None and not all(len(t) == 16 and t != _NO_TRACE for t in tids):
+                    service = attributes.get_str(rl.resource.attributes, "service.name", "unknown_service")
+                ds = [decide(sev, tid, service or "") for sev, tid in zip(sevs, tids, strict=True)]
+                decided += ds
+                keep = [i for i, d in enumerate(ds) if d.keep]
+                for i in keep:
+                    self._marker.item(records[i], ds[i].adjusted)
+                    adjusted_sum += ds[i].adjusted
+                if len(keep) != len(records):
+                    dropped += len(records) - len(keep)
+                    inplace.keep_indices(sl.log_records, keep, len(records))
+        inplace.prune(request)
+        # Decisions are few distinct (mostly shared) objects: count them by identity, in C.
+        by_id = dict(zip(map(id, decided), decided, strict=True))
+        tally: Tally[tuple[str, str]] = Tally()
+        for key, n in Tally(map(id, decided)).items():
+            d = by_id[key]
+            tally["kept" if d.keep else "dropped", d.reason] += n
         return self._finish(batch, "logs", tally, adjusted_sum, dropped)
 
     def _log_decision(self, severity: int, tid: bytes, service: str) -> Decision:
-        traced = valid_trace_id(tid)
+        traced = len(tid) == 16 and tid != _NO_TRACE
         if severity >= SEVERITY_ERROR:
             if traced:
                 self._error_logged[tid] = None
                 while len(self._error_logged) > self.config.decision_cache_size:
                     self._error_logged.popitem(last=False)
-            return Decision(True, "severity")
+            return _BY_SEVERITY
         if traced:
             cached = self._decisions.get(tid)
             if cached is not None:
                 return Decision(cached.keep, "follow_trace", cached.adjusted)
             if tid in self._error_logged:
-                return Decision(True, "follow_trace")
-            d = self._probability(tid, "", 0)
-            return Decision(d.keep, d.reason, d.adjusted)
+                return _FOLLOW_KEPT
+            if self._threshold >= consistent.MAX_THRESHOLD:
+                return self._never
+            return self._log_by_probability[int.from_bytes(tid[-7:], "big") >= self._threshold]
         p = self.config.logs.per_service_probability.get(service, self.config.logs.default_probability)
         keep = p >= 1.0 or (p > 0.0 and self._rng.random() < p)
         return Decision(keep, "probability", 1.0 / p if keep else 0.0)
@@ -303,10 +352,16 @@ class SampleProcessor(Processor):
         self, batch: Batch, signal: str, tally: Tally[tuple[str, str]], adjusted_sum: float, dropped: int
     ) -> Output:
         for (decision, reason), n in tally.items():
-            self._items.labels(signal, decision, reason).inc(n)
+            child = self._children.get((signal, decision, reason))
+            if child is None:  # labels() costs microseconds: each child is looked up once
+                child = self._children[signal, decision, reason] = self._items.labels(
+                    signal, decision, reason
+                )
+            child.inc(n)
         if adjusted_sum:
             self._adjusted.labels(signal).inc(adjusted_sum)
-        out = Output.of(batch)
+        # Every item was decided once: the tally is the item count (no recount of the request).
+        out = Output(batches=[batch] if tally.total() > dropped else [])
         if dropped:
             out.dropped["sampled"] += dropped
         return out
@@ -314,44 +369,6 @@ class SampleProcessor(Processor):
     def decision_for(self, trace_id: bytes) -> Decision | None:
         """The cached decision for a trace (for tests and the demo)."""
         return self._decisions.get(trace_id)
-
-
-def _mark_span(span: Span, d: Decision) -> None:
-    attributes.set_value(span.attributes, ADJUSTED_COUNT, d.adjusted)
-    if d.threshold:
-        span.trace_state = consistent.with_threshold(span.trace_state, d.threshold)
-
-
-def _keep_only(container: object, kept: list) -> None:  # type: ignore[type-arg]
-    copies = [type(item)() for item in kept]
-    for dst, src in zip(copies, kept, strict=True):
-        dst.CopyFrom(src)
-    del container[:]  # type: ignore[attr-defined]
-    container.extend(copies)  # type: ignore[attr-defined]
-
-
-def _compile(rule: AttributeRule) -> Callable[[Iterable[KeyValue]], bool]:
-    key = rule.key
-    if rule.pattern is not None:
-        regex = re.compile(rule.pattern)
-
-        def by_pattern(attrs: Iterable[KeyValue]) -> bool:
-            value = attributes.get(attrs, key)
-            return value is not None and regex.search(str(value)) is not None
-
-        return by_pattern
-    wanted = {_text(v) for v in rule.values or ()}
-
-    def by_value(attrs: Iterable[KeyValue]) -> bool:
-        value = attributes.get(attrs, key)
-        return value is not None and _text(value) in wanted
-
-    return by_value
-
-
-def _text(value: object) -> str:
-    # YAML `true` and an attribute "true" should match either way.
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 @register_processor("sample", SampleConfig)

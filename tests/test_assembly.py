@@ -261,3 +261,112 @@ def test_memory_bound_with_100k_open_traces(tmp_path: Path) -> None:
     assert released + asm.held_spans == total
     bound = asm.held_bytes + 700 * 100_000
     assert peak < bound, f"peak {peak / 1e6:.1f} MB over bound {bound / 1e6:.1f} MB"
+
+
+def _settle(out: Output) -> None:
+    for callback in out.on_persisted:
+        callback()
+
+
+def _store_keys(store_dir: Path) -> list[str]:
+    store = HoldStore(store_dir)
+    try:
+        return sorted(k for k, _ in store.items())
+    finally:
+        store.close()
+
+
+def test_partly_released_batch_comes_back_without_its_released_traces(tmp_path: Path) -> None:
+    store_dir = tmp_path / "holds"
+    asm = TraceAssembler(AssemblyConfig(decision_wait=10), ctx(tmp_path), HoldStore(store_dir))
+    asm.process(batch(request("a", span(1, 1)), T0))
+    # One batch: more of trace 1 (leaves with trace 1 at T0 + 10) and trace 2 (held until T0 + 15).
+    asm.process(batch(request("b", span(1, 2), span(2, 3)), T0 + 5))
+    out = asm.poll(T0 + 10)
+    assert spans_by_service(out) == {"a": {1}, "b": {2}}
+    _settle(out)
+    del asm  # crash
+    gc.collect()
+
+    revived = TraceAssembler(AssemblyConfig(decision_wait=10), ctx(tmp_path), HoldStore(store_dir))
+    assert revived.held_traces == 1 and revived.held_spans == 1
+    assert revived.poll(T0 + 14.9).batches == []  # still counted from the batch's arrival
+    out = revived.poll(T0 + 15)
+    assert spans_by_service(out) == {"b": {3}}
+    _settle(out)
+    revived.shutdown()
+    assert _store_keys(store_dir) == []  # the record and its tombstone are gone
+
+
+def test_a_record_stays_until_every_release_from_it_is_persisted(tmp_path: Path) -> None:
+    store_dir = tmp_path / "holds"
+    config = AssemblyConfig(decision_wait=10, max_spans_per_trace=2)
+    asm = TraceAssembler(config, ctx(tmp_path), HoldStore(store_dir))
+    # Trace 1 is over its bound and leaves at once; trace 2 of the same batch is held.
+    early = asm.process(batch(request("a", span(1, 1), span(1, 2), span(2, 3)), T0))
+    assert spans_by_service(early) == {"a": {1, 2}}
+    later = asm.poll(T0 + 10)
+    assert spans_by_service(later) == {"a": {3}}
+    _settle(later)  # the later release is queued first; the early one never was (crash)
+    del asm
+    gc.collect()
+    revived = TraceAssembler(config, ctx(tmp_path), HoldStore(store_dir))
+    out = revived.flush()
+    assert spans_by_service(out) == {"a": {1, 2}}  # not lost, and trace 2 does not come back
+    _settle(out)
+    revived.shutdown()
+    assert _store_keys(store_dir) == []
+
+
+def test_late_and_untraced_spans_are_not_persisted_with_the_held_ones(tmp_path: Path) -> None:
+    store_dir = tmp_path / "holds"
+    asm = TraceAssembler(AssemblyConfig(decision_wait=1), ctx(tmp_path), HoldStore(store_dir))
+    asm.process(batch(request("a", span(1, 1)), T0))
+    _settle(asm.poll(T0 + 1))
+    out = asm.process(batch(request("b", span(1, 2), span(0, 3), span(5, 4)), T0 + 2))
+    assert sorted(
+        (bool(b.notes.get("late")), sorted(spans_by_service(Output(batches=[b]))["b"])) for b in out.batches
+    ) == [
+        (False, [3]),
+        (True, [2]),
+    ]
+    del asm
+    gc.collect()
+    revived = TraceAssembler(AssemblyConfig(decision_wait=1), ctx(tmp_path), HoldStore(store_dir))
+    assert spans_by_service(revived.flush()) == {"b": {4}}
+
+
+def test_records_of_the_per_trace_format_are_reloaded(tmp_path: Path) -> None:
+    store = HoldStore(tmp_path / "holds")
+    fragment = request("a", span(7, 1)).SerializeToString()
+    store.put(f"{tid(7).hex()}.1.{int(T0 * 1000):x}.{b'acme'.hex()}", fragment)
+    store.close()
+    revived = TraceAssembler(AssemblyConfig(decision_wait=10), ctx(tmp_path), HoldStore(tmp_path / "holds"))
+    assert revived.poll(T0 + 9).batches == []
+    out = revived.poll(T0 + 10)
+    assert spans_by_service(out) == {"a": {1}} and out.batches[0].tenant == "acme"
+
+
+def test_the_pipeline_hands_its_bytes_to_the_assembler(tmp_path: Path) -> None:
+    from errorgate.signals import WIRE_NOTE
+
+    asm = TraceAssembler(AssemblyConfig(decision_wait=1), ctx(tmp_path))
+    req = request("a", span(1, 1))
+    b = batch(req, T0)
+    b.notes[WIRE_NOTE] = request("a", span(1, 1), span(1, 2)).SerializeToString()
+    assert asm.process(b).batches == [] and WIRE_NOTE not in b.notes
+    out = asm.poll(T0 + 1)
+    assert spans_by_service(out) == {"a": {1, 2}}  # the bytes, not the request, were held
+    assert isinstance(out.batches[0].notes[WIRE_NOTE], bytes)
+
+
+def test_a_trace_id_held_anew_waits_from_its_new_arrival(tmp_path: Path) -> None:
+    config = AssemblyConfig(decision_wait=10, max_spans_per_trace=2, late_cache_size=1)
+    asm = TraceAssembler(config, ctx(tmp_path))
+    assert spans_by_service(asm.process(batch(request("a", span(1, 1), span(1, 2)), T0))) == {"a": {1, 2}}
+    # Trace 2 leaves early too and pushes trace 1 out of the (one-entry) late cache...
+    assert spans_by_service(asm.process(batch(request("a", span(2, 3), span(2, 4)), T0 + 1))) == {"a": {3, 4}}
+    # ...so a new span of trace 1 is held anew, counted from its own arrival.
+    assert asm.process(batch(request("b", span(1, 5)), T0 + 5)).batches == []
+    assert asm.poll(T0 + 10).batches == []
+    assert spans_by_service(asm.poll(T0 + 15)) == {"b": {5}}

@@ -190,7 +190,7 @@ def test_records_served_from_memory_survive_a_restart_unacknowledged(tmp_path: P
 
 
 class _Harness:
-    def __init__(self, tmp_path: Path, sink: OtlpSink, start: bool = True) -> None:
+    def __init__(self, tmp_path: Path, sink: OtlpSink, start: bool = True, batching: bool = True) -> None:
         self.telemetry = Telemetry()
         self.dlq = DeadLetterStore(tmp_path / "dlq", self.telemetry)
         config = OtlpExporterConfig.model_validate(
@@ -198,7 +198,11 @@ class _Harness:
                 "endpoint": sink.grpc_endpoint,
                 "tls": {"insecure": True},
                 "timeout": "2s",
-                "sending_queue": {"storage": str(tmp_path / "queue"), "num_consumers": 1},
+                "sending_queue": {
+                    "storage": str(tmp_path / "queue"),
+                    "num_consumers": 1,
+                    "batch": {"enabled": batching},
+                },
             }
         )
         context = ComponentContext("otlp", tmp_path, self.telemetry, logging.getLogger("test"))
@@ -212,7 +216,8 @@ class _Harness:
 
 def test_bytes_only_exporter_dead_letters_the_decoded_request(tmp_path: Path) -> None:
     with OtlpSink() as sink:
-        h = _Harness(tmp_path, sink)
+        # Batching off: the refusal must meet the first batch alone.
+        h = _Harness(tmp_path, sink, batching=False)
         sink.fail_next(1, grpc_code=grpc.StatusCode.INVALID_ARGUMENT)
         bad, good = log_request(4), log_request(2, start=4)
         h.qe.enqueue(Batch.of(copy_request(bad)))

@@ -72,3 +72,35 @@ def test_released_batch_failing_later_is_dead_lettered_as_released(tmp_path: Pat
     assert span.name == "boom" and not attributes.has(span.attributes, "touched")
     assert telemetry.dead_lettered.labels("traces", "processor_error")._value.get() == 1
     assert telemetry.dropped.labels("traces", "sampled")._value.get() == 1
+
+
+def test_assembled_batch_failing_later_is_dead_lettered_from_the_released_bytes(tmp_path: Path) -> None:
+    import logging
+
+    from errorgate.assembly import AssemblyConfig, TraceAssembler
+    from errorgate.component import ComponentContext
+
+    telemetry = Telemetry()
+    dlq = DeadLetterStore(tmp_path / "dlq", telemetry)
+    context = ComponentContext("assembly", tmp_path, telemetry, logging.getLogger("t"))
+    pipeline = Pipeline(
+        name="traces",
+        signal=Signal.TRACES,
+        receivers=["otlp"],
+        stages=[
+            Stage("assembly", TraceAssembler(AssemblyConfig(decision_wait=1), context)),
+            Stage("touch", TouchThenFail()),
+        ],
+        exporters=[],
+        telemetry=telemetry,
+        dlq=dlq,
+        lock=threading.RLock(),
+    )
+    pipeline.consume(Batch(Signal.TRACES, _request("boom"), received_at=100.0))
+    assert dlq.list() == []  # held
+    poll_all([pipeline], now=101.0)
+    [entry] = dlq.list()
+    assert entry.source == "processor:touch"
+    _, stored = dlq.load(entry.id)
+    [(_, _, span)] = list(iter_spans(stored))  # type: ignore[arg-type]
+    assert span.name == "boom" and not attributes.has(span.attributes, "touched")

@@ -259,6 +259,19 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                 15,
                 "items queued while the backend is down",
             )
+            # An export attempt fails while the backend is down (its debug log line is checked below).
+            _wait(
+                lambda: (
+                    metric_value(
+                        scrape(f"127.0.0.1:{metrics_port}"),
+                        "errorgate_export_attempts_total",
+                        outcome="retryable",
+                    )
+                    > 0
+                ),
+                15,
+                "a failed export attempt while the backend is down",
+            )
             result.snapshots["backend down"] = _files(data)
             sink.start()
             _wait(lambda: sink.item_count(Signal.LOGS) >= 9, 30, "queued logs to reach the backend")

@@ -275,3 +275,29 @@ def test_bundled_policy_classes() -> None:
         "audit-7y": 2555,
     }
     assert policy.default_class == "ops-30d"
+
+
+def test_scope_wide_tagging_and_upstream_tags_replaced(tmp_path: Path) -> None:
+    """Spans without errorgate attributes are tagged per scope (error or not); spans of a request
+    already carrying our tags get them replaced, never duplicated."""
+    proc = make(tmp_path)
+    b = span("checkout")  # pci + sox: healthy 400 d, failing 7 y
+    ss = b.request.resource_spans[0].scope_spans[0]  # type: ignore[union-attr]
+    ss.spans.add().status.code = Status.STATUS_CODE_ERROR
+    ss.spans.add().name = "third"
+    (out,) = proc.process(b).batches
+    spans = [s for _, _, s in iter_spans(out.request)]  # type: ignore[arg-type]
+    assert [attributes.get(s.attributes, "errorgate.retention.days") for s in spans] == [400, 2555, 400]
+    (again,) = proc.process(out).batches  # a second errorgate stage: replaced in place
+    for s in iter_spans(again.request):  # type: ignore[arg-type]
+        keys = [kv.key for kv in s[2].attributes]
+        assert keys.count("errorgate.retention.class") == keys.count("errorgate.retention.days") == 1
+    logs = log("catalog", 5)
+    rl = logs.request.resource_logs[0]  # type: ignore[union-attr]
+    rl.scope_logs[0].log_records.add().severity_number = 17  # type: ignore[assignment]
+    rl.scope_logs[0].log_records.add().severity_number = 9  # type: ignore[assignment]
+    (lout,) = proc.process(logs).batches
+    assert [
+        attributes.get(r.attributes, "errorgate.retention.class")
+        for _, _, r in iter_log_records(lout.request)  # type: ignore[arg-type]
+    ] == ["debug-7d", "ops-30d", "ops-30d"]

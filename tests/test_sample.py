@@ -454,3 +454,49 @@ def test_decision_cache_and_flood_state_stay_bounded(tmp_path: Path) -> None:
         proc.process(complete(*spans))
     assert len(proc._decisions) == 1000
     assert len(proc._flood) == 50
+
+
+def test_fingerprint_attribute_alone_makes_an_error_trace(tmp_path: Path) -> None:
+    """A fingerprint without status ERROR (e.g. a 5xx span classify fingerprinted) still marks its
+    trace as an error, also when another trace in the request is an error by status; the key's
+    text as a mere value does not."""
+    telemetry = Telemetry()
+    proc = make(tmp_path, telemetry, healthy_keep_probability=0.0)
+    by_status, by_attribute, by_value = b"\x01" * 16, b"\x02" * 16, b"\x03" * 16
+    out = proc.process(
+        complete(
+            span(by_status, 1, error=True, errorgate_error_fingerprint="a"),
+            span(by_attribute, 2),
+            span(by_attribute, 3, errorgate_error_fingerprint="b"),
+            span(by_value, 4, note="errorgate.error.fingerprint"),
+        )
+    )
+    assert sorted(int.from_bytes(s.span_id, "big") for s in kept_spans(out)) == [1, 2, 3]
+    assert proc.decision_for(by_attribute).reason == "error"  # type: ignore[union-attr]
+    assert proc.decision_for(by_value).reason == "probability"  # type: ignore[union-attr]
+    assert out.dropped["sampled"] == 1
+    assert metric(telemetry, "errorgate_sampled_items_total", decision="kept", reason="error") == 3
+
+
+def test_adjusted_count_from_an_upstream_stage_is_replaced_not_duplicated(tmp_path: Path) -> None:
+    proc = make(tmp_path, healthy_keep_probability=0.5)
+    high = b"\x00" * 9 + b"\xff" * 7  # passes every threshold
+    out = proc.process(complete(span(high, 1, errorgate_sampling_adjusted_count=3.0), span(high, 2)))
+    for s in kept_spans(out):
+        assert [kv.key for kv in s.attributes].count(ADJ) == 1
+        assert attributes.get(s.attributes, ADJ) == pytest.approx(2.0)
+
+
+def test_one_slow_trace_among_fast_ones_and_empty_containers_pruned(tmp_path: Path) -> None:
+    proc = make(tmp_path, healthy_keep_probability=0.0, latency_threshold="2s")
+    rng = random.Random(4)
+    slow = rand_tid(rng)
+    fast = [span(rand_tid(rng), i, start=T0 + i * 0.01) for i in range(20)]
+    batch = complete(*fast, span(slow, 100, start=T0 - 1, dur=0.1), span(slow, 101, start=T0 + 1.5, dur=0.1))
+    batch.request.resource_spans.add().scope_spans.add()  # type: ignore[union-attr]  # empty: pruned
+    out = proc.process(batch)
+    assert [int.from_bytes(s.span_id, "big") for s in kept_spans(out)] == [100, 101]
+    assert proc.decision_for(slow).reason == "latency"  # type: ignore[union-attr]
+    (b,) = out.batches
+    assert len(b.request.resource_spans) == 1  # type: ignore[union-attr]
+    assert out.dropped["sampled"] == 20

@@ -21,6 +21,15 @@ from errorgate.attributes import AttrValue
 from errorgate.processors.classification.taxonomy import Category
 
 NATURE_DOMAINS = frozenset({"security", "data", "config"})
+PEER_NAME_KEYS = (
+    "peer.service",
+    "server.address",
+    "net.peer.name",
+    "rpc.service",
+    "messaging.destination.name",
+)
+# Every attribute ``fault_domain`` reads.
+FAULT_DOMAIN_KEYS = (*PEER_NAME_KEYS, "db.system.name", "db.system", "messaging.system")
 
 
 @functools.lru_cache(maxsize=4096)  # peers repeat; ipaddress parsing is slow
@@ -35,13 +44,7 @@ def _is_ip(value: str) -> bool:
 def peer_name(attrs: Mapping[str, AttrValue]) -> str:
     """The callee as named by a client-side item ("" when unnamed). IP literals are not names:
     they would explode label cardinality and can identify people (client addresses)."""
-    for key in (
-        "peer.service",
-        "server.address",
-        "net.peer.name",
-        "rpc.service",
-        "messaging.destination.name",
-    ):
+    for key in PEER_NAME_KEYS:
         value = attrs.get(key)
         if isinstance(value, str) and value and not _is_ip(value):
             return value

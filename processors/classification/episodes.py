@@ -134,14 +134,18 @@ class EpisodeTracker:
 
     def _kind(self, state: _State, deterministic: bool) -> str:
         p = self.params
-        horizon = state.last_bucket - p.reopen_window_buckets
-        reopens = sum(1 for s in state.starts if s >= horizon and s != state.first_bucket)
         recurred = (
             state.prev_episode_end is not None
             and state.episode_start - state.prev_episode_end <= p.quiet_buckets
         )
-        if state.flapping or reopens >= p.reopen_count or recurred:
+        if state.flapping or recurred:
             return "intermittent"
+        # Reopens are starts other than the first: fewer starts than the count cannot reach it.
+        if len(state.starts) >= p.reopen_count:
+            horizon = state.last_bucket - p.reopen_window_buckets
+            reopens = sum(1 for s in state.starts if s >= horizon and s != state.first_bucket)
+            if reopens >= p.reopen_count:
+                return "intermittent"
         if state.last_bucket - state.episode_start + 1 >= p.persistent_min_buckets:
             return "persistent"
         if deterministic and (state.retry_failed or state.occurrences >= p.deterministic_min_occurrences):

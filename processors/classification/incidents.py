@@ -62,6 +62,11 @@ class IncidentTracker:
         self._now = 0.0
         self.active: dict[str, Incident] = {}  # incident id -> incident
         self._by_origin: dict[str, str] = {}  # origin service -> incident id
+        # Whether the failing counts changed since the last ``evaluate`` (a failing trace, an
+        # expired slot), and whether that evaluation found no qualifying origin: then the next
+        # one would find the same nothing and is skipped.
+        self._changed = True
+        self._quiet = False
 
     def observe(
         self, timestamp: float, services: frozenset[str], failing: frozenset[str], origins: frozenset[str]
@@ -85,6 +90,7 @@ class IncidentTracker:
             for s in list(services)[: self.max_components]:
                 slot.cover[s] += 1
         if failing:
+            self._changed = True
             slot.failed += 1
             for s in services:
                 slot.fail_cover[s] += 1
@@ -97,6 +103,7 @@ class IncidentTracker:
         oldest = int((self._now - self.window) // self.slot_seconds)
         while self._slots and self._slots[0].slot <= oldest:
             self._slots.popleft()
+            self._changed = True
         if slot_id <= oldest:
             return None
         for slot in reversed(self._slots):
@@ -126,6 +133,9 @@ class IncidentTracker:
     def evaluate(self) -> IncidentChange:
         """Open and close incidents for the current window (call after a batch's traces)."""
         self._slot(int(self._now // self.slot_seconds))  # expire old slots
+        if self._quiet and not self._changed:
+            return IncidentChange([], [])
+        self._changed = False
         by_origin: dict[str, Counter[str]] = {}
         for s in self._slots:
             for origin, counts in s.by_origin.items():
@@ -135,7 +145,9 @@ class IncidentTracker:
             for origin, counts in by_origin.items()
         }
         qualifying = {o: svcs for o, svcs in spiking.items() if len(svcs) >= self.min_services}
-        ranking = self.ochiai()
+        # The ranking only orders and annotates qualifying origins: most batches have none.
+        self._quiet = not qualifying
+        ranking = self.ochiai() if qualifying else []
         rank = {c: i for i, (c, _) in enumerate(ranking)}
         opened: list[Incident] = []
         for origin in sorted(qualifying, key=lambda o: (rank.get(o, len(rank)), o)):

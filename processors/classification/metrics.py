@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from errorgate.governance.catalog import ServiceCatalog, ServiceEntry
 
+_MAX_CHILDREN = 65536
 DEFAULT_LABEL_CAPS: dict[str, int] = {
     "service": 200,
     "component": 200,
@@ -101,12 +102,26 @@ class ErrorMetrics:
         # Counter increments of one batch, by (metric, capped labels): one ``labels().inc(n)`` each
         # in ``flush``. Labels are capped at once so caps admit values in the order items arrive.
         self._pending: Tally[tuple[Counter, tuple[str, ...]]] = Tally()
+        # ``labels()`` takes a lock and builds a key per call: the children of these counters are
+        # kept (bounded by the label caps; nothing ever removes them from the metric).
+        self._children: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
+        # Capped labels of ``error`` by their raw values. A cap's answer for a value never changes
+        # (admitted values stay admitted, a full cap stays full), so the memo is always valid.
+        self._error_keys: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, str] | None]] = {}
 
     def flush(self) -> None:
         """Apply the counts gathered since the last flush (the processor calls it after each batch)."""
+        if not self._pending:
+            return
         pending, self._pending = self._pending, Tally()
-        for (metric, labels), n in pending.items():
-            metric.labels(*labels).inc(n)
+        children = self._children
+        for key, n in pending.items():
+            child = children.get(key)
+            if child is None:
+                if len(children) >= _MAX_CHILDREN:
+                    children.clear()
+                child = children[key] = key[0].labels(*key[1])
+            child.inc(n)
 
     def describe_catalog(self, catalog: ServiceCatalog) -> None:
         for name, entry in catalog.services.items():
@@ -127,24 +142,38 @@ class ErrorMetrics:
 
     def request(self, service: str, n: int = 1, failed: int = 0) -> None:
         svc = self.cap("service", service)
-        self.requests.labels(svc).inc(n)
+        self._pending[(self.requests, (svc,))] += n
         if failed:
-            self.failed_requests.labels(svc).inc(failed)
+            self._pending[(self.failed_requests, (svc,))] += failed
 
     def error(self, labels: Mapping[str, str], version: str) -> None:
-        c = self.cap
-        svc = c("service", labels["service"])
-        key = (
-            svc,
-            c("component", labels["component"]),
-            c("domain", labels["domain"]),
-            c("kind", labels["kind"]),
-            c("severity", labels["severity"]),
-            c("category", labels["category"]),
+        raw = (
+            labels["service"],
+            labels["component"],
+            labels["domain"],
+            labels["kind"],
+            labels["severity"],
+            labels["category"],
+            version,
         )
-        self._pending[(self.errors, key)] += 1
-        if version:
-            self._pending[(self.by_version, (svc, c("version", version)))] += 1
+        found = self._error_keys.get(raw)
+        if found is None:
+            c = self.cap
+            svc = c("service", raw[0])
+            key = (
+                svc,
+                c("component", raw[1]),
+                c("domain", raw[2]),
+                c("kind", raw[3]),
+                c("severity", raw[4]),
+                c("category", raw[5]),
+            )
+            if len(self._error_keys) >= _MAX_CHILDREN:
+                self._error_keys.clear()
+            found = self._error_keys[raw] = (key, (svc, c("version", version)) if version else None)
+        self._pending[(self.errors, found[0])] += 1
+        if found[1] is not None:
+            self._pending[(self.by_version, found[1])] += 1
 
     def episode(self, service: str, kind: str) -> None:
         self.episodes.labels(self.cap("service", service), self.cap("kind", kind)).inc()

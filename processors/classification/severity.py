@@ -110,7 +110,14 @@ class BurnRates:
             self._services.move_to_end(service)
         state.now = max(state.now, timestamp)
         for window in state.windows.values():
-            window.add(timestamp, requests, errors)
+            # Most records land in the newest slot: count there without the general ``add``.
+            slots = window.slots
+            if slots and slots[-1][0] == int(timestamp // window.slot_len):
+                newest = slots[-1]
+                newest[1] += requests
+                newest[2] += errors
+            else:
+                window.add(timestamp, requests, errors)
 
     def burn(self, service: str, window: float, slo: float) -> float:
         state = self._services.get(service)
@@ -125,9 +132,17 @@ class BurnRates:
     def assess(self, service: str, tier: int, slo: float, in_incident: bool = False) -> Assessment:
         severity, burn_short = "P4", 0.0
         urgency_index = 2
+        burns: dict[float, float] = {}  # rules share windows: each window's burn once
+
+        def burn(window: float) -> float:
+            found = burns.get(window)
+            if found is None:
+                found = burns[window] = self.burn(service, window, slo)
+            return found
+
         for rule in self.rules:
-            short = self.burn(service, rule.short_window, slo)
-            if short < rule.burn_rate or self.burn(service, rule.long_window, slo) < rule.burn_rate:
+            short = burn(rule.short_window)
+            if short < rule.burn_rate or burn(rule.long_window) < rule.burn_rate:
                 continue
             urgency_index = min(urgency_index, URGENCY.index(rule.urgency))
             if tier <= rule.max_tier and severity == "P4":

@@ -114,6 +114,11 @@ class Taxonomy:
         self._memo: dict[tuple[object, ...], Category] = {}
         self._group_memo: dict[tuple[str, str, str, str], str | None] = {}
 
+    @property
+    def attribute_keys(self) -> tuple[str, ...]:
+        """Every attribute a category matcher reads."""
+        return self._attr_keys
+
     @cached_property
     def categories(self) -> dict[str, Category]:
         return {

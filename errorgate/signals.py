@@ -22,6 +22,11 @@ ExportRequest: TypeAlias = ExportTraceServiceRequest | ExportLogsServiceRequest 
 # releases held items may set it on them; whoever reads it pops it, as it is void once the
 # request changes. (Unlike delivery's SERIALIZED_NOTE it never reaches the exporters.)
 WIRE_NOTE = "_errorgate_wire"
+# Batch.notes key: the trace ids (bytes) of the spans in the batch that ``classify`` found failing
+# (status ERROR or a fingerprint it set), as a frozenset. Set by classify on trace batches, read
+# by later stages (``sample``) to skip their own search for errors; void if the request changes
+# in a way that adds failing spans (only classify does), so stages must treat it as optional.
+ERROR_TRACES_NOTE = "_errorgate_error_traces"
 
 
 class Signal(str, Enum):

@@ -133,8 +133,8 @@ def chain(trace_batches: list[Batch], tmp: Path) -> tuple[float, int, int, float
     def handle(out: Output, released: bool) -> None:
         begin = time.process_time()
         if released:  # as Pipeline.release: the released original, for the dead-letter queue
-            for b in out.batches:
-                if not isinstance(b.notes.pop(WIRE_NOTE, None), bytes):
+            for b in out.batches:  # (the bytes stay for classify, which reads them)
+                if not isinstance(b.notes.get(WIRE_NOTE), bytes):
                     copy_request(b.request)
         stage_seconds["assembly"] += time.process_time() - begin
         downstream(out)

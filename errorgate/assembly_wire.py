@@ -241,6 +241,70 @@ def _scope_spans(data: bytes, pos: int, end: int) -> tuple[bytes, list[Run]]:
     return head, runs
 
 
+def span_bounds(data: bytes) -> list[list[int]] | None:
+    """Where each span of the serialized ExportTraceServiceRequest ``data`` lies: one list per
+    ScopeSpans, in the order a parser yields them, of ``start, stop`` pairs (flat) bounding each
+    span's bytes; None when the bytes do not parse.
+
+    ``classify`` reads healthy spans from their bytes; slicing them out of the request's bytes
+    (a few bytecodes per span) is cheaper than serializing each span again (~1 µs). When
+    ``data`` is upb's serialization of the request, each slice equals the span's own
+    ``SerializeToString()`` (a nested message is encoded as on its own)."""
+    try:
+        return _span_bounds(data)
+    except IndexError:  # a length byte past the end of the data
+        return None
+    except WireError:
+        return None
+
+
+def _span_bounds(data: bytes) -> list[list[int]]:
+    out: list[list[int]] = []
+    pos, end = 0, len(data)
+    while pos < end:
+        key, pos = _varint(data, pos)
+        if key != _TAG_1:  # not resource_spans
+            pos = _skip(data, pos, key, end)
+            continue
+        rs_pos, pos = _length(data, pos, end)
+        rs_end = pos
+        while rs_pos < rs_end:
+            key, rs_pos = _varint(data, rs_pos)
+            if key != _TAG_2:  # not scope_spans
+                rs_pos = _skip(data, rs_pos, key, rs_end)
+                continue
+            ss_pos, rs_pos = _length(data, rs_pos, rs_end)
+            out.append(_scope_bounds(data, ss_pos, rs_pos))
+    return out
+
+
+def _scope_bounds(data: bytes, pos: int, end: int) -> list[int]:
+    """``start, stop`` of each span in the ScopeSpans data[pos:end] (the hot loop)."""
+    bounds: list[int] = []
+    while pos < end:
+        if data[pos] == _TAG_2:  # a span, with a one-byte tag (upb's): lengths read inline
+            n = data[pos + 1]
+            if n < 0x80:
+                start = pos + 2
+            elif data[pos + 2] < 0x80:
+                n = (n & 0x7F) | (data[pos + 2] << 7)
+                start = pos + 3
+            else:
+                n, start = _varint(data, pos + 1)
+            pos = start + n
+            bounds += (start, pos)
+            continue
+        key, pos = _varint(data, pos)
+        if key == _TAG_2:  # a span whose tag is an overlong varint
+            start, pos = _length(data, pos, end)
+            bounds += (start, pos)
+        else:
+            pos = _skip(data, pos, key, end)
+    if pos != end:
+        raise WireError("a span runs past the end of its scope")
+    return bounds
+
+
 def add(tree: Tree, rhead: bytes, shead: bytes, spans: bytes) -> None:
     scopes = tree.get(rhead)
     if scopes is None:

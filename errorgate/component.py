@@ -67,12 +67,15 @@ class Output:
 
     @classmethod
     def of(cls, *batches: Batch) -> Output:
+        """The batches that hold any item (``Batch.is_empty`` stops at the first item found)."""
         return cls(batches=[b for b in batches if not b.is_empty()])
 
     def merge(self, other: Output) -> Output:
         self.batches.extend(other.batches)
-        self.dropped.update(other.dropped)
-        self.on_persisted.extend(other.on_persisted)
+        if other.dropped:  # (Counter.update is Python code: skipped for the usual nothing dropped)
+            self.dropped.update(other.dropped)
+        if other.on_persisted:
+            self.on_persisted.extend(other.on_persisted)
         return self
 
 

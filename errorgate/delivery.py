@@ -209,9 +209,16 @@ class QueuedExporter:
         }
         full = first.items >= min_items
         while not full and not self._stop.is_set():
-            nxt = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            nxt = self.queue.get(timeout=0)
             if nxt is None:
-                break
+                # Sleep until enough items wait to fill a group, rather than wake for every put.
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                most = max(totals[1] for _group, totals in open_groups.values())
+                if not self.queue.wait_backlog(max(1, min_items - most), left):
+                    break
+                continue
             if not self._mergeable(nxt):
                 groups.append([nxt])
                 continue

@@ -140,6 +140,7 @@ class PersistentQueue(ExportQueue):
             self._items += items
             self._bytes += size
             self._unread += count
+            self._unread_items += items
         self._outstanding = self._unread
         if self._has_cursor:
             self._write_cursor(self._read_seg, self._read_off)
@@ -195,21 +196,22 @@ class PersistentQueue(ExportQueue):
         plain = request.SerializeToString() if data is None else data
         payload = self._codec.encode(plain)
         code = _SIGNAL_CODE[signal]
-        frame = _HEADER.pack(len(payload), _crc(code, items, payload), code, items) + payload
+        header = _HEADER.pack(len(payload), _crc(code, items, payload), code, items)
+        size = HEADER_SIZE + len(payload)
         with self._cond:
-            self._check_room(len(frame))
+            self._check_room(size)
             if self._lengths[self._write_seg] >= self._segment_bytes:
                 self._rotate()
-            _write_all(self._wfd, frame)
+            _write_frame(self._wfd, header, payload)
             if self._fsync:
                 os.fsync(self._wfd)
-            self._remember(self._write_seg, self._lengths[self._write_seg], len(frame), code, items, plain)
-            self._lengths[self._write_seg] += len(frame)
+            self._remember(self._write_seg, self._lengths[self._write_seg], size, code, items, plain)
+            self._lengths[self._write_seg] += size
             self._items += items
-            self._bytes += len(frame)
+            self._bytes += size
             self._unread += 1
             self._outstanding += 1
-            self._cond.notify()
+            self._arrived(items)
 
     def _rotate(self) -> None:
         os.close(self._wfd)
@@ -242,6 +244,7 @@ class PersistentQueue(ExportQueue):
                 size = HEADER_SIZE + length
             self._read_off += size
             self._unread -= 1
+            self._unread_items -= items
             seq = self._next_seq
             self._next_seq += 1
             self._pending[seq] = _Pending(self._read_seg, self._read_off, items, size)
@@ -331,6 +334,13 @@ def _lock_directory(directory: Path) -> int:
 
 def _crc(code: int, items: int, payload: bytes) -> int:
     return zlib.crc32(payload, zlib.crc32(struct.pack("<BI", code, items)))
+
+
+def _write_frame(fd: int, header: bytes, payload: bytes) -> None:
+    # One gathered write: no copy of the payload to put the header in front of it.
+    written = os.writev(fd, (header, payload))
+    if written < len(header) + len(payload):  # a short write (rare): finish it
+        _write_all(fd, (header + payload)[written:])
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -100,8 +100,12 @@ class Pipeline:
         """Items a processor released on its own (poll/flush) continue after that processor."""
         later_stages = stage_index + 1 < len(self.stages)
         # As with consume(): a later processor failing dead-letters the batch as released, not
-        # half-processed. A processor that built the batch from bytes hands them over (WIRE_NOTE).
-        originals = [_wire(b) for b in out.batches] if later_stages else []
+        # half-processed. A processor that built the batch from bytes hands them over (WIRE_NOTE);
+        # they stay on the batch for a next processor that reads them (bytes never change).
+        keep = later_stages and bool(
+            getattr(self.stages[stage_index + 1].processor, "reads_wire_note", False)
+        )
+        originals = [_wire(b, keep) for b in out.batches] if later_stages else []
         try:
             out = self._continue(out, stage_index + 1)
         except _StageFailed as failure:
@@ -195,10 +199,11 @@ class Pipeline:
         )
 
 
-def _wire(batch: Batch) -> ExportRequest | bytes:
-    """The batch's request as it is now: the bytes a processor left (popped: void once the request
-    changes), else a copy."""
-    data = batch.notes.pop(WIRE_NOTE, None)
+def _wire(batch: Batch, keep: bool = False) -> ExportRequest | bytes:
+    """The batch's request as it is now: the bytes a processor left, else a copy. The bytes are
+    popped (void once the request changes) unless ``keep``: the next processor reads, then pops,
+    them."""
+    data = batch.notes.get(WIRE_NOTE) if keep else batch.notes.pop(WIRE_NOTE, None)
     return data if isinstance(data, bytes) else copy_request(batch.request)
 
 

@@ -26,6 +26,7 @@ _HEADER = struct.Struct("<IIBI")
 HEADER_SIZE = _HEADER.size
 _SIGNALS = (Signal.TRACES, Signal.LOGS, Signal.METRICS)
 _SIGNAL_CODE = {s: i for i, s in enumerate(_SIGNALS)}
+_NOBODY_WAITS = 1 << 62
 
 
 class QueueFull(Backpressure):
@@ -68,6 +69,11 @@ class ExportQueue(ABC):
         # ``wait_empty`` callers, so idle consumers are not woken (and put back to sleep) per record.
         self._cond = threading.Condition(lock)
         self._drained = threading.Condition(lock)
+        # A third one for consumers gathering a batch (``wait_backlog``): woken only once enough
+        # items wait, not by every put.
+        self._backlog = threading.Condition(lock)
+        self._backlog_want = _NOBODY_WAITS  # smallest backlog (items) a waiting consumer asked for
+        self._unread_items = 0  # items in records put and not yet handed out
         self._closed = False
         self._items = 0
         self._bytes = 0
@@ -91,6 +97,17 @@ class ExportQueue(ABC):
     @abstractmethod
     def waiting(self) -> int:
         """Records put and not yet handed out (a lock-free reading; may be a moment stale)."""
+
+    def wait_backlog(self, items: int, timeout: float) -> bool:
+        """Block until at least ``items`` items wait to be handed out or ``timeout`` passed (then
+        ``get`` tells what there is). False at once when the queue is closed."""
+        with self._cond:
+            if self._closed:
+                return False
+            if self._unread_items < items and timeout > 0:
+                self._backlog_want = min(self._backlog_want, items)
+                self._backlog.wait(timeout)
+            return True
 
     def has_room(self, nbytes: int) -> bool:
         """Whether a request of ``nbytes`` serialized bytes would fit now."""
@@ -125,6 +142,16 @@ class ExportQueue(ABC):
             self._closed = True
             self._cond.notify_all()
             self._drained.notify_all()
+            self._backlog.notify_all()
+
+    def _arrived(self, items: int) -> None:
+        """Called under the lock after a put: wake one idle consumer, and the gathering ones once
+        the backlog they wait for is there."""
+        self._unread_items += items
+        self._cond.notify()
+        if self._unread_items >= self._backlog_want:
+            self._backlog_want = _NOBODY_WAITS  # a consumer still short of items asks again
+            self._backlog.notify_all()
 
     def _acked(self) -> None:
         """Called under the lock after an acknowledgement."""
@@ -165,7 +192,7 @@ class MemoryQueue(ExportQueue):
             self._items += items
             self._bytes += size
             self._outstanding += 1
-            self._cond.notify()
+            self._arrived(items)
 
     def waiting(self) -> int:
         return len(self._waiting)
@@ -179,6 +206,7 @@ class MemoryQueue(ExportQueue):
                     return None
                 self._cond.wait(left)
             record = self._waiting.popleft()
+            self._unread_items -= record.items
             self._inflight[record.seq] = record
             return record
 

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -27,6 +27,12 @@ WIRE_NOTE = "_errorgate_wire"
 # by later stages (``sample``) to skip their own search for errors; void if the request changes
 # in a way that adds failing spans (only classify does), so stages must treat it as optional.
 ERROR_TRACES_NOTE = "_errorgate_error_traces"
+# Batch.notes key: True when the request as received held no "errorgate." text at all, i.e. no
+# stage of an upstream errorgate tagged it. Set by a stage that has the received bytes at hand
+# (classify, from WIRE_NOTE); later stages may then skip searching for tags of their own kind
+# (``sample``: an adjusted count already on an item), as long as no stage before them adds such
+# tags (classify adds only error tags). Optional: absent means "search".
+NO_UPSTREAM_TAGS_NOTE = "_errorgate_no_upstream_tags"
 
 
 class Signal(str, Enum):
@@ -82,7 +88,7 @@ class Batch:
         return count_items(self.request)
 
     def is_empty(self) -> bool:
-        return self.item_count() == 0
+        return not has_items(self.request)
 
 
 def count_items(request: ExportRequest) -> int:
@@ -92,6 +98,21 @@ def count_items(request: ExportRequest) -> int:
     if isinstance(request, ExportLogsServiceRequest):
         return sum(len(sl.log_records) for rl in request.resource_logs for sl in rl.scope_logs)
     return sum(
+        metric_point_count(m)
+        for rm in request.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+    )
+
+
+def has_items(request: ExportRequest) -> bool:
+    """Whether ``request`` holds any item: stops at the first non-empty container, where
+    ``count_items`` visits them all (``Output.of`` asks this of every batch it passes on)."""
+    if isinstance(request, ExportTraceServiceRequest):
+        return any(ss.spans for rs in request.resource_spans for ss in rs.scope_spans)
+    if isinstance(request, ExportLogsServiceRequest):
+        return any(sl.log_records for rl in request.resource_logs for sl in rl.scope_logs)
+    return any(
         metric_point_count(m)
         for rm in request.resource_metrics
         for sm in rm.scope_metrics
@@ -132,39 +153,31 @@ def iter_metrics(
 
 
 def prune_empty(request: ExportRequest) -> None:
-    """Remove scope and resource containers left empty after items were dropped."""
+    """Remove scope and resource containers left empty after items were dropped (and metrics
+    without data points), in place: deleting from a repeated field only moves pointers in C,
+    and the containers that stay are the same objects as before."""
     if isinstance(request, ExportTraceServiceRequest):
-        for rs in request.resource_spans:
-            keep = [ss for ss in rs.scope_spans if ss.spans]
-            if len(keep) != len(rs.scope_spans):
-                _replace(rs.scope_spans, keep)
-        _replace(request.resource_spans, [rs for rs in request.resource_spans if rs.scope_spans])
+        _prune(request.resource_spans, "scope_spans", "spans")
     elif isinstance(request, ExportLogsServiceRequest):
-        for rl in request.resource_logs:
-            keep_l = [sl for sl in rl.scope_logs if sl.log_records]
-            if len(keep_l) != len(rl.scope_logs):
-                _replace(rl.scope_logs, keep_l)
-        _replace(request.resource_logs, [rl for rl in request.resource_logs if rl.scope_logs])
+        _prune(request.resource_logs, "scope_logs", "log_records")
     else:
         for rm in request.resource_metrics:
             for sm in rm.scope_metrics:
-                keep_m = [m for m in sm.metrics if metric_point_count(m)]
-                if len(keep_m) != len(sm.metrics):
-                    _replace(sm.metrics, keep_m)
-            keep_s = [sm for sm in rm.scope_metrics if sm.metrics]
-            if len(keep_s) != len(rm.scope_metrics):
-                _replace(rm.scope_metrics, keep_s)
-        _replace(request.resource_metrics, [rm for rm in request.resource_metrics if rm.scope_metrics])
+                metrics = sm.metrics
+                for i in range(len(metrics) - 1, -1, -1):
+                    if not metric_point_count(metrics[i]):
+                        del metrics[i]
+        _prune(request.resource_metrics, "scope_metrics", "metrics")
 
 
-def _replace(container, items: list) -> None:  # type: ignore[no-untyped-def]
-    if len(items) == len(container):
-        return
-    copies = [type(i)() for i in items]
-    for dst, src in zip(copies, items, strict=True):
-        dst.CopyFrom(src)
-    del container[:]
-    container.extend(copies)
+def _prune(resources: Any, scopes_field: str, items_field: str) -> None:
+    for r in range(len(resources) - 1, -1, -1):  # from the end: the indices to visit stay valid
+        scopes = getattr(resources[r], scopes_field)
+        for s in range(len(scopes) - 1, -1, -1):
+            if not getattr(scopes[s], items_field):
+                del scopes[s]
+        if not scopes:
+            del resources[r]
 
 
 def copy_request(request: ExportRequest) -> ExportRequest:

@@ -13,18 +13,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from google.protobuf.message import Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from errorgate.receiver import ValidationConfig
-from errorgate.receiver.flat_otlp import has_nested_values
+from errorgate.receiver.flat_otlp import has_nested_values, scope_fits
 from errorgate.signals import ExportRequest, Signal, prune_empty
+from errorgate.validation_limits import Limits as _Limits
 
 _ITEM_NOUN = {Signal.TRACES: "spans", Signal.LOGS: "log records", Signal.METRICS: "data points"}
 _ZERO_TRACE_ID = bytes(16)
@@ -66,81 +66,6 @@ class Rejections:
         return f"rejected {self.count} {_ITEM_NOUN[self.signal]}: {parts}"
 
 
-class _Limits:
-    __slots__ = ("flat", "max_attrs", "max_depth", "max_len", "max_len_chars", "small")
-
-    def __init__(self, config: ValidationConfig, flat: bool) -> None:
-        self.max_depth = config.max_attribute_depth
-        self.max_len = config.max_string_length
-        self.max_attrs = config.max_attributes
-        # A str of n code points encodes to at most 4n UTF-8 bytes: below this no encoding is needed.
-        self.max_len_chars = config.max_string_length // 4
-        # True when the request holds no nested attribute values at all (see flat_otlp).
-        self.flat = flat
-        # An item serializing to at most this many bytes can hold neither a string longer than
-        # the limit nor a list of more than max_attributes entries (each entry takes >= 2 bytes).
-        self.small = min(self.max_len, 2 * self.max_attrs + 1)
-
-    def size_class(self, item: Message) -> int:
-        """0: nothing in ``item`` can break a limit; 1: only attribute counts can; 2: check all."""
-        if not self.flat:
-            return 2
-        size = item.ByteSize()
-        if size <= self.small:
-            return 0
-        return 1 if size <= self.max_len else 2
-
-    def attributes(self, attrs: Sequence[KeyValue], depth: int = 1) -> str | None:
-        """Reason the attribute list breaks a limit, or None."""
-        if len(attrs) > self.max_attrs:
-            return f"more than {self.max_attrs} attributes"
-        max_chars = self.max_len_chars
-        for kv in attrs:
-            key = kv.key
-            if len(key) > max_chars and self._too_long(key):
-                return f"attribute key longer than {self.max_len} bytes"
-            value = kv.value
-            kind = value.WhichOneof("value")
-            if kind == "string_value":
-                s = value.string_value
-                if len(s) > max_chars and self._too_long(s):
-                    return f"string longer than {self.max_len} bytes"
-            elif kind is not None and kind in _WALKED_KINDS:
-                reason = self.value(value, depth)
-                if reason:
-                    return reason
-        return None
-
-    def value(self, value: AnyValue, depth: int = 1) -> str | None:
-        """Reason an AnyValue (at nesting level ``depth``, 1 = attribute value) breaks a limit."""
-        kind = value.WhichOneof("value")
-        if kind == "string_value":
-            s = value.string_value
-            if len(s) > self.max_len_chars and self._too_long(s):
-                return f"string longer than {self.max_len} bytes"
-        elif kind == "bytes_value":
-            if len(value.bytes_value) > self.max_len:
-                return f"bytes value longer than {self.max_len} bytes"
-        elif kind == "array_value":
-            if depth >= self.max_depth and value.array_value.values:
-                return f"attribute nesting deeper than {self.max_depth}"
-            for v in value.array_value.values:
-                reason = self.value(v, depth + 1)
-                if reason:
-                    return reason
-        elif kind == "kvlist_value":
-            if depth >= self.max_depth and value.kvlist_value.values:
-                return f"attribute nesting deeper than {self.max_depth}"
-            return self.attributes(value.kvlist_value.values, depth + 1)
-        return None
-
-    def _too_long(self, s: str) -> bool:
-        return len(s) > self.max_len or len(s.encode("utf-8", "surrogatepass")) > self.max_len
-
-
-_WALKED_KINDS = frozenset(("array_value", "kvlist_value", "bytes_value"))
-
-
 def validate_request(
     signal: Signal, request: ExportRequest, limits: ValidationConfig, raw: bytes | None = None
 ) -> Rejections:
@@ -149,9 +74,10 @@ def validate_request(
     ``raw``, when given, must be ``request`` in protobuf encoding (the received body): it
     saves serializing the request again."""
     # One C-speed pass decides whether any nested values exist; without them, items that
-    # are small enough need no per-attribute Python at all.
+    # are small enough need no per-attribute Python at all. Their sizes come from the received
+    # bytes at C speed too (``WireSizes``), not from ``ByteSize()`` per part.
     data = request.SerializeToString() if raw is None else raw
-    lim = _Limits(limits, flat=not has_nested_values(signal, data))
+    lim = _Limits(limits, not has_nested_values(signal, data), data)
     rejections = Rejections(signal.new_request())
     if signal is Signal.TRACES:
         assert isinstance(request, ExportTraceServiceRequest)
@@ -243,19 +169,22 @@ def _span_count_reason(span: Span, max_attrs: int) -> str | None:
 def _validate_traces(request: ExportTraceServiceRequest, rej: Rejections, lim: _Limits) -> None:
     out = rej.request
     assert isinstance(out, ExportTraceServiceRequest)
-    small = lim.small if lim.flat else -1  # -1: no span passes the inline check on size
-    for rs in request.resource_spans:
-        # One size for the whole resource instead of one per span and attribute list, when that
-        # already settles it: then only span ids and times are left to check.
-        rs_small = small >= 0 and rs.ByteSize() <= small
-        res_reason = None if rs_small else _container_reason(lim, "resource", rs.resource.attributes)
+    for rs, (res_fits, scopes_fit) in zip(
+        request.resource_spans, lim.fits(request.resource_spans), strict=False
+    ):
+        res_reason = None if res_fits else _container_reason(lim, "resource", rs.resource.attributes)
         rej_rs = None
-        for ss in rs.scope_spans:
+        for ss, (scope_fit, all_fit, sizes) in zip(
+            rs.scope_spans, scope_fits(scopes_fit, rs.scope_spans), strict=False
+        ):
             reason_all = res_reason or (
-                None if rs_small else _container_reason(lim, "scope", ss.scope.attributes)
+                None if scope_fit else _container_reason(lim, "scope", ss.scope.attributes)
             )
             spans = ss.spans
             rej.examined += len(spans)
+            if sizes is not None and len(sizes) != len(spans):
+                all_fit, sizes = False, None  # cannot happen for bytes that decoded; stay exact anyway
+            small = lim.small
             bad: list[int] = []
             for i, span in enumerate(spans):
                 if not reason_all:
@@ -270,7 +199,7 @@ def _validate_traces(request: ExportTraceServiceRequest, rej: Rejections, lim: _
                         and len(span.parent_span_id) in (0, 8)
                         and span.end_time_unix_nano >= span.start_time_unix_nano
                         and not span.links
-                        and (rs_small or span.ByteSize() <= small)
+                        and (all_fit or (sizes is not None and sizes[i] <= small))
                     ):
                         continue
                 reason = reason_all or _span_reason(span, lim)
@@ -316,24 +245,29 @@ def _log_reason(record: LogRecord, lim: _Limits) -> str | None:
 def _validate_logs(request: ExportLogsServiceRequest, rej: Rejections, lim: _Limits) -> None:
     out = rej.request
     assert isinstance(out, ExportLogsServiceRequest)
-    small = lim.small if lim.flat else -1
-    for rl in request.resource_logs:
-        rl_small = small >= 0 and rl.ByteSize() <= small
-        res_reason = None if rl_small else _container_reason(lim, "resource", rl.resource.attributes)
+    for rl, (res_fits, scopes_fit) in zip(
+        request.resource_logs, lim.fits(request.resource_logs), strict=False
+    ):
+        res_reason = None if res_fits else _container_reason(lim, "resource", rl.resource.attributes)
         rej_rl = None
-        for sl in rl.scope_logs:
+        for sl, (scope_fit, all_fit, sizes) in zip(
+            rl.scope_logs, scope_fits(scopes_fit, rl.scope_logs), strict=False
+        ):
             reason_all = res_reason or (
-                None if rl_small else _container_reason(lim, "scope", sl.scope.attributes)
+                None if scope_fit else _container_reason(lim, "scope", sl.scope.attributes)
             )
             records = sl.log_records
             rej.examined += len(records)
+            if sizes is not None and len(sizes) != len(records):
+                all_fit, sizes = False, None  # cannot happen for bytes that decoded; stay exact anyway
+            small = lim.small
             bad: list[int] = []
             for i, record in enumerate(records):
                 if (
                     not reason_all
                     and len(record.trace_id) in (0, 16)
                     and len(record.span_id) in (0, 8)
-                    and (rl_small or record.ByteSize() <= small)
+                    and (all_fit or (sizes is not None and sizes[i] <= small))
                 ):
                     continue
                 reason = reason_all or _log_reason(record, lim)
@@ -363,12 +297,20 @@ def _metric_reason(metric: Metric, kind: str | None) -> str | None:
 def _validate_metrics(request: ExportMetricsServiceRequest, rej: Rejections, lim: _Limits) -> None:
     out = rej.request
     assert isinstance(out, ExportMetricsServiceRequest)
-    for rm in request.resource_metrics:
-        res_reason = _container_reason(lim, "resource", rm.resource.attributes)
+    for rm, (res_fits, scopes_fit) in zip(
+        request.resource_metrics, lim.fits(request.resource_metrics), strict=False
+    ):
+        res_reason = None if res_fits else _container_reason(lim, "resource", rm.resource.attributes)
         rej_rm = None
-        for sm in rm.scope_metrics:
-            reason_all = res_reason or _container_reason(lim, "scope", sm.scope.attributes)
+        for sm, (scope_fit, all_fit, sizes) in zip(
+            rm.scope_metrics, scope_fits(scopes_fit, rm.scope_metrics), strict=False
+        ):
+            reason_all = res_reason or (
+                None if scope_fit else _container_reason(lim, "scope", sm.scope.attributes)
+            )
             metrics = sm.metrics
+            if sizes is not None and len(sizes) != len(metrics):
+                all_fit, sizes = False, None  # cannot happen for bytes that decoded; stay exact anyway
             whole: list[int] = []  # metrics rejected as a whole
             partial: list[tuple[int, list[int]]] = []  # (metric index, bad data point indexes)
             for i, metric in enumerate(metrics):
@@ -381,7 +323,7 @@ def _validate_metrics(request: ExportMetricsServiceRequest, rej: Rejections, lim
                     rej.reasons[reason] += max(len(points), 1)
                     rej.count += len(points)
                     continue
-                size_class = lim.size_class(metric)
+                size_class = lim.size_class(metric, 0 if all_fit else sizes[i] if sizes is not None else None)
                 if size_class == 0:
                     continue
                 bad_points: list[int] = []

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import MutableSequence
+from operator import itemgetter
 
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
@@ -75,10 +76,12 @@ from errorgate.processors.classification.severity import Assessment, BurnRates, 
 from errorgate.processors.classification.tags import LOG_ATTRIBUTES, SPAN_ATTRIBUTES, Tag, TagWriter
 from errorgate.processors.classification.taxonomy import TaxonomyError, load_taxonomy
 from errorgate.processors.classification.template import parameterize
-from errorgate.signals import WIRE_NOTE, Batch, Signal
+from errorgate.signals import ERROR_TRACES_NOTE, WIRE_NOTE, Batch, Signal
 
 _NONE: frozenset[str] = frozenset()
 _NO_IDS: frozenset[bytes] = frozenset()
+# Fields of a ``spans.Record``.
+_SERVICE, _PEER, _END = itemgetter(2), itemgetter(6), itemgetter(7)
 _RESOURCE_CACHE = 4096
 
 
@@ -152,7 +155,7 @@ class Classify(Processor):
         wire = batch.notes.pop(WIRE_NOTE, None)  # void once tags change the request
         try:
             if batch.signal is Signal.TRACES:
-                items = self._traces(batch)
+                items = self._traces(batch, wire if isinstance(wire, bytes) else None)
             elif batch.signal is Signal.LOGS:
                 items = self._logs(batch, wire if isinstance(wire, bytes) else None)
             else:
@@ -162,8 +165,12 @@ class Classify(Processor):
         # ``Output.of`` without counting the items again (classify never removes any).
         return Output(batches=[batch]) if items else Output()
 
-    def _traces(self, batch: Batch) -> int:
-        """Classify a batch of spans; returns how many spans it holds."""
+    def _traces(self, batch: Batch, wire: bytes | None) -> int:
+        """Classify a batch of spans (``wire``: the request serialized, if the stage before did);
+        returns how many spans it holds. Leaves ``ERROR_TRACES_NOTE`` on the batch: the ids of
+        traces with a span that has status ERROR or a fingerprint (classify fingerprints every
+        failing span it finds, and status ERROR always fails; upstream fingerprints are found in
+        the request's bytes), so later stages (``sample``) need not search the spans again."""
         late = batch.notes.get("late") is True
         received = batch.received_at
         copy = self._copy_baggage if self.config.baggage else None  # baggage reads every attribute
@@ -174,7 +181,10 @@ class Classify(Processor):
             self._resource,
             copy,
             self._span_bytes,
+            wire,
         )
+        # The request's bytes before any tag, for the search of upstream fingerprints below.
+        data = wire if wire is not None else batch.request.SerializeToString()
         for (service, second), (n_requests, n_failed) in requests.items():
             self.metrics.request(service, n_requests, n_failed)
             self.burn.record(service, float(second), n_requests, n_failed)
@@ -187,10 +197,14 @@ class Classify(Processor):
                     only = group[0]
                     observe(only[7] / 1e9 or received, self._services(only[2], only[6]), _NONE, _NONE)
                 else:
-                    touched = [r[2] for r in group] + [r[6] for r in group if r[6]]
-                    observe(max([r[7] for r in group]) / 1e9 or received, frozenset(touched), _NONE, _NONE)
+                    # Services and peers, read in C (``map``/``itemgetter``); a service is never
+                    # "" (``scan.service_of``), so dropping "" drops exactly the missing peers.
+                    touched = set(map(_SERVICE, group))
+                    touched.update(map(_PEER, group))
+                    touched.discard("")
+                    observe(max(map(_END, group)) / 1e9 or received, frozenset(touched), _NONE, _NONE)
                 continue
-            ts = max([r[7] for r in group]) / 1e9 or received
+            ts = max(map(_END, group)) / 1e9 or received
             analysis = analyses[trace_id] = cascade.analyse_trace([self._nodes(r) for r in group])
             observe(ts, analysis.services, analysis.failing_services, analysis.origin_services)
             for service, outcome in analysis.retried_operations:
@@ -212,6 +226,9 @@ class Classify(Processor):
             if self.config.max_correlated_spans and role is not None:
                 incident_id = str(attrs.get("errorgate.incident.id") or "")
                 self._remember((span.trace_id, span.span_id), (role.role, role.origin_service, incident_id))
+        failed = frozenset([r[0].trace_id for r in errors])
+        upstream = scan.fingerprinted_traces(batch.request, data, failed)  # type: ignore[arg-type]
+        batch.notes[ERROR_TRACES_NOTE] = failed | upstream if upstream else failed
         return n_spans
 
     def _services(self, service: str, peer: str) -> frozenset[str]:

@@ -29,7 +29,14 @@ from pydantic import Field, field_validator
 from errorgate import attributes
 from errorgate.component import ComponentConfig, ComponentContext, Output, Processor, register_processor
 from errorgate.config import ConfigError, Duration
-from errorgate.processors.redaction.actions import BLOCKED_MASK, FAILED_MASK, Keyring, Replacer, Where
+from errorgate.processors.redaction.actions import (
+    BLOCKED_MASK,
+    FAILED_MASK,
+    Keyring,
+    Replacer,
+    Where,
+    set_attributes,
+)
 from errorgate.processors.redaction.policy import KeyPolicy, Policy, PolicyError, build_policy, load_pack
 from errorgate.processors.redaction.specs import KEYED_ACTIONS, CustomRecognizerSpec, EntityRule, Finding
 from errorgate.processors.redaction.walker import DROP_MARK, Owner, Slot, Walker, sweep_dropped
@@ -197,6 +204,8 @@ class RedactProcessor(Processor):
         self.walker = Walker(self.keys.decide, frozenset(config.free_text_keys))
         self.ip_keep = KeyPolicy(config.ip.keep_keys, [])
         self.ip_peer = KeyPolicy(config.ip.server_peer_keys, [])
+        self._keep_ips: dict[tuple[str, bool], bool] = {}  # (key, on a SERVER span) -> keep IPs
+        self._wheres: dict[tuple[str, str, str], Where] = {}
         from errorgate.processors.redaction.pool import Detector
 
         self.detector = detector or Detector(
@@ -226,6 +235,8 @@ class RedactProcessor(Processor):
 
     def process(self, batch: Batch) -> Output:
         owners = self.walker.owners(batch, self.detector.clean_check())
+        if not any(o.slots for o in owners):
+            return Output.of(batch)  # every value known clean (most batches on steady traffic)
         keys = [(s.text(), s.free_text) for o in owners for s in o.slots if not s.blocked]
         results = self.detector.detect(keys) if keys else {}
         services = self._services(owners)
@@ -238,20 +249,28 @@ class RedactProcessor(Processor):
             if owner.failed:
                 self._fail_closed(self.walker.all_slots(owner))
         failed_items = 0
+        any_item = False
         for owner in owners:
-            if owner.kind in ("resource", "scope"):
+            kind = owner.kind
+            if kind == "resource" or kind == "scope":
                 continue
-            failed = owner.failed or any(s.failed for s in owner.shared)
+            any_item = True
+            failed, count, types = owner.failed, owner.count, owner.types
+            for s in owner.shared:  # plain loop: this runs per item
+                failed = failed or s.failed
+                if s.count:
+                    count += s.count
+                    types = types | s.types
             failed_items += failed
-            if owner.kind == "datapoint":
+            if kind == "datapoint":
                 continue
-            count = owner.count + sum(s.count for s in owner.shared)
-            types = owner.types.union(*(s.types for s in owner.shared))
-            if count:
-                attributes.set_value(owner.message.attributes, COUNT_ATTR, count)
-                attributes.set_value(owner.message.attributes, TYPES_ATTR, ",".join(sorted(types)))
-            if failed:
-                attributes.set_value(owner.message.attributes, FAILED_ATTR, True)
+            if count or failed:
+                pending: dict[str, int | str] = (
+                    {COUNT_ATTR: count, TYPES_ATTR: ",".join(sorted(types))} if count else {}
+                )
+                if failed:
+                    pending[FAILED_ATTR] = True
+                set_attributes(owner.message.attributes, pending)
         if dropped_any:
             sweep_dropped(batch)
         cap = self.context.telemetry.cap
@@ -261,7 +280,8 @@ class RedactProcessor(Processor):
             ).inc(n)
         if failed_items:
             self.failures.labels(batch.signal.value).inc(failed_items)
-        return Output.of(batch)
+        # Redaction removes attributes, never items: a batch with an item owner is not empty.
+        return Output(batches=[batch]) if any_item else Output.of(batch)
 
     def _redact_slot(
         self,
@@ -276,16 +296,16 @@ class RedactProcessor(Processor):
             slot.set_text(BLOCKED_MASK)
             self._record(owner, BLOCKED_ENTITY, "block_keys", service, tally)
             return False
-        findings = results.get((slot.text(), slot.free_text))
+        text = slot.text()
+        findings = results.get((text, slot.free_text))
         if findings is None:
             owner.failed = True
             return False
         findings = self._ip_filter(slot, findings)
         if not findings:
             return False
-        text = slot.text()
         try:
-            where = Where(slot.key, batch.signal.value, batch.tenant)
+            where = self._where(slot.key, batch)
             new, drop = self.replacer.rewrite(text, findings, where, can_drop=slot.droppable)
         except Exception:
             owner.failed = True  # e.g. the keyring refused: never forward the original
@@ -295,14 +315,33 @@ class RedactProcessor(Processor):
             self._record(owner, f.entity_type, f.rule, service, tally)
         return drop
 
+    def _where(self, key: str, batch: Batch) -> Where:
+        # Where is frozen (immutable) and the same few keys repeat: build each once.
+        k = (key, batch.signal.value, batch.tenant)
+        where = self._wheres.get(k)
+        if where is None:
+            where = Where(*k)
+            if len(self._wheres) >= 10_000:
+                self._wheres.clear()
+            self._wheres[k] = where
+        return where
+
     def _ip_filter(self, slot: Slot, findings: tuple[Finding, ...]) -> tuple[Finding, ...]:
-        if not any(f.entity_type == "IP_ADDRESS" for f in findings):
+        for f in findings:  # a loop, not any(<generator>): this runs for every finding slot
+            if f.entity_type == "IP_ADDRESS":
+                break
+        else:
             return findings
-        keep_ips = (
-            not self.config.ip.redact
-            or self.ip_keep.decide(slot.key) == "allow"
-            or (self.ip_peer.decide(slot.key) == "allow" and not slot.peer_on_server)
-        )
+        k = (slot.key, slot.peer_on_server)
+        keep_ips = self._keep_ips.get(k)
+        if keep_ips is None:
+            keep_ips = (
+                not self.config.ip.redact
+                or self.ip_keep.decide(slot.key) == "allow"
+                or (self.ip_peer.decide(slot.key) == "allow" and not slot.peer_on_server)
+            )
+            if len(self._keep_ips) < 10_000:
+                self._keep_ips[k] = keep_ips
         return tuple(f for f in findings if f.entity_type != "IP_ADDRESS") if keep_ips else findings
 
     @staticmethod

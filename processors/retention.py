@@ -187,13 +187,14 @@ class RetentionProcessor(Processor):
         # Every item was tagged and counted once: the tally is the item count (no recount).
         return Output(batches=[batch] if tally.total() else [])
 
-    def _plain(self, request: ExportTraceServiceRequest | ExportLogsServiceRequest) -> tuple[bool, bool]:
-        """(classes can be set per scope, the request may hold tags of ours).
+    def _plain(self, data: bytes) -> tuple[bool, bool]:
+        """(the class can be set per scope, the items may hold tags of ours), from ``data``: the
+        scope's items serialized, joined (a match across two items is a false alarm: per item).
 
         Per scope needs no legal holds or attribute matchers, and no wanted attribute nor tag of
-        ours anywhere in the request; every key that matters starts with "errorgate.", so one
-        C-level search rules all out in the common case (no errorgate stage before)."""
-        data = request.SerializeToString()
+        ours in any item; every key that matters starts with "errorgate.", so one C-level search
+        rules all out in the common case (no errorgate stage before). The items' bytes, not the
+        request's: the per-item path needs them anyway (serializing twice cost more than a search)."""
         if _PREFIX not in data:
             return self._per_scope, False
         ours = _OURS.search(data) is not None
@@ -202,12 +203,15 @@ class RetentionProcessor(Processor):
     def _traces(
         self, request: ExportTraceServiceRequest, received_at: float, tally: Tally[str], holds: Tally[str]
     ) -> None:
-        per_scope, ours = self._plain(request)
+        # Per item, an item without a wanted attribute or tag of ours still gets its scope's class.
+        simple = self._per_scope
         merge = Span.MergeFromString
         for rs in request.resource_spans:
             service, scopes = self._service(rs.resource)
             for ss in rs.scope_spans:
                 spans = list(ss.spans)
+                datas = [s.SerializeToString() for s in spans]
+                per_scope, ours = self._plain(b"".join(datas))
                 if per_scope:
                     healthy, failing = self._span_classes(service, scopes)
                     if healthy == failing:  # the status does not matter here: one class for all
@@ -224,12 +228,18 @@ class RetentionProcessor(Processor):
                         tally[failing] += failed
                         tally[healthy] += len(spans) - failed
                     continue
-                for span in spans:
-                    ts = span.start_time_unix_nano / 1e9 or received_at
+                for span, data in zip(spans, datas, strict=True):
                     error = span.status.code == _ERROR
-                    data = span.SerializeToString()
+                    mine = ours and _OURS.search(data) is not None
+                    if simple and not mine and not ANY_WANTED.search(data):
+                        # Nothing the rules read beyond service and status: the per-scope class.
+                        name = self._span_classes(service, scopes)[error]
+                        merge(span, self._tags[name][Span])
+                        tally[name] += 1
+                        continue
+                    ts = span.start_time_unix_nano / 1e9 or received_at
                     item = Item(service, scopes, span.attributes, None, error, ts, data)
-                    self._tag(span, item, tally, holds, ours and _OURS.search(data) is not None)
+                    self._tag(span, item, tally, holds, mine)
 
     def _span_classes(self, service: str, scopes: frozenset[str]) -> tuple[str, str]:
         """(class of a healthy span, class of a failing span) of a service, with no wanted attributes."""
@@ -246,7 +256,7 @@ class RetentionProcessor(Processor):
     def _logs(
         self, request: ExportLogsServiceRequest, received_at: float, tally: Tally[str], holds: Tally[str]
     ) -> None:
-        per_scope, ours = self._plain(request)
+        simple = self._per_scope  # (as in _traces)
         merge = LogRecord.MergeFromString
         error_severity = LOG_SEVERITIES["ERROR"]
         for rl in request.resource_logs:
@@ -254,6 +264,8 @@ class RetentionProcessor(Processor):
             by_severity: dict[int, str] = {}  # the class per severity number, for this service
             for sl in rl.scope_logs:
                 records = list(sl.log_records)
+                datas = [r.SerializeToString() for r in records]
+                per_scope, ours = self._plain(b"".join(datas))
                 if per_scope:
                     names = []
                     for sev in [r.severity_number for r in records]:
@@ -266,12 +278,21 @@ class RetentionProcessor(Processor):
                         merge(rec, self._tags[name][LogRecord])
                     tally.update(names)
                     continue
-                for rec in records:
-                    ts = (rec.time_unix_nano or rec.observed_time_unix_nano) / 1e9 or received_at
+                for rec, data in zip(records, datas, strict=True):
                     sev = rec.severity_number
-                    data = rec.SerializeToString()
+                    mine = ours and _OURS.search(data) is not None
+                    if simple and not mine and not ANY_WANTED.search(data):
+                        # Nothing the rules read beyond service and severity: the per-scope class.
+                        name = by_severity.get(sev)
+                        if name is None:
+                            item = Item(service, scopes, (), sev, sev >= error_severity, 0.0, b"")
+                            name = by_severity[sev] = self._rule_class(item)
+                        merge(rec, self._tags[name][LogRecord])
+                        tally[name] += 1
+                        continue
+                    ts = (rec.time_unix_nano or rec.observed_time_unix_nano) / 1e9 or received_at
                     item = Item(service, scopes, rec.attributes, sev, sev >= error_severity, ts, data)
-                    self._tag(rec, item, tally, holds, ours and _OURS.search(data) is not None)
+                    self._tag(rec, item, tally, holds, mine)
 
     def _tag(
         self, target: Span | LogRecord, item: Item, tally: Tally[str], holds: Tally[str], ours: bool

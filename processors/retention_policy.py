@@ -141,6 +141,7 @@ WANTED = (
 )
 
 
+_WANTED_SET = frozenset(WANTED)
 ANY_WANTED = re.compile(b"|".join(re.escape(k.encode()) for k in WANTED))
 _NO_VALUES: dict[str, attributes.AttrValue] = {}
 
@@ -170,7 +171,8 @@ class Item:
             self.error = error
             self.values = _NO_VALUES
             return
-        found = {kv.key: kv.value for kv in attrs if kv.key in WANTED}
+        # (A set: every attribute's key is looked up; an item tagged by classify has a dozen.)
+        found = {kv.key: kv.value for kv in attrs if kv.key in _WANTED_SET}
         self.error = error or "errorgate.error.fingerprint" in found
         self.values = {k: attributes.to_python(v) for k, v in found.items()}
 

@@ -44,75 +44,35 @@ Metrics: ``errorgate_sampled_items_total{signal,decision,reason}``,
 from __future__ import annotations
 
 import random
-import re
 from collections import Counter as Tally
 from collections import OrderedDict
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, cast
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from prometheus_client import Counter
-from pydantic import Field, model_validator
 
 from errorgate import attributes
-from errorgate.assembly import AssemblyConfig, get_or_create
-from errorgate.component import ComponentConfig, ComponentContext, Output, Processor, register_processor
-from errorgate.config import Duration
-from errorgate.processors.sampling import consistent, inplace, traces
+from errorgate.assembly import get_or_create
+from errorgate.component import ComponentContext, Output, Processor, register_processor
+from errorgate.processors.sampling import consistent, inplace, logs, traces
+from errorgate.processors.sampling.config import AttributeRule as AttributeRule  # public names, kept here
+from errorgate.processors.sampling.config import FloodConfig as FloodConfig
+from errorgate.processors.sampling.config import LogSamplingConfig as LogSamplingConfig
+from errorgate.processors.sampling.config import SampleConfig
 from errorgate.processors.sampling.flood import FloodLimiter
 from errorgate.processors.sampling.mark import ADJUSTED_BYTES, Marker
 from errorgate.processors.sampling.mark import ADJUSTED_COUNT as ADJUSTED_COUNT  # public name, kept here too
 from errorgate.processors.sampling.rules import compile_rule
-from errorgate.signals import Batch, Signal
+from errorgate.signals import ERROR_TRACES_NOTE, NO_UPSTREAM_TAGS_NOTE, Batch, Signal
 
 SEVERITY_ERROR = 17  # OTLP SeverityNumber ERROR
 _NO_TRACE = bytes(16)
-
-
-class AttributeRule(ComponentConfig):
-    key: str = Field(min_length=1)
-    values: list[str | int | float | bool] | None = None
-    pattern: str | None = None
-
-    @model_validator(mode="after")
-    def _one_matcher(self) -> AttributeRule:
-        if (self.values is None) == (self.pattern is None):
-            raise ValueError("give exactly one of values or pattern")
-        if self.pattern is not None:
-            try:
-                re.compile(self.pattern)
-            except re.error as e:
-                raise ValueError(f"pattern is not a valid regular expression: {e}") from None
-        return self
-
-
-class FloodConfig(ComponentConfig):
-    first_n_per_minute: int = Field(default=10, ge=1)
-    rate_per_second_after: float = Field(default=1.0, ge=0)
-    max_fingerprints: int = Field(default=10_000, ge=1)
-
-
-class LogSamplingConfig(ComponentConfig):
-    per_service_probability: dict[str, float] = Field(default_factory=dict)
-    default_probability: float = Field(default=1.0, ge=0, le=1)
-
-    @model_validator(mode="after")
-    def _probabilities(self) -> LogSamplingConfig:
-        for service, p in self.per_service_probability.items():
-            if not 0 <= p <= 1:
-                raise ValueError(f"per_service_probability.{service}: must be between 0 and 1")
-        return self
-
-
-class SampleConfig(AssemblyConfig):
-    healthy_keep_probability: float = Field(default=0.1, ge=0, le=1)
-    latency_threshold: Duration = 2.0
-    attribute_rules: list[AttributeRule] = Field(default_factory=list)
-    flood: FloodConfig = Field(default_factory=FloodConfig)
-    logs: LogSamplingConfig = Field(default_factory=LogSamplingConfig)
-    decision_cache_size: int = Field(default=100_000, ge=1)
+_SEVERITY = attrgetter("severity_number")
+_TRACE_ID = attrgetter("trace_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +85,11 @@ class Decision:
 
 _BY_SEVERITY = Decision(True, "severity")
 _FOLLOW_KEPT = Decision(True, "follow_trace")
+
+
+def _follow(cached: Decision) -> Decision:
+    """A log record's decision following its trace's (log records carry no threshold)."""
+    return Decision(cached.keep, "follow_trace", cached.adjusted)
 
 
 class SampleProcessor(Processor):
@@ -146,7 +111,7 @@ class SampleProcessor(Processor):
         self._log_by_probability = {keep: Decision(keep, "probability", adjusted) for keep in (False, True)}
         self._latency = config.latency_threshold
         self._marker = Marker()
-        self._children: dict[tuple[str, str, str], Any] = {}  # metric children by labels
+        self._children: dict[object, Any] = {}  # metric children by labels
         self._flood = FloodLimiter(
             config.flood.first_n_per_minute, config.flood.rate_per_second_after, config.flood.max_fingerprints
         )
@@ -186,7 +151,8 @@ class SampleProcessor(Processor):
 
     def _process_traces(self, batch: Batch) -> Output:
         request = cast(ExportTraceServiceRequest, batch.request)
-        facts = traces.gather(request, self._latency)
+        noted = batch.notes.get(ERROR_TRACES_NOTE)
+        facts = traces.gather(request, self._latency, noted if isinstance(noted, frozenset) else None)
         complete = bool(batch.notes.get("complete_traces"))
         kept: dict[bytes, Decision] = {}
         adjusted_sum = 0.0
@@ -222,12 +188,20 @@ class SampleProcessor(Processor):
         tally: Tally[tuple[str, str]] = Tally()
         for d, n in counted.values():
             tally["kept" if d.keep else "dropped", d.reason] += n
-        # An adjusted count already on a span (an upstream errorgate) is replaced, else appended.
-        fresh = ADJUSTED_BYTES not in facts.data
         marker = self._marker
+        untagged = batch.notes.get(NO_UPSTREAM_TAGS_NOTE) is True
 
-        def mark(span: Span, d: Decision) -> None:
-            marker.span(span, d.adjusted, d.threshold, fresh)
+        def mark(spans: list[Span], ds: list[Decision]) -> None:
+            # An adjusted count already on a span (an upstream errorgate) is replaced, else
+            # appended; without the request's bytes, only the kept spans' are searched.
+            if untagged:
+                fresh = True
+            elif facts.data:
+                fresh = ADJUSTED_BYTES not in facts.data
+            else:
+                # (A match across two spans' bytes is a false alarm: marked exactly, one by one.)
+                fresh = ADJUSTED_BYTES not in b"".join([s.SerializeToString() for s in spans])
+            marker.spans(spans, [(d.adjusted, d.threshold) for d in ds], fresh)
 
         dropped = traces.keep_only(facts, kept, mark)
         return self._finish(batch, "traces", tally, adjusted_sum, dropped)
@@ -297,30 +271,55 @@ class SampleProcessor(Processor):
         dropped = 0
         adjusted_sum = 0.0
         decide = self._log_decision
+        decisions, error_logged = self._decisions, self._error_logged
+        threshold, by_probability = self._threshold, self._log_by_probability
+        column_wise = threshold < consistent.MAX_THRESHOLD  # (probability 0 is decided per record)
+        cache_size = self.config.decision_cache_size
+        mark = self._marker.items
+        untagged = batch.notes.get(NO_UPSTREAM_TAGS_NOTE) is True  # then no adjusted count to replace
         for rl in request.resource_logs:
             service: str | None = None  # looked up only for records without a trace id
             for sl in rl.scope_logs:
                 records = list(sl.log_records)
                 if not records:
                     continue
-                tids = [r.trace_id for r in records]
-                sevs = [r.severity_number for r in records]
-                if service is None and not all(len(t) == 16 and t != _NO_TRACE for t in tids):
-                    service = attributes.get_str(rl.resource.attributes, "service.name", "unknown_service")
-                ds = [decide(sev, tid, service or "") for sev, tid in zip(sevs, tids, strict=True)]
+                tids = list(map(_TRACE_ID, records))
+                sevs = list(map(_SEVERITY, records))
+                ds = None
+                if column_wise:
+                    ds = logs.scope_decisions(
+                        tids,
+                        sevs,
+                        trace_decisions=decisions,
+                        error_logged=error_logged,
+                        cache_size=cache_size,
+                        threshold=threshold,
+                        by_probability=by_probability,
+                        by_severity=_BY_SEVERITY,
+                        follow_kept=_FOLLOW_KEPT,
+                        follow=_follow,
+                    )
+                if ds is None:  # record by record, in order
+                    if service is None and not all(len(t) == 16 and t != _NO_TRACE for t in tids):
+                        service = attributes.get_str(
+                            rl.resource.attributes, "service.name", "unknown_service"
+                        )
+                    ds = [decide(sev, tid, service or "") for sev, tid in zip(sevs, tids, strict=True)]
                 decided += ds
                 keep = [i for i, d in enumerate(ds) if d.keep]
-                for i in keep:
-                    self._marker.item(records[i], ds[i].adjusted)
-                    adjusted_sum += ds[i].adjusted
+                adjusted = [ds[i].adjusted for i in keep]
+                mark([records[i] for i in keep], adjusted, untagged)
+                for value in adjusted:  # one by one, as the metric always summed
+                    adjusted_sum += value
                 if len(keep) != len(records):
                     dropped += len(records) - len(keep)
                     inplace.keep_indices(sl.log_records, keep, len(records))
         inplace.prune(request)
         # Decisions are few distinct (mostly shared) objects: count them by identity, in C.
-        by_id = dict(zip(map(id, decided), decided, strict=True))
+        ids = list(map(id, decided))
+        by_id = dict(zip(ids, decided, strict=True))
         tally: Tally[tuple[str, str]] = Tally()
-        for key, n in Tally(map(id, decided)).items():
+        for key, n in Tally(ids).items():
             d = by_id[key]
             tally["kept" if d.keep else "dropped", d.reason] += n
         return self._finish(batch, "logs", tally, adjusted_sum, dropped)
@@ -336,7 +335,7 @@ class SampleProcessor(Processor):
         if traced:
             cached = self._decisions.get(tid)
             if cached is not None:
-                return Decision(cached.keep, "follow_trace", cached.adjusted)
+                return _follow(cached)
             if tid in self._error_logged:
                 return _FOLLOW_KEPT
             if self._threshold >= consistent.MAX_THRESHOLD:
@@ -359,7 +358,10 @@ class SampleProcessor(Processor):
                 )
             child.inc(n)
         if adjusted_sum:
-            self._adjusted.labels(signal).inc(adjusted_sum)
+            adjusted = self._children.get(signal)
+            if adjusted is None:
+                adjusted = self._children[signal] = self._adjusted.labels(signal)
+            adjusted.inc(adjusted_sum)
         # Every item was decided once: the tally is the item count (no recount of the request).
         out = Output(batches=[batch] if tally.total() > dropped else [])
         if dropped:

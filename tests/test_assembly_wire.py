@@ -122,3 +122,39 @@ def test_varints_match_protobuf() -> None:
 
     for n in [*range(0, 20000, 7), 2**14 - 1, 2**14, 2**21, 2**35 + 5]:
         assert wire.varint(n) == _VarintBytes(n)
+
+
+def _bounded(data: bytes) -> list[list[bytes]]:
+    bounds = wire.span_bounds(data)
+    assert bounds is not None
+    return [[data[b[i] : b[i + 1]] for i in range(0, len(b), 2)] for b in bounds]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_span_bounds_slice_each_span_as_it_serializes(seed: int) -> None:
+    req = _random_request(random.Random(seed))
+    data = req.SerializeToString()
+    parsed = ExportTraceServiceRequest.FromString(data)
+    expected = [
+        [s.SerializeToString() for s in ss.spans] for rs in parsed.resource_spans for ss in rs.scope_spans
+    ]
+    assert _bounded(data) == expected
+
+
+def test_span_bounds_follow_a_parser_on_hand_made_encodings() -> None:
+    span = _field(0x2A, b"op")
+    # A span whose tag is an overlong varint (0x92 0x00 is field 2 too), unknown fields around.
+    scope = _field(0x12, span) + bytes([0x92, 0x00, 0x00]) + bytes([0xA0, 0x06, 0x05]) + _field(0x12, span)
+    data = _field(0x0A, bytes([0x08, 0x01]) + _field(0x12, scope) + _field(0x12, b"")) + bytes([0x10, 0x07])
+    parsed = ExportTraceServiceRequest.FromString(data)
+    counts = [len(ss.spans) for rs in parsed.resource_spans for ss in rs.scope_spans]
+    assert counts == [3, 0]
+    assert _bounded(data) == [[span, b"", span], []]
+
+
+@pytest.mark.parametrize("cut", range(1, 20))
+def test_span_bounds_of_truncated_bytes_are_none(cut: int) -> None:
+    req = ExportTraceServiceRequest()
+    req.resource_spans.add().scope_spans.add().spans.add(trace_id=b"\x01" * 16, name="op")
+    data = req.SerializeToString()
+    assert wire.span_bounds(data[: len(data) - cut]) is None

@@ -233,3 +233,25 @@ processors:
         parse_config(base % "{rules: [{kyes: ['user.*']}]}")
     with pytest.raises(ConfigError, match=r"processors\.encrypt\.rules\.0\.keys"):
         parse_config(base % "{rules: [{keys: []}]}")
+
+
+def test_the_byte_check_only_skips_requests_no_rule_can_select(tmp_path: Path) -> None:
+    from errorgate.processors.encrypt import EncryptRule, _needles
+
+    rules = [EncryptRule(keys=["enduser.*", "user.*"]), EncryptRule(keys=["card?number"], signals=["logs"])]
+    assert _needles(rules, "traces") == (b"enduser.", b"user.")
+    assert _needles(rules, "logs") == (b"card", b"enduser.", b"user.")
+    assert _needles([EncryptRule(keys=["*.email"])], "traces") is None  # starts with a wildcard
+    assert _needles([EncryptRule(keys=["log.*"])], "logs") is None  # selects log bodies
+    assert _needles([EncryptRule(keys=["x"], signals=["logs"])], "metrics") == ()  # nothing to do
+
+    proc, _ = make(tmp_path, {"rules": [{"keys": ["app.secret*"]}]})
+    clean = spans_request()  # no app.secret* key: skipped without a walk, nothing changes
+    before = clean.SerializeToString()
+    proc.process(Batch.of(clean))
+    assert clean.SerializeToString() == before
+    hit = spans_request()
+    span = hit.resource_spans[0].scope_spans[0].spans[0]
+    attributes.set_value(span.attributes, "app.secret_token", "s3cr3t")
+    proc.process(Batch.of(hit))
+    assert str(attributes.get(span.attributes, "app.secret_token")).startswith("enc:v1:")

@@ -104,3 +104,50 @@ def test_assembled_batch_failing_later_is_dead_lettered_from_the_released_bytes(
     _, stored = dlq.load(entry.id)
     [(_, _, span)] = list(iter_spans(stored))  # type: ignore[arg-type]
     assert span.name == "boom" and not attributes.has(span.attributes, "touched")
+
+
+class SeeWire(Processor):
+    """Records whether the released batch came with the bytes it was built from."""
+
+    def __init__(self, reads: bool) -> None:
+        self.reads_wire_note = reads
+        self.seen: list[object] = []
+
+    def process(self, batch: Batch) -> Output:
+        from errorgate.signals import WIRE_NOTE
+
+        self.seen.append(batch.notes.pop(WIRE_NOTE, None))
+        return Output.of(batch)
+
+
+def test_released_bytes_reach_a_next_processor_that_reads_them(tmp_path: Path) -> None:
+    import logging
+
+    from errorgate.assembly import AssemblyConfig, TraceAssembler
+    from errorgate.component import ComponentContext
+
+    for reads in (True, False):
+        telemetry = Telemetry()
+        context = ComponentContext("assembly", tmp_path / str(reads), telemetry, logging.getLogger("t"))
+        see = SeeWire(reads)
+        pipeline = Pipeline(
+            name="traces",
+            signal=Signal.TRACES,
+            receivers=["otlp"],
+            stages=[
+                Stage("assembly", TraceAssembler(AssemblyConfig(decision_wait=1), context)),
+                Stage("see", see),
+            ],
+            exporters=[],
+            telemetry=telemetry,
+            dlq=DeadLetterStore(tmp_path / f"dlq{reads}", telemetry),
+            lock=threading.RLock(),
+        )
+        pipeline.consume(Batch(Signal.TRACES, _request("op"), received_at=100.0))
+        poll_all([pipeline], now=101.0)
+        [seen] = see.seen
+        if reads:  # the released request's bytes, exactly
+            assert isinstance(seen, bytes)
+            assert ExportTraceServiceRequest.FromString(seen) == _request("op")
+        else:  # void for a processor that may change the request first
+            assert seen is None

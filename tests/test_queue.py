@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -257,3 +259,28 @@ def test_torn_cursor_slot_falls_back_to_the_previous_position(tmp_path: Path) ->
     # At-least-once: the older slot says two were acknowledged, so the third comes again.
     assert _drain(q2) == ["op-2", "op-3", "op-4"]
     q2.close()
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_wait_backlog_sleeps_until_enough_items_wait(tmp_path: Path, persistent: bool) -> None:
+    q = PersistentQueue(tmp_path / "q", 1 << 20) if persistent else MemoryQueue(1 << 20)
+    began = time.monotonic()
+    assert q.wait_backlog(5, 0.05)  # nothing arrives: returns after the timeout
+    assert time.monotonic() - began >= 0.04
+
+    def put_later() -> None:
+        for _ in range(3):
+            time.sleep(0.02)
+            q.put(Signal.TRACES, trace_request(2), 2)
+
+    t = threading.Thread(target=put_later)
+    t.start()
+    began = time.monotonic()
+    assert q.wait_backlog(5, 5.0)  # woken by the third put (6 items), not by the timeout
+    assert time.monotonic() - began < 2.0
+    t.join()
+    records = [q.get(timeout=0) for _ in range(3)]
+    assert all(r is not None for r in records)
+    assert q.wait_backlog(1, 0.0)  # nothing left, no wait
+    q.close()
+    assert not q.wait_backlog(1, 5.0)  # closed: at once

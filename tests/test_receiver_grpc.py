@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -359,3 +360,11 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
         OtlpGrpcReceiver(
             "otlp", GrpcProtocolConfig(endpoint="localhost"), None, RecordingIntake(), LOG, Telemetry()
         )
+
+
+def test_handler_threads_are_few_and_bounded_by_the_stream_limit() -> None:
+    from errorgate.receiver.grpc_server import handler_threads
+
+    assert handler_threads(1) == 4  # never fewer than 4
+    assert 4 <= handler_threads(64) <= max(4, 2 * (os.cpu_count() or 1))
+    assert handler_threads(10_000) < 10_000  # not one thread per allowed stream

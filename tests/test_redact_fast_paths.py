@@ -222,3 +222,81 @@ def test_ner_values_get_exactly_what_presidios_analyzer_returns() -> None:
         assert sorted(map(key, got)) == sorted(map(key, expected)), value
         names += any(r.entity_type in ("PERSON", "LOCATION") for r in got)
     assert names >= 3  # NER really ran and found names
+
+
+def _memo_request(trace_byte: int, note: str, with_event: bool = False) -> ExportTraceServiceRequest:
+    req = ExportTraceServiceRequest()
+    span = req.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id = bytes([trace_byte]) * 16
+    span.span_id = bytes([trace_byte]) * 8
+    span.start_time_unix_nano = 1000 + trace_byte
+    span.end_time_unix_nano = 2000 + trace_byte
+    span.name = "SELECT orders"
+    A.set_value(span.attributes, "db.query.text", "SELECT * FROM orders WHERE id = $1")
+    A.set_value(span.attributes, "note", note)
+    if with_event:
+        ev = span.events.add()
+        ev.name = "retry"
+        ev.time_unix_nano = 3000 + trace_byte
+        A.set_value(ev.attributes, "attempt.note", note)
+    return req
+
+
+@pytest.mark.parametrize("with_event", [False, True])
+def test_items_remembered_clean_by_content_skip_the_walk_but_never_hide_new_values(
+    tmp_path: Path, with_event: bool
+) -> None:
+    proc = make(tmp_path)
+    proc.process(Batch.of(_memo_request(1, "nothing here", with_event)))  # analysed: values clean
+    assert len(proc.walker.memo) == 0
+    proc.process(Batch.of(_memo_request(1, "nothing here", with_event)))
+    assert len(proc.walker.memo) == 1  # walked, no slot: remembered by content
+    again = _memo_request(2, "nothing here", with_event)  # other ids and times, same content
+    original = again.SerializeToString()
+    walked: list[object] = []
+    real_span = proc.walker._span
+    proc.walker._span = lambda span, clean: walked.append(span) or real_span(span, clean)  # type: ignore[method-assign]
+    proc.process(Batch.of(again))
+    assert walked == [] and again.SerializeToString() == original  # no walk, ids restored
+    changed = _memo_request(3, f"mail {EMAIL}", with_event)  # one scanned value differs
+    proc.process(Batch.of(changed))
+    span = changed.resource_spans[0].scope_spans[0].spans[0]
+    assert len(walked) == 1
+    assert A.get(span.attributes, "note") == "mail <EMAIL_ADDRESS>"
+    assert A.get(span.attributes, "errorgate.redaction.count") == (2 if with_event else 1)
+
+
+def test_a_log_record_remembered_clean_keeps_its_ids_and_times(tmp_path: Path) -> None:
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    proc = make(tmp_path)
+    for i in (1, 2, 3):  # analysed, then remembered, then skipped
+        req = ExportLogsServiceRequest()
+        rec = req.resource_logs.add().scope_logs.add().log_records.add()
+        rec.trace_id, rec.span_id = bytes([i]) * 16, bytes([i]) * 8
+        rec.time_unix_nano, rec.observed_time_unix_nano = 10 + i, 20 + i
+        rec.body.string_value = "order processed"
+        original = req.SerializeToString()
+        proc.process(Batch.of(req))
+        assert req.SerializeToString() == original
+    assert len(proc.walker.memo) == 1
+    req = ExportLogsServiceRequest()
+    rec = req.resource_logs.add().scope_logs.add().log_records.add()
+    rec.body.string_value = f"receipt sent to {EMAIL}"
+    proc.process(Batch.of(req))
+    assert rec.body.string_value == "receipt sent to <EMAIL_ADDRESS>"
+
+
+def test_the_item_memo_pauses_itself_when_items_rarely_repeat() -> None:
+    from errorgate.processors.redaction import memo
+
+    items = memo.CleanItems(1000)
+    for i in range(2 * memo.WINDOW):  # the first window only learns; the second one is judged
+        items.hit(str(i).encode())
+    assert not items.active()
+    items.skip(memo.PAUSE_ITEMS)
+    assert items.active()
+    for _ in range(2 * memo.WINDOW):  # repeating items: a learning window, then a good one
+        items.add(b"same")
+        items.hit(b"same")
+    assert items.active()

@@ -301,3 +301,57 @@ def test_scope_wide_tagging_and_upstream_tags_replaced(tmp_path: Path) -> None:
         attributes.get(r.attributes, "errorgate.retention.class")
         for _, _, r in iter_log_records(lout.request)  # type: ignore[arg-type]
     ] == ["debug-7d", "ops-30d", "ops-30d"]
+
+
+@pytest.mark.parametrize("signal", ["traces", "logs"])
+def test_per_scope_and_per_item_shortcuts_match_the_exact_path(tmp_path: Path, signal: str) -> None:
+    """Scopes of mixed items — plain, failing, with wanted attributes (classify's tags), with our
+    tags from an upstream stage, wanted keys' text only in a value — get exactly the tags and
+    counts that classifying every item on its own (the path taken with legal holds) gives."""
+    import random
+
+    def request(seed: int) -> ExportTraceServiceRequest | ExportLogsServiceRequest:
+        rng = random.Random(seed)
+        req = ExportTraceServiceRequest() if signal == "traces" else ExportLogsServiceRequest()
+        for r in range(4):
+            res = req.resource_spans.add() if signal == "traces" else req.resource_logs.add()  # type: ignore[union-attr]
+            attributes.set_value(res.resource.attributes, "service.name", ["checkout", "catalog", "x"][r % 3])
+            for _ in range(rng.randint(1, 3)):
+                scope = res.scope_spans.add() if signal == "traces" else res.scope_logs.add()  # type: ignore[union-attr]
+                for _ in range(rng.randint(0, 6)):
+                    item = scope.spans.add() if signal == "traces" else scope.log_records.add()  # type: ignore[union-attr]
+                    if signal == "traces":
+                        item.status.code = rng.choice([0, 0, Status.STATUS_CODE_ERROR])
+                    else:
+                        item.severity_number = rng.choice([5, 9, 17])
+                    pick = rng.random()
+                    if pick < 0.2:
+                        attributes.set_value(item.attributes, "errorgate.severity", rng.choice(["P1", "P3"]))
+                        attributes.set_value(item.attributes, "errorgate.error.fingerprint", "fp")
+                    elif pick < 0.3:
+                        attributes.set_value(item.attributes, "errorgate.retention.class", "ops-30d")
+                        attributes.set_value(item.attributes, "errorgate.retention.days", 30)
+                    elif pick < 0.4:
+                        attributes.set_value(item.attributes, "note", "errorgate.error.kind")
+                    elif pick < 0.5:
+                        attributes.set_value(item.attributes, "errorgate.sampling.adjusted_count", 10.0)
+        return req
+
+    def run(exact: bool) -> tuple[list[bytes], list[tuple[str, str, float]]]:
+        telemetry = Telemetry()
+        proc = make(tmp_path, telemetry)
+        if exact:
+            proc._per_scope = False  # type: ignore[attr-defined]  # every item classified on its own
+        outs = []
+        for seed in range(20):
+            for b in proc.process(Batch(Signal(signal), request(seed))).batches:
+                outs.append(b.request.SerializeToString(deterministic=True))
+        samples = sorted(
+            (s.name, repr(sorted(s.labels.items())), s.value)
+            for f in text_string_to_metric_families(generate_latest(telemetry.registry).decode())
+            for s in f.samples
+            if s.name.startswith("errorgate_retention") and not s.name.endswith("_created")
+        )
+        return outs, samples
+
+    assert run(False) == run(True)

@@ -500,3 +500,173 @@ def test_one_slow_trace_among_fast_ones_and_empty_containers_pruned(tmp_path: Pa
     (b,) = out.batches
     assert len(b.request.resource_spans) == 1  # type: ignore[union-attr]
     assert out.dropped["sampled"] == 20
+
+
+def _mixed_traces(seed: int, notes: bool) -> tuple[list[Batch], list[bytes]]:
+    """Requests of many services and scopes: healthy, slow, error (by status or fingerprint),
+    fingerprint text as a mere value, upstream thresholds and adjusted counts; with ``notes`` each
+    carries the ERROR_TRACES_NOTE classify would leave plus healthy ids (the note may hold more)."""
+    from errorgate.signals import ERROR_TRACES_NOTE, NO_UPSTREAM_TAGS_NOTE
+
+    rng = random.Random(seed)
+    batches, tids = [], []
+    for b in range(30):
+        req = ExportTraceServiceRequest()
+        failing: set[bytes] = set()
+        for r in range(rng.randint(1, 4)):
+            rs = req.resource_spans.add()
+            attributes.set_value(rs.resource.attributes, "service.name", f"svc{r}")
+            for _ in range(rng.randint(0, 3)):
+                ss = rs.scope_spans.add()
+                for t in range(rng.randint(0, 4)):
+                    tid = rand_tid(rng) if rng.random() < 0.7 or not tids else rng.choice(tids)
+                    tids.append(tid)
+                    kind = rng.random()
+                    extra: dict[str, object] = {}
+                    state = ""
+                    if kind < 0.1:
+                        extra["errorgate_error_fingerprint"] = f"fp{rng.randint(0, 2)}"
+                        failing.add(tid)
+                    elif kind < 0.15:
+                        extra["note"] = "errorgate.error.fingerprint"
+                    elif kind < 0.2:
+                        state = "ot=th:8"
+                    elif kind < 0.25:
+                        extra["errorgate_sampling_adjusted_count"] = 4.0
+                    error = rng.random() < 0.1
+                    if error:
+                        failing.add(tid)
+                    dur = 3.0 if rng.random() < 0.05 else 0.01
+                    for k in range(rng.randint(1, 3)):
+                        ss.spans.append(
+                            span(
+                                tid,
+                                b * 1000 + t * 10 + k,
+                                error=error and k == 0,
+                                dur=dur,
+                                tracestate=state,
+                                **extra,
+                            )
+                        )
+        batch = Batch(Signal.TRACES, req, received_at=T0)
+        batch.notes["complete_traces"] = b % 3 != 0
+        if notes:
+            extra_ids = random.Random(b).sample(tids, min(3, len(tids)))  # (rng: same batches either way)
+            batch.notes[ERROR_TRACES_NOTE] = frozenset(failing | set(extra_ids))
+            if b"errorgate.sampling" not in req.SerializeToString():  # as classify would say
+                batch.notes[NO_UPSTREAM_TAGS_NOTE] = True
+        batches.append(batch)
+    return batches, tids
+
+
+@pytest.mark.parametrize("probability", [0.3, 1.0])
+def test_error_traces_note_gives_the_same_decisions(tmp_path: Path, probability: float) -> None:
+    """With classify's note sample skips its own search for errors: everything it does must be
+    the same as without (kept spans and their attributes, counts, metrics, cached decisions)."""
+    results = []
+    for notes in (False, True):
+        telemetry = Telemetry()
+        proc = make(tmp_path, telemetry, healthy_keep_probability=probability, latency_threshold="2s")
+        batches, tids = _mixed_traces(7, notes)
+        outs = [proc.process(b) for b in batches]
+        results.append(
+            (
+                [b.request.SerializeToString(deterministic=True) for o in outs for b in o.batches],
+                [dict(o.dropped) for o in outs],
+                [proc.decision_for(t) for t in tids],
+                sorted(
+                    (s.name, tuple(sorted(s.labels.items())), s.value)
+                    for f in text_string_to_metric_families(generate_latest(telemetry.registry).decode())
+                    for s in f.samples
+                    if s.name.startswith("errorgate_sampl") and not s.name.endswith("_created")
+                ),
+            )
+        )
+    assert results[0] == results[1]
+    assert any(d is not None and d.reason == "error" for d in results[0][2])
+
+
+@pytest.mark.parametrize("cache_size", [3, 100_000])
+def test_logs_column_wise_decisions_match_record_by_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_size: int
+) -> None:
+    """Scopes decided column-wise (``sampling.logs``) get exactly what record-by-record would:
+    ERROR logs before and after other records of their trace, cached trace decisions, records
+    without a trace id, a small cache evicting error-logged traces."""
+    from errorgate.processors.sampling import logs as log_decisions
+    from errorgate.signals import NO_UPSTREAM_TAGS_NOTE
+
+    def run(column_wise: bool) -> tuple[list[bytes], list[dict[str, int]], list[bytes], list[float]]:
+        if not column_wise:
+            monkeypatch.setattr(log_decisions, "scope_decisions", lambda *a, **k: None)
+        telemetry = Telemetry()
+        proc = make(tmp_path, telemetry, healthy_keep_probability=0.4, decision_cache_size=cache_size)
+        proc._rng.seed(3)
+        rng = random.Random(11)
+        pool = [rand_tid(rng) for _ in range(12)]
+        proc.process(complete(*[span(t, i, error=i % 4 == 0) for i, t in enumerate(pool[:6])]))
+        serialized, dropped = [], []
+        for _ in range(40):
+            req = ExportLogsServiceRequest()
+            for r in range(rng.randint(1, 3)):
+                rl = req.resource_logs.add()
+                attributes.set_value(rl.resource.attributes, "service.name", f"svc{r}")
+                for _ in range(rng.randint(1, 3)):
+                    sl = rl.scope_logs.add()
+                    for _ in range(rng.randint(0, 8)):
+                        pick = rng.random()
+                        tid = rng.choice(pool) if pick < 0.6 else (b"" if pick < 0.65 else rand_tid(rng))
+                        sl.log_records.add(trace_id=tid, severity_number=rng.choice([9, 9, 9, 13, 17, 21]))
+            batch = Batch(Signal.LOGS, req)
+            if column_wise:  # (and with the note that no upstream stage tagged the records)
+                batch.notes[NO_UPSTREAM_TAGS_NOTE] = True
+            out = proc.process(batch)
+            serialized += [b.request.SerializeToString(deterministic=True) for b in out.batches]
+            dropped.append(dict(out.dropped))
+        samples = sorted(
+            (s.name + repr(sorted(s.labels.items())), s.value)
+            for f in text_string_to_metric_families(generate_latest(telemetry.registry).decode())
+            for s in f.samples
+            if s.name.startswith("errorgate_sampl") and not s.name.endswith("_created")
+        )
+        monkeypatch.undo()
+        return serialized, dropped, list(proc._error_logged), [v for _, v in samples]
+
+    assert run(True) == run(False)
+
+
+def test_prune_empty_in_place_and_has_items() -> None:
+    """``signals.prune_empty`` (used after validation drops items) deletes empty containers in
+    place: the ones that stay are the same objects; ``has_items`` agrees with ``count_items``."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    from errorgate.signals import count_items, has_items, prune_empty
+
+    req = ExportTraceServiceRequest()
+    req.resource_spans.add().scope_spans.add()  # empty scope: goes with its resource
+    kept_rs = req.resource_spans.add()
+    kept_rs.scope_spans.add()
+    kept_rs.scope_spans.add().spans.add(name="a")
+    req.resource_spans.add()  # no scopes at all
+    assert has_items(req) and count_items(req) == 1
+    kept_scope = kept_rs.scope_spans[1]
+    prune_empty(req)
+    assert len(req.resource_spans) == 1 and len(req.resource_spans[0].scope_spans) == 1
+    kept_scope.spans[0].name = "b"  # the same object as before, still in the request
+    assert req.resource_spans[0].scope_spans[0].spans[0].name == "b"
+    logs = ExportLogsServiceRequest()
+    logs.resource_logs.add().scope_logs.add()
+    assert not has_items(logs)
+    prune_empty(logs)
+    assert logs == ExportLogsServiceRequest()
+    metrics = ExportMetricsServiceRequest()
+    sm = metrics.resource_metrics.add().scope_metrics.add()
+    sm.metrics.add(name="empty").gauge.SetInParent()
+    sm.metrics.add(name="full").sum.data_points.add(as_int=1)
+    metrics.resource_metrics.add().scope_metrics.add().metrics.add(name="none")
+    assert has_items(metrics) and count_items(metrics) == 1
+    prune_empty(metrics)
+    assert [m.name for rm in metrics.resource_metrics for sm in rm.scope_metrics for m in sm.metrics] == [
+        "full"
+    ]
+    assert not has_items(ExportMetricsServiceRequest())

@@ -9,6 +9,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from errorgate.receiver import ValidationConfig
@@ -410,3 +411,68 @@ def test_a_nested_value_anywhere_switches_to_the_thorough_path() -> None:
     rej = validate_request(Signal.TRACES, req, LIMITS)
     assert rej.reasons == Counter({"attribute nesting deeper than 8": 1})
     assert [s.name for _, _, s in iter_spans(req)] == ["shallow"]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _resource_with(n: int) -> Resource:
+    resource = Resource()
+    for _ in range(n):
+        resource.attributes.add()  # an empty entry: 2 bytes on the wire
+    return resource
+
+
+def test_wire_sizes_bound_a_singular_field_sent_twice() -> None:
+    # Decoding merges the two occurrences of ``resource``: each one alone is small enough to
+    # prove "at most 2 attributes" (4 bytes), together they hold 4. The proof must add them up.
+    limits = ValidationConfig(max_attributes=2)
+    half = _resource_with(2).SerializeToString()
+    span = good_span("s").SerializeToString()
+    entry = _field(1, half) + _field(1, half) + _field(2, _field(2, span))
+    raw = _field(1, entry) + _field(1, _field(2, _field(2, span)))
+    req = Signal.TRACES.parse(raw)
+    assert len(req.resource_spans[0].resource.attributes) == 4
+    rej = validate_request(Signal.TRACES, req, limits, raw)
+    assert rej.reasons == Counter({"resource more than 2 attributes": 1})
+    assert count_items(req) == 1
+
+
+def test_wire_sizes_check_each_part_of_a_large_request() -> None:
+    # Many small resource entries and one whose span holds a too-long string: only the part
+    # that is not small is walked, and the bad span is found wherever it sits.
+    spans = [good_span(f"ok{i}") for i in range(40)]
+    long_span = _with_attr(good_span("long"), attr("x", text("y" * 65537)))
+    many = good_span("many")
+    many.attributes.extend(_many(1024))
+    req = ExportTraceServiceRequest()
+    for i, span in enumerate([*spans[:20], long_span, *spans[20:], many]):
+        rs = req.resource_spans.add()
+        rs.resource.attributes.add(key="service.name", value=AnyValue(string_value=f"svc{i}"))
+        rs.scope_spans.add().spans.append(span)
+    logs = ExportLogsServiceRequest()
+    sl = logs.resource_logs.add().scope_logs.add()
+    for i in range(40):
+        sl.log_records.add(severity_text=f"ok{i}", span_id=SID).body.string_value = "fine " * 20
+    sl.log_records.add(severity_text="long").body.string_value = "b" * 70000
+    sl.log_records.add(severity_text="bad-span", span_id=b"\x01")
+
+    rej = validate_request(Signal.TRACES, req, LIMITS, req.SerializeToString())
+    logs_rej = validate_request(Signal.LOGS, logs, LIMITS, logs.SerializeToString())
+
+    assert rej.reasons == Counter({"string longer than 65536 bytes": 1, "more than 1024 attributes": 1})
+    assert [s.name for _, _, s in iter_spans(req)] == [s.name for s in spans]
+    assert logs_rej.reasons == Counter(
+        {"body string longer than 65536 bytes": 1, "span_id must be empty or 8 bytes (got 1)": 1}
+    )
+    assert count_items(logs) == 40

@@ -8,6 +8,7 @@ duplicate detection. grpc itself handles gzip request compression.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from concurrent import futures
 from pathlib import Path
@@ -82,7 +83,7 @@ class OtlpGrpcReceiver(ReceiverBase):
             ("grpc.max_concurrent_streams", self._config.max_concurrent_streams),
             ("grpc.so_reuseport", 0),
         ]
-        workers = max(4, self._config.max_concurrent_streams)
+        workers = handler_threads(self._config.max_concurrent_streams)
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"grpc-{self.receiver_id}"),
             options=options,
@@ -95,9 +96,9 @@ class OtlpGrpcReceiver(ReceiverBase):
             )
             for signal in Signal
         }
-        server.add_generic_rpc_handlers(
-            [grpc.method_handlers_generic_handler(SERVICES[s], {"Export": h}) for s, h in handlers.items()]
-        )
+        for signal, handler in handlers.items():
+            # Registered methods: grpc matches them in C instead of asking each generic handler.
+            server.add_registered_method_handlers(SERVICES[signal], {"Export": handler})
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         address = format_endpoint(self._host, self._port)
         try:
@@ -175,6 +176,14 @@ class OtlpGrpcReceiver(ReceiverBase):
             self._logger.error("%s export on %s failed: %s", signal.value, self.receiver_id, type(e).__name__)
             context.abort(grpc.StatusCode.INTERNAL, "internal error")
         return export_response(signal, result)
+
+
+def handler_threads(max_concurrent_streams: int) -> int:
+    """Threads that run export handlers. The handlers' Python work is serialized by the GIL, so
+    threads beyond a few per core only add GIL hand-offs and wake-ups: under bench load 64
+    threads cost about a third more CPU per item than 4. Calls beyond this wait in the
+    executor's queue (grpc still accepts them), so no client is refused for it."""
+    return min(max(4, max_concurrent_streams), max(4, 2 * (os.cpu_count() or 1)))
 
 
 def _metadata_value(context: grpc.ServicerContext, key: str) -> str | None:

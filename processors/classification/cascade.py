@@ -19,40 +19,68 @@ failed the operation's retries did not succeed.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 ENTRY_KINDS = (Span.SPAN_KIND_SERVER, Span.SPAN_KIND_CONSUMER)
 EXIT_KINDS = (Span.SPAN_KIND_CLIENT, Span.SPAN_KIND_PRODUCER)
 
+# Every failing trace is analysed (a tenth of traces in busy traffic), so the types are the
+# cheap kinds: a slotted class and named tuples (a frozen dataclass sets each field through
+# ``object.__setattr__``), and the traversal avoids per-node closures and temporary lists.
 
-@dataclass
+
 class Node:
     """One span of a trace as the analysis needs it."""
 
-    span_id: bytes
-    parent_id: bytes
-    name: str
-    kind: int
-    service: str
-    failing: bool
-    end_time: int
-    peer: str = ""  # callee named by a client span (peer.service, server.address, db.system)
-    resend_count: int = 0
-    children: list[Node] = field(default_factory=list)
+    __slots__ = (
+        "children",
+        "end_time",
+        "failing",
+        "kind",
+        "name",
+        "parent_id",
+        "peer",
+        "resend_count",
+        "service",
+        "span_id",
+    )
+
+    def __init__(
+        self,
+        span_id: bytes,
+        parent_id: bytes,
+        name: str,
+        kind: int,
+        service: str,
+        failing: bool,
+        end_time: int,
+        peer: str = "",  # callee named by a client span (peer.service, server.address, db.system)
+        resend_count: int = 0,
+    ) -> None:
+        self.span_id = span_id
+        self.parent_id = parent_id
+        self.name = name
+        self.kind = kind
+        self.service = service
+        self.failing = failing
+        self.end_time = end_time
+        self.peer = peer
+        self.resend_count = resend_count
+        self.children: list[Node] = []
+
+    def __repr__(self) -> str:
+        return f"Node({self.span_id.hex()}, parent={self.parent_id.hex()}, {self.service}/{self.name})"
 
 
-@dataclass(frozen=True)
-class Role:
+class Role(NamedTuple):
     role: str  # "origin", "propagated", "same_service"
     origin_service: str
     origin_span: bytes
 
 
-@dataclass(frozen=True)
-class TraceAnalysis:
+class TraceAnalysis(NamedTuple):
     roles: dict[bytes, Role]  # failing span id -> role
     retried: dict[bytes, str]  # failing span id -> "succeeded" | "failed"
     retried_operations: list[tuple[str, str]]  # (service, outcome), one per retried operation
@@ -63,9 +91,9 @@ class TraceAnalysis:
 
 def analyse_trace(nodes: list[Node]) -> TraceAnalysis:
     by_id = {n.span_id: n for n in nodes}
+    roots: list[Node] = []
     for n in nodes:
         n.children = []
-    roots: list[Node] = []
     for n in nodes:
         parent = by_id.get(n.parent_id) if n.parent_id else None
         if parent is None or parent is n:
@@ -84,25 +112,38 @@ def analyse_trace(nodes: list[Node]) -> TraceAnalysis:
                     continue
                 visited.add(node.span_id)
                 stack.append((node, True))
-                stack.extend((c, False) for c in node.children)
+                stack.extend([(c, False) for c in node.children])
                 continue
-            below = [best[c.span_id] for c in node.children if best.get(c.span_id) is not None]
-            first = min(below, key=lambda o: (o.end_time, o.span_id), default=None) if below else None  # type: ignore[union-attr]
+            # The earliest-ending origin below (the first of equals in child order, as ``min``).
+            first: Node | None = None
+            for c in node.children:
+                o = best.get(c.span_id)
+                if o is not None and (
+                    first is None
+                    or o.end_time < first.end_time
+                    or (o.end_time == first.end_time and o.span_id < first.span_id)
+                ):
+                    first = o
             if node.failing:
-                origin_of[node.span_id] = first or node
-                best[node.span_id] = origin_of[node.span_id]
+                best[node.span_id] = origin_of[node.span_id] = first or node
             else:
                 best[node.span_id] = first
     origins = {o.span_id: o for o in origin_of.values()}
     marked: dict[bytes, tuple[Node, str]] = {}  # origin node id -> (span carrying origin=true, service)
-    parent_of = {c.span_id: n for n in nodes for c in n.children}
+    parent_of: dict[bytes, Node] | None = None  # built only if an origin climbs
     for oid, o in origins.items():
         if o.kind in EXIT_KINDS and not any(c.kind in ENTRY_KINDS for c in o.children):
             marked[oid] = (o, o.peer or o.service)
             continue
         carrier = o
         cursor = o
-        while cursor.kind not in ENTRY_KINDS:
+        # At most one step per span: duplicate span ids can make the parent links a cycle
+        # (a span under its own id's twin), which must not spin the poll thread forever.
+        steps = len(nodes)
+        while cursor.kind not in ENTRY_KINDS and steps:
+            steps -= 1
+            if parent_of is None:
+                parent_of = {c.span_id: n for n in nodes for c in n.children}
             parent = parent_of.get(cursor.span_id)
             if parent is None or not parent.failing or parent.service != o.service:
                 break
@@ -113,22 +154,23 @@ def analyse_trace(nodes: list[Node]) -> TraceAnalysis:
     roles: dict[bytes, Role] = {}
     for sid, o in origin_of.items():
         carrier, origin_service = marked[o.span_id]
-        node = by_id[sid]
-        if sid == carrier.span_id:
-            roles[sid] = Role("origin", origin_service, carrier.span_id)
-        elif node.service != origin_service:
-            roles[sid] = Role("propagated", origin_service, carrier.span_id)
+        carrier_id = carrier.span_id
+        if sid == carrier_id:
+            roles[sid] = Role("origin", origin_service, carrier_id)
+        elif by_id[sid].service != origin_service:
+            roles[sid] = Role("propagated", origin_service, carrier_id)
         else:
-            roles[sid] = Role("same_service", origin_service, carrier.span_id)
+            roles[sid] = Role("same_service", origin_service, carrier_id)
     retried, operations = _retries(nodes)
-    services = {n.service for n in nodes} | {n.peer for n in nodes if n.peer and n.kind in EXIT_KINDS}
+    services = {n.service for n in nodes}
+    services.update([n.peer for n in nodes if n.peer and n.kind in EXIT_KINDS])
     return TraceAnalysis(
-        roles=roles,
-        retried=retried,
-        retried_operations=operations,
-        services=frozenset(services),
-        failing_services=frozenset(by_id[s].service for s in origin_of),
-        origin_services=frozenset(svc for _, svc in marked.values()),
+        roles,
+        retried,
+        operations,
+        frozenset(services),
+        frozenset([by_id[s].service for s in origin_of]),
+        frozenset([svc for _, svc in marked.values()]),
     )
 
 
@@ -140,20 +182,35 @@ def healthy_trace(nodes: list[Node]) -> TraceAnalysis:
 
 
 def _retries(nodes: list[Node]) -> tuple[dict[bytes, str], list[tuple[str, str]]]:
-    groups: dict[tuple[bytes, str, str], list[Node]] = defaultdict(list)
+    groups: dict[tuple[bytes, str, str], list[Node]] = {}
     for n in nodes:
-        groups[(n.parent_id, n.name, n.service)].append(n)
+        key = (n.parent_id, n.name, n.service)
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [n]
+        else:
+            group.append(n)
     retried: dict[bytes, str] = {}
     operations: list[tuple[str, str]] = []
     for (_, _, service), attempts in groups.items():
+        if len(attempts) < 2:  # a single attempt counts only when it failed after resends
+            only = attempts[0]
+            if not only.failing or only.resend_count <= 0:
+                continue
+            outcome = "failed"
+            operations.append((service, outcome))
+            retried[only.span_id] = outcome
+            continue
         failing = [a for a in attempts if a.failing]
         if not failing:
             continue
-        if len(attempts) < 2 and not any(a.resend_count > 0 for a in attempts):
-            continue
-        attempts.sort(key=lambda a: a.end_time)
+        attempts.sort(key=_end_time)
         outcome = "failed" if attempts[-1].failing else "succeeded"
         operations.append((service, outcome))
         for a in failing:
             retried[a.span_id] = outcome
     return retried, operations
+
+
+def _end_time(node: Node) -> int:
+    return node.end_time

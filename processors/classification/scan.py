@@ -17,10 +17,11 @@ from collections.abc import Iterable, Mapping
 from urllib.parse import unquote
 
 from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from errorgate.attributes import AttrValue, to_python
+from errorgate.attributes import AttrValue, has, to_python
 from errorgate.processors.classification.detect import detect_span
 from errorgate.processors.classification.domain import db_system, peer_name
 
@@ -45,6 +46,8 @@ PEER_KEYS = (
 
 
 _PEER_SET = frozenset((*PEER_KEYS, "db.system.name"))
+FINGERPRINT_KEY = "errorgate.error.fingerprint"
+_FINGERPRINT_TEXT = FINGERPRINT_KEY.encode()
 
 
 DETECT_SET = frozenset(DETECT_KEYS)
@@ -217,6 +220,31 @@ def _healthy_with(span: Span, key: bytes, raw_value: bytes) -> bool:
     except DecodeError:
         return False
     return detect_span(span, {key.decode(): to_python(value)}) is None
+
+
+def fingerprinted_traces(
+    request: ExportTraceServiceRequest, data: bytes, known: frozenset[bytes]
+) -> frozenset[bytes]:
+    """Ids of the traces outside ``known`` with a span carrying a fingerprint attribute (one set
+    upstream). ``data``: the request serialized before classify tagged it, or after, when every
+    span it tagged belongs to a ``known`` trace. A key is in the bytes as text, so without the
+    text (one C-level scan: the usual case) no span carries one; otherwise each span outside
+    ``known`` is checked, its bytes first."""
+    if data.find(_FINGERPRINT_TEXT) < 0:
+        return frozenset()
+    found: set[bytes] = set()
+    for rs in request.resource_spans:
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                tid = span.trace_id
+                if (
+                    tid not in known
+                    and tid not in found
+                    and span.SerializeToString().find(_FINGERPRINT_TEXT) >= 0
+                    and has(span.attributes, FINGERPRINT_KEY)
+                ):
+                    found.add(tid)
+    return frozenset(found)
 
 
 def service_of(resource_attrs: Mapping[str, AttrValue]) -> tuple[str, str]:

@@ -16,6 +16,7 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from errorgate.assembly_wire import span_bounds
 from errorgate.attributes import AttrValue, to_dict
 from errorgate.processors.classification import cascade
 from errorgate.processors.classification.detect import ErrorInfo, detect_span
@@ -39,9 +40,11 @@ def scan(
     resource_of: Callable[[Resource], tuple[str, str]],
     copy_baggage: CopyBaggage | None,
     checks: SpanBytes,
+    wire: bytes | None = None,
 ) -> tuple[list[Record], dict[bytes, list[Record]], dict[tuple[str, int], list[int]], int]:
     """(failing spans, spans by trace id (none when ``late``), [requests, failed] per
-    service-second, number of spans)."""
+    service-second, number of spans). ``wire``: ``request`` as upb serialized it, if at hand:
+    each span's bytes are then sliced out of it instead of serialized again."""
     errors: list[Record] = []
     traces: dict[bytes, list[Record]] = {}
     requests: dict[tuple[str, int], list[int]] = {}
@@ -50,11 +53,21 @@ def scan(
     use_tails = checks.use_tails
     lookups = hits = 0
     n_spans = 0
+    all_bounds = span_bounds(wire) if wire is not None and copy_baggage is None else None
+    scope_index = 0
     for rs in request.resource_spans:
         service, version = resource_of(rs.resource)
         for ss in rs.scope_spans:
             scope_spans = ss.spans
             n_spans += len(scope_spans)
+            # This scope's spans' [start, stop, ...] in ``wire`` (None: serialize each span).
+            bounds = None
+            if all_bounds is not None and scope_index < len(all_bounds):
+                bounds = all_bounds[scope_index]
+                if len(bounds) != 2 * len(scope_spans):  # not the request's bytes after all
+                    bounds = all_bounds = None
+            scope_index += 1
+            at = 0
             for span in scope_spans:
                 kind = span.kind
                 end = span.end_time_unix_nano
@@ -69,7 +82,11 @@ def scan(
                     if kind in EXIT_KINDS:
                         peer = peer_name(attrs) or db_system(attrs)
                 else:
-                    data = span.SerializeToString()
+                    if bounds is not None:
+                        data = wire[bounds[at] : bounds[at + 1]]  # type: ignore[index]
+                        at += 2
+                    else:
+                        data = span.SerializeToString()
                     # Spans whose bytes after the end time equal a healthy span's (same kind)
                     # have the same attributes, events and status: healthy, with its peer.
                     # (Not tried for entry spans: their per-request attributes, such as the

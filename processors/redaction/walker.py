@@ -10,6 +10,9 @@ data-point and exemplar attributes. Maps and arrays are followed to their leaves
 leaves long enough to be a card number are scanned as text. Attribute and map *keys* that
 could hold PII (an ``@``, a long digit run, an unusually long key) are scanned too: services
 do build keys like ``feature_flag.<email>`` or maps keyed by card number.
+
+Spans and log records whose content was already walked without finding a slot are skipped
+whole (``memo``); containers and items get ``Owner`` objects only when something needs them.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from errorgate.processors.redaction.memo import CleanItems, log_signature, span_signature
 from errorgate.signals import Batch, Signal, iter_log_records, iter_metrics, iter_spans
 
 DROP_MARK = "\x00errorgate:drop\x00"
@@ -60,8 +65,11 @@ class Slot:
     blocked: bool = False  # replace whole value without scanning
     droppable: bool = False  # an attribute (not a name/body/array element): ``drop`` removes it
     peer_on_server: bool = False  # set on every slot of a SERVER span (IP policy)
+    known: str | None = None  # the current text, when the walker already read it
 
     def text(self) -> str:
+        if self.known is not None:
+            return self.known
         if self.value is None:
             return str(getattr(self.message, self.attr))
         if self.value.WhichOneof("value") == "int_value":
@@ -69,6 +77,7 @@ class Slot:
         return self.value.string_value
 
     def set_text(self, text: str) -> None:
+        self.known = text
         if self.value is None:
             setattr(self.message, self.attr, text)
         else:
@@ -87,12 +96,46 @@ class Owner:
     failed: bool = False
 
 
+class _Resource:
+    """A resource's owner and its scopes' owners, made when first needed: when they have slots,
+    or an item in them gets an owner (items reach their containers through ``Owner.shared``).
+    Most containers and most of their items have nothing to redact: no owner objects at all."""
+
+    __slots__ = ("msg", "out", "owner", "slots")
+
+    def __init__(self, out: list[Owner], msg: Any, slots: list[Slot]) -> None:
+        self.out = out
+        self.msg = msg
+        self.slots = slots
+        self.owner: Owner | None = None
+        if slots:  # redacted even if no scope needs it
+            self._own()
+
+    def _own(self) -> Owner:
+        if self.owner is None:
+            self.owner = Owner("resource", self.msg, self.slots)
+            self.out.append(self.owner)
+        return self.owner
+
+    def groups(self, scope_msg: Any, scope_slots: list[Slot]) -> list[Owner]:
+        """The ``shared`` list of the scope's items (the scope's owner is made here, once:
+        callers keep the list)."""
+        resource = self._own()
+        scope = Owner("scope", scope_msg, scope_slots)
+        self.out.append(scope)
+        return [resource, scope]
+
+
 class Walker:
-    def __init__(self, decide: Callable[[str], str], free_text_keys: frozenset[str]) -> None:
+    def __init__(
+        self, decide: Callable[[str], str], free_text_keys: frozenset[str], memo_size: int = 16_384
+    ) -> None:
         self.decide = decide
+        self.memo = CleanItems(memo_size)
         self.free_text_keys = free_text_keys
-        self._keys: dict[str, tuple[str, bool]] = {}  # attribute key -> (decision, free text)
-        self._suspect: dict[str, bool] = {}  # attribute key -> may hold PII itself
+        # attribute key -> (decision, free text, may hold PII itself)
+        self._keys: dict[str, tuple[str, bool, bool]] = {}
+        self._allowed: set[str] = set()  # keys decided "allow": one set lookup skips them
 
     def owners(self, batch: Batch, clean: Clean | None = None) -> list[Owner]:
         """Owners in a stable order: shared containers before the items that reference them.
@@ -102,45 +145,56 @@ class Walker:
         Telemetry values repeat, so on steady traffic this skips almost every value."""
         out: list[Owner] = []
         req: Any = batch.request
+        # Spans and log records: whole-item memo (see ``memo``), unless paused or without ``clean``.
+        memo = clean is not None and self.memo.active()
+        paused = clean is not None and not memo
         if batch.signal is Signal.TRACES:
             for rs in req.resource_spans:
-                res = self._shared("resource", rs, rs.resource.attributes, out, clean)
+                res = _Resource(out, rs, self._attrs(rs.resource.attributes, [], clean))
                 for ss in rs.scope_spans:
-                    groups = [res, self._shared("scope", ss, ss.scope.attributes, out, clean)]
-                    any_shared = bool(groups[0].slots or groups[1].slots)
+                    scope_slots = self._attrs(ss.scope.attributes, [], clean)
+                    every = bool(res.slots or scope_slots) or clean is None  # every item an owner
+                    groups = res.groups(ss, scope_slots) if every else None
+                    if paused:
+                        self.memo.skip(len(ss.spans))
                     for span in ss.spans:
-                        slots = self._span(span, clean)
-                        if slots or any_shared or clean is None:
+                        slots = self._span_memo(span, clean) if memo else self._span(span, clean)
+                        if slots or every:
+                            groups = groups or res.groups(ss, scope_slots)
                             out.append(Owner("span", span, slots, groups))
         elif batch.signal is Signal.LOGS:
             for rl in req.resource_logs:
-                res = self._shared("resource", rl, rl.resource.attributes, out, clean)
+                res = _Resource(out, rl, self._attrs(rl.resource.attributes, [], clean))
                 for sl in rl.scope_logs:
-                    groups = [res, self._shared("scope", sl, sl.scope.attributes, out, clean)]
-                    any_shared = bool(groups[0].slots or groups[1].slots)
+                    scope_slots = self._attrs(sl.scope.attributes, [], clean)
+                    every = bool(res.slots or scope_slots) or clean is None
+                    groups = res.groups(sl, scope_slots) if every else None
+                    if paused:
+                        self.memo.skip(len(sl.log_records))
                     for record in sl.log_records:
-                        slots = self._attrs(record.attributes, [], clean)
-                        if record.HasField("body"):
-                            slots.extend(
-                                self._value("log.body", record.body, clean, free_text=True, droppable=False)
-                            )
-                        if slots or any_shared or clean is None:
+                        slots = self._log_memo(record, clean) if memo else self._log(record, clean)
+                        if slots or every:
+                            groups = groups or res.groups(sl, scope_slots)
                             out.append(Owner("log", record, slots, groups))
         else:
             for rm in req.resource_metrics:
-                res = self._shared("resource", rm, rm.resource.attributes, out, clean)
+                res = _Resource(out, rm, self._attrs(rm.resource.attributes, [], clean))
                 for sm in rm.scope_metrics:
-                    groups = [res, self._shared("scope", sm, sm.scope.attributes, out, clean)]
-                    any_shared = bool(groups[0].slots or groups[1].slots)
+                    scope_slots = self._attrs(sm.scope.attributes, [], clean)
+                    every = bool(res.slots or scope_slots) or clean is None
+                    groups = res.groups(sm, scope_slots) if every else None
                     for metric in sm.metrics:
                         kind = metric.WhichOneof("data")
                         if kind is None:
                             continue
+                        exemplars = kind != "summary"  # the only point type without exemplars
                         for point in getattr(metric, kind).data_points:
                             slots = self._attrs(point.attributes, [], clean)
-                            for ex in getattr(point, "exemplars", ()):
-                                self._attrs(ex.filtered_attributes, slots, clean)
-                            if slots or any_shared or clean is None:
+                            if exemplars:
+                                for ex in point.exemplars:
+                                    self._attrs(ex.filtered_attributes, slots, clean)
+                            if slots or every:
+                                groups = groups or res.groups(sm, scope_slots)
                                 out.append(Owner("datapoint", point, slots, groups))
         return out
 
@@ -153,21 +207,44 @@ class Walker:
             return self._attrs(msg.scope.attributes, [], None)
         if owner.kind == "span":
             return self._span(msg, None)
-        slots = self._attrs(msg.attributes, [], None)
         if owner.kind == "log":
-            if msg.HasField("body"):
-                slots.extend(self._value("log.body", msg.body, None, free_text=True, droppable=False))
-        else:
-            for ex in getattr(msg, "exemplars", ()):
-                self._attrs(ex.filtered_attributes, slots, None)
+            return self._log(msg, None)
+        slots = self._attrs(msg.attributes, [], None)
+        for ex in getattr(msg, "exemplars", ()):
+            self._attrs(ex.filtered_attributes, slots, None)
         return slots
 
-    def _shared(
-        self, kind: str, msg: Any, attrs: MutableSequence[KeyValue], out: list[Owner], clean: Clean | None
-    ) -> Owner:
-        owner = Owner(kind, msg, self._attrs(attrs, [], clean))
-        out.append(owner)
-        return owner
+    def _log(self, record: LogRecord, clean: Clean | None) -> list[Slot]:
+        slots = self._attrs(record.attributes, [], clean)
+        if record.HasField("body"):
+            self._body(record.body, slots, clean)
+        return slots
+
+    def _log_memo(self, record: LogRecord, clean: Clean | None) -> list[Slot]:
+        signature = log_signature(record)
+        if self.memo.hit(signature):
+            return []
+        slots = self._log(record, clean)
+        if not slots:
+            self.memo.add(signature)
+        return slots
+
+    def _span_memo(self, span: Span, clean: Clean | None) -> list[Slot]:
+        signature = span_signature(span)
+        if self.memo.hit(signature):
+            return []
+        slots = self._span(span, clean)
+        if not slots:
+            self.memo.add(signature)
+        return slots
+
+    def _body(self, body: AnyValue, out: list[Slot], clean: Clean | None) -> None:
+        text = body.string_value  # non-empty: a string body (most logs), handled inline
+        if text and clean is not None:
+            if not clean((text, True)):
+                out.append(Slot("log.body", body, free_text=True, droppable=False, known=text))
+            return
+        out.extend(self._value("log.body", body, clean, free_text=True, droppable=False))
 
     def _span(self, span: Span, clean: Clean | None) -> list[Slot]:
         slots: list[Slot] = []
@@ -187,42 +264,55 @@ class Walker:
                 s.peer_on_server = True
         return slots
 
-    def _key(self, key: str) -> tuple[str, bool]:
+    def _key(self, key: str) -> tuple[str, bool, bool]:
+        """(decision, free text, the key itself may hold PII), memoised per key."""
         found = self._keys.get(key)
         if found is None:
             leaf = key.rsplit(".", 1)[-1] if "." in key else key
-            found = (self.decide(key), key in self.free_text_keys or leaf in self.free_text_keys)
+            is_free = key in self.free_text_keys or leaf in self.free_text_keys
+            found = (self.decide(key), is_free, key_may_hold_pii(key))
             if len(self._keys) < 100_000:
                 self._keys[key] = found
+                if found[0] == "allow":
+                    self._allowed.add(key)
         return found
 
-    def _key_slot(self, kv: KeyValue, clean: Clean | None) -> Slot | None:
+    @staticmethod
+    def _key_slot(kv: KeyValue, clean: Clean | None) -> Slot | None:
+        """A slot for a suspect key (the caller checked ``key_may_hold_pii``), unless known clean."""
         key = kv.key
-        suspect = self._suspect.get(key)
-        if suspect is None:
-            suspect = key_may_hold_pii(key)
-            if len(self._suspect) < 100_000:
-                self._suspect[key] = suspect
-        if not suspect or (clean is not None and clean((key, False))):
+        if clean is not None and clean((key, False)):
             return None
         return Slot(f"{key}#key", None, kv, "key")
 
     def _attrs(self, attrs: MutableSequence[KeyValue], out: list[Slot], clean: Clean | None) -> list[Slot]:
-        # The common case (a string attribute) inline; everything else through ``_value``.
+        # Runs for every attribute of every item: the common cases (an allowed key, a non-empty
+        # string value under an ordinary key) inline; everything else through ``_value``.
         known = self._keys
+        allowed = self._allowed
         for kv in attrs:
             key = kv.key
-            decision, is_free = known.get(key) or self._key(key)
+            if key in allowed:
+                continue
+            decision, is_free, suspect = known.get(key) or self._key(key)
             if decision == "allow":
                 continue
-            key_slot = self._key_slot(kv, clean)
-            if key_slot is not None:
-                out.append(key_slot)
+            if suspect:
+                key_slot = self._key_slot(kv, clean)
+                if key_slot is not None:
+                    out.append(key_slot)
             value = kv.value
             if decision == "scan":
+                # A non-empty ``string_value`` means the value is a string; an empty one may be
+                # any other kind (or an empty string) and is sorted out below.
+                text = value.string_value
+                if text:
+                    if clean is None or not clean((text, is_free)):
+                        out.append(Slot(key, value, free_text=is_free, droppable=True, known=text))
+                    continue
                 kind = value.WhichOneof("value")
                 if kind == "string_value":
-                    if clean is None or not clean((value.string_value, is_free)):
+                    if clean is None or not clean((text, is_free)):
                         out.append(Slot(key, value, free_text=is_free, droppable=True))
                     continue
                 if kind not in _NESTED and (kind != "int_value" or abs(value.int_value) < _MIN_INT):
@@ -236,7 +326,7 @@ class Walker:
         if key == "log.body":
             decision, key_free = "scan", False
         else:
-            decision, key_free = self._key(key)
+            decision, key_free, _ = self._key(key)
         if decision == "allow":
             return
         if decision == "block":
@@ -254,7 +344,7 @@ class Walker:
                 yield Slot(key, value, droppable=droppable)
         elif kind == "kvlist_value":
             for kv in value.kvlist_value.values:
-                key_slot = self._key_slot(kv, clean)
+                key_slot = self._key_slot(kv, clean) if self._key(kv.key)[2] else None
                 if key_slot is not None:
                     yield key_slot
                 sub = f"{kv.key}" if key == "log.body" else f"{key}.{kv.key}"

@@ -4,7 +4,7 @@ keeps the decided traces.
 Every span of every request passes through here, so the common case is read column-wise: one
 list comprehension over the whole request per fact (trace id, status, tracestate, times) and C
 builtins (``Counter.update``, ``min``/``max``, ``bytes.count``) to combine them; the request is
-serialized once for byte-level pre-checks. The rare cases — error traces, upstream thresholds,
+serialized once for byte-level pre-checks, unless classify's note names the error traces. The rare cases — error traces, upstream thresholds,
 traces that may be slow, attribute rules — are then worked out exactly, only for the traces they
 concern. Dropped spans are deleted in place (``inplace``), never copied.
 """
@@ -12,10 +12,10 @@ concern. Dropped spans are deleted in place (``inplace``), never copied.
 from __future__ import annotations
 
 import hashlib
-from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Mapping
-from itertools import chain, repeat
+from itertools import chain, compress, repeat
+from operator import attrgetter
 from typing import TypeVar
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -29,6 +29,11 @@ ORIGIN = "errorgate.error.origin"
 _FINGERPRINT_BYTES = FINGERPRINT.encode()
 _ORIGIN_BYTES = ORIGIN.encode()
 _ERROR = Status.STATUS_CODE_ERROR
+# map() with these loops in C: cheaper than a comprehension's bytecode per span.
+_TRACE_ID = attrgetter("trace_id")
+_TRACE_STATE = attrgetter("trace_state")
+_START = attrgetter("start_time_unix_nano")
+_END = attrgetter("end_time_unix_nano")
 
 Pair = tuple[ResourceSpans, Span]
 ErrorSpan = tuple[ResourceSpans, Span, bytes]  # with the span serialized
@@ -51,6 +56,7 @@ class Facts:
         "first_state",
         "request",
         "scopes",
+        "shape",
         "spans",
         "states",
         "tids",
@@ -61,16 +67,19 @@ class Facts:
     def __init__(self, request: ExportTraceServiceRequest) -> None:
         self.request = request
         self.scopes: list[tuple[ResourceSpans, ScopeSpans, int]] = []  # (resource, scope, spans in it)
+        self.shape: list[int] = []  # scopes per resource
         self.spans: list[Span] = []
         self.tids: list[bytes] = []
-        self.states: list[str] = []
+        self.states: list[str] = []  # filled only when some span has a tracestate
         self.counts: Counter[bytes] = Counter()  # spans per trace, in order of first appearance
         self.errors: dict[bytes, list[ErrorSpan]] = {}  # error traces only: their error spans
         self.first_state: dict[bytes, str] = {}  # filled only when some span has a tracestate
         self.upstream: dict[bytes, int] = {}  # highest ``th`` already on a trace's spans, when > 0
         # (earliest start, latest end) in ns: for error traces, and for all when one may be slow.
         self.times: dict[bytes, list[int]] = {}
-        self.data = b""  # the request serialized before any change (for byte-level pre-checks)
+        # The request serialized before any change (for byte-level pre-checks); b"" when the
+        # error traces came from classify's note (then nothing needed it).
+        self.data = b""
         self._resources: list[ResourceSpans] | None = None
         self._by_trace: dict[bytes, list[Pair]] | None = None
 
@@ -92,31 +101,45 @@ class Facts:
         return self._by_trace
 
 
-def gather(request: ExportTraceServiceRequest, latency_threshold: float) -> Facts:
-    """The facts of every trace in ``request`` (``latency_threshold`` in seconds, 0 = off)."""
+def gather(
+    request: ExportTraceServiceRequest,
+    latency_threshold: float,
+    noted_errors: frozenset[bytes] | None = None,
+) -> Facts:
+    """The facts of every trace in ``request`` (``latency_threshold`` in seconds, 0 = off).
+
+    ``noted_errors``: classify's ``ERROR_TRACES_NOTE`` if the batch has it — every trace with a
+    failing span is in it (maybe more: those are checked exactly), so no other span's status or
+    bytes need a look and the request is not serialized."""
     facts = Facts(request)
     per_scope: list[list[Span]] = []
+    shape = facts.shape
     for rs in request.resource_spans:
-        for ss in rs.scope_spans:
+        scopes = rs.scope_spans
+        shape.append(len(scopes))
+        for ss in scopes:
             spans = list(ss.spans)  # the wrappers once; the comprehensions below reuse them
             facts.scopes.append((rs, ss, len(spans)))
             per_scope.append(spans)
     spans = facts.spans = list(chain.from_iterable(per_scope))
-    tids = facts.tids = [s.trace_id for s in spans]
+    tids = facts.tids = list(map(_TRACE_ID, spans))
     facts.counts.update(tids)
-    # Most spans carry no status at all: only those that do have theirs read.
-    with_status = [i for i, s in enumerate(spans) if s.HasField("status")]
-    status_errors = {tids[i] for i in with_status if spans[i].status.code == _ERROR}
-    states = facts.states = [s.trace_state for s in spans]
-    facts.data = request.SerializeToString()
-    _errors(facts, status_errors)
-    if any(states):
+    if noted_errors is None:
+        # Most spans carry no status at all: only those that do have theirs read.
+        with_status = [i for i, s in enumerate(spans) if s.HasField("status")]
+        status_errors = {tids[i] for i in with_status if spans[i].status.code == _ERROR}
+        facts.data = request.SerializeToString()
+        _errors(facts, status_errors)
+    else:
+        _noted_errors(facts, noted_errors)
+    if any(map(_TRACE_STATE, spans)):
+        facts.states = list(map(_TRACE_STATE, spans))
         _states(facts)
     # No trace lasts longer than the request's whole time span: when that is below the threshold,
     # per-trace times are needed only for error traces (worked out with them).
     if latency_threshold > 0 and spans:
-        earliest = min([s.start_time_unix_nano for s in spans])
-        latest = max([s.end_time_unix_nano for s in spans])
+        earliest = min(map(_START, spans))
+        latest = max(map(_END, spans))
         if (latest - earliest) / 1e9 >= latency_threshold:
             _times(facts, facts.pairs())
     return facts
@@ -158,6 +181,23 @@ def _errors(facts: Facts, status_errors: set[bytes]) -> None:
     _times(facts, pairs)
 
 
+def _noted_errors(facts: Facts, noted: frozenset[bytes]) -> None:
+    """Fill ``facts.errors`` exactly, looking only at the spans of the traces in ``noted``."""
+    counts = facts.counts
+    candidates = {t for t in noted if t in counts}
+    if not candidates:
+        return
+    pairs = facts.pairs(candidates)
+    errors = facts.errors
+    for t, rs, s in pairs:
+        data = s.SerializeToString()  # for the fingerprint pre-checks here and in primary_fingerprint
+        if s.status.code == _ERROR or (
+            _FINGERPRINT_BYTES in data and attributes.has(s.attributes, FINGERPRINT)
+        ):
+            errors.setdefault(t, []).append((rs, s, data))
+    _times(facts, pairs)
+
+
 def _has_fingerprint(span: Span) -> bool:
     # The key can only be an attribute if its text is in the serialized span (checked in C first).
     return _FINGERPRINT_BYTES in span.SerializeToString() and attributes.has(span.attributes, FINGERPRINT)
@@ -188,25 +228,40 @@ def _times(facts: Facts, pairs: list[tuple[bytes, ResourceSpans, Span]]) -> None
                 found[1] = end
 
 
-def keep_only(facts: Facts, kept: Mapping[bytes, D], mark: Callable[[Span, D], None]) -> int:
-    """Keep the spans of the traces in ``kept`` (marking each), drop the others in place, remove
-    the scopes and resources left empty; returns how many spans were dropped."""
+def keep_only(facts: Facts, kept: Mapping[bytes, D], mark: Callable[[list[Span], list[D]], None]) -> int:
+    """Keep the spans of the traces in ``kept`` (``mark`` gets them with their traces' values),
+    drop the others in place, remove the scopes and resources left empty (as
+    ``inplace.prune``); returns how many spans were dropped."""
     request, spans, tids = facts.request, facts.spans, facts.tids
     if not kept:
         del request.resource_spans[:]
         return len(tids)
-    idx = [i for i, t in enumerate(tids) if t in kept]
-    for i in idx:
-        mark(spans[i], kept[tids[i]])
-    if len(idx) != len(tids):
-        start = 0
-        for _, ss, n in facts.scopes:
+    flags = list(map(kept.__contains__, tids))
+    idx = list(compress(range(len(tids)), flags))
+    mark([spans[i] for i in idx], [kept[tids[i]] for i in idx])
+    if len(idx) == len(tids):
+        inplace.prune(request)  # only empty containers that came in can go
+        return 0
+    # Scopes and resources left empty are deleted whole (their spans with them), in runs.
+    scopes = iter(facts.scopes)
+    start = 0
+    kept_resources = []
+    for r, n_scopes in enumerate(facts.shape):
+        kept_scopes = []
+        for j in range(n_scopes):
+            _, ss, n = next(scopes)
             end = start + n
-            local = [i - start for i in idx[bisect_left(idx, start) : bisect_left(idx, end)]]
-            if len(local) != n:
-                inplace.keep_indices(ss.spans, local, n)
+            part = flags[start:end]
             start = end
-    inplace.prune(request)
+            if any(part):
+                kept_scopes.append(j)
+                if not all(part):
+                    inplace.keep_indices(ss.spans, list(compress(range(n), part)), n)
+        if kept_scopes:
+            kept_resources.append(r)
+            if len(kept_scopes) != n_scopes:
+                inplace.keep_indices(request.resource_spans[r].scope_spans, kept_scopes, n_scopes)
+    inplace.keep_indices(request.resource_spans, kept_resources, len(facts.shape))
     return len(tids) - len(idx)
 
 

@@ -1,0 +1,112 @@
+"""Whole items already found to hold nothing to redact, by content.
+
+The value cache spares re-analysing a value, but the walker still visits every attribute of
+every item in Python (a wrapper object and a string per attribute). Items repeat whole more
+often than one would think (the same DB call, the same log line with the same attributes, in
+another trace at another time), so an item's *content* (its serialized bytes minus the ids and
+timestamps, which the walker never scans) is remembered once a walk found no slot in it; an
+item with remembered content gets no slot without a walk.
+
+Exact by construction: equal bytes are equal content, every field the walker scans is part of
+the bytes, and "no slot" only depends on content (key policy and the clean set are fixed per
+processor; the clean set only ever holds values analysed and found clean).
+
+Computing a signature costs ~1-2 µs (blanking and a serialization, in C) against ~3-8 µs for
+a walk, so the memo pays from a ~30 % hit rate on. On traffic where items rarely repeat whole it
+pauses itself: a window with fewer hits than ``MIN_HIT_RATE`` stops it for ``PAUSE_ITEMS`` items
+(the first window after a start or a pause only fills the memo).
+"""
+
+from __future__ import annotations
+
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+WINDOW = 2048  # lookups per hit-rate check
+MIN_HIT_RATE = 0.3
+PAUSE_ITEMS = 20_000
+
+
+def span_signature(span: Span) -> bytes:
+    """The span's bytes with ids and times blanked. Most spans have no events or links: their
+    fields are blanked in place and restored (a copy costs twice as much)."""
+    if len(span.events) or len(span.links):
+        return _span_copy_signature(span)
+    trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
+    start, end = span.start_time_unix_nano, span.end_time_unix_nano
+    try:
+        span.trace_id = span.span_id = span.parent_span_id = b""
+        span.start_time_unix_nano = span.end_time_unix_nano = 0
+        return span.SerializeToString()
+    finally:
+        span.trace_id, span.span_id, span.parent_span_id = trace_id, span_id, parent
+        span.start_time_unix_nano, span.end_time_unix_nano = start, end
+
+
+def _span_copy_signature(span: Span) -> bytes:
+    copy = Span()
+    copy.CopyFrom(span)
+    copy.trace_id = copy.span_id = copy.parent_span_id = b""
+    copy.start_time_unix_nano = copy.end_time_unix_nano = 0
+    for event in copy.events:
+        event.time_unix_nano = 0
+    for link in copy.links:
+        link.trace_id = link.span_id = b""
+    return copy.SerializeToString()
+
+
+def log_signature(record: LogRecord) -> bytes:
+    """The record's bytes with ids and times blanked (in place, then restored)."""
+    trace_id, span_id = record.trace_id, record.span_id
+    time, observed = record.time_unix_nano, record.observed_time_unix_nano
+    try:
+        record.trace_id = record.span_id = b""
+        record.time_unix_nano = record.observed_time_unix_nano = 0
+        return record.SerializeToString()
+    finally:
+        record.trace_id, record.span_id = trace_id, span_id
+        record.time_unix_nano, record.observed_time_unix_nano = time, observed
+
+
+class CleanItems:
+    """Signatures of items without slots, bounded; with a self-pausing hit-rate check.
+
+    Shared by concurrent ``process`` calls: dict operations are atomic, and a lost counter
+    update only shifts when the next check happens."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._seen: dict[bytes, None] = {}
+        self._lookups = 0
+        self._hits = 0
+        self._paused = 0  # items left to pass without signatures
+        self._learning = True  # the first window after a start or a pause never pauses
+
+    def active(self) -> bool:
+        return self.max_entries > 0 and self._paused <= 0
+
+    def skip(self, items: int) -> None:
+        """``items`` passed while paused."""
+        self._paused -= items
+        if self._paused <= 0:
+            self._learning = True
+
+    def hit(self, signature: bytes) -> bool:
+        self._lookups += 1
+        found = signature in self._seen
+        if found:
+            self._hits += 1
+        if self._lookups >= WINDOW:
+            if not self._learning and self._hits < MIN_HIT_RATE * self._lookups:
+                self._paused = PAUSE_ITEMS
+            self._learning = False
+            self._lookups = self._hits = 0
+        return found
+
+    def add(self, signature: bytes) -> None:
+        if len(self._seen) >= self.max_entries:
+            self._seen.clear()  # rare; cheaper than LRU bookkeeping on every lookup
+        self._seen[signature] = None
+
+    def __len__(self) -> int:
+        return len(self._seen)

@@ -3,7 +3,7 @@
 Builds the benchmark traffic (``bench.traffic``), decodes it into requests with fresh trace ids
 (decoding happens before the clock starts: parsing is the receiver's cost, not a processor's),
 then pushes the batches through ``classify``, ``sample`` and ``retention`` alone and through the
-chain assembler → classify → sample → retention with a simulated clock (``poll`` every 200 ms of
+chain assembler → classify → sample → retention with a simulated clock (``poll`` every 50 ms of
 simulated time, as the gateway does), printing items/s single-threaded. In the chain a request
 is decoded again just before it enters (untimed), as the receiver does, so it is warm in the
 caches; "assembly" includes what the pipeline does for it (keeping the originals of what enters
@@ -32,7 +32,7 @@ from errorgate.signals import WIRE_NOTE, Batch, Signal, copy_request, count_item
 from errorgate.telemetry import Telemetry
 
 SPANS_PER_SECOND = 30_000  # simulated arrival rate: sets how many traces each poll releases
-POLL_EVERY = 0.2  # seconds of simulated time, as the gateway's poll thread
+POLL_EVERY = 0.05  # seconds of simulated time, as the gateway's poll thread
 DECISION_WAIT = "1s"  # as ``make bench`` configures ``sample``
 T0 = 1_764_000_000.0
 

@@ -69,10 +69,6 @@ def get_or_create(registry: CollectorRegistry, name: str, create: Callable[[], A
     return existing if existing is not None else create()
 
 
-def valid_trace_id(trace_id: bytes) -> bool:
-    return len(trace_id) == 16 and trace_id != bytes(16)
-
-
 # A held trace is a list, not an object: one is made per trace on the hot path, and a list
 # literal costs a fraction of a class instantiation. Layout:
 #   [spans, bytes, first seen, tenant, part, part, ...]

@@ -174,13 +174,6 @@ def analyse_trace(nodes: list[Node]) -> TraceAnalysis:
     )
 
 
-def healthy_trace(nodes: list[Node]) -> TraceAnalysis:
-    """The analysis of a trace without failing spans (only its coverage matters)."""
-    services = {n.service for n in nodes} | {n.peer for n in nodes if n.peer and n.kind in EXIT_KINDS}
-    empty: frozenset[str] = frozenset()
-    return TraceAnalysis({}, {}, [], frozenset(services), empty, empty)
-
-
 def _retries(nodes: list[Node]) -> tuple[dict[bytes, str], list[tuple[str, str]]]:
     groups: dict[tuple[bytes, str, str], list[Node]] = {}
     for n in nodes:

@@ -20,6 +20,13 @@ from errorgate.intake import AcceptResult
 from errorgate.observability import ObservabilityServer
 from errorgate.pipeline import Pipeline, Stage, poll_all
 from errorgate.signals import Batch, ExportRequest, Signal, copy_request, count_items
+from errorgate.stateful_worker import (
+    ISOLATED_TYPES,
+    RemoteChain,
+    StatefulWorker,
+    WorkerMetrics,
+    WorkerSettings,
+)
 from errorgate.telemetry import Telemetry
 from errorgate.validation import validate_request
 
@@ -56,7 +63,13 @@ class Gateway:
         self.dlq = DeadLetterStore(self.data_dir / "dlq", self.telemetry, self._codec())
         self.exporters = self._build_exporters()
         self._processors: dict[tuple[str, int], Processor] = {}
-        self.pipelines = [self._build_pipeline(name) for name in svc.pipelines]
+        self.worker = self._start_worker()
+        try:
+            self.pipelines = [self._build_pipeline(name) for name in svc.pipelines]
+        except BaseException:
+            if self.worker is not None:
+                self.worker.close()
+            raise
         self._routes: dict[tuple[str, Signal], list[Pipeline]] = {}
         for p in self.pipelines:
             for rid in p.receivers:
@@ -118,12 +131,56 @@ class Gateway:
             )
         return self._processors[key]
 
+    def _occurrence(self, pipeline_name: str, component_id: str) -> int:
+        """How many pipelines of the same signal before this one list the component."""
+        signal = pipeline_name.split("/", 1)[0]
+        pipelines = self.config.service.pipelines
+        return sum(
+            1
+            for n in pipelines
+            if n.split("/", 1)[0] == signal and n < pipeline_name and component_id in pipelines[n].processors
+        )
+
+    def _start_worker(self) -> StatefulWorker | None:
+        """The stateful worker process, when enabled and some pipeline lists a processor it hosts."""
+        svc = self.config.service
+        if not svc.stateful_worker.enabled:
+            return None
+        hosted: dict[tuple[str, int], Any] = {}
+        for name, spec in svc.pipelines.items():
+            if name.startswith("metrics"):
+                continue  # classify and sample ignore metrics: not worth a round trip
+            for component_id in spec.processors:
+                if component_id.split("/", 1)[0] in ISOLATED_TYPES:
+                    hosted[(component_id, self._occurrence(name, component_id))] = self.config.processors[
+                        component_id
+                    ]
+        if not hosted:
+            return None
+        for (component_id, _), cfg in hosted.items():
+            if component_id.split("/", 1)[0] == "classify":
+                # Its label caps apply gateway-wide (as when it runs in this process).
+                from errorgate.processors.classify import apply_label_caps
+
+                apply_label_caps(cfg, self.telemetry.cap)
+        logs = svc.telemetry.logs
+        worker = StatefulWorker(
+            WorkerSettings(
+                data_dir=self.data_dir,
+                label_caps=dict(svc.telemetry.metrics.label_caps),
+                log_level=logs.level,
+                log_encoding=logs.encoding,
+                components=hosted,
+                timeout=svc.stateful_worker.timeout,
+            )
+        )
+        worker.start()
+        self.telemetry.registry.register(WorkerMetrics(worker))  # type: ignore[arg-type]
+        return worker
+
     def _build_pipeline(self, name: str) -> Pipeline:
         spec = self.config.service.pipelines[name]
         signal = Signal(name.split("/", 1)[0])
-        same_signal_before = [
-            n for n in self.config.service.pipelines if n.split("/", 1)[0] == signal.value and n < name
-        ]
         stages: list[Stage] = []
         for component_id in spec.processors:
             type_name = component_id.split("/", 1)[0]
@@ -133,9 +190,19 @@ class Gateway:
                 and not any(s.component_id.startswith("assembly") for s in stages)
             ):
                 stages.append(Stage(f"assembly/{name}", self._assembler(spec.processors, name)))
-            occurrence = sum(
-                1 for n in same_signal_before if component_id in self.config.service.pipelines[n].processors
-            )
+            occurrence = self._occurrence(name, component_id)
+            key = (component_id, occurrence)
+            if self.worker is not None and key in self.worker.signals:
+                if signal not in self.worker.signals[key]:
+                    continue
+                last = stages[-1].processor if stages else None
+                if not isinstance(last, RemoteChain):
+                    last = RemoteChain(self.worker, signal, self._context(f"stateful_worker/{name}"))
+                    stages.append(Stage(component_id, last))
+                else:
+                    stages[-1].component_id += "+" + component_id
+                last.keys.append(key)
+                continue
             processor = self._processor(component_id, signal, occurrence)
             if signal not in getattr(processor, "signals", frozenset(Signal)):
                 continue  # e.g. a traces-only processor listed in a metrics pipeline: documented no-op
@@ -218,6 +285,8 @@ class Gateway:
             for stage in pipeline.stages:
                 if stage.component_id.startswith("assembly/"):
                     stage.processor.shutdown()
+        if self.worker is not None:
+            self.worker.close()
         if self._observability is not None:
             self._observability.stop()
         self._stopped.set()

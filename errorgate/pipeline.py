@@ -13,14 +13,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from errorgate.component import Output, Processor
 from errorgate.delivery import item_count
 from errorgate.errors import Backpressure, ProcessingFailed
 from errorgate.signals import WIRE_NOTE, Batch, ExportRequest, Signal, copy_request
+from errorgate.stateful_worker import RemoteChain, WorkerFailed
 
 if TYPE_CHECKING:
     from errorgate.delivery import QueuedExporter
@@ -83,7 +85,7 @@ class Pipeline:
             out = self._run([batch], 0)
         except _StageFailed as failure:
             assert original is not None
-            reason = f"{type(failure.error).__name__} in processor {failure.component_id}"
+            reason = f"{failure.error_type} in processor {failure.component_id}"
             self.dlq.put(
                 self.signal,
                 self.signal.parse(original) if isinstance(original, bytes) else original,
@@ -116,7 +118,7 @@ class Pipeline:
                     self.signal,
                     self.signal.parse(original) if isinstance(original, bytes) else original,
                     reason="processor_error",
-                    detail=f"{type(failure.error).__name__} in processor {failure.component_id}",
+                    detail=f"{failure.error_type} in processor {failure.component_id}",
                     source=f"processor:{failure.component_id}",
                 )
             for cb in out.on_persisted:
@@ -139,31 +141,39 @@ class Pipeline:
             stage = self.stages[index]
             nxt = Output(dropped=out.dropped, on_persisted=out.on_persisted)
             guard: AbstractContextManager[object] = nullcontext() if stage.thread_safe else self.lock
-            for batch in out.batches:
+            timed = not getattr(stage.processor, "times_itself", False)
+            # A stage in the stateful worker takes every batch of a release before answering
+            # the first, so the worker never waits for the gateway between them.
+            remote = stage.processor if isinstance(stage.processor, RemoteChain) else None
+            sent: list[Future[Any]] = []
+            for i, batch in enumerate(out.batches):
                 begin = time.perf_counter()
                 try:
-                    with guard:
-                        result = stage.processor.process(batch)
+                    if remote is not None:
+                        if not sent:
+                            sent = [remote.submit(b) for b in out.batches]
+                        result = remote.finish(sent[i])
+                    else:
+                        with guard:
+                            result = stage.processor.process(batch)
                 except Exception as e:  # a broken processor must not take the gateway down
-                    self.telemetry.processor_failures.labels(stage.component_id, self.signal.value).inc()
-                    tb = e.__traceback__
-                    while tb is not None and tb.tb_next is not None:
-                        tb = tb.tb_next
-                    where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
+                    # A stage in the stateful worker names the processor that failed there.
+                    if isinstance(e, WorkerFailed):
+                        component_id, error_type, where = e.component_id, e.error_type, e.where
+                    else:
+                        component_id, error_type, where = stage.component_id, type(e).__name__, _where(e)
+                    self.telemetry.processor_failures.labels(component_id, self.signal.value).inc()
                     # Exception text may quote telemetry values (PII): log the type and place only.
                     log.error(
                         "processor failed",
-                        extra={
-                            "processor": stage.component_id,
-                            "error_type": type(e).__name__,
-                            "where": where,
-                        },
+                        extra={"processor": component_id, "error_type": error_type, "where": where},
                     )
-                    raise _StageFailed(stage.component_id, e) from None
+                    raise _StageFailed(component_id, e, error_type) from None
                 finally:
-                    self.telemetry.child(
-                        self.telemetry.processor_latency, stage.component_id, self.signal.value
-                    ).observe(time.perf_counter() - begin)
+                    if timed:
+                        self.telemetry.child(
+                            self.telemetry.processor_latency, stage.component_id, self.signal.value
+                        ).observe(time.perf_counter() - begin)
                 nxt.merge(result)
             out = nxt
         return out
@@ -208,10 +218,18 @@ def _wire(batch: Batch, keep: bool = False) -> ExportRequest | bytes:
 
 
 class _StageFailed(Exception):
-    def __init__(self, component_id: str, error: Exception) -> None:
+    def __init__(self, component_id: str, error: Exception, error_type: str) -> None:
         super().__init__(component_id)
         self.component_id = component_id
         self.error = error
+        self.error_type = error_type
+
+
+def _where(e: Exception) -> str:
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
 
 
 def poll_all(pipelines: Sequence[Pipeline], now: float, flush: bool = False) -> None:

@@ -77,12 +77,24 @@ from errorgate.processors.classification.tags import LOG_ATTRIBUTES, SPAN_ATTRIB
 from errorgate.processors.classification.taxonomy import TaxonomyError, load_taxonomy
 from errorgate.processors.classification.template import parameterize
 from errorgate.signals import ERROR_TRACES_NOTE, WIRE_NOTE, Batch, Signal
+from errorgate.telemetry import LabelCap
 
 _NONE: frozenset[str] = frozenset()
 _NO_IDS: frozenset[bytes] = frozenset()
 # Fields of a ``spans.Record``.
 _SERVICE, _PEER, _END = itemgetter(2), itemgetter(6), itemgetter(7)
 _RESOURCE_CACHE = 4096
+
+
+def apply_label_caps(config: ClassifyConfig, cap: LabelCap) -> None:
+    """Gateway-wide caps (service.telemetry.metrics.label_caps) win over classify's defaults;
+    caps set in classify's config win over both."""
+    gateway_caps: dict[str, int] = getattr(cap, "_caps", {})
+    for label, value in DEFAULT_LABEL_CAPS.items():
+        if label not in gateway_caps:
+            cap.set_cap(label, value)
+    for label, value in config.metrics.label_caps.items():
+        cap.set_cap(label, value)
 
 
 class Classify(Processor):
@@ -130,12 +142,7 @@ class Classify(Processor):
         )
         # Gateway-wide caps (service.telemetry.metrics.label_caps) win over these defaults;
         # caps set here explicitly win over both.
-        gateway_caps: dict[str, int] = getattr(context.telemetry.cap, "_caps", {})
-        for label, cap in DEFAULT_LABEL_CAPS.items():
-            if label not in gateway_caps:
-                context.telemetry.cap.set_cap(label, cap)
-        for label, cap in config.metrics.label_caps.items():
-            context.telemetry.cap.set_cap(label, cap)
+        apply_label_caps(config, context.telemetry.cap)
         self.metrics = ErrorMetrics(context.telemetry.registry, context.telemetry.cap)
         self.metrics.describe_catalog(self.catalog)
         # (trace id, span id) of failing spans -> (role, origin service, incident id) for log correlation.

@@ -1,0 +1,361 @@
+"""The stateful processors (``classify``, ``sample``) in a worker process of their own.
+
+Python runs one thread at a time per process, so a gateway that does everything in one
+process tops out at one core however many the machine has. Intake (gRPC/HTTP, validation,
+duplicate detection, the trace assembler), the thread-safe processors and delivery stay in
+the gateway process; the processors whose state must see every item in one order run in
+this worker, which gets a core of its own. Each contiguous run of them in a pipeline
+becomes one ``RemoteChain`` stage: one round trip per batch, the request as bytes both ways.
+
+What crosses the pipe is only what a stage could see in-process: the serialized request and
+its notes. The worker answers every batch before the gateway acknowledges or queues it, so
+the delivery guarantee is unchanged. If the worker dies or does not answer within
+``service.stateful_worker.timeout``, that batch is dead-lettered (reason ``processor_error``,
+as for any failing processor), the worker is restarted with empty state, and the gateway
+carries on. Their metrics are served from the gateway's ``/metrics`` (``WorkerMetrics``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import multiprocessing
+import multiprocessing.util  # registers its exit handler first, so ours runs before it
+import socket
+import threading
+import weakref
+from collections import Counter, deque
+from collections.abc import Iterator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from errorgate.component import ComponentContext, Output, Processor
+from errorgate.config import ConfigError
+from errorgate.signals import WIRE_NOTE, Batch, Signal
+
+log = logging.getLogger("errorgate.stateful_worker")
+
+# Processor types that run in the worker: they keep cross-batch state and never hold items
+# back (no ``poll``/``flush`` output, no ``on_persisted``), so one request/answer per batch is
+# their whole interface. The trace assembler holds items and owns a durable log: it stays.
+ISOLATED_TYPES = ("classify", "sample")
+START_TIMEOUT_SECONDS = 120.0
+SOCKET_BUFFER_BYTES = 4 << 20
+
+# Notes that cross the pipe (facts about the batch; anything else is process-local).
+NOTE_TYPES = (bool, int, float, str, bytes, frozenset)
+
+Key = tuple[str, int]  # (component id, occurrence): as the gateway keys processor instances
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    data_dir: Path
+    label_caps: dict[str, int]
+    log_level: str
+    log_encoding: str
+    components: dict[Key, Any]  # key -> the component's validated config model
+    timeout: float
+
+
+class WorkerFailed(Exception):
+    """A batch the worker could not process. Carries no telemetry content (type and place only)."""
+
+    def __init__(self, component_id: str, error_type: str, where: str = "") -> None:
+        super().__init__(f"{error_type} in processor {component_id}")
+        self.component_id = component_id
+        self.error_type = error_type
+        self.where = where
+
+
+class _Process:
+    """One worker process and the gateway's end of its pipe. Batches are pipelined: callers
+    send under ``send_lock`` (so the order of sends is the order the worker sees) and wait on
+    a future; one reader thread hands out the answers, which come back in the same order."""
+
+    def __init__(self, process: Any, conn: Connection, signals: dict[Key, frozenset[Signal]]) -> None:
+        self.process = process
+        self.conn = conn
+        self.signals = signals
+        self.send_lock = threading.Lock()
+        self.pending: deque[Future[Any]] = deque()
+        self.alive = True
+        self.reader = threading.Thread(target=self._read, name="errorgate-stateful-reader", daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                reply = self.conn.recv()
+            except (EOFError, OSError):
+                break
+            with self.send_lock:
+                future = self.pending.popleft()
+            future.set_result(reply)
+        with self.send_lock:
+            self.alive = False
+            failed, self.pending = list(self.pending), deque()
+        for future in failed:
+            future.set_exception(WorkerFailed("stateful_worker", "WorkerExited"))
+
+    def submit(self, message: tuple[Any, ...]) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self.send_lock:
+            if not self.alive:
+                raise WorkerFailed("stateful_worker", "WorkerExited")
+            self.pending.append(future)
+            try:
+                self.conn.send(message)
+            except (EOFError, OSError):
+                self.pending.pop()
+                raise WorkerFailed("stateful_worker", "WorkerExited") from None
+        return future
+
+    def kill(self) -> None:
+        try:
+            self.process.kill()
+            self.process.join(5)
+        except Exception:  # already gone
+            pass
+        self.conn.close()
+
+
+_LIVE: weakref.WeakSet[StatefulWorker] = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_unclosed_workers() -> None:
+    # A gateway never stopped (an embedding program exiting without ``stop()``): its worker
+    # ignores SIGTERM, which is all multiprocessing's own exit handler sends before it joins.
+    for worker in list(_LIVE):
+        worker.kill()
+
+
+class StatefulWorker:
+    """The gateway's handle on the worker process: start, run batches, restart, close."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()  # guards (re)starting; batches do not take it
+        self._current: _Process | None = None
+        self.restarts = 0
+        self.signals: dict[Key, frozenset[Signal]] = {}
+        self._closed = False
+        self._final_metrics: list[Any] = []
+
+    def start(self) -> None:
+        """Start the process and build the processors there. Raises ConfigError as building
+        them in-process would."""
+        with self._lock:
+            self._current = self._spawn()
+            self.signals = self._current.signals
+        _LIVE.add(self)
+
+    def kill(self) -> None:
+        """Stop the worker at once (no final metrics, no processor shutdown)."""
+        with self._lock:
+            current, self._current = self._current, None
+            self._closed = True
+        if current is not None:
+            current.kill()
+
+    def _spawn(self) -> _Process:
+        from errorgate.stateful_worker_process import worker_main
+
+        ctx = multiprocessing.get_context("forkserver")
+        parent, child = _socket_pipe()
+        process = ctx.Process(
+            target=worker_main, args=(child, self.settings), name="errorgate-stateful", daemon=True
+        )
+        process.start()
+        child.close()
+        if not parent.poll(START_TIMEOUT_SECONDS):
+            process.kill()
+            raise ConfigError(f"stateful worker did not start within {START_TIMEOUT_SECONDS:.0f}s")
+        try:
+            kind, payload = parent.recv()
+        except (EOFError, OSError):
+            process.join(5)
+            raise ConfigError(
+                f"stateful worker exited while starting (exit code {process.exitcode}; its error is "
+                "logged above). A program that starts errorgate must guard its entry point with "
+                "`if __name__ == '__main__':` (workers start with multiprocessing's forkserver), "
+                "or set service.stateful_worker.enabled: false"
+            ) from None
+        if kind == "error":
+            process.join(5)
+            raise ConfigError(str(payload))
+        return _Process(process, parent, payload)
+
+    def submit(self, keys: list[Key], batch: Batch) -> Future[Any]:
+        """Send ``batch`` through the processors ``keys`` in the worker; ``finish`` the answer."""
+        wire = batch.notes.pop(WIRE_NOTE, None)
+        data = wire if isinstance(wire, bytes) else batch.request.SerializeToString()
+        notes = {k: v for k, v in batch.notes.items() if isinstance(v, NOTE_TYPES)}
+        message = (
+            "run",
+            keys,
+            batch.signal.value,
+            data,
+            notes,
+            batch.received_at,
+            batch.receiver,
+            batch.tenant,
+        )
+        return self._submit(message)
+
+    def finish(self, future: Future[Any]) -> tuple[Output, list[tuple[str, float]]]:
+        reply = self._wait(future)
+        if reply[0] == "failed":
+            _, component_id, error_type, where, timings = reply
+            raise _Failed(WorkerFailed(component_id, error_type, where), timings)
+        _, parts, dropped, timings = reply
+        out = Output(dropped=Counter(dropped))
+        for signal_value, part, part_notes, received_at, receiver, tenant in parts:
+            signal = Signal(signal_value)
+            made = Batch(
+                signal, signal.parse(part), received_at=received_at, receiver=receiver, tenant=tenant
+            )
+            made.notes.update(part_notes)
+            made.notes[WIRE_NOTE] = part  # a next stage that reads the bytes need not serialize again
+            out.batches.append(made)
+        return out, timings
+
+    def metrics(self) -> list[Any]:
+        if self._closed:
+            return self._final_metrics
+        try:
+            reply = self._wait(self._submit(("metrics",)))
+        except WorkerFailed:
+            return []
+        return list(reply[1])
+
+    def _submit(self, message: tuple[Any, ...]) -> Future[Any]:
+        current = self._current
+        if current is None or not current.alive:
+            if self._closed:
+                raise WorkerFailed("stateful_worker", "Closed")
+            with self._lock:
+                current = self._current
+                if current is None or not current.alive:
+                    current = self._restart(current)
+        return current.submit(message)
+
+    def _wait(self, future: Future[Any]) -> Any:
+        try:
+            return future.result(self.settings.timeout)
+        except FutureTimeout:
+            current = self._current
+            if current is not None and current.alive:
+                log.error(
+                    "stateful worker did not answer within service.stateful_worker.timeout; "
+                    "it is restarted with empty state"
+                )
+                current.kill()  # its reader fails every batch still waiting
+            raise WorkerFailed("stateful_worker", "Timeout") from None
+
+    def _restart(self, previous: _Process | None) -> _Process:
+        if previous is not None:
+            log.error(
+                "stateful worker exited (exit code %s); it is restarted with empty state",
+                previous.process.exitcode,
+            )
+            previous.kill()
+        try:
+            self._current = self._spawn()
+        except ConfigError as e:
+            log.error("stateful worker restart failed: %s", e)
+            raise WorkerFailed("stateful_worker", "RestartFailed") from None
+        self.restarts += 1
+        return self._current
+
+    def close(self, timeout: float = 10.0) -> None:
+        if self._closed:
+            return
+        # The last counts stay readable after shutdown (as the gateway's own metrics do).
+        self._final_metrics = self.metrics()
+        with self._lock:
+            current, self._current = self._current, None
+            self._closed = True
+        if current is None:
+            return
+        try:
+            current.submit(("shutdown",)).result(timeout)
+        except (WorkerFailed, FutureTimeout):
+            pass
+        current.process.join(timeout)
+        if current.process.is_alive():
+            current.process.kill()
+            current.process.join(5)
+        current.conn.close()
+
+
+def _socket_pipe() -> tuple[Connection, Connection]:
+    """``multiprocessing.Pipe()`` with socket buffers that hold a whole release: a message then
+    crosses in one write and one read, instead of several that each wait for the other side
+    (and, in a busy process, for the GIL)."""
+    a, b = socket.socketpair()
+    for s in (a, b):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
+    return Connection(a.detach()), Connection(b.detach())
+
+
+class _Failed(Exception):
+    def __init__(self, error: WorkerFailed, timings: list[tuple[str, float]]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.timings = timings
+
+
+class RemoteChain(Processor):
+    """A pipeline stage standing for consecutive isolated processors: one round trip per batch.
+    Thread-safe from the gateway's side (the worker answers one batch at a time, in order)."""
+
+    thread_safe = True
+    reads_wire_note = True
+    times_itself = True  # the pipeline records each hosted processor's own time, not the trip
+
+    def __init__(self, worker: StatefulWorker, signal: Signal, context: ComponentContext) -> None:
+        self.worker = worker
+        self.signal = signal
+        self.keys: list[Key] = []  # the hosted processors, in pipeline order
+        self.context = context
+
+    def process(self, batch: Batch) -> Output:
+        return self.finish(self.submit(batch))
+
+    def submit(self, batch: Batch) -> Future[Any]:
+        """Send without waiting: the pipeline sends all batches of a release before it waits."""
+        return self.worker.submit(self.keys, batch)
+
+    def finish(self, future: Future[Any]) -> Output:
+        try:
+            out, timings = self.worker.finish(future)
+        except _Failed as failed:
+            self._observe(failed.timings)
+            raise failed.error from None
+        self._observe(timings)
+        return out
+
+    def _observe(self, timings: list[tuple[str, float]]) -> None:
+        telemetry = self.context.telemetry
+        for component_id, seconds in timings:
+            telemetry.child(telemetry.processor_latency, component_id, self.signal.value).observe(seconds)
+
+
+class WorkerMetrics:
+    """A Prometheus collector: the worker's metric families, fetched at scrape time."""
+
+    def __init__(self, worker: StatefulWorker) -> None:
+        self.worker = worker
+
+    def describe(self) -> list[Any]:
+        return []  # the families are known only to the worker; they never repeat the gateway's
+
+    def collect(self) -> Iterator[Any]:
+        yield from self.worker.metrics()

@@ -1,0 +1,125 @@
+"""The stateful worker process itself: builds the hosted processors, then answers the
+gateway's messages one at a time, in order (see ``errorgate.stateful_worker``)."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import signal as os_signal
+import time
+from collections import Counter
+from multiprocessing.connection import Connection
+from typing import Any
+
+from errorgate.component import ComponentContext, Processor
+from errorgate.config import ConfigError
+from errorgate.signals import WIRE_NOTE, Batch, Signal
+from errorgate.stateful_worker import NOTE_TYPES, Key, WorkerSettings
+
+log = logging.getLogger("errorgate.stateful_worker")
+
+
+def worker_main(conn: Connection, settings: WorkerSettings) -> None:
+    # Ctrl-C and a SIGTERM to the process group are for the gateway, which still needs this
+    # process to flush held traces; the worker ends on "shutdown" or when the pipe closes.
+    os_signal.signal(os_signal.SIGINT, os_signal.SIG_IGN)
+    os_signal.signal(os_signal.SIGTERM, os_signal.SIG_IGN)
+    from errorgate.component import PROCESSORS, load_builtin_components
+    from errorgate.logs import configure_logging
+    from errorgate.telemetry import Telemetry
+
+    configure_logging(settings.log_level, settings.log_encoding)
+    load_builtin_components()
+    telemetry = Telemetry(settings.label_caps)
+    gateway_families = {m.name for m in telemetry.registry.collect()}
+    processors: dict[Key, Processor] = {}
+    try:
+        for key, cfg in settings.components.items():
+            component_id = key[0]
+            factory = PROCESSORS.get(component_id.split("/", 1)[0])
+            assert factory is not None
+            processors[key] = factory.create(
+                cfg,
+                ComponentContext(
+                    component_id=component_id,
+                    data_dir=settings.data_dir,
+                    telemetry=telemetry,
+                    logger=logging.getLogger(f"errorgate.{component_id}"),
+                ),
+            )
+    except ConfigError as e:
+        conn.send(("error", str(e)))
+        return
+    conn.send(
+        ("ready", {k: frozenset(getattr(p, "signals", frozenset(Signal))) for k, p in processors.items()})
+    )
+    gc.collect()
+    gc.freeze()  # what was built at start lives as long as the process (as in ``errorgate serve``)
+    gc.set_threshold(20_000, *gc.get_threshold()[1:])
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            break  # the gateway is gone
+        kind = message[0]
+        if kind == "run":
+            conn.send(_run(processors, *message[1:]))
+        elif kind == "metrics":
+            conn.send(("ok", [m for m in telemetry.registry.collect() if m.name not in gateway_families]))
+        elif kind == "shutdown":
+            for processor in processors.values():
+                try:
+                    processor.shutdown()
+                except Exception as e:
+                    log.error("processor shutdown failed", extra={"error_type": type(e).__name__})
+            conn.send(("ok",))
+            break
+    conn.close()
+
+
+def _run(
+    processors: dict[Key, Processor],
+    keys: list[Key],
+    signal_value: str,
+    data: bytes,
+    notes: dict[str, object],
+    received_at: float,
+    receiver: str,
+    tenant: str,
+) -> tuple[Any, ...]:
+    signal = Signal(signal_value)
+    batch = Batch(signal, signal.parse(data), received_at=received_at, receiver=receiver, tenant=tenant)
+    batch.notes.update(notes)
+    batch.notes[WIRE_NOTE] = data
+    batches = [batch]
+    dropped: Counter[str] = Counter()
+    timings: list[tuple[str, float]] = []
+    for key in keys:
+        processor = processors[key]
+        nxt: list[Batch] = []
+        for b in batches:
+            begin = time.perf_counter()
+            try:
+                out = processor.process(b)
+            except Exception as e:
+                timings.append((key[0], time.perf_counter() - begin))
+                tb = e.__traceback__
+                while tb is not None and tb.tb_next is not None:
+                    tb = tb.tb_next
+                where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
+                return ("failed", key[0], type(e).__name__, where, timings)
+            timings.append((key[0], time.perf_counter() - begin))
+            nxt.extend(out.batches)
+            if out.dropped:
+                dropped.update(out.dropped)
+        batches = nxt
+        if not batches:
+            break
+    parts = []
+    for b in batches:
+        b.notes.pop(WIRE_NOTE, None)
+        kept = {k: v for k, v in b.notes.items() if isinstance(v, NOTE_TYPES)}
+        parts.append(
+            (b.signal.value, b.request.SerializeToString(), kept, b.received_at, b.receiver, b.tenant)
+        )
+    return ("ok", parts, dict(dropped), timings)

@@ -257,7 +257,7 @@ class QueuedExporter:
         per record."""
         items = sum(r.items for r in group)
         data = b"".join(r.data for r in group if r.data is not None)
-        result = self._attempt(_SerializedBatch(group[0].signal, data, items))
+        result = self._attempt(SerializedBatch(group[0].signal, data, items))
         if result.status is not ExportStatus.SUCCESS:
             return False
         self.breaker.success()
@@ -284,7 +284,7 @@ class QueuedExporter:
         if record.corrupt:
             pass
         elif record.request is None and record.data is not None and self._sends_bytes:
-            batch = _SerializedBatch(record.signal, record.data, record.items)
+            batch = SerializedBatch(record.signal, record.data, record.items)
         else:
             try:
                 batch = Batch(record.signal, record.to_request())
@@ -352,7 +352,7 @@ class QueuedExporter:
         try:
             request = batch.request
         except DecodeError:
-            # Only a _SerializedBatch parses here: bytes that never decode cannot be kept as OTLP either.
+            # Only a SerializedBatch parses here: bytes that never decode cannot be kept as OTLP either.
             known = batch.notes.get(ITEMS_NOTE)
             items = known if isinstance(known, int) else 0
             self._telemetry.record_dropped(batch.signal.value, "queue_record_unreadable", items)
@@ -382,7 +382,7 @@ def item_count(batch: Batch) -> int:
     return batch.item_count()
 
 
-class _SerializedBatch(Batch):
+class SerializedBatch(Batch):
     """A queued record for an exporter that sends bytes: the request is parsed only if something
     reads ``batch.request`` (a file exporter, dead-lettering). Raises DecodeError then if the
     bytes do not decode."""

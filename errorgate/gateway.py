@@ -4,6 +4,7 @@ self-telemetry, the poll loop for held items, and an orderly shutdown."""
 from __future__ import annotations
 
 import logging
+import os
 import signal as os_signal
 import threading
 import time
@@ -19,14 +20,13 @@ from errorgate.errors import Backpressure
 from errorgate.intake import AcceptResult
 from errorgate.observability import ObservabilityServer
 from errorgate.pipeline import Pipeline, Stage, poll_all
-from errorgate.signals import Batch, ExportRequest, Signal, copy_request, count_items
-from errorgate.stateful_worker import (
-    ISOLATED_TYPES,
+from errorgate.processor_worker import (
+    ProcessorWorker,
     RemoteChain,
-    StatefulWorker,
     WorkerMetrics,
     WorkerSettings,
 )
+from errorgate.signals import Batch, ExportRequest, Signal, copy_request, count_items
 from errorgate.telemetry import Telemetry
 from errorgate.validation import validate_request
 
@@ -141,20 +141,17 @@ class Gateway:
             if n.split("/", 1)[0] == signal and n < pipeline_name and component_id in pipelines[n].processors
         )
 
-    def _start_worker(self) -> StatefulWorker | None:
-        """The stateful worker process, when enabled and some pipeline lists a processor it hosts."""
+    def _start_worker(self) -> ProcessorWorker | None:
+        """The worker process that runs the configured processors, when enabled and any is
+        configured. The trace assembler stays here, next to its durable hold log."""
         svc = self.config.service
-        if not svc.stateful_worker.enabled:
+        if not svc.processor_worker.enabled:
             return None
         hosted: dict[tuple[str, int], Any] = {}
         for name, spec in svc.pipelines.items():
-            if name.startswith("metrics"):
-                continue  # classify and sample ignore metrics: not worth a round trip
             for component_id in spec.processors:
-                if component_id.split("/", 1)[0] in ISOLATED_TYPES:
-                    hosted[(component_id, self._occurrence(name, component_id))] = self.config.processors[
-                        component_id
-                    ]
+                key = (component_id, self._occurrence(name, component_id))
+                hosted[key] = self.config.processors[component_id]
         if not hosted:
             return None
         for (component_id, _), cfg in hosted.items():
@@ -163,15 +160,18 @@ class Gateway:
                 from errorgate.processors.classify import apply_label_caps
 
                 apply_label_caps(cfg, self.telemetry.cap)
+        encrypt_ids = [cid for cid in self.config.processors if cid.split("/", 1)[0] == "encrypt"]
         logs = svc.telemetry.logs
-        worker = StatefulWorker(
+        worker = ProcessorWorker(
             WorkerSettings(
                 data_dir=self.data_dir,
                 label_caps=dict(svc.telemetry.metrics.label_caps),
                 log_level=logs.level,
                 log_encoding=logs.encoding,
                 components=hosted,
-                timeout=svc.stateful_worker.timeout,
+                timeout=svc.processor_worker.timeout,
+                keyring_config=self.config.processors[encrypt_ids[0]] if encrypt_ids else None,
+                environ=dict(os.environ),
             )
         )
         worker.start()
@@ -197,7 +197,7 @@ class Gateway:
                     continue
                 last = stages[-1].processor if stages else None
                 if not isinstance(last, RemoteChain):
-                    last = RemoteChain(self.worker, signal, self._context(f"stateful_worker/{name}"))
+                    last = RemoteChain(self.worker, signal, self._context(f"processor_worker/{name}"))
                     stages.append(Stage(component_id, last))
                 else:
                     stages[-1].component_id += "+" + component_id

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 from errorgate.component import Output, Processor
 from errorgate.delivery import item_count
 from errorgate.errors import Backpressure, ProcessingFailed
+from errorgate.processor_worker import RemoteChain, WorkerFailed
 from errorgate.signals import WIRE_NOTE, Batch, ExportRequest, Signal, copy_request
-from errorgate.stateful_worker import RemoteChain, WorkerFailed
 
 if TYPE_CHECKING:
     from errorgate.delivery import QueuedExporter
@@ -142,7 +142,7 @@ class Pipeline:
             nxt = Output(dropped=out.dropped, on_persisted=out.on_persisted)
             guard: AbstractContextManager[object] = nullcontext() if stage.thread_safe else self.lock
             timed = not getattr(stage.processor, "times_itself", False)
-            # A stage in the stateful worker takes every batch of a release before answering
+            # A stage in the processor worker takes every batch of a release before answering
             # the first, so the worker never waits for the gateway between them.
             remote = stage.processor if isinstance(stage.processor, RemoteChain) else None
             sent: list[Future[Any]] = []
@@ -157,7 +157,7 @@ class Pipeline:
                         with guard:
                             result = stage.processor.process(batch)
                 except Exception as e:  # a broken processor must not take the gateway down
-                    # A stage in the stateful worker names the processor that failed there.
+                    # A stage in the processor worker names the processor that failed there.
                     if isinstance(e, WorkerFailed):
                         component_id, error_type, where = e.component_id, e.error_type, e.where
                     else:

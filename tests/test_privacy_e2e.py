@@ -460,7 +460,8 @@ def test_data_directory_holds_nothing_in_clear(run: Run, moment: str) -> None:
 
 def test_redaction_engine_failure_fails_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The analysis engine breaks at run time: every scanned value is masked, nothing passes in
-    clear, nothing is lost. (A missing model is refused at start-up instead: see below.)"""
+    clear, nothing is lost. (A missing model is refused at start-up instead: see below.) The
+    fault is injected in this process, so the processors run here (no processor worker)."""
     from errorgate.processors.redaction.engine import AnalysisEngine
 
     def broken(self: object, items: object) -> object:
@@ -475,6 +476,7 @@ def test_redaction_engine_failure_fails_closed(tmp_path: Path, monkeypatch: pyte
             processors=processors,
             pipeline_processors=DEFAULT_PROCESSORS,
             metrics_processors="[redact]",
+            service_extra="  processor_worker: {enabled: false}",
         )
         with running_gateway(cfg) as gw:
             sent = send_pii_traffic("http", gw.grpc_endpoint, gw.http_endpoint, "fail-closed")

@@ -1,18 +1,20 @@
-"""The stateful processors (``classify``, ``sample``) in a worker process of their own.
+"""The configured processors in a worker process of their own (``service.processor_worker``).
 
 Python runs one thread at a time per process, so a gateway that does everything in one
 process tops out at one core however many the machine has. Intake (gRPC/HTTP, validation,
-duplicate detection, the trace assembler), the thread-safe processors and delivery stay in
-the gateway process; the processors whose state must see every item in one order run in
-this worker, which gets a core of its own. Each contiguous run of them in a pipeline
-becomes one ``RemoteChain`` stage: one round trip per batch, the request as bytes both ways.
+duplicate detection), the trace assembler with its durable hold log, the queues and the
+exporters stay in the gateway process; the processors run in this worker, which gets a core
+of its own. A pipeline's processors become one ``RemoteChain`` stage: one round trip per
+batch, the request as bytes both ways, pipelined (several batches in flight, answered in
+the order sent, so stateful processors see one consistent order).
 
 What crosses the pipe is only what a stage could see in-process: the serialized request and
 its notes. The worker answers every batch before the gateway acknowledges or queues it, so
 the delivery guarantee is unchanged. If the worker dies or does not answer within
-``service.stateful_worker.timeout``, that batch is dead-lettered (reason ``processor_error``,
-as for any failing processor), the worker is restarted with empty state, and the gateway
-carries on. Their metrics are served from the gateway's ``/metrics`` (``WorkerMetrics``).
+``service.processor_worker.timeout``, the batches it held are dead-lettered (reason
+``processor_error``, as for any failing processor), the worker is restarted with empty
+state, and the gateway carries on. Its metrics are served by the gateway's ``/metrics``
+(``WorkerMetrics``).
 """
 
 from __future__ import annotations
@@ -28,21 +30,18 @@ from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from errorgate.component import ComponentContext, Output, Processor
 from errorgate.config import ConfigError
+from errorgate.delivery import SerializedBatch
 from errorgate.signals import WIRE_NOTE, Batch, Signal
 
-log = logging.getLogger("errorgate.stateful_worker")
+log = logging.getLogger("errorgate.processor_worker")
 
-# Processor types that run in the worker: they keep cross-batch state and never hold items
-# back (no ``poll``/``flush`` output, no ``on_persisted``), so one request/answer per batch is
-# their whole interface. The trace assembler holds items and owns a durable log: it stays.
-ISOLATED_TYPES = ("classify", "sample")
 START_TIMEOUT_SECONDS = 120.0
 SOCKET_BUFFER_BYTES = 4 << 20
 
@@ -60,6 +59,10 @@ class WorkerSettings:
     log_encoding: str
     components: dict[Key, Any]  # key -> the component's validated config model
     timeout: float
+    keyring_config: Any = None  # an ``encrypt`` config: the worker opens the same keyring
+    # The gateway's environment now (keys may come from it); the worker process is forked from
+    # a server started earlier, whose environment may be older.
+    environ: dict[str, str] = field(default_factory=dict)
 
 
 class WorkerFailed(Exception):
@@ -84,7 +87,7 @@ class _Process:
         self.send_lock = threading.Lock()
         self.pending: deque[Future[Any]] = deque()
         self.alive = True
-        self.reader = threading.Thread(target=self._read, name="errorgate-stateful-reader", daemon=True)
+        self.reader = threading.Thread(target=self._read, name="errorgate-worker-reader", daemon=True)
         self.reader.start()
 
     def _read(self) -> None:
@@ -100,19 +103,19 @@ class _Process:
             self.alive = False
             failed, self.pending = list(self.pending), deque()
         for future in failed:
-            future.set_exception(WorkerFailed("stateful_worker", "WorkerExited"))
+            future.set_exception(WorkerFailed("processor_worker", "WorkerExited"))
 
     def submit(self, message: tuple[Any, ...]) -> Future[Any]:
         future: Future[Any] = Future()
         with self.send_lock:
             if not self.alive:
-                raise WorkerFailed("stateful_worker", "WorkerExited")
+                raise WorkerFailed("processor_worker", "WorkerExited")
             self.pending.append(future)
             try:
                 self.conn.send(message)
             except (EOFError, OSError):
                 self.pending.pop()
-                raise WorkerFailed("stateful_worker", "WorkerExited") from None
+                raise WorkerFailed("processor_worker", "WorkerExited") from None
         return future
 
     def kill(self) -> None:
@@ -124,7 +127,7 @@ class _Process:
         self.conn.close()
 
 
-_LIVE: weakref.WeakSet[StatefulWorker] = weakref.WeakSet()
+_LIVE: weakref.WeakSet[ProcessorWorker] = weakref.WeakSet()
 
 
 @atexit.register
@@ -135,7 +138,7 @@ def _kill_unclosed_workers() -> None:
         worker.kill()
 
 
-class StatefulWorker:
+class ProcessorWorker:
     """The gateway's handle on the worker process: start, run batches, restart, close."""
 
     def __init__(self, settings: WorkerSettings) -> None:
@@ -164,27 +167,31 @@ class StatefulWorker:
             current.kill()
 
     def _spawn(self) -> _Process:
-        from errorgate.stateful_worker_process import worker_main
+        from errorgate.processor_worker_process import worker_main
 
         ctx = multiprocessing.get_context("forkserver")
         parent, child = _socket_pipe()
         process = ctx.Process(
-            target=worker_main, args=(child, self.settings), name="errorgate-stateful", daemon=True
+            # Not a daemon: daemons may not start processes, and redact's detection pool is some.
+            target=worker_main,
+            args=(child, self.settings),
+            name="errorgate-processors",
+            daemon=False,
         )
         process.start()
         child.close()
         if not parent.poll(START_TIMEOUT_SECONDS):
             process.kill()
-            raise ConfigError(f"stateful worker did not start within {START_TIMEOUT_SECONDS:.0f}s")
+            raise ConfigError(f"processor worker did not start within {START_TIMEOUT_SECONDS:.0f}s")
         try:
             kind, payload = parent.recv()
         except (EOFError, OSError):
             process.join(5)
             raise ConfigError(
-                f"stateful worker exited while starting (exit code {process.exitcode}; its error is "
+                f"processor worker exited while starting (exit code {process.exitcode}; its error is "
                 "logged above). A program that starts errorgate must guard its entry point with "
                 "`if __name__ == '__main__':` (workers start with multiprocessing's forkserver), "
-                "or set service.stateful_worker.enabled: false"
+                "or set service.processor_worker.enabled: false"
             ) from None
         if kind == "error":
             process.join(5)
@@ -215,11 +222,10 @@ class StatefulWorker:
             raise _Failed(WorkerFailed(component_id, error_type, where), timings)
         _, parts, dropped, timings = reply
         out = Output(dropped=Counter(dropped))
-        for signal_value, part, part_notes, received_at, receiver, tenant in parts:
-            signal = Signal(signal_value)
-            made = Batch(
-                signal, signal.parse(part), received_at=received_at, receiver=receiver, tenant=tenant
-            )
+        for signal_value, part, items, part_notes, received_at, receiver, tenant in parts:
+            # Parsed only if a later stage or the exporter reads the request: queues take the bytes.
+            made = SerializedBatch(Signal(signal_value), part, items)
+            made.received_at, made.receiver, made.tenant = received_at, receiver, tenant
             made.notes.update(part_notes)
             made.notes[WIRE_NOTE] = part  # a next stage that reads the bytes need not serialize again
             out.batches.append(made)
@@ -238,7 +244,7 @@ class StatefulWorker:
         current = self._current
         if current is None or not current.alive:
             if self._closed:
-                raise WorkerFailed("stateful_worker", "Closed")
+                raise WorkerFailed("processor_worker", "Closed")
             with self._lock:
                 current = self._current
                 if current is None or not current.alive:
@@ -252,24 +258,24 @@ class StatefulWorker:
             current = self._current
             if current is not None and current.alive:
                 log.error(
-                    "stateful worker did not answer within service.stateful_worker.timeout; "
+                    "processor worker did not answer within service.processor_worker.timeout; "
                     "it is restarted with empty state"
                 )
                 current.kill()  # its reader fails every batch still waiting
-            raise WorkerFailed("stateful_worker", "Timeout") from None
+            raise WorkerFailed("processor_worker", "Timeout") from None
 
     def _restart(self, previous: _Process | None) -> _Process:
         if previous is not None:
             log.error(
-                "stateful worker exited (exit code %s); it is restarted with empty state",
+                "processor worker exited (exit code %s); it is restarted with empty state",
                 previous.process.exitcode,
             )
             previous.kill()
         try:
             self._current = self._spawn()
         except ConfigError as e:
-            log.error("stateful worker restart failed: %s", e)
-            raise WorkerFailed("stateful_worker", "RestartFailed") from None
+            log.error("processor worker restart failed: %s", e)
+            raise WorkerFailed("processor_worker", "RestartFailed") from None
         self.restarts += 1
         return self._current
 
@@ -320,7 +326,7 @@ class RemoteChain(Processor):
     reads_wire_note = True
     times_itself = True  # the pipeline records each hosted processor's own time, not the trip
 
-    def __init__(self, worker: StatefulWorker, signal: Signal, context: ComponentContext) -> None:
+    def __init__(self, worker: ProcessorWorker, signal: Signal, context: ComponentContext) -> None:
         self.worker = worker
         self.signal = signal
         self.keys: list[Key] = []  # the hosted processors, in pipeline order
@@ -351,7 +357,7 @@ class RemoteChain(Processor):
 class WorkerMetrics:
     """A Prometheus collector: the worker's metric families, fetched at scrape time."""
 
-    def __init__(self, worker: StatefulWorker) -> None:
+    def __init__(self, worker: ProcessorWorker) -> None:
         self.worker = worker
 
     def describe(self) -> list[Any]:

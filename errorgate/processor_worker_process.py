@@ -1,10 +1,11 @@
-"""The stateful worker process itself: builds the hosted processors, then answers the
-gateway's messages one at a time, in order (see ``errorgate.stateful_worker``)."""
+"""The processor worker process itself: builds the hosted processors, then answers the
+gateway's messages one at a time, in order (see ``errorgate.processor_worker``)."""
 
 from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal as os_signal
 import time
 from collections import Counter
@@ -13,10 +14,13 @@ from typing import Any
 
 from errorgate.component import ComponentContext, Processor
 from errorgate.config import ConfigError
-from errorgate.signals import WIRE_NOTE, Batch, Signal
-from errorgate.stateful_worker import NOTE_TYPES, Key, WorkerSettings
+from errorgate.delivery import ITEMS_NOTE, SERIALIZED_NOTE
+from errorgate.processor_worker import NOTE_TYPES, Key, WorkerSettings
+from errorgate.signals import WIRE_NOTE, Batch, Signal, count_items
 
-log = logging.getLogger("errorgate.stateful_worker")
+log = logging.getLogger("errorgate.processor_worker")
+# Void once the request changed; the gateway sets its own from the bytes sent back.
+_LOCAL_NOTES = frozenset({SERIALIZED_NOTE, ITEMS_NOTE, WIRE_NOTE})
 
 
 def worker_main(conn: Connection, settings: WorkerSettings) -> None:
@@ -28,12 +32,21 @@ def worker_main(conn: Connection, settings: WorkerSettings) -> None:
     from errorgate.logs import configure_logging
     from errorgate.telemetry import Telemetry
 
+    os.environ.clear()
+    os.environ.update(settings.environ)
     configure_logging(settings.log_level, settings.log_encoding)
     load_builtin_components()
     telemetry = Telemetry(settings.label_caps)
     gateway_families = {m.name for m in telemetry.registry.collect()}
     processors: dict[Key, Processor] = {}
+    services: dict[str, object] = {}
     try:
+        if settings.keyring_config is not None:
+            from errorgate.processors.encrypt import keyring_from_config
+
+            services["keyring"] = keyring_from_config(
+                settings.keyring_config, settings.data_dir, logging.getLogger("errorgate.keyring")
+            )
         for key, cfg in settings.components.items():
             component_id = key[0]
             factory = PROCESSORS.get(component_id.split("/", 1)[0])
@@ -45,6 +58,7 @@ def worker_main(conn: Connection, settings: WorkerSettings) -> None:
                     data_dir=settings.data_dir,
                     telemetry=telemetry,
                     logger=logging.getLogger(f"errorgate.{component_id}"),
+                    services=services,
                 ),
             )
     except ConfigError as e:
@@ -118,8 +132,9 @@ def _run(
     parts = []
     for b in batches:
         b.notes.pop(WIRE_NOTE, None)
-        kept = {k: v for k, v in b.notes.items() if isinstance(v, NOTE_TYPES)}
+        kept = {k: v for k, v in b.notes.items() if isinstance(v, NOTE_TYPES) and k not in _LOCAL_NOTES}
+        data = b.request.SerializeToString()
         parts.append(
-            (b.signal.value, b.request.SerializeToString(), kept, b.received_at, b.receiver, b.tenant)
+            (b.signal.value, data, count_items(b.request), kept, b.received_at, b.receiver, b.tenant)
         )
     return ("ok", parts, dict(dropped), timings)

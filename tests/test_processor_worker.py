@@ -1,4 +1,4 @@
-"""classify and sample in the stateful worker process (``service.stateful_worker``), through the
+"""classify and sample in the processor worker process (``service.processor_worker``), through the
 real gateway, real gRPC on loopback and a real OTLP sink: what arrives is what the in-process
 pipeline sends; the worker's metrics are served by the gateway; a worker that dies or stops
 answering costs the batches it held (dead-lettered, counted) and nothing else."""
@@ -37,6 +37,10 @@ from tests.support.otlp_sink import OtlpSink
 LOGS_EXPORT = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 TRACES_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 T0 = 1_700_000_000_000_000_000
+PROCESSORS = (
+    "{classify: {}, sample: {decision_wait: 200ms, healthy_keep_probability: 0.5},"
+    " redact: {workers: 0}, retention: {}}"
+)
 
 
 def _kv(key: str, value: str) -> KeyValue:
@@ -54,7 +58,7 @@ def _logs(n: int, start: int = 0, service: str = "checkout") -> ExportLogsServic
         record.time_unix_nano = T0 + i * 1_000_000
         if i % 3 == 0:
             record.severity_number = 17  # ERROR
-            record.body.string_value = f"payment {i} failed: upstream timeout after 30s"
+            record.body.string_value = f"payment {i} failed for jane.doe{i}@example.com: upstream timeout"
             record.attributes.extend(
                 [_kv("exception.type", "TimeoutError"), _kv("exception.message", "upstream timeout")]
             )
@@ -110,9 +114,8 @@ def _config(data: Path, sink: OtlpSink, worker: str = "", processors: str = "") 
     return gateway_yaml(
         data,
         exporter=otlp_exporter_yaml(sink.grpc_endpoint, queue_dir=data / "queue"),
-        processors=processors
-        or "{classify: {}, sample: {decision_wait: 200ms, healthy_keep_probability: 0.5}}",
-        pipeline_processors="[classify, sample]",
+        processors=processors or PROCESSORS,
+        pipeline_processors="[classify, sample, redact, retention]",
         metrics_processors="[]",
         service_extra=f"  poll_interval: 50ms\n{worker}",
     )
@@ -185,9 +188,13 @@ def _run_scenario(tmp: Path, worker: str) -> tuple[list[tuple[str, str, dict[str
 
 def test_the_worker_sends_exactly_what_the_in_process_pipeline_sends(tmp_path: Path) -> None:
     isolated, m1 = _run_scenario(tmp_path / "a", "")
-    in_process, m2 = _run_scenario(tmp_path / "b", "  stateful_worker: {enabled: false}")
+    in_process, m2 = _run_scenario(tmp_path / "b", "  processor_worker: {enabled: false}")
     assert isolated == in_process
     # The scenario exercises both processors: errors fingerprinted, healthy traces thinned.
+    # redact and retention ran too: no e-mail address left, every item has a retention class.
+    assert not [body for _, body, _ in isolated if "@example.com" in body]
+    assert len([body for _, body, _ in isolated if "<EMAIL_ADDRESS>" in body]) == 40
+    assert all("errorgate.retention.class" in a for _, _, a in isolated)
     fingerprints = [a for kind, _, a in isolated if "errorgate.error.fingerprint" in a]
     assert len(fingerprints) >= 40 + 20  # 40 ERROR logs, every span of the 20 failing traces
     spans = [x for x in isolated if x[0] == "span" and x[1] != "late"]
@@ -245,9 +252,9 @@ def _balance(metrics: str, signal: str) -> tuple[float, float, float, float]:
 @pytest.mark.parametrize("failure", ["killed", "silent"])
 def test_a_lost_worker_costs_only_the_batch_it_held(tmp_path: Path, failure: str) -> None:
     """The worker is stopped (SIGSTOP) with a batch sent to it, then killed (or left until
-    ``stateful_worker.timeout``): that batch is dead-lettered and its client told; the worker
+    ``processor_worker.timeout``): that batch is dead-lettered and its client told; the worker
     is restarted and later batches go through; received = exported + dropped + dead-lettered."""
-    worker = "  stateful_worker: {timeout: 1s}" if failure == "silent" else ""
+    worker = "  processor_worker: {timeout: 1s}" if failure == "silent" else ""
     with OtlpSink() as sink, running_gateway(_config(tmp_path, sink, worker)) as gw:
         client = _Client(gw.grpc_endpoint)
         assert client.send_logs(_logs(6, start=0)) == grpc.StatusCode.OK
@@ -276,21 +283,23 @@ def test_a_lost_worker_costs_only_the_batch_it_held(tmp_path: Path, failure: str
     received, exported, dropped, dead_lettered = _balance(metrics, "logs")
     assert received == 18 and dead_lettered == 6
     assert received == exported + dropped + dead_lettered
-    assert metric_value(metrics, "errorgate_processor_failures_total", processor="stateful_worker") == 1
+    assert metric_value(metrics, "errorgate_processor_failures_total", processor="processor_worker") == 1
 
 
 def test_worker_config_errors_name_the_key(tmp_path: Path) -> None:
     with OtlpSink() as sink:
         bad_catalog = _config(
-            tmp_path, sink, processors=f"{{classify: {{catalog: {tmp_path}/missing.yaml}}, sample: {{}}}}"
+            tmp_path,
+            sink,
+            processors=PROCESSORS.replace("classify: {}", f"classify: {{catalog: {tmp_path}/no.yaml}}"),
         )
         with pytest.raises(ConfigError, match=r"processors\.classify\.catalog"):
             Gateway(parse_config(bad_catalog, "<test>"))
-        bad_timeout = _config(tmp_path, sink, "  stateful_worker: {timeout: 0s}")
-        with pytest.raises(ConfigError, match=r"stateful_worker.*timeout"):
+        bad_timeout = _config(tmp_path, sink, "  processor_worker: {timeout: 0s}")
+        with pytest.raises(ConfigError, match=r"processor_worker.*timeout"):
             parse_config(bad_timeout, "<test>")
-        unknown = _config(tmp_path, sink, "  stateful_worker: {enable: true}")
-        with pytest.raises(ConfigError, match=r"stateful_worker.*enable"):
+        unknown = _config(tmp_path, sink, "  processor_worker: {enable: true}")
+        with pytest.raises(ConfigError, match=r"processor_worker.*enable"):
             parse_config(unknown, "<test>")
 
 

@@ -23,7 +23,8 @@ Cost (it runs under the pipeline lock, for every span): a batch is serialized on
 pipeline hands over the bytes it serialized anyway, ``WIRE_NOTE``) and ``assembly_wire.scan``
 finds each span's trace id in the bytes; consecutive spans of one trace are held as one byte
 range, so holding costs a few bytecodes per span and a little per trace, and releasing traces is
-byte joins plus one parse per released batch — no per-span messages either way. A poll releases
+byte joins — released batches are ``WireBatch``es, parsed only if a later stage reads the request
+(the processor worker's stage sends the bytes as they are) — no per-span messages either way. A poll releases
 whole traces in batches of at most ``_CHUNK_SPANS`` spans, so the stages after the assembler take
 the lock for bounded slices and intake interleaves.
 """
@@ -41,7 +42,7 @@ from errorgate import assembly_wire as wire
 from errorgate.assembly_records import HoldStoreLike, Record, Records, open_store
 from errorgate.component import ComponentConfig, ComponentContext, Output, Processor
 from errorgate.config import Duration
-from errorgate.signals import WIRE_NOTE, Batch, Signal
+from errorgate.signals import WIRE_NOTE, Batch, Signal, WireBatch
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -281,9 +282,10 @@ class TraceAssembler(Processor):
         out: list[Batch] = []
         for tree, notes in ((untraced, {}), (late, {"late": True})):
             if tree:
-                part = Batch(
+                encoded = wire.encode_tree(tree)
+                part = WireBatch(
                     Signal.TRACES,
-                    wire.parse(wire.encode_tree(tree)),
+                    encoded,
                     received_at=batch.received_at,
                     receiver=batch.receiver,
                     tenant=batch.tenant,
@@ -344,9 +346,9 @@ class TraceAssembler(Processor):
         out = Output()
         for chunk in chunks:
             data = wire.encode_tree(chunk.tree)
-            batch = Batch(
+            batch = WireBatch(
                 Signal.TRACES,
-                wire.parse(data),
+                data,
                 received_at=chunk.first_seen if now is None else now,
                 receiver="assembly",
                 tenant=chunk.tenant,

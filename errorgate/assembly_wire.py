@@ -22,8 +22,6 @@ that does not start with a 16-byte ``trace_id`` is parsed field by field instead
 
 from __future__ import annotations
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
 FIELD_1 = b"\x0a"  # field 1, length-delimited: resource_spans / resource / scope / trace_id
 FIELD_2 = b"\x12"  # field 2, length-delimited: scope_spans / spans
 
@@ -338,7 +336,3 @@ def encode_tree(tree: Tree) -> bytes:
         out.append(_SMALL[size] if size < 4096 else _encode_varint(size))
         out += parts
     return b"".join(out)
-
-
-def parse(data: bytes) -> ExportTraceServiceRequest:
-    return ExportTraceServiceRequest.FromString(data)

@@ -34,7 +34,7 @@ from errorgate.config import CircuitBreakerConfig, QueueConfig, RetryConfig
 from errorgate.delivery_policy import Backoff, CircuitBreaker, CircuitState
 from errorgate.dlq import DeadLetterStore
 from errorgate.queue import ExportQueue, MemoryQueue, PersistentQueue, QueueRecord
-from errorgate.signals import Batch, ExportRequest, Signal
+from errorgate.signals import Batch, Signal, WireBatch
 
 log = logging.getLogger(__name__)
 
@@ -382,23 +382,10 @@ def item_count(batch: Batch) -> int:
     return batch.item_count()
 
 
-class SerializedBatch(Batch):
+class SerializedBatch(WireBatch):
     """A queued record for an exporter that sends bytes: the request is parsed only if something
     reads ``batch.request`` (a file exporter, dead-lettering). Raises DecodeError then if the
     bytes do not decode."""
 
     def __init__(self, signal: Signal, data: bytes, items: int) -> None:
-        self._data = data
-        self._parsed: ExportRequest | None = None
-        super().__init__(signal, None, notes={SERIALIZED_NOTE: data, ITEMS_NOTE: items})  # type: ignore[arg-type]
-
-    @property  # type: ignore[override]
-    def request(self) -> ExportRequest:
-        if self._parsed is None:
-            self._parsed = self.signal.parse(self._data)
-        return self._parsed
-
-    @request.setter
-    def request(self, value: ExportRequest | None) -> None:
-        if value is not None:
-            self._parsed = value
+        super().__init__(signal, data, notes={SERIALIZED_NOTE: data, ITEMS_NOTE: items})

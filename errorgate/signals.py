@@ -91,6 +91,28 @@ class Batch:
         return not has_items(self.request)
 
 
+class WireBatch(Batch):
+    """A batch made from its serialized request, parsed on the first read of ``request``: a
+    stage that works on the bytes (``WIRE_NOTE``; the processor worker's stage) never pays for
+    the parse. Raises DecodeError then if the bytes do not decode."""
+
+    def __init__(self, signal: Signal, data: bytes, **kwargs: Any) -> None:
+        self._data = data
+        self._parsed: ExportRequest | None = None
+        super().__init__(signal, None, **kwargs)  # type: ignore[arg-type]
+
+    @property  # type: ignore[override]
+    def request(self) -> ExportRequest:
+        if self._parsed is None:
+            self._parsed = self.signal.parse(self._data)
+        return self._parsed
+
+    @request.setter
+    def request(self, value: ExportRequest | None) -> None:
+        if value is not None:  # (the dataclass __init__ assigns None)
+            self._parsed = value
+
+
 def count_items(request: ExportRequest) -> int:
     """Spans, log records or metric data points in a request (the Collector's item counting)."""
     if isinstance(request, ExportTraceServiceRequest):

@@ -172,7 +172,8 @@ class Gateway:
                 timeout=svc.processor_worker.timeout,
                 keyring_config=self.config.processors[encrypt_ids[0]] if encrypt_ids else None,
                 environ=dict(os.environ),
-            )
+            ),
+            restarts=self.telemetry.worker_restarts,
         )
         worker.start()
         self.telemetry.registry.register(WorkerMetrics(worker))  # type: ignore[arg-type]

@@ -141,8 +141,9 @@ def _kill_unclosed_workers() -> None:
 class ProcessorWorker:
     """The gateway's handle on the worker process: start, run batches, restart, close."""
 
-    def __init__(self, settings: WorkerSettings) -> None:
+    def __init__(self, settings: WorkerSettings, restarts: Any = None) -> None:
         self.settings = settings
+        self._restarts_metric = restarts  # a prometheus Counter, counted on each restart
         self._lock = threading.Lock()  # guards (re)starting; batches do not take it
         self._current: _Process | None = None
         self.restarts = 0
@@ -277,6 +278,8 @@ class ProcessorWorker:
             log.error("processor worker restart failed: %s", e)
             raise WorkerFailed("processor_worker", "RestartFailed") from None
         self.restarts += 1
+        if self._restarts_metric is not None:
+            self._restarts_metric.inc()
         return self._current
 
     def close(self, timeout: float = 10.0) -> None:

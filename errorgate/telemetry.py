@@ -109,6 +109,11 @@ class Telemetry:
             ["processor", "signal"],
             registry=r,
         )
+        self.worker_restarts = Counter(
+            "errorgate_processor_worker_restarts",
+            "Times the processor worker process was restarted (it died or stopped answering)",
+            registry=r,
+        )
 
     def child(self, metric: MetricWrapperBase, *labels: str) -> Any:
         """``metric.labels(*labels)``, cached: the prometheus lookup takes a lock and builds

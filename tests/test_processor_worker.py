@@ -284,6 +284,7 @@ def test_a_lost_worker_costs_only_the_batch_it_held(tmp_path: Path, failure: str
     assert received == 18 and dead_lettered == 6
     assert received == exported + dropped + dead_lettered
     assert metric_value(metrics, "errorgate_processor_failures_total", processor="processor_worker") == 1
+    assert metric_value(metrics, "errorgate_processor_worker_restarts_total") == 1
 
 
 def test_worker_config_errors_name_the_key(tmp_path: Path) -> None:

@@ -88,6 +88,15 @@ def pipeline_health() -> db.Dashboard:
     )
     failures = agg("errorgate_processor_failures_total", "processor, signal", ENV)
     d = d.with_panel(ts("Processor failures", "cps", [(failures, "{{processor}} {{signal}}")]))
+    restarts = agg("errorgate_processor_worker_restarts_total", "instance", ENV, fn="increase", window=RANGE)
+    d = d.with_panel(
+        ts(
+            "Processor worker restarts (time range)",
+            "short",
+            [(restarts, "{{instance}}")],
+            description="The processor worker died or stopped answering; its batches were dead-lettered.",
+        )
+    )
     d = d.with_row(db.Row("Sampling"))
     decisions = agg("errorgate_sampled_items_total", "signal, decision, reason", ENV)
     d = d.with_panel(

@@ -19,3 +19,12 @@ class ProcessingFailed(Exception):
 
 class InvalidRequest(Exception):
     """The request as a whole is malformed: gRPC INVALID_ARGUMENT / HTTP 400."""
+
+
+def raised_at(error: BaseException) -> str:
+    """``file:line`` where ``error`` was raised: what errorgate logs about a failing processor
+    instead of the exception text, which may quote telemetry values (PII)."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"

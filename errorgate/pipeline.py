@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from errorgate.component import Output, Processor
 from errorgate.delivery import item_count
-from errorgate.errors import Backpressure, ProcessingFailed
+from errorgate.errors import Backpressure, ProcessingFailed, raised_at
 from errorgate.processor_worker import RemoteChain, WorkerFailed
 from errorgate.signals import WIRE_NOTE, Batch, ExportRequest, Signal, copy_request
 
@@ -161,14 +161,14 @@ class Pipeline:
                     if isinstance(e, WorkerFailed):
                         component_id, error_type, where = e.component_id, e.error_type, e.where
                     else:
-                        component_id, error_type, where = stage.component_id, type(e).__name__, _where(e)
+                        component_id, error_type, where = stage.component_id, type(e).__name__, raised_at(e)
                     self.telemetry.processor_failures.labels(component_id, self.signal.value).inc()
                     # Exception text may quote telemetry values (PII): log the type and place only.
                     log.error(
                         "processor failed",
                         extra={"processor": component_id, "error_type": error_type, "where": where},
                     )
-                    raise _StageFailed(component_id, e, error_type) from None
+                    raise _StageFailed(component_id, error_type) from None
                 finally:
                     if timed:
                         self.telemetry.child(
@@ -218,18 +218,10 @@ def _wire(batch: Batch, keep: bool = False) -> ExportRequest | bytes:
 
 
 class _StageFailed(Exception):
-    def __init__(self, component_id: str, error: Exception, error_type: str) -> None:
+    def __init__(self, component_id: str, error_type: str) -> None:
         super().__init__(component_id)
         self.component_id = component_id
-        self.error = error
         self.error_type = error_type
-
-
-def _where(e: Exception) -> str:
-    tb = e.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
 
 
 def poll_all(pipelines: Sequence[Pipeline], now: float, flush: bool = False) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from errorgate.component import ComponentContext, Processor
 from errorgate.config import ConfigError
 from errorgate.delivery import ITEMS_NOTE, SERIALIZED_NOTE
+from errorgate.errors import raised_at
 from errorgate.processor_worker import NOTE_TYPES, Key, WorkerSettings
 from errorgate.signals import WIRE_NOTE, Batch, Signal, count_items
 
@@ -117,11 +118,7 @@ def _run(
                 out = processor.process(b)
             except Exception as e:
                 timings.append((key[0], time.perf_counter() - begin))
-                tb = e.__traceback__
-                while tb is not None and tb.tb_next is not None:
-                    tb = tb.tb_next
-                where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
-                return ("failed", key[0], type(e).__name__, where, timings)
+                return ("failed", key[0], type(e).__name__, raised_at(e), timings)
             timings.append((key[0], time.perf_counter() - begin))
             nxt.extend(out.batches)
             if out.dropped:

@@ -53,16 +53,17 @@ Key = tuple[str, int]  # (component id, occurrence): as the gateway keys process
 
 @dataclass(frozen=True)
 class WorkerSettings:
+    # repr=False on what may hold key material (an env var, a key file's path): never logged.
     data_dir: Path
     label_caps: dict[str, int]
     log_level: str
     log_encoding: str
-    components: dict[Key, Any]  # key -> the component's validated config model
+    components: dict[Key, Any] = field(repr=False)  # key -> the component's validated config
     timeout: float
-    keyring_config: Any = None  # an ``encrypt`` config: the worker opens the same keyring
+    keyring_config: Any = field(default=None, repr=False)  # ``encrypt``'s config: the same keyring
     # The gateway's environment now (keys may come from it); the worker process is forked from
     # a server started earlier, whose environment may be older.
-    environ: dict[str, str] = field(default_factory=dict)
+    environ: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 class WorkerFailed(Exception):

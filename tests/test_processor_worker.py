@@ -342,3 +342,23 @@ def test_a_program_that_never_stops_its_gateway_still_exits(tmp_path: Path) -> N
     _wait(
         lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
     )
+
+
+def test_worker_settings_never_print_key_material(tmp_path: Path) -> None:
+    """The worker gets the gateway's environment (a keyring may come from it) and the encrypt
+    config: neither may show up where the settings are printed or logged."""
+    from errorgate.processor_worker import WorkerSettings
+
+    settings = WorkerSettings(
+        data_dir=tmp_path,
+        label_caps={},
+        log_level="info",
+        log_encoding="console",
+        components={("encrypt", 0): {"key": "kms-secret-config"}},
+        timeout=30.0,
+        keyring_config={"keyring": "kms-secret-config"},
+        environ={"ERRORGATE_KEYRING": "base64-master-key-material"},
+    )
+    text = repr(settings)
+    assert "base64-master-key-material" not in text and "kms-secret-config" not in text
+    assert "timeout=30.0" in text

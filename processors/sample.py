@@ -67,7 +67,7 @@ from errorgate.processors.sampling.flood import FloodLimiter
 from errorgate.processors.sampling.mark import ADJUSTED_BYTES, Marker
 from errorgate.processors.sampling.mark import ADJUSTED_COUNT as ADJUSTED_COUNT  # public name, kept here too
 from errorgate.processors.sampling.rules import compile_rule
-from errorgate.signals import ERROR_TRACES_NOTE, NO_UPSTREAM_TAGS_NOTE, Batch, Signal
+from errorgate.signals import ERROR_TRACES_NOTE, NO_UPSTREAM_TAGS_NOTE, Batch, Signal, prune_empty
 
 SEVERITY_ERROR = 17  # OTLP SeverityNumber ERROR
 _NO_TRACE = bytes(16)
@@ -314,7 +314,7 @@ class SampleProcessor(Processor):
                 if len(keep) != len(records):
                     dropped += len(records) - len(keep)
                     inplace.keep_indices(sl.log_records, keep, len(records))
-        inplace.prune(request)
+        prune_empty(request)
         # Decisions are few distinct (mostly shared) objects: count them by identity, in C.
         ids = list(map(id, decided))
         by_id = dict(zip(ids, decided, strict=True))

@@ -23,6 +23,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from errorgate import attributes
 from errorgate.processors.sampling import consistent, inplace
+from errorgate.signals import prune_empty
 
 FINGERPRINT = "errorgate.error.fingerprint"
 ORIGIN = "errorgate.error.origin"
@@ -231,7 +232,7 @@ def _times(facts: Facts, pairs: list[tuple[bytes, ResourceSpans, Span]]) -> None
 def keep_only(facts: Facts, kept: Mapping[bytes, D], mark: Callable[[list[Span], list[D]], None]) -> int:
     """Keep the spans of the traces in ``kept`` (``mark`` gets them with their traces' values),
     drop the others in place, remove the scopes and resources left empty (as
-    ``inplace.prune``); returns how many spans were dropped."""
+    ``signals.prune_empty``); returns how many spans were dropped."""
     request, spans, tids = facts.request, facts.spans, facts.tids
     if not kept:
         del request.resource_spans[:]
@@ -240,7 +241,7 @@ def keep_only(facts: Facts, kept: Mapping[bytes, D], mark: Callable[[list[Span],
     idx = list(compress(range(len(tids)), flags))
     mark([spans[i] for i in idx], [kept[tids[i]] for i in idx])
     if len(idx) == len(tids):
-        inplace.prune(request)  # only empty containers that came in can go
+        prune_empty(request)  # only empty containers that came in can go
         return 0
     # Scopes and resources left empty are deleted whole (their spans with them), in runs.
     scopes = iter(facts.scopes)

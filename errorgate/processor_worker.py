@@ -79,13 +79,16 @@ class WorkerFailed(Exception):
 class _Process:
     """One worker process and the gateway's end of its pipe. Batches are pipelined: callers
     send under ``send_lock`` (so the order of sends is the order the worker sees) and wait on
-    a future; one reader thread hands out the answers, which come back in the same order."""
+    a future; one reader thread hands out the answers, which come back in the same order. The
+    reader never waits for ``send_lock``: a sender blocked on a full pipe must not keep it
+    from draining the answers the worker is blocked on."""
 
     def __init__(self, process: Any, conn: Connection, signals: dict[Key, frozenset[Signal]]) -> None:
         self.process = process
         self.conn = conn
         self.signals = signals
         self.send_lock = threading.Lock()
+        self._pending_lock = threading.Lock()
         self.pending: deque[Future[Any]] = deque()
         self.alive = True
         self.reader = threading.Thread(target=self._read, name="errorgate-worker-reader", daemon=True)
@@ -97,10 +100,10 @@ class _Process:
                 reply = self.conn.recv()
             except (EOFError, OSError):
                 break
-            with self.send_lock:
+            with self._pending_lock:
                 future = self.pending.popleft()
             future.set_result(reply)
-        with self.send_lock:
+        with self._pending_lock:
             self.alive = False
             failed, self.pending = list(self.pending), deque()
         for future in failed:
@@ -109,13 +112,14 @@ class _Process:
     def submit(self, message: tuple[Any, ...]) -> Future[Any]:
         future: Future[Any] = Future()
         with self.send_lock:
-            if not self.alive:
-                raise WorkerFailed("processor_worker", "WorkerExited")
-            self.pending.append(future)
+            with self._pending_lock:
+                if not self.alive:
+                    raise WorkerFailed("processor_worker", "WorkerExited")
+                self.pending.append(future)  # before sending: the answer may come at once
             try:
                 self.conn.send(message)
             except (EOFError, OSError):
-                self.pending.pop()
+                # The reader sees the pipe close and fails this future with the others.
                 raise WorkerFailed("processor_worker", "WorkerExited") from None
         return future
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -362,3 +363,46 @@ def test_worker_settings_never_print_key_material(tmp_path: Path) -> None:
     text = repr(settings)
     assert "base64-master-key-material" not in text and "kms-secret-config" not in text
     assert "timeout=30.0" in text
+
+
+def test_a_full_pipe_both_ways_does_not_deadlock() -> None:
+    """Many large batches sent at once (a big release, a flush at shutdown) while the worker
+    sends large answers back: with small socket buffers both directions fill up, and only a
+    reader that keeps draining answers while a sender is blocked lets both sides go on."""
+    from multiprocessing.connection import Connection
+
+    from errorgate.processor_worker import _Process
+
+    a, b = socket.socketpair()
+    for s in (a, b):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+    ours, theirs = Connection(a.detach()), Connection(b.detach())
+
+    def echo() -> None:  # a worker that answers each message with one as large
+        try:
+            while True:
+                theirs.send(theirs.recv())
+        except (EOFError, OSError):
+            pass
+
+    threading.Thread(target=echo, daemon=True).start()
+
+    class _NoProcess:
+        exitcode = None
+
+    link = _Process(_NoProcess(), ours, {})
+    payload = b"x" * (256 << 10)
+    answers: list[Any] = []
+
+    def send_all() -> None:  # (in a thread: a deadlock must fail the test, not hang it)
+        futures = [link.submit(("run", i, payload)) for i in range(40)]
+        answers.extend(f.result(timeout=20) for f in futures)
+
+    sender = threading.Thread(target=send_all, daemon=True)
+    sender.start()
+    sender.join(30)
+    assert not sender.is_alive(), "sender and reader deadlocked on a full pipe"
+    assert [m[1] for m in answers] == list(range(40))
+    ours.close()
+    theirs.close()

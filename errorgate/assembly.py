@@ -26,7 +26,10 @@ range, so holding costs a few bytecodes per span and a little per trace, and rel
 byte joins — released batches are ``WireBatch``es, parsed only if a later stage reads the request
 (the processor worker's stage sends the bytes as they are) — no per-span messages either way. A poll releases
 whole traces in batches of at most ``_CHUNK_SPANS`` spans, so the stages after the assembler take
-the lock for bounded slices and intake interleaves.
+the lock (or the processor worker) for bounded slices and intake interleaves: a 256-span chunk
+takes the worker about 4 ms, a 2048-span one 20 ms that a waiting client's request sat behind
+(bench: logs latency 15 -> 11 ms, intelligence profile 0.55 -> 0.78 of the proxy with the
+worker's urgent-first order).
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ if TYPE_CHECKING:
 
 _MIB = 1024 * 1024
 _NO_TRACE = bytes(16)
-_CHUNK_SPANS = 2048
+_CHUNK_SPANS = 256
 
 
 class AssemblyConfig(ComponentConfig):
@@ -94,6 +97,9 @@ class TraceAssembler(Processor):
     signals = frozenset({Signal.TRACES})
     # The pipeline hands over the request's bytes (WIRE_NOTE) when this is its first stage.
     reads_wire_note = True
+    # What it passes on at intake (late spans, early releases) must not overtake traces it
+    # released before: the processor worker takes them in the order of its background releases.
+    releases_in_background = True
 
     def __init__(
         self, config: AssemblyConfig, context: ComponentContext, store: HoldStoreLike | None = None

@@ -82,7 +82,7 @@ class Pipeline:
             else:
                 original = copy_request(batch.request)
         try:
-            out = self._run([batch], 0)
+            out = self._continue(Output(batches=[batch]), 0, urgent=True)
         except _StageFailed as failure:
             assert original is not None
             reason = f"{failure.error_type} in processor {failure.component_id}"
@@ -109,7 +109,7 @@ class Pipeline:
         )
         originals = [_wire(b, keep) for b in out.batches] if later_stages else []
         try:
-            out = self._continue(out, stage_index + 1)
+            out = self._continue(out, stage_index + 1, urgent=False)
         except _StageFailed as failure:
             for reason, n in out.dropped.items():
                 self.telemetry.record_dropped(self.signal.value, reason, n)
@@ -131,10 +131,10 @@ class Pipeline:
 
     # ------------------------------------------------------------ internals
 
-    def _run(self, batches: list[Batch], start: int) -> Output:
-        return self._continue(Output(batches=batches), start)
-
-    def _continue(self, out: Output, start: int) -> Output:
+    def _continue(self, out: Output, start: int, urgent: bool) -> Output:
+        """``urgent``: a client waits for this (intake), not a background release. What a
+        processor that releases in the background passes on (the assembler's late spans)
+        queues behind its earlier releases instead, so a late span meets its trace's decision."""
         for index in range(start, len(self.stages)):
             if not out.batches:
                 break
@@ -151,7 +151,7 @@ class Pipeline:
                 try:
                     if remote is not None:
                         if not sent:
-                            sent = [remote.submit(b) for b in out.batches]
+                            sent = [remote.submit(b, urgent) for b in out.batches]
                         result = remote.finish(sent[i])
                     else:
                         with guard:
@@ -176,6 +176,8 @@ class Pipeline:
                         ).observe(time.perf_counter() - begin)
                 nxt.merge(result)
             out = nxt
+            if getattr(stage.processor, "releases_in_background", False):
+                urgent = False
         return out
 
     def _deliver(self, out: Output) -> None:

@@ -5,8 +5,12 @@ process tops out at one core however many the machine has. Intake (gRPC/HTTP, va
 duplicate detection), the trace assembler with its durable hold log, the queues and the
 exporters stay in the gateway process; the processors run in this worker, which gets a core
 of its own. A pipeline's processors become one ``RemoteChain`` stage: one round trip per
-batch, the request as bytes both ways, pipelined (several batches in flight, answered in
-the order sent, so stateful processors see one consistent order).
+batch, the request as bytes both ways, pipelined (several batches in flight).
+
+The worker takes batches a client is waiting for (intake: ``urgent``) before traces the
+assembler released in the background, so a request is not held up behind a large release;
+within each class it keeps the order sent, so stateful processors see one consistent order.
+The answers carry the sequence number of their message.
 
 What crosses the pipe is only what a stage could see in-process: the serialized request and
 its notes. The worker answers every batch before the gateway acknowledges or queues it, so
@@ -26,7 +30,7 @@ import multiprocessing.util  # registers its exit handler first, so ours runs be
 import socket
 import threading
 import weakref
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -78,9 +82,9 @@ class WorkerFailed(Exception):
 
 class _Process:
     """One worker process and the gateway's end of its pipe. Batches are pipelined: callers
-    send under ``send_lock`` (so the order of sends is the order the worker sees) and wait on
-    a future; one reader thread hands out the answers, which come back in the same order. The
-    reader never waits for ``send_lock``: a sender blocked on a full pipe must not keep it
+    send under ``send_lock`` (so the order of sends is the order the worker sees, within each
+    priority) and wait on a future; one reader thread hands out the answers by sequence number.
+    The reader never waits for ``send_lock``: a sender blocked on a full pipe must not keep it
     from draining the answers the worker is blocked on."""
 
     def __init__(self, process: Any, conn: Connection, signals: dict[Key, frozenset[Signal]]) -> None:
@@ -89,7 +93,8 @@ class _Process:
         self.signals = signals
         self.send_lock = threading.Lock()
         self._pending_lock = threading.Lock()
-        self.pending: deque[Future[Any]] = deque()
+        self.pending: dict[int, Future[Any]] = {}
+        self._sequence = 0
         self.alive = True
         self.reader = threading.Thread(target=self._read, name="errorgate-worker-reader", daemon=True)
         self.reader.start()
@@ -97,27 +102,29 @@ class _Process:
     def _read(self) -> None:
         while True:
             try:
-                reply = self.conn.recv()
+                sequence, reply = self.conn.recv()
             except (EOFError, OSError):
                 break
             with self._pending_lock:
-                future = self.pending.popleft()
+                future = self.pending.pop(sequence)
             future.set_result(reply)
         with self._pending_lock:
             self.alive = False
-            failed, self.pending = list(self.pending), deque()
+            failed, self.pending = list(self.pending.values()), {}
         for future in failed:
             future.set_exception(WorkerFailed("processor_worker", "WorkerExited"))
 
-    def submit(self, message: tuple[Any, ...]) -> Future[Any]:
+    def submit(self, message: tuple[Any, ...], urgent: bool = True) -> Future[Any]:
         future: Future[Any] = Future()
         with self.send_lock:
             with self._pending_lock:
                 if not self.alive:
                     raise WorkerFailed("processor_worker", "WorkerExited")
-                self.pending.append(future)  # before sending: the answer may come at once
+                self._sequence += 1
+                sequence = self._sequence
+                self.pending[sequence] = future  # before sending: the answer may come at once
             try:
-                self.conn.send(message)
+                self.conn.send((sequence, urgent, message))
             except (EOFError, OSError):
                 # The reader sees the pipe close and fails this future with the others.
                 raise WorkerFailed("processor_worker", "WorkerExited") from None
@@ -204,8 +211,9 @@ class ProcessorWorker:
             raise ConfigError(str(payload))
         return _Process(process, parent, payload)
 
-    def submit(self, keys: list[Key], batch: Batch) -> Future[Any]:
-        """Send ``batch`` through the processors ``keys`` in the worker; ``finish`` the answer."""
+    def submit(self, keys: list[Key], batch: Batch, urgent: bool = True) -> Future[Any]:
+        """Send ``batch`` through the processors ``keys`` in the worker; ``finish`` the answer.
+        ``urgent``: a client waits for it (the worker takes it before background releases)."""
         wire = batch.notes.pop(WIRE_NOTE, None)
         data = wire if isinstance(wire, bytes) else batch.request.SerializeToString()
         notes = {k: v for k, v in batch.notes.items() if isinstance(v, NOTE_TYPES)}
@@ -219,7 +227,7 @@ class ProcessorWorker:
             batch.receiver,
             batch.tenant,
         )
-        return self._submit(message)
+        return self._submit(message, urgent)
 
     def finish(self, future: Future[Any]) -> tuple[Output, list[tuple[str, float]]]:
         reply = self._wait(future)
@@ -246,7 +254,7 @@ class ProcessorWorker:
             return []
         return list(reply[1])
 
-    def _submit(self, message: tuple[Any, ...]) -> Future[Any]:
+    def _submit(self, message: tuple[Any, ...], urgent: bool = True) -> Future[Any]:
         current = self._current
         if current is None or not current.alive:
             if self._closed:
@@ -255,7 +263,7 @@ class ProcessorWorker:
                 current = self._current
                 if current is None or not current.alive:
                     current = self._restart(current)
-        return current.submit(message)
+        return current.submit(message, urgent)
 
     def _wait(self, future: Future[Any]) -> Any:
         try:
@@ -298,7 +306,7 @@ class ProcessorWorker:
         if current is None:
             return
         try:
-            current.submit(("shutdown",)).result(timeout)
+            current.submit(("shutdown",), urgent=False).result(timeout)
         except (WorkerFailed, FutureTimeout):
             pass
         current.process.join(timeout)
@@ -343,9 +351,10 @@ class RemoteChain(Processor):
     def process(self, batch: Batch) -> Output:
         return self.finish(self.submit(batch))
 
-    def submit(self, batch: Batch) -> Future[Any]:
-        """Send without waiting: the pipeline sends all batches of a release before it waits."""
-        return self.worker.submit(self.keys, batch)
+    def submit(self, batch: Batch, urgent: bool = True) -> Future[Any]:
+        """Send without waiting: the pipeline sends all batches of a release before it waits.
+        ``urgent`` is false for background releases (no client waits for them)."""
+        return self.worker.submit(self.keys, batch, urgent)
 
     def finish(self, future: Future[Any]) -> Output:
         try:

@@ -1,5 +1,6 @@
 """The processor worker process itself: builds the hosted processors, then answers the
-gateway's messages one at a time, in order (see ``errorgate.processor_worker``)."""
+gateway's messages one at a time: urgent ones (a client waits) first, each class in the order
+sent (see ``errorgate.processor_worker``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import logging
 import os
 import signal as os_signal
 import time
-from collections import Counter
+from collections import Counter, deque
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -71,25 +72,48 @@ def worker_main(conn: Connection, settings: WorkerSettings) -> None:
     gc.collect()
     gc.freeze()  # what was built at start lives as long as the process (as in ``errorgate serve``)
     gc.set_threshold(20_000, *gc.get_threshold()[1:])
+    inbox = _Inbox(conn)
     while True:
         try:
-            message = conn.recv()
+            sequence, message = inbox.next()
         except (EOFError, OSError):
             break  # the gateway is gone
         kind = message[0]
         if kind == "run":
-            conn.send(_run(processors, *message[1:]))
+            conn.send((sequence, _run(processors, *message[1:])))
         elif kind == "metrics":
-            conn.send(("ok", [m for m in telemetry.registry.collect() if m.name not in gateway_families]))
+            families = [m for m in telemetry.registry.collect() if m.name not in gateway_families]
+            conn.send((sequence, ("ok", families)))
         elif kind == "shutdown":
             for processor in processors.values():
                 try:
                     processor.shutdown()
                 except Exception as e:
                     log.error("processor shutdown failed", extra={"error_type": type(e).__name__})
-            conn.send(("ok",))
+            conn.send((sequence, ("ok",)))
             break
     conn.close()
+
+
+class _Inbox:
+    """The messages sent so far, read as they arrive, handed out urgent ones first: a request a
+    client waits for does not wait behind a release of many traces already sent."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.urgent: deque[tuple[int, tuple[Any, ...]]] = deque()
+        self.background: deque[tuple[int, tuple[Any, ...]]] = deque()
+
+    def next(self) -> tuple[int, tuple[Any, ...]]:
+        if not self.urgent and not self.background:
+            self._take(self.conn.recv())
+        while self.conn.poll(0):
+            self._take(self.conn.recv())
+        return self.urgent.popleft() if self.urgent else self.background.popleft()
+
+    def _take(self, received: tuple[int, bool, tuple[Any, ...]]) -> None:
+        sequence, urgent, message = received
+        (self.urgent if urgent else self.background).append((sequence, message))
 
 
 def _run(

@@ -382,7 +382,8 @@ def test_a_full_pipe_both_ways_does_not_deadlock() -> None:
     def echo() -> None:  # a worker that answers each message with one as large
         try:
             while True:
-                theirs.send(theirs.recv())
+                sequence, _urgent, message = theirs.recv()
+                theirs.send((sequence, message))
         except (EOFError, OSError):
             pass
 
@@ -406,3 +407,50 @@ def test_a_full_pipe_both_ways_does_not_deadlock() -> None:
     assert [m[1] for m in answers] == list(range(40))
     ours.close()
     theirs.close()
+
+
+def test_the_worker_takes_what_a_client_waits_for_before_background_releases() -> None:
+    """A release of many traces already sent must not hold up a request whose client waits:
+    the worker reads everything that arrived and takes urgent messages first, each class in
+    the order sent."""
+    from errorgate.processor_worker import _socket_pipe
+    from errorgate.processor_worker_process import _Inbox
+
+    ours, theirs = _socket_pipe()
+    inbox = _Inbox(theirs)
+    for sequence, urgent in [(1, False), (2, False), (3, True), (4, False), (5, True)]:
+        ours.send((sequence, urgent, ("run", sequence)))
+    taken = [inbox.next()[0] for _ in range(3)]
+    ours.send((6, True, ("run", 6)))  # arrives while background work is still waiting
+    taken += [inbox.next()[0] for _ in range(3)]
+    assert taken == [3, 5, 1, 6, 2, 4]
+    ours.close()
+    with pytest.raises(EOFError):
+        inbox.next()
+    theirs.close()
+
+
+def test_late_spans_queue_behind_releases_and_intake_goes_first(tmp_path: Path) -> None:
+    """Which batches the gateway marks urgent: intake a client waits for (logs here), yes;
+    traces the assembler releases, no; and late spans, which the assembler passes on at once,
+    no either: they must reach ``sample`` after their trace's release, to follow its decision."""
+    with OtlpSink() as sink, running_gateway(_config(tmp_path, sink)) as gw:
+        assert gw.worker is not None
+        sent: list[tuple[str, bool, bool]] = []
+        submit = gw.worker.submit
+
+        def recording(keys: Any, batch: Any, urgent: bool = True) -> Any:
+            sent.append((batch.signal.value, bool(batch.notes.get("late")), urgent))
+            return submit(keys, batch, urgent)
+
+        gw.worker.submit = recording  # type: ignore[method-assign]
+        client = _Client(gw.grpc_endpoint)
+        assert client.send_logs(_logs(3)) == grpc.StatusCode.OK
+        assert client.send_traces(_traces(8)) == grpc.StatusCode.OK
+        _wait(lambda: any(s == "traces" for s, _, _ in sent))
+        assert client.send_traces(_late(8)) == grpc.StatusCode.OK
+        client.close()
+    assert sent[0] == ("logs", False, True)
+    traces = sent[1:]
+    assert traces and {urgent for _, _, urgent in traces} == {False}
+    assert [late for _, late, _ in traces][-1] is True  # the late spans went through the worker too

@@ -373,6 +373,8 @@ class Gateway:
         self.telemetry.record_received(signal.value, n + rejected[0])
         if rejected[1]:
             encoded = None  # validation took something out: the body no longer matches the request
+        # The body can stand for the serialized request where a first processor reads the bytes.
+        wire = encoded if rejected[3] else None
         for i, pipeline in enumerate(pipelines):
             req = request
             if i < len(pipelines) - 1:
@@ -382,19 +384,19 @@ class Gateway:
                 # Nothing will change the request: queue and export the received bytes as they are.
                 batch.notes[SERIALIZED_NOTE] = encoded
                 batch.notes[ITEMS_NOTE] = n
-            pipeline.consume(batch)
+            pipeline.consume(batch, wire)
         if dedup_key is not None:
             self.dedup.remember(dedup_key, now)
         return AcceptResult(rejected_items=rejected[0], error_message=rejected[1])
 
     def _validate(
         self, signal: Signal, request: ExportRequest, receiver: str, encoded: bytes | None
-    ) -> tuple[int, str, int]:
-        """(items rejected, why, items kept)."""
+    ) -> tuple[int, str, int, bool]:
+        """(items rejected, why, items kept, ``encoded`` is the request serialized)."""
         limits = self.config.receivers[receiver].validation
         rejections = validate_request(signal, request, limits, encoded)
         if not rejections:
-            return 0, "", rejections.kept
+            return 0, "", rejections.kept, rejections.canonical
         self.dlq.put(
             signal,
             rejections.request,
@@ -402,7 +404,7 @@ class Gateway:
             detail=rejections.message(),
             source=f"receiver:{receiver}",
         )
-        return rejections.count, rejections.message(), rejections.kept
+        return rejections.count, rejections.message(), rejections.kept, False
 
     def _retry_after(self) -> float:
         return 2.0

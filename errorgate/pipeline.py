@@ -70,15 +70,19 @@ class Pipeline:
     def has_room(self, nbytes: int) -> bool:
         return all(exporter.has_room(nbytes) for _, exporter in self.exporters)
 
-    def consume(self, batch: Batch) -> None:
-        """Run ``batch`` through every stage and queue the result. Raises ProcessingFailed."""
+    def consume(self, batch: Batch, wire: bytes | None = None) -> None:
+        """Run ``batch`` through every stage and queue the result. Raises ProcessingFailed.
+        ``wire``: the request exactly as serializing it gives, if at hand (the received body)."""
         original: ExportRequest | bytes | None = None
         if self.stages:
             # Kept so a processor failure dead-letters the batch as received, never half-processed:
             # a copy (C), or, for a first processor that serializes the request anyway (the trace
-            # assembler), the serialized request, which it is handed (parsed again only on a failure).
+            # assembler, the processor worker), the serialized request, which it is handed (parsed
+            # again only on a failure).
             if self._first_reads_wire:
-                original = batch.notes[WIRE_NOTE] = batch.request.SerializeToString()
+                if wire is None:
+                    wire = batch.request.SerializeToString()
+                original = batch.notes[WIRE_NOTE] = wire
             else:
                 original = copy_request(batch.request)
         try:

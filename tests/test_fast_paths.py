@@ -12,11 +12,13 @@ import urllib.request
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from errorgate.component import ComponentContext
 from errorgate.delivery import QueuedExporter
@@ -25,7 +27,7 @@ from errorgate.exporters.otlp import OtlpExporter, OtlpExporterConfig
 from errorgate.otlp_json import to_json
 from errorgate.queue import PersistentQueue
 from errorgate.receiver import ValidationConfig
-from errorgate.receiver.flat_otlp import has_nested_values
+from errorgate.receiver.flat_otlp import has_nested_values, request_shape
 from errorgate.signals import Batch, Signal, copy_request, count_items
 from errorgate.telemetry import Telemetry
 from errorgate.validation import validate_request
@@ -263,6 +265,81 @@ def _deep(depth: int) -> AnyValue:
     for _ in range(depth):
         value = AnyValue(array_value=ArrayValue(values=[value]))
     return value
+
+
+def test_request_shape_tells_nested_values_and_links_apart() -> None:
+    """One pass answers "neither" for the usual request; otherwise each is told apart, so a
+    request with links keeps the no-nesting fast path and one with nesting keeps the no-links one."""
+
+    def shape(signal: Signal, request: Any) -> tuple[bool, bool]:
+        return request_shape(signal, request.SerializeToString())[:2]
+
+    plain = trace_request(4)
+    assert shape(Signal.TRACES, plain) == (False, False)
+    linked = copy_request(plain)
+    linked.resource_spans[0].scope_spans[0].spans[3].links.add(trace_id=bytes(range(16)), span_id=b"12345678")
+    assert shape(Signal.TRACES, linked) == (False, True)
+    nested = copy_request(plain)
+    nested.resource_spans[0].scope_spans[0].spans[1].attributes.append(_kv("d", _deep(1)))
+    assert shape(Signal.TRACES, nested) == (True, False)
+    both = copy_request(linked)
+    both.resource_spans[0].scope_spans[0].spans[1].attributes.append(_kv("d", _deep(1)))
+    assert shape(Signal.TRACES, both) == (True, True)
+    empty_link = copy_request(plain)  # a link with no field set still is a link
+    empty_link.resource_spans[0].scope_spans[0].spans[0].links.add()
+    assert shape(Signal.TRACES, empty_link) == (False, True)
+    assert shape(Signal.LOGS, log_request(2)) == (False, False)
+    assert request_shape(Signal.TRACES, b"\xff\xff")[:2] == (True, True)  # undecodable: check all
+
+
+def test_received_bytes_stand_for_the_request_only_when_serializing_gives_them() -> None:
+    """The processors after intake may get the received body instead of a fresh serialization
+    only when the two are the same bytes: not for fields out of order, an over-long varint or
+    an unknown field where upb would not put it (byte-level readers assume upb's layout)."""
+
+    def request_of(span_bytes: bytes) -> bytes:  # one resource, one scope, one span
+        def field(tag: int, body: bytes) -> bytes:
+            assert len(body) < 128
+            return bytes([tag, len(body)]) + body
+
+        return field(0x0A, field(0x12, field(0x12, span_bytes)))
+
+    span = Span(name="x", trace_id=bytes(range(1, 17)), span_id=bytes(range(1, 9)), kind=2)
+    canonical = span.SerializeToString()
+    assert (
+        request_of(canonical)
+        == ExportTraceServiceRequest(
+            resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=[span])])]
+        ).SerializeToString()
+    )
+    assert request_shape(Signal.TRACES, request_of(canonical)).canonical
+    odd = {
+        "span_id before trace_id": canonical[18:28] + canonical[:18] + canonical[28:],
+        "kind in a two-byte varint": canonical.replace(b"\x30\x02", b"\x30\x82\x00"),
+        # Field 127 (varint 1) first: upb keeps unknown fields, but serializes them last.
+        "an unknown field ahead of the known ones": b"\xf8\x07\x01" + canonical,
+    }
+    for what, span_bytes in odd.items():
+        request = ExportTraceServiceRequest.FromString(request_of(span_bytes))
+        assert request.resource_spans[0].scope_spans[0].spans[0].name == "x", what
+        assert not request_shape(Signal.TRACES, request_of(span_bytes)).canonical, what
+        assert not validate_request(
+            Signal.TRACES, request, ValidationConfig(), request_of(span_bytes)
+        ).canonical
+    data = trace_request(2).SerializeToString()
+    assert validate_request(Signal.TRACES, trace_request(2), ValidationConfig(), data).canonical
+    assert not validate_request(Signal.TRACES, trace_request(2), ValidationConfig()).canonical  # no body
+
+
+def test_a_bad_link_in_an_otherwise_flat_request_is_rejected() -> None:
+    """The no-links shortcut must not skip a request that has one: without nesting, the span
+    with a bad link is the only one rejected, by the inline check's fallback."""
+    req = trace_request(6)
+    req.resource_spans[0].scope_spans[0].spans[4].links.add(trace_id=b"short", span_id=bytes(8))
+    work = copy_request(req)
+    rejections = validate_request(Signal.TRACES, work, ValidationConfig(), req.SerializeToString())
+    assert (rejections.count, rejections.kept) == (1, 5)
+    assert rejections.message() == "rejected 1 spans: link trace_id must be 16 bytes (got 5) x1"
 
 
 def test_validation_inline_checks_reject_what_the_full_walk_rejects() -> None:

@@ -4,7 +4,9 @@ The flat copy is proto2 and gives ``ArrayValue`` and ``KeyValueList`` a required
 never occurs on the wire, so a request parsed with it is "initialized" exactly when it holds
 no nested value. Serializing it checks that in C, with no Python per attribute.
 Validation uses this to skip its per-attribute walk for the (usual) requests that carry
-no nested values.
+no nested values. A second copy also marks span links the same way, so one pass tells that a
+request holds neither nested values nor links, and validation need not look for links span by
+span either.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Iterable, Sized
+from typing import NamedTuple
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.descriptor import FileDescriptor
@@ -23,7 +26,10 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from errorgate.signals import Signal
 
 _PREFIX = "errorgate.flat."
-_NESTED_CONTAINERS = {"ArrayValue", "KeyValueList"}
+_NESTED_CONTAINERS = frozenset({"ArrayValue", "KeyValueList"})
+_LINKS = frozenset({"Link"})  # Span.Link (the only message so named)
+# Which messages each flat copy marks (its name prefixes the copy's packages).
+_MARKED = {"nested": _NESTED_CONTAINERS, "links": _LINKS, "both": _NESTED_CONTAINERS | _LINKS}
 _MARKER_FIELD = 536870911  # the highest field number: never used by OTLP
 _FILES = {
     Signal.TRACES: (
@@ -41,13 +47,13 @@ _FILES = {
 }
 
 
-def _rename_types(message: descriptor_pb2.DescriptorProto) -> None:
+def _rename_types(message: descriptor_pb2.DescriptorProto, prefix: str, marked: frozenset[str]) -> None:
     for field in message.field:
         if field.type_name.startswith(".opentelemetry."):
-            field.type_name = "." + _PREFIX + field.type_name[1:]
-    if message.name in _NESTED_CONTAINERS:
-        # Never present on the wire, so any ArrayValue/KeyValueList in a parsed request
-        # leaves the message uninitialized.
+            field.type_name = "." + prefix + field.type_name[1:]
+    if message.name in marked:
+        # Never present on the wire, so any ArrayValue/KeyValueList (or Link) in a parsed
+        # request leaves the message uninitialized.
         message.field.add(
             name="errorgate_marker",
             number=_MARKER_FIELD,
@@ -55,7 +61,7 @@ def _rename_types(message: descriptor_pb2.DescriptorProto) -> None:
             type=descriptor_pb2.FieldDescriptorProto.TYPE_BOOL,
         )
     for nested in message.nested_type:
-        _rename_types(nested)
+        _rename_types(nested, prefix, marked)
 
 
 def _clear_proto3_optional(message: descriptor_pb2.DescriptorProto) -> None:
@@ -65,50 +71,86 @@ def _clear_proto3_optional(message: descriptor_pb2.DescriptorProto) -> None:
         _clear_proto3_optional(nested)
 
 
-def _add_file(pool: descriptor_pool.DescriptorPool, fd: FileDescriptor, done: set[str]) -> None:
+def _add_file(
+    pool: descriptor_pool.DescriptorPool,
+    fd: FileDescriptor,
+    done: set[str],
+    prefix: str,
+    marked: frozenset[str],
+) -> None:
     if fd.name in done:
         return
     for dep in fd.dependencies:
-        _add_file(pool, dep, done)
+        _add_file(pool, dep, done, prefix, marked)
     proto = descriptor_pb2.FileDescriptorProto()
     fd.CopyToProto(proto)
-    proto.name = _PREFIX + proto.name
-    proto.package = _PREFIX + proto.package
+    proto.name = prefix + proto.name
+    proto.package = prefix + proto.package
     proto.syntax = "proto2"  # required fields exist only in proto2
     for message in proto.message_type:
         _clear_proto3_optional(message)
-    deps = [_PREFIX + d for d in proto.dependency]
+    deps = [prefix + d for d in proto.dependency]
     del proto.dependency[:]
     proto.dependency.extend(deps)
     del proto.service[:]
     for message in proto.message_type:
-        _rename_types(message)
+        _rename_types(message, prefix, marked)
     pool.Add(proto)
     done.add(fd.name)
 
 
 @functools.cache
-def _flat_classes() -> dict[Signal, type[Message]]:
+def _flat_classes(marks: str = "nested") -> dict[Signal, type[Message]]:
+    """Per signal, the flat request class whose ``_MARKED[marks]`` messages are marked."""
+    prefix, marked = (_PREFIX if marks == "nested" else f"{_PREFIX}{marks}."), _MARKED[marks]
     pool = descriptor_pool.DescriptorPool()
     done: set[str] = set()
     classes: dict[Signal, type[Message]] = {}
     for signal, (fd, name) in _FILES.items():
-        _add_file(pool, fd, done)
-        classes[signal] = message_factory.GetMessageClass(pool.FindMessageTypeByName(_PREFIX + name))
+        _add_file(pool, fd, done, prefix, marked)
+        classes[signal] = message_factory.GetMessageClass(pool.FindMessageTypeByName(prefix + name))
     return classes
+
+
+def _holds_none(cls: type[Message], data: bytes) -> bytes | None:
+    """``data`` parsed as ``cls`` and serialized again, if none of its marked messages is in it."""
+    flat = cls()
+    try:
+        flat.ParseFromString(data)
+        # Serializing checks required fields in C; IsInitialized() is about three times slower.
+        return flat.SerializeToString()
+    except (DecodeError, EncodeError):
+        return None
+
+
+class RequestShape(NamedTuple):
+    nested: bool  # may hold array/kvlist attribute values (an empty array counts too)
+    links: bool  # may hold span links
+    # ``data`` is exactly what upb serializes for what it decodes to (fields in order, shortest
+    # varints, nothing unknown; explicit default values aside): the received bytes can then stand
+    # for the serialized request, byte-level readers included.
+    canonical: bool
+
+
+def request_shape(signal: Signal, data: bytes) -> RequestShape:
+    """What a serialized request may hold; "may" means the caller checks the decoded request
+    itself. One C-speed pass answers for the usual request, which has neither nested values nor
+    links; more passes tell them apart."""
+    again = _holds_none(_flat_classes("both")[signal], data)
+    if again is not None:
+        return RequestShape(False, False, again == data)
+    nested = _holds_none(_flat_classes()[signal], data) is None
+    if signal is not Signal.TRACES:
+        return RequestShape(nested, False, False)
+    # Without nesting, the first pass failed for a link; with it, only a pass of its own can tell.
+    links = not nested or _holds_none(_flat_classes("links")[signal], data) is None
+    return RequestShape(nested, links, False)
 
 
 def has_nested_values(signal: Signal, data: bytes) -> bool:
     """True when the serialized request may hold array/kvlist attribute values (an empty
     array counts too; the caller then simply takes the thorough path)."""
-    flat = _flat_classes()[signal]()
-    try:
-        flat.ParseFromString(data)
-        # Serializing checks required fields in C; IsInitialized() is about three times slower.
-        flat.SerializeToString()
-    except (DecodeError, EncodeError):
-        return True
-    return False
+    return _holds_none(_flat_classes()[signal], data) is None
 
 
 # ---------------------------------------------------------------- wire sizes

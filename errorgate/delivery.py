@@ -126,7 +126,9 @@ class QueuedExporter:
             if data is not None:
                 # Fan-out: the next persistent exporter of this batch reuses the bytes.
                 batch.notes[SERIALIZED_NOTE] = data
-        self.queue.put(batch.signal, batch.request, items, data)
+        # With the bytes in hand, a batch not parsed yet (from the processor worker) stays so.
+        request = batch.request if data is None else batch.parsed_request()
+        self.queue.put(batch.signal, request, items, data)
 
     def has_room(self, nbytes: int) -> bool:
         return self.queue.has_room(nbytes)

@@ -36,6 +36,7 @@ from errorgate.queue import (
     ExportQueue,
     QueueInUse,
     QueueRecord,
+    _needed,
 )
 from errorgate.signals import ExportRequest, Signal
 
@@ -192,8 +193,10 @@ class PersistentQueue(ExportQueue):
 
     # -------------------------------------------------------------- queue
 
-    def put(self, signal: Signal, request: ExportRequest, items: int, data: bytes | None = None) -> None:
-        plain = request.SerializeToString() if data is None else data
+    def put(
+        self, signal: Signal, request: ExportRequest | None, items: int, data: bytes | None = None
+    ) -> None:
+        plain = _needed(request).SerializeToString() if data is None else data
         payload = self._codec.encode(plain)
         code = _SIGNAL_CODE[signal]
         header = _HEADER.pack(len(payload), _crc(code, items, payload), code, items)

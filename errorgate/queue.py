@@ -82,8 +82,11 @@ class ExportQueue(ABC):
     # -------------------------------------------------------------- interface
 
     @abstractmethod
-    def put(self, signal: Signal, request: ExportRequest, items: int, data: bytes | None = None) -> None:
-        """Add a record (``data`` = ``request`` serialized, if the caller already has it).
+    def put(
+        self, signal: Signal, request: ExportRequest | None, items: int, data: bytes | None = None
+    ) -> None:
+        """Add a record (``data`` = ``request`` serialized, if the caller already has it; then
+        ``request`` may be None, parsed from ``data`` only if an exporter reads it).
         Raises QueueFull / QueueClosed; on return the record is durable for a persistent queue."""
 
     @abstractmethod
@@ -182,9 +185,11 @@ class MemoryQueue(ExportQueue):
         self._inflight: dict[int, QueueRecord] = {}
         self._seq = 0
 
-    def put(self, signal: Signal, request: ExportRequest, items: int, data: bytes | None = None) -> None:
+    def put(
+        self, signal: Signal, request: ExportRequest | None, items: int, data: bytes | None = None
+    ) -> None:
         # Counted like a persistent record (frame header included) so both bound the same way.
-        size = HEADER_SIZE + (len(data) if data is not None else request.ByteSize())
+        size = HEADER_SIZE + (len(data) if data is not None else _needed(request).ByteSize())
         with self._cond:
             self._check_room(size)
             self._seq += 1
@@ -219,6 +224,12 @@ class MemoryQueue(ExportQueue):
             self._bytes -= record.size
             self._outstanding -= 1
             self._acked()
+
+
+def _needed(request: ExportRequest | None) -> ExportRequest:
+    if request is None:
+        raise ValueError("a queue record needs its request or its bytes")
+    return request
 
 
 from errorgate.delivery_diskqueue import PersistentQueue  # noqa: E402 - it builds on the classes above

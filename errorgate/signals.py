@@ -90,6 +90,10 @@ class Batch:
     def is_empty(self) -> bool:
         return not has_items(self.request)
 
+    def parsed_request(self) -> ExportRequest | None:
+        """The request if it exists as an object already (None: only its bytes, not parsed)."""
+        return self.request
+
 
 class WireBatch(Batch):
     """A batch made from its serialized request, parsed on the first read of ``request``: a
@@ -111,6 +115,9 @@ class WireBatch(Batch):
     def request(self, value: ExportRequest | None) -> None:
         if value is not None:  # (the dataclass __init__ assigns None)
             self._parsed = value
+
+    def parsed_request(self) -> ExportRequest | None:
+        return self._parsed
 
 
 def count_items(request: ExportRequest) -> int:

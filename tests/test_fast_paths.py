@@ -237,6 +237,25 @@ def test_bytes_only_exporter_dead_letters_the_decoded_request(tmp_path: Path) ->
         )
 
 
+def test_a_batch_from_the_processor_worker_is_queued_and_exported_without_being_parsed(
+    tmp_path: Path,
+) -> None:
+    """Results come back from the worker as bytes: the persistent queue writes them as they
+    are, the exporter sends them as they are, and the gateway never builds the request."""
+    from errorgate.delivery import SerializedBatch
+
+    with OtlpSink() as sink:
+        h = _Harness(tmp_path, sink)
+        sent = log_request(3)
+        batch = SerializedBatch(Signal.LOGS, sent.SerializeToString(), 3)
+        h.qe.enqueue(batch)
+        assert batch.parsed_request() is None
+        assert h.qe.drain(10)
+        h.qe.shutdown()
+        assert batch.parsed_request() is None
+        assert [r.body.string_value for r in sink.log_records()] == ["line-0", "line-1", "line-2"]
+
+
 def _kv(key: str, value: AnyValue) -> KeyValue:
     return KeyValue(key=key, value=value)
 

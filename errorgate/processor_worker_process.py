@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import pickle
 import signal as os_signal
 import time
 from collections import Counter, deque
@@ -17,7 +18,7 @@ from errorgate.component import ComponentContext, Processor
 from errorgate.config import ConfigError
 from errorgate.delivery import ITEMS_NOTE, SERIALIZED_NOTE
 from errorgate.errors import raised_at
-from errorgate.processor_worker import NOTE_TYPES, Key, WorkerSettings
+from errorgate.processor_worker import NOTE_TYPES, Key, WorkerSettings, pack
 from errorgate.signals import WIRE_NOTE, Batch, Signal, count_items
 
 log = logging.getLogger("errorgate.processor_worker")
@@ -80,17 +81,17 @@ def worker_main(conn: Connection, settings: WorkerSettings) -> None:
             break  # the gateway is gone
         kind = message[0]
         if kind == "run":
-            conn.send((sequence, _run(processors, *message[1:])))
+            conn.send_bytes(pack((sequence, _run(processors, *message[1:]))))
         elif kind == "metrics":
             families = [m for m in telemetry.registry.collect() if m.name not in gateway_families]
-            conn.send((sequence, ("ok", families)))
+            conn.send_bytes(pack((sequence, ("ok", families))))
         elif kind == "shutdown":
             for processor in processors.values():
                 try:
                     processor.shutdown()
                 except Exception as e:
                     log.error("processor shutdown failed", extra={"error_type": type(e).__name__})
-            conn.send((sequence, ("ok",)))
+            conn.send_bytes(pack((sequence, ("ok",))))
             break
     conn.close()
 
@@ -106,9 +107,9 @@ class _Inbox:
 
     def next(self) -> tuple[int, tuple[Any, ...]]:
         if not self.urgent and not self.background:
-            self._take(self.conn.recv())
+            self._take(pickle.loads(self.conn.recv_bytes()))
         while self.conn.poll(0):
-            self._take(self.conn.recv())
+            self._take(pickle.loads(self.conn.recv_bytes()))
         return self.urgent.popleft() if self.urgent else self.background.popleft()
 
     def _take(self, received: tuple[int, bool, tuple[Any, ...]]) -> None:

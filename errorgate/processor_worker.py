@@ -8,7 +8,8 @@ of its own. A pipeline's processors become one ``RemoteChain`` stage: one round 
 batch, the request as bytes both ways, pipelined (several batches in flight).
 
 The worker takes batches a client is waiting for (intake: ``urgent``) before traces the
-assembler released in the background, so a request is not held up behind a large release;
+assembler released in the background, so a request is not held up behind a large release
+(unless that release has waited a second: steady intake must not starve it into the timeout);
 within each class it keeps the order sent, so stateful processors see one consistent order.
 The answers carry the sequence number of their message.
 

@@ -11,6 +11,7 @@ import pickle
 import signal as os_signal
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -22,6 +23,8 @@ from errorgate.processor_worker import NOTE_TYPES, Key, WorkerSettings, pack
 from errorgate.signals import WIRE_NOTE, Batch, Signal, count_items
 
 log = logging.getLogger("errorgate.processor_worker")
+# How long a background message (a trace release) may wait while urgent ones go first.
+MAX_BACKGROUND_WAIT_SECONDS = 1.0
 # Void once the request changed; the gateway sets its own from the bytes sent back.
 _LOCAL_NOTES = frozenset({SERIALIZED_NOTE, ITEMS_NOTE, WIRE_NOTE})
 
@@ -98,23 +101,39 @@ def worker_main(conn: Connection, settings: WorkerSettings) -> None:
 
 class _Inbox:
     """The messages sent so far, read as they arrive, handed out urgent ones first: a request a
-    client waits for does not wait behind a release of many traces already sent."""
+    client waits for does not wait behind a release of many traces already sent. A background
+    message that has waited ``max_background_wait`` seconds goes first, so a steady stream of
+    urgent work cannot hold a release back until the gateway's timeout gives up on it."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        max_background_wait: float = MAX_BACKGROUND_WAIT_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.conn = conn
+        self.max_background_wait = max_background_wait
+        self.clock = clock
         self.urgent: deque[tuple[int, tuple[Any, ...]]] = deque()
-        self.background: deque[tuple[int, tuple[Any, ...]]] = deque()
+        self.background: deque[tuple[float, int, tuple[Any, ...]]] = deque()
 
     def next(self) -> tuple[int, tuple[Any, ...]]:
         if not self.urgent and not self.background:
             self._take(pickle.loads(self.conn.recv_bytes()))
         while self.conn.poll(0):
             self._take(pickle.loads(self.conn.recv_bytes()))
-        return self.urgent.popleft() if self.urgent else self.background.popleft()
+        background = self.background
+        if self.urgent and not (background and self.clock() - background[0][0] >= self.max_background_wait):
+            return self.urgent.popleft()
+        _, sequence, message = background.popleft()
+        return sequence, message
 
     def _take(self, received: tuple[int, bool, tuple[Any, ...]]) -> None:
         sequence, urgent, message = received
-        (self.urgent if urgent else self.background).append((sequence, message))
+        if urgent:
+            self.urgent.append((sequence, message))
+        else:
+            self.background.append((self.clock(), sequence, message))
 
 
 def _run(

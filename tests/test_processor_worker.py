@@ -412,18 +412,28 @@ def test_a_full_pipe_both_ways_does_not_deadlock() -> None:
 def test_the_worker_takes_what_a_client_waits_for_before_background_releases() -> None:
     """A release of many traces already sent must not hold up a request whose client waits:
     the worker reads everything that arrived and takes urgent messages first, each class in
-    the order sent."""
+    the order sent; but a release that has waited a second goes next, so steady urgent work
+    cannot starve it into the gateway's timeout."""
     from errorgate.processor_worker import _socket_pipe
     from errorgate.processor_worker_process import _Inbox
 
+    now = [0.0]
     ours, theirs = _socket_pipe()
-    inbox = _Inbox(theirs)
+    inbox = _Inbox(theirs, max_background_wait=1.0, clock=lambda: now[0])
     for sequence, urgent in [(1, False), (2, False), (3, True), (4, False), (5, True)]:
         ours.send((sequence, urgent, ("run", sequence)))
     taken = [inbox.next()[0] for _ in range(3)]
     ours.send((6, True, ("run", 6)))  # arrives while background work is still waiting
     taken += [inbox.next()[0] for _ in range(3)]
     assert taken == [3, 5, 1, 6, 2, 4]
+    # Background 7 waits while urgent work keeps coming, until it has waited a second.
+    ours.send((7, False, ("run", 7)))
+    for sequence in (8, 9):
+        ours.send((sequence, True, ("run", sequence)))
+    assert inbox.next()[0] == 8
+    now[0] = 1.0
+    ours.send((10, True, ("run", 10)))
+    assert [inbox.next()[0] for _ in range(3)] == [7, 9, 10]
     ours.close()
     with pytest.raises(EOFError):
         inbox.next()

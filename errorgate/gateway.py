@@ -9,7 +9,7 @@ import signal as os_signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from errorgate import __version__
 from errorgate.component import EXPORTERS, PROCESSORS, ComponentContext, Processor
@@ -362,7 +362,7 @@ class Gateway:
         # Receivers hand over the protobuf body as plain bytes (other encodings as a bytes subclass).
         encoded = raw if type(raw) is bytes else None
         rejected = self._validate(signal, request, receiver, encoded)
-        n = rejected[2]
+        n = rejected.kept
         if not pipelines:
             # A receiver listed in no pipeline of this signal: nothing would process it.
             self.telemetry.record_received(signal.value, n)
@@ -370,11 +370,11 @@ class Gateway:
             return AcceptResult(
                 rejected_items=n, error_message=f"no {signal.value} pipeline uses this receiver"
             )
-        self.telemetry.record_received(signal.value, n + rejected[0])
-        if rejected[1]:
+        self.telemetry.record_received(signal.value, n + rejected.count)
+        if rejected.message:
             encoded = None  # validation took something out: the body no longer matches the request
         # The body can stand for the serialized request where a first processor reads the bytes.
-        wire = encoded if rejected[3] else None
+        wire = encoded if rejected.canonical else None
         for i, pipeline in enumerate(pipelines):
             req = request
             if i < len(pipelines) - 1:
@@ -387,16 +387,15 @@ class Gateway:
             pipeline.consume(batch, wire)
         if dedup_key is not None:
             self.dedup.remember(dedup_key, now)
-        return AcceptResult(rejected_items=rejected[0], error_message=rejected[1])
+        return AcceptResult(rejected_items=rejected.count, error_message=rejected.message)
 
     def _validate(
         self, signal: Signal, request: ExportRequest, receiver: str, encoded: bytes | None
-    ) -> tuple[int, str, int, bool]:
-        """(items rejected, why, items kept, ``encoded`` is the request serialized)."""
+    ) -> _Validated:
         limits = self.config.receivers[receiver].validation
         rejections = validate_request(signal, request, limits, encoded)
         if not rejections:
-            return 0, "", rejections.kept, rejections.canonical
+            return _Validated(0, "", rejections.kept, rejections.canonical)
         self.dlq.put(
             signal,
             rejections.request,
@@ -404,7 +403,7 @@ class Gateway:
             detail=rejections.message(),
             source=f"receiver:{receiver}",
         )
-        return rejections.count, rejections.message(), rejections.kept, False
+        return _Validated(rejections.count, rejections.message(), rejections.kept, False)
 
     def _retry_after(self) -> float:
         return 2.0
@@ -429,3 +428,10 @@ class Gateway:
             if check == "fail" or (check == "warn" and status == "pass"):
                 status = check
         return status, checks
+
+
+class _Validated(NamedTuple):
+    count: int  # items rejected (dead-lettered)
+    message: str  # why, for partial_success ("" when nothing was rejected)
+    kept: int  # items left in the request
+    canonical: bool  # the received body is the request serialized (see RequestShape)

@@ -27,7 +27,7 @@ from errorgate.exporters.otlp import OtlpExporter, OtlpExporterConfig
 from errorgate.otlp_json import to_json
 from errorgate.queue import PersistentQueue
 from errorgate.receiver import ValidationConfig
-from errorgate.receiver.flat_otlp import has_nested_values, request_shape
+from errorgate.receiver.flat_otlp import request_shape
 from errorgate.signals import Batch, Signal, copy_request, count_items
 from errorgate.telemetry import Telemetry
 from errorgate.validation import validate_request
@@ -262,21 +262,21 @@ def _kv(key: str, value: AnyValue) -> KeyValue:
 
 def test_nested_values_are_found_wherever_they_are() -> None:
     flat = trace_request(3)
-    assert not has_nested_values(Signal.TRACES, flat.SerializeToString())
+    assert not request_shape(Signal.TRACES, flat.SerializeToString()).nested
     in_span = copy_request(flat)
     in_span.resource_spans[0].scope_spans[0].spans[2].attributes.append(
         _kv("tags", AnyValue(array_value=ArrayValue(values=[AnyValue(string_value="a")])))
     )
-    assert has_nested_values(Signal.TRACES, in_span.SerializeToString())
+    assert request_shape(Signal.TRACES, in_span.SerializeToString()).nested
     in_resource = copy_request(flat)
     in_resource.resource_spans[0].resource.attributes.append(
         _kv("empty", AnyValue(kvlist_value=KeyValueList()))
     )
-    assert has_nested_values(Signal.TRACES, in_resource.SerializeToString())
+    assert request_shape(Signal.TRACES, in_resource.SerializeToString()).nested
     logs = log_request(2)
-    assert not has_nested_values(Signal.LOGS, logs.SerializeToString())
+    assert not request_shape(Signal.LOGS, logs.SerializeToString()).nested
     logs.resource_logs[0].scope_logs[0].log_records[1].body.CopyFrom(AnyValue(array_value=ArrayValue()))
-    assert has_nested_values(Signal.LOGS, logs.SerializeToString())
+    assert request_shape(Signal.LOGS, logs.SerializeToString()).nested
 
 
 def _deep(depth: int) -> AnyValue:

@@ -13,7 +13,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from errorgate.receiver import ValidationConfig
-from errorgate.receiver.flat_otlp import has_nested_values
+from errorgate.receiver.flat_otlp import request_shape
 from errorgate.signals import Signal, count_items, iter_log_records, iter_spans
 from errorgate.validation import validate_request
 
@@ -356,7 +356,7 @@ def test_flat_requests_are_checked_as_thoroughly() -> None:
     span_many.attributes.extend(_many(1024))
     cases.append((span_many, "more than 1024 attributes"))
     req = trace_request(*(s for s, _ in cases))
-    assert not has_nested_values(Signal.TRACES, req.SerializeToString())  # the fast path is taken
+    assert not request_shape(Signal.TRACES, req.SerializeToString()).nested  # the fast path is taken
 
     rej = validate_request(Signal.TRACES, req, LIMITS)
 
@@ -407,7 +407,7 @@ def test_a_nested_value_anywhere_switches_to_the_thorough_path() -> None:
     deep.attributes.extend(_many(5))
     shallow = _with_attr(good_span("shallow"), attr("x", nested(2)))
     req = trace_request(shallow, deep)
-    assert has_nested_values(Signal.TRACES, req.SerializeToString())
+    assert request_shape(Signal.TRACES, req.SerializeToString()).nested
     rej = validate_request(Signal.TRACES, req, LIMITS)
     assert rej.reasons == Counter({"attribute nesting deeper than 8": 1})
     assert [s.name for _, _, s in iter_spans(req)] == ["shallow"]

@@ -127,8 +127,9 @@ class RequestShape(NamedTuple):
     nested: bool  # may hold array/kvlist attribute values (an empty array counts too)
     links: bool  # may hold span links
     # ``data`` is exactly what upb serializes for what it decodes to (fields in order, shortest
-    # varints, nothing unknown; explicit default values aside): the received bytes can then stand
-    # for the serialized request, byte-level readers included.
+    # varints, unknown fields only where upb writes them back: last; explicit default values
+    # aside): the received bytes can then stand for the serialized request, byte-level readers
+    # included.
     canonical: bool
 
 
@@ -145,12 +146,6 @@ def request_shape(signal: Signal, data: bytes) -> RequestShape:
     # Without nesting, the first pass failed for a link; with it, only a pass of its own can tell.
     links = not nested or _holds_none(_flat_classes("links")[signal], data) is None
     return RequestShape(nested, links, False)
-
-
-def has_nested_values(signal: Signal, data: bytes) -> bool:
-    """True when the serialized request may hold array/kvlist attribute values (an empty
-    array counts too; the caller then simply takes the thorough path)."""
-    return _holds_none(_flat_classes()[signal], data) is None
 
 
 # ---------------------------------------------------------------- wire sizes

@@ -361,8 +361,8 @@ class Gateway:
             return AcceptResult()
         # Receivers hand over the protobuf body as plain bytes (other encodings as a bytes subclass).
         encoded = raw if type(raw) is bytes else None
-        rejected = self._validate(signal, request, receiver, encoded)
-        n = rejected.kept
+        validated = self._validate(signal, request, receiver, encoded)
+        n = validated.kept
         if not pipelines:
             # A receiver listed in no pipeline of this signal: nothing would process it.
             self.telemetry.record_received(signal.value, n)
@@ -370,11 +370,11 @@ class Gateway:
             return AcceptResult(
                 rejected_items=n, error_message=f"no {signal.value} pipeline uses this receiver"
             )
-        self.telemetry.record_received(signal.value, n + rejected.count)
-        if rejected.message:
+        self.telemetry.record_received(signal.value, n + validated.rejected)
+        if validated.message:
             encoded = None  # validation took something out: the body no longer matches the request
         # The body can stand for the serialized request where a first processor reads the bytes.
-        wire = encoded if rejected.canonical else None
+        wire = encoded if validated.canonical else None
         for i, pipeline in enumerate(pipelines):
             req = request
             if i < len(pipelines) - 1:
@@ -387,7 +387,7 @@ class Gateway:
             pipeline.consume(batch, wire)
         if dedup_key is not None:
             self.dedup.remember(dedup_key, now)
-        return AcceptResult(rejected_items=rejected.count, error_message=rejected.message)
+        return AcceptResult(rejected_items=validated.rejected, error_message=validated.message)
 
     def _validate(
         self, signal: Signal, request: ExportRequest, receiver: str, encoded: bytes | None
@@ -431,7 +431,7 @@ class Gateway:
 
 
 class _Validated(NamedTuple):
-    count: int  # items rejected (dead-lettered)
+    rejected: int  # items rejected (dead-lettered)
     message: str  # why, for partial_success ("" when nothing was rejected)
     kept: int  # items left in the request
     canonical: bool  # the received body is the request serialized (see RequestShape)

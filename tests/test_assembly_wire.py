@@ -12,6 +12,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from errorgate import assembly_wire as wire
+from errorgate.receiver.flat_otlp import scope_items
 
 
 def _spans(request: ExportTraceServiceRequest) -> list[tuple[bytes, bytes]]:
@@ -125,13 +126,14 @@ def test_varints_match_protobuf() -> None:
 
 
 def _bounded(data: bytes) -> list[list[bytes]]:
-    bounds = wire.span_bounds(data)
-    assert bounds is not None
-    return [[data[b[i] : b[i + 1]] for i in range(0, len(b), 2)] for b in bounds]
+    items = scope_items(data)
+    assert items is not None
+    return [list(scope) for scope in items]
 
 
 @pytest.mark.parametrize("seed", range(40))
-def test_span_bounds_slice_each_span_as_it_serializes(seed: int) -> None:
+def test_scope_items_are_each_span_as_it_serializes(seed: int) -> None:
+    """``classify`` reads spans from these bytes: each must be exactly the span's own encoding."""
     req = _random_request(random.Random(seed))
     data = req.SerializeToString()
     parsed = ExportTraceServiceRequest.FromString(data)
@@ -141,7 +143,7 @@ def test_span_bounds_slice_each_span_as_it_serializes(seed: int) -> None:
     assert _bounded(data) == expected
 
 
-def test_span_bounds_follow_a_parser_on_hand_made_encodings() -> None:
+def test_scope_items_follow_a_parser_on_hand_made_encodings() -> None:
     span = _field(0x2A, b"op")
     # A span whose tag is an overlong varint (0x92 0x00 is field 2 too), unknown fields around.
     scope = _field(0x12, span) + bytes([0x92, 0x00, 0x00]) + bytes([0xA0, 0x06, 0x05]) + _field(0x12, span)
@@ -153,8 +155,8 @@ def test_span_bounds_follow_a_parser_on_hand_made_encodings() -> None:
 
 
 @pytest.mark.parametrize("cut", range(1, 20))
-def test_span_bounds_of_truncated_bytes_are_none(cut: int) -> None:
+def test_scope_items_of_truncated_bytes_are_none(cut: int) -> None:
     req = ExportTraceServiceRequest()
     req.resource_spans.add().scope_spans.add().spans.add(trace_id=b"\x01" * 16, name="op")
     data = req.SerializeToString()
-    assert wire.span_bounds(data[: len(data) - cut]) is None
+    assert scope_items(data[: len(data) - cut]) is None

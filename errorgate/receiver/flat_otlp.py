@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Iterable, Sized
+from collections.abc import Iterable, Sequence, Sized
 from typing import NamedTuple
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -241,6 +241,22 @@ class WireSizes:
                 scopes.append((sum(map(len, scope.head)) <= bound, all_items, None if all_items else sizes))
             out.append((sum(map(len, entry.head)) <= bound, scopes))
         return out
+
+
+def scope_items(data: bytes) -> list[Sequence[bytes]] | None:
+    """The serialized items (spans, log records, metrics) of each scope entry of the export
+    request ``data``, in the order a parser yields them; None when the bytes do not parse.
+
+    One C-level parse of the outline: a few µs for a request of hundreds of spans, where a
+    walk of the bytes in Python costs about half a microsecond per span. When ``data`` is upb's
+    serialization of a request, each item is that item's own ``SerializeToString()`` (a nested
+    message is encoded as on its own)."""
+    deep = _outline_classes()[1]()
+    try:
+        deep.ParseFromString(data)
+    except DecodeError:
+        return None
+    return [scope.items for entry in deep.resources for scope in entry.scopes]  # type: ignore[attr-defined]
 
 
 def scope_fits(fits: list[ScopeFit] | bool, scopes: Sized) -> Iterable[ScopeFit]:

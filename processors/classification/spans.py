@@ -16,12 +16,12 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from errorgate.assembly_wire import span_bounds
 from errorgate.attributes import AttrValue, to_dict
 from errorgate.processors.classification import cascade
 from errorgate.processors.classification.detect import ErrorInfo, detect_span
 from errorgate.processors.classification.domain import db_system, peer_name
 from errorgate.processors.classification.scan import DETECT_SET, SpanBytes, decode_only, resends
+from errorgate.receiver.flat_otlp import scope_items
 
 # (span, decoded attributes or None, service, version, error, timestamp, peer, end time in ns,
 # serialized span or b"")
@@ -44,7 +44,7 @@ def scan(
 ) -> tuple[list[Record], dict[bytes, list[Record]], dict[tuple[str, int], list[int]], int]:
     """(failing spans, spans by trace id (none when ``late``), [requests, failed] per
     service-second, number of spans). ``wire``: ``request`` as upb serialized it, if at hand:
-    each span's bytes are then sliced out of it instead of serialized again."""
+    each span's bytes are then read out of it (``scope_items``) instead of serialized again."""
     errors: list[Record] = []
     traces: dict[bytes, list[Record]] = {}
     requests: dict[tuple[str, int], list[int]] = {}
@@ -53,19 +53,19 @@ def scan(
     use_tails = checks.use_tails
     lookups = hits = 0
     n_spans = 0
-    all_bounds = span_bounds(wire) if wire is not None and copy_baggage is None else None
+    all_items = scope_items(wire) if wire is not None and copy_baggage is None else None
     scope_index = 0
     for rs in request.resource_spans:
         service, version = resource_of(rs.resource)
         for ss in rs.scope_spans:
             scope_spans = ss.spans
             n_spans += len(scope_spans)
-            # This scope's spans' [start, stop, ...] in ``wire`` (None: serialize each span).
-            bounds = None
-            if all_bounds is not None and scope_index < len(all_bounds):
-                bounds = all_bounds[scope_index]
-                if len(bounds) != 2 * len(scope_spans):  # not the request's bytes after all
-                    bounds = all_bounds = None
+            # This scope's spans as serialized in ``wire`` (None: serialize each span).
+            items = None
+            if all_items is not None and scope_index < len(all_items):
+                items = all_items[scope_index]
+                if len(items) != len(scope_spans):  # not the request's bytes after all
+                    items = all_items = None
             scope_index += 1
             at = 0
             for span in scope_spans:
@@ -82,9 +82,9 @@ def scan(
                     if kind in EXIT_KINDS:
                         peer = peer_name(attrs) or db_system(attrs)
                 else:
-                    if bounds is not None:
-                        data = wire[bounds[at] : bounds[at + 1]]  # type: ignore[index]
-                        at += 2
+                    if items is not None:
+                        data = items[at]
+                        at += 1
                     else:
                         data = span.SerializeToString()
                     # Spans whose bytes after the end time equal a healthy span's (same kind)

@@ -64,6 +64,15 @@ class AssemblyConfig(ComponentConfig):
     max_bytes_per_trace: int = Field(default=4 * _MIB, ge=1024)
     max_total_mib: float = Field(default=256, gt=0)
     late_cache_size: int = Field(default=100_000, ge=1)
+    # Log records with a trace id wait until their trace is decided (``log_hold``).
+    hold_logs: bool = True
+
+
+def assembly_settings(config: AssemblyConfig | None) -> AssemblyConfig:
+    """The assembly keys of ``sample``'s config (None: the defaults)."""
+    if config is None:
+        return AssemblyConfig()
+    return AssemblyConfig(**{k: getattr(config, k) for k in AssemblyConfig.model_fields})
 
 
 def get_or_create(registry: CollectorRegistry, name: str, create: Callable[[], Any]) -> Any:
@@ -126,10 +135,7 @@ class TraceAssembler(Processor):
     @classmethod
     def from_sample_config(cls, config: AssemblyConfig | None, context: ComponentContext) -> TraceAssembler:
         """The assembler the pipeline puts before ``classify``/``sample`` (``config``: sample's, or None)."""
-        settings = AssemblyConfig()
-        if config is not None:
-            settings = AssemblyConfig(**{k: getattr(config, k) for k in AssemblyConfig.model_fields})
-        return cls(settings, context, open_store(context))
+        return cls(assembly_settings(config), context, open_store(context))
 
     # ------------------------------------------------------------------ pipeline interface
 
@@ -204,6 +210,14 @@ class TraceAssembler(Processor):
     @property
     def held_bytes(self) -> int:
         return self._total_bytes
+
+    def holds(self, trace_id: bytes) -> bool:
+        """Whether spans of the trace are held (for ``log_hold``)."""
+        return trace_id in self._traces
+
+    def released(self, trace_id: bytes) -> bool:
+        """Whether the trace was released lately (``late_cache_size`` of them are remembered)."""
+        return trace_id in self._released
 
     @property
     def held_spans(self) -> int:

@@ -9,7 +9,7 @@ import signal as os_signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from errorgate import __version__
 from errorgate.component import EXPORTERS, PROCESSORS, ComponentContext, Processor
@@ -29,6 +29,9 @@ from errorgate.processor_worker import (
 from errorgate.signals import Batch, ExportRequest, Signal, copy_request, count_items
 from errorgate.telemetry import Telemetry
 from errorgate.validation import validate_request
+
+if TYPE_CHECKING:
+    from errorgate.assembly import TraceAssembler
 
 log = logging.getLogger("errorgate.gateway")
 
@@ -64,6 +67,7 @@ class Gateway:
         self.exporters = self._build_exporters()
         self._processors: dict[tuple[str, int], Processor] = {}
         self.worker = self._start_worker()
+        self._assemblers: list[TraceAssembler] = []
         try:
             self.pipelines = [self._build_pipeline(name) for name in svc.pipelines]
         except BaseException:
@@ -191,6 +195,14 @@ class Gateway:
                 and not any(s.component_id.startswith("assembly") for s in stages)
             ):
                 stages.append(Stage(f"assembly/{name}", self._assembler(spec.processors, name)))
+            if (
+                signal is Signal.LOGS
+                and type_name in TRACE_AWARE_PROCESSORS
+                and not any(s.component_id.startswith("log-hold") for s in stages)
+            ):
+                hold = self._log_hold(spec.processors, name)
+                if hold is not None:
+                    stages.append(Stage(f"log-hold/{name}", hold))
             occurrence = self._occurrence(name, component_id)
             key = (component_id, occurrence)
             if self.worker is not None and key in self.worker.signals:
@@ -219,12 +231,41 @@ class Gateway:
             lock=self.lock,
         )
 
+    def _sample_config(self, processor_ids: list[str]) -> Any:
+        sample_ids = [c for c in processor_ids if c.split("/", 1)[0] == "sample"]
+        return self.config.processors[sample_ids[0]] if sample_ids else None
+
     def _assembler(self, processor_ids: list[str], pipeline_name: str) -> Processor:
         from errorgate.assembly import TraceAssembler
 
-        sample_ids = [c for c in processor_ids if c.split("/", 1)[0] == "sample"]
-        sample_cfg = self.config.processors[sample_ids[0]] if sample_ids else None
-        return TraceAssembler.from_sample_config(sample_cfg, self._context(f"assembly/{pipeline_name}"))
+        context = self._context(f"assembly/{pipeline_name}")
+        assembler = TraceAssembler.from_sample_config(self._sample_config(processor_ids), context)
+        self._assemblers.append(assembler)
+        return assembler
+
+    def _log_hold(self, processor_ids: list[str], pipeline_name: str) -> Processor | None:
+        """The stage that makes log records wait for their trace, if any trace is assembled."""
+        from errorgate.assembly import assembly_settings
+        from errorgate.assembly_records import open_store
+        from errorgate.log_hold import LogHold
+
+        settings = assembly_settings(self._sample_config(processor_ids))
+        assembled = any(
+            name.split("/", 1)[0] == Signal.TRACES.value
+            and any(c.split("/", 1)[0] in TRACE_AWARE_PROCESSORS for c in spec.processors)
+            for name, spec in self.config.service.pipelines.items()
+        )
+        if not (settings.hold_logs and assembled):
+            return None
+        context = self._context(f"log-hold/{pipeline_name}")
+        assemblers = self._assemblers  # filled as traces pipelines are built, before or after this one
+        return LogHold(
+            settings,
+            context,
+            lambda tid: any(a.holds(tid) for a in assemblers),
+            open_store(context),
+            lambda tid: any(a.released(tid) for a in assemblers),
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -273,7 +314,8 @@ class Gateway:
             receiver.stop(min(5.0, timeout))
         if self._poll_thread is not None:
             self._poll_thread.join(timeout=5)
-        poll_all(self.pipelines, time.time(), flush=True)
+        # Traces first: log records held for their traces then meet the traces' decisions.
+        poll_all(sorted(self.pipelines, key=lambda p: p.signal is not Signal.TRACES), time.time(), flush=True)
         drained = all(e.drain(max(0.0, deadline - time.monotonic())) for e in self.exporters.values())
         for e in self.exporters.values():
             e.shutdown()
@@ -284,7 +326,7 @@ class Gateway:
                 log.error("processor shutdown failed", extra={"error_type": type(err).__name__})
         for pipeline in self.pipelines:
             for stage in pipeline.stages:
-                if stage.component_id.startswith("assembly/"):
+                if stage.component_id.startswith(("assembly/", "log-hold/")):
                     stage.processor.shutdown()
         if self.worker is not None:
             self.worker.close()

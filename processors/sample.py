@@ -9,6 +9,7 @@ Config (all optional; defaults shown)::
       max_bytes_per_trace: 4194304
       max_total_mib: 256          # bytes held over all traces
       late_cache_size: 100000     # released trace ids remembered, so late spans are marked late
+      hold_logs: true             # log records with a trace id wait for their trace's decision
       healthy_keep_probability: 0.1
       latency_threshold: 2s       # traces lasting at least this long are kept (0 disables)
       attribute_rules:            # keep traces where any span (or its resource) matches
@@ -34,7 +35,8 @@ trace (``follow_trace``), except that an error arriving for a dropped trace is d
 
 Logs: severity >= ERROR always kept (``severity``) and marks its trace to be kept; lower
 severities follow their trace's cached decision, or, before the trace is decided, the same
-consistent trace-id test healthy traces use; records without a trace id are kept with their
+consistent trace-id test healthy traces use (rare: ``errorgate.log_hold`` in front makes traced
+records wait for their trace's decision); records without a trace id are kept with their
 service's probability (``logs.per_service_probability``, else ``logs.default_probability``).
 
 Metrics: ``errorgate_sampled_items_total{signal,decision,reason}``,

@@ -113,7 +113,9 @@ def pipeline_health() -> db.Dashboard:
         )
     )
     held = f"sum({sel('errorgate_assembly_traces', ENV)})"
-    d = d.with_panel(ts("Traces held by the assembler", "short", [(held, "traces")], width=24))
+    d = d.with_panel(ts("Traces held by the assembler", "short", [(held, "traces")], width=12))
+    waiting = f"sum({sel('errorgate_log_hold_requests', ENV)})"
+    d = d.with_panel(ts("Log requests waiting for their traces", "short", [(waiting, "requests")], width=12))
     return d
 
 

@@ -93,3 +93,67 @@ def test_pool_timeout_fails_closed_and_the_pool_recovers(tmp_path: Path) -> None
         assert A.get(span.attributes, "user") == "<EMAIL_ADDRESS>"
     finally:
         pooled.shutdown()
+
+
+_OWNER = """
+import logging, sys, time
+from pathlib import Path
+from errorgate.component import ComponentContext
+from errorgate.processors.redact import RedactConfig, RedactProcessor
+from errorgate.telemetry import Telemetry
+
+if __name__ == "__main__":
+    ctx = ComponentContext("redact", Path(sys.argv[1]), Telemetry(), logging.getLogger("owner"))
+    redact = RedactProcessor(RedactConfig.model_validate({"workers": 2, "pool_min_batch": 1}), ctx)
+    pool = redact.detector.start_pool()
+    assert pool is not None and pool.wait_ready(120)
+    print(" ".join(str(pid) for pid in pool.executor._processes), flush=True)
+    time.sleep(600)
+"""
+
+
+def test_pool_workers_exit_when_their_owner_is_killed(tmp_path: Path) -> None:
+    """SIGKILL (or the OOM killer) gives the owner no chance to stop its pool: the workers
+    notice on their own and exit, instead of keeping their spaCy model in memory forever."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "owner.py"
+    script.write_text(_OWNER)
+    root = Path(__file__).resolve().parent.parent
+    owner = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path)], cwd=root, stdout=subprocess.PIPE, text=True
+    )
+    workers: list[int] = []
+    try:
+        assert owner.stdout is not None
+        workers = [int(pid) for pid in owner.stdout.readline().split()]
+        assert len(workers) == 2
+        for pid in workers:
+            os.kill(pid, 0)  # alive while the owner is
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(10)
+        deadline = time.monotonic() + 15
+        alive = workers
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+            alive = [pid for pid in workers if _running(pid)]
+        assert alive == [], "pool workers outlived their owner"
+    finally:
+        owner.kill()
+        owner.wait(10)
+        for pid in workers:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)  # a failed run must not leave them behind either
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for its (gone) parent to reap it."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -16,6 +16,7 @@ import gc
 import logging
 import multiprocessing
 import os
+import select
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,10 +30,40 @@ _WORKER_ENGINE: AnalysisEngine | None = None
 Key = tuple[str, bool]
 
 
-def _init_worker(settings: EngineSettings) -> None:
+def _init_worker(settings: EngineSettings, owner: int | None = None) -> None:
     global _WORKER_ENGINE
+    if owner is not None:
+        _exit_with(owner)
     _WORKER_ENGINE = AnalysisEngine(settings)
     _WORKER_ENGINE.warm_up()
+
+
+def _exit_with(owner: int) -> None:
+    """End this worker once the process that owns the pool is gone. A pool worker waits on its
+    call queue, which it shares with its siblings, so an owner killed outright (SIGKILL, the
+    OOM killer) would leave it waiting forever, with its spaCy model in memory."""
+
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(owner)  # readable once the owner has exited
+        except OSError:  # gone already, or no pidfd on this kernel: ask every second
+            while _alive(owner):
+                time.sleep(1.0)
+        else:
+            select.select([fd], [], [])
+        os._exit(0)
+
+    threading.Thread(target=watch, name="errorgate-owner-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _ready() -> int:
@@ -70,7 +101,7 @@ class AnalysisPool:
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("forkserver"),
             initializer=_init_worker,
-            initargs=(self.settings,),
+            initargs=(self.settings, os.getpid()),
         )
         self._warm: list[Future[int]] = [self.executor.submit(_ready) for _ in range(self.workers)]
 

@@ -192,8 +192,8 @@ class Classify(Processor):
         )
         # The request's bytes before any tag, for the search of upstream fingerprints below.
         data = wire if wire is not None else batch.request.SerializeToString()
-        for (service, second), (n_requests, n_failed) in requests.items():
-            self.metrics.request(service, n_requests, n_failed)
+        for (service, version, second), (n_requests, n_failed) in requests.items():
+            self.metrics.request(service, version, n_requests, n_failed)
             self.burn.record(service, float(second), n_requests, n_failed)
         analyses: dict[bytes, cascade.TraceAnalysis] = {}
         failing = {r[0].trace_id for r in errors} if errors and traces else _NO_IDS

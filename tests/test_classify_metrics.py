@@ -100,6 +100,11 @@ def test_metric_families_and_counts_balance(tmp_path: Path) -> None:
     assert rows[key] == 1
     assert total(tel, "errorgate_errors_by_version_total", service="checkout", version="1.1.0") == 1
     assert total(tel, "errorgate_errors_by_version_total", service="checkout") == 3
+    # Requests per deployment: the 9 SERVER spans, 8 of version 1.0.0 (1 failed), 1 of 1.1.0 (failed).
+    assert total(tel, "errorgate_requests_by_version_total", service="checkout", version="1.0.0") == 8
+    assert total(tel, "errorgate_requests_by_version_total", service="checkout", version="1.1.0") == 1
+    assert total(tel, "errorgate_failed_requests_by_version_total", service="checkout", version="1.0.0") == 1
+    assert total(tel, "errorgate_failed_requests_by_version_total", service="checkout", version="1.1.0") == 1
     assert total(tel, "errorgate_new_fingerprints_total") == total(tel, "errorgate_error_episodes_total") == 4
     assert (
         total(

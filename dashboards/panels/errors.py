@@ -82,7 +82,17 @@ def error_overview() -> db.Dashboard:
             "cps",
             [(by_version, "{{service}} {{version}}")],
             description="Deploy comparison: the error rate of each version side by side.",
-            width=24,
+        )
+    )
+    failed_v = agg("errorgate_failed_requests_by_version_total", "service, version")
+    requests_v = agg("errorgate_requests_by_version_total", "service, version")
+    d = d.with_panel(
+        ts(
+            "Failure ratio by service.version",
+            "percentunit",
+            [(f"({failed_v} or 0 * {requests_v}) / {requests_v}", "{{service}} {{version}}")],
+            description="Deploy comparison normalised by traffic: failed requests over requests of "
+            "each version, so a canary with 5 % of the traffic compares fairly with the rest.",
         )
     )
     d = d.with_row(db.Row("SLO burn rate"))

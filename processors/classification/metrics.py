@@ -53,6 +53,20 @@ class ErrorMetrics:
             ["service", "version"],
             registry=r,
         )
+        # With errorgate_failed_requests_by_version: a deployment's failure ratio beside the
+        # previous one's (errors_by_version counts items, several per failing request).
+        self.requests_by_version = Counter(
+            "errorgate_requests_by_version",
+            "Requests seen per service.version (deployment comparison)",
+            ["service", "version"],
+            registry=r,
+        )
+        self.failed_requests_by_version = Counter(
+            "errorgate_failed_requests_by_version",
+            "Requests whose span failed, per service.version",
+            ["service", "version"],
+            registry=r,
+        )
         self.episodes = Counter(
             "errorgate_error_episodes", "Error episodes started", ["service", "kind"], registry=r
         )
@@ -140,11 +154,16 @@ class ErrorMetrics:
         self.slo.labels(svc).set(entry.slo)
         self.info.labels(svc, self.cap("team", entry.owner), self.cap("tier", str(entry.tier))).set(1)
 
-    def request(self, service: str, n: int = 1, failed: int = 0) -> None:
+    def request(self, service: str, version: str = "", n: int = 1, failed: int = 0) -> None:
         svc = self.cap("service", service)
         self._pending[(self.requests, (svc,))] += n
         if failed:
             self._pending[(self.failed_requests, (svc,))] += failed
+        if version:
+            by_version = (svc, self.cap("version", version))
+            self._pending[(self.requests_by_version, by_version)] += n
+            if failed:
+                self._pending[(self.failed_requests_by_version, by_version)] += failed
 
     def error(self, labels: Mapping[str, str], version: str) -> None:
         raw = (

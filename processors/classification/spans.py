@@ -41,13 +41,13 @@ def scan(
     copy_baggage: CopyBaggage | None,
     checks: SpanBytes,
     wire: bytes | None = None,
-) -> tuple[list[Record], dict[bytes, list[Record]], dict[tuple[str, int], list[int]], int]:
+) -> tuple[list[Record], dict[bytes, list[Record]], dict[tuple[str, str, int], list[int]], int]:
     """(failing spans, spans by trace id (none when ``late``), [requests, failed] per
-    service-second, number of spans). ``wire``: ``request`` as upb serialized it, if at hand:
+    (service, version, second), number of spans). ``wire``: ``request`` as upb serialized it, if at hand:
     each span's bytes are then read out of it (``scope_items``) instead of serialized again."""
     errors: list[Record] = []
     traces: dict[bytes, list[Record]] = {}
-    requests: dict[tuple[str, int], list[int]] = {}
+    requests: dict[tuple[str, str, int], list[int]] = {}
     surely_healthy, peer_from, tail_of = checks.surely_healthy, checks.peer, checks.tail
     healthy_tails = checks.healthy_tails
     use_tails = checks.use_tails
@@ -106,9 +106,9 @@ def scan(
                 ts = (end or span.start_time_unix_nano) / 1e9 or received
                 if kind in ENTRY_KINDS or not span.parent_span_id:
                     # Aggregated per second: one window update per service-second, not per span.
-                    counts = requests.get((service, int(ts)))
+                    counts = requests.get((service, version, int(ts)))
                     if counts is None:
-                        counts = requests[(service, int(ts))] = [0, 0]
+                        counts = requests[(service, version, int(ts))] = [0, 0]
                     counts[0] += 1
                     counts[1] += error is not None
                 record = (span, attrs, service, version, error, ts, peer, end, data)

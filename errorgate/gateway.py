@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from errorgate.assembly import TraceAssembler
 
 log = logging.getLogger("errorgate.gateway")
+TEMPLATE_KEY = "errorgate.error.template"
 
 # Processors that need whole traces get one shared trace assembler inserted before the first of them.
 TRACE_AWARE_PROCESSORS = ("classify", "sample")
@@ -220,6 +221,14 @@ class Gateway:
             if signal not in getattr(processor, "signals", frozenset(Signal)):
                 continue  # e.g. a traces-only processor listed in a metrics pipeline: documented no-op
             stages.append(Stage(component_id, processor))
+        if signal in (Signal.TRACES, Signal.LOGS) and not self._template_redacted(spec.processors):
+            log.warning(
+                "pipeline %s: classify runs without a redact after it that lists %s in "
+                "free_text_keys; templates have numbers, ids, e-mails, IPs and URLs replaced, "
+                "but personal names in error messages reach the backend",
+                name,
+                TEMPLATE_KEY,
+            )
         return Pipeline(
             name=name,
             signal=signal,
@@ -229,6 +238,19 @@ class Gateway:
             telemetry=self.telemetry,
             dlq=self.dlq,
             lock=self.lock,
+        )
+
+    def _template_redacted(self, processor_ids: list[str]) -> bool:
+        """Whether ``errorgate.error.template`` is cleaned of names: classify's parameterization
+        replaces what patterns find; names need redact's NER, so a redact must follow classify."""
+        types = [c.split("/", 1)[0] for c in processor_ids]
+        if "classify" not in types:
+            return True
+        after = processor_ids[types.index("classify") + 1 :]
+        return any(
+            c.split("/", 1)[0] == "redact"
+            and TEMPLATE_KEY in getattr(self.config.processors[c], "free_text_keys", ())
+            for c in after
         )
 
     def _sample_config(self, processor_ids: list[str]) -> Any:

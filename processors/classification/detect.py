@@ -128,10 +128,11 @@ def detect_log(record: LogRecord, attrs: Attrs | None = None) -> ErrorInfo | Non
     attrs = to_dict(record.attributes) if attrs is None else attrs
     exc_type = str(attrs.get("exception.type") or "")
     exc_message = str(attrs.get("exception.message") or "")
+    stacktrace = str(attrs.get("exception.stacktrace") or "")
     severe = record.severity_number >= SEVERITY_ERROR or (
         record.severity_number == 0 and record.severity_text.strip().upper() in _ERROR_TEXTS
     )
-    if not severe and not exc_type and not exc_message:
+    if not severe and not exc_type and not exc_message and not stacktrace:
         return None
     body = to_python(record.body) if record.HasField("body") else None
     message = exc_message or (body if isinstance(body, str) else "")
@@ -139,7 +140,7 @@ def detect_log(record: LogRecord, attrs: Attrs | None = None) -> ErrorInfo | Non
     return ErrorInfo(
         error_type=error_type,
         message=message,
-        stacktrace=str(attrs.get("exception.stacktrace") or ""),
+        stacktrace=stacktrace,
         http_status=http_status(attrs),
         rpc_code=rpc_code(attrs),
     )

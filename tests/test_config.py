@@ -157,3 +157,19 @@ def test_readme_processor_examples_are_valid() -> None:
         parse_config(text, f"README {name}")
         checked.append(name)
     assert checked == ["classify", "sample", "retention", "redact", "encrypt"]
+
+
+def test_readme_classify_block_shows_the_defaults() -> None:
+    """The README's classify block says what you get without configuring anything: copying it
+    must not change behaviour (a rule's urgency left out once made slow burns urgent)."""
+    import yaml
+
+    from errorgate.processors.classification.metrics import DEFAULT_LABEL_CAPS
+    from errorgate.processors.classification.settings import ClassifyConfig
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### classify\n", 1)[1]
+    block = yaml.safe_load(section.split("```yaml", 1)[1].split("```", 1)[0])["classify"]
+    # label_caps: {} means "the default caps"; the README spells them out.
+    assert block["metrics"].pop("label_caps") == DEFAULT_LABEL_CAPS
+    assert ClassifyConfig.model_validate(block) == ClassifyConfig()

@@ -298,37 +298,47 @@ def test_cascade_from_database_through_three_services(tmp_path: Path) -> None:
 
 def test_retry_that_succeeds_is_transient(tmp_path: Path) -> None:
     proc, tel = make_classify(tmp_path)
-    t, root, a1, a2 = new_id(), new_id(), new_id(), new_id()
-    spans = [
-        S("checkout", "POST /orders", t, root, end=T0 + 3),
-        S(
+
+    def call(t: int, parent: int, at: float, status: int, **attrs: object) -> S:
+        return S(
             "checkout",
             "POST",
             t,
-            a1,
-            parent=root,
+            new_id(),
+            parent=parent,
             kind=CLIENT,
-            end=T0 + 1,
-            attrs={"http.response.status_code": 503, "server.address": "payments"},
-        ),
-        S(
-            "checkout",
-            "POST",
-            t,
-            a2,
-            parent=root,
-            kind=CLIENT,
-            end=T0 + 2,
-            attrs={
-                "http.response.status_code": 200,
-                "http.request.resend_count": 1,
-                "server.address": "payments",
-            },
-        ),
-    ]
-    out = run(proc, trace_batch(spans, complete_traces=True))
-    assert out[(t, a1)]["errorgate.error.kind"] == "transient"
-    assert "errorgate.error.kind" not in out[(t, a2)]
+            end=at,
+            attrs={"http.response.status_code": status, "server.address": "payments", **attrs},
+        )
+
+    # payments has answered 503 every minute for six minutes: the episode alone is persistent.
+    for minute in range(6):
+        t, root = new_id(), new_id()
+        spans = [
+            S("checkout", "POST /orders", t, root, end=T0 + minute * 60 + 3),
+            call(t, root, T0 + minute * 60 + 1, 503),
+        ]
+        run(proc, trace_batch(spans, complete_traces=True))
+    at = T0 + 6 * 60
+    # One more failed call without a retry: persistent, as the episode says.
+    t0, root0 = new_id(), new_id()
+    alone = call(t0, root0, at + 1, 503)
+    out = run(
+        proc, trace_batch([S("checkout", "POST /orders", t0, root0, end=at + 3), alone], complete_traces=True)
+    )
+    assert out[(t0, alone.span)]["errorgate.error.kind"] == "persistent"
+    fingerprint = out[(t0, alone.span)]["errorgate.error.fingerprint"]
+    # The same failed call whose retry (same trace and parent) then succeeded: transient.
+    t, root = new_id(), new_id()
+    first = call(t, root, at + 1, 503)
+    retry = call(t, root, at + 2, 200, **{"http.request.resend_count": 1})
+    out = run(
+        proc,
+        trace_batch([S("checkout", "POST /orders", t, root, end=at + 3), first, retry], complete_traces=True),
+    )
+    assert out[(t, first.span)]["errorgate.error.fingerprint"] == fingerprint  # same group, same episode
+    assert out[(t, first.span)]["errorgate.error.kind"] == "transient"
+    assert "errorgate.error.kind" not in out[(t, retry.span)]
     assert total(tel, "errorgate_retried_operations_total", service="checkout", outcome="succeeded") == 1
 
 

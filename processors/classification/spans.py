@@ -105,7 +105,7 @@ def scan(
                             checks.remember_healthy(kind, tail, peer)
                 ts = (end or span.start_time_unix_nano) / 1e9 or received
                 if kind in ENTRY_KINDS or not span.parent_span_id:
-                    # Aggregated per second: one window update per service-second, not per span.
+                    # Aggregated per second: one update per (service, version, second), not per span.
                     counts = requests.get((service, version, int(ts)))
                     if counts is None:
                         counts = requests[(service, version, int(ts))] = [0, 0]

@@ -30,10 +30,9 @@ _WORKER_ENGINE: AnalysisEngine | None = None
 Key = tuple[str, bool]
 
 
-def _init_worker(settings: EngineSettings, owner: int | None = None) -> None:
+def _init_worker(settings: EngineSettings, owner: int) -> None:
     global _WORKER_ENGINE
-    if owner is not None:
-        _exit_with(owner)
+    _exit_with(owner)
     _WORKER_ENGINE = AnalysisEngine(settings)
     _WORKER_ENGINE.warm_up()
 
@@ -58,11 +57,11 @@ def _exit_with(owner: int) -> None:
 
 def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # PermissionError: alive, owned by another user
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 

@@ -25,8 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.traffic import build_templates, patched
-from errorgate.assembly import TraceAssembler
 from errorgate.component import PROCESSORS, ComponentContext, Output, Processor, load_builtin_components
+from errorgate.pipeline.assembly.assembler import TraceAssembler
 from errorgate.processors.sample import SampleConfig
 from errorgate.signals import WIRE_NOTE, Batch, Signal, copy_request, count_items
 from errorgate.telemetry import Telemetry

@@ -108,8 +108,8 @@ def run_chain(procs: list[Processor], batches: list[Batch]) -> float:
 def chain(batches: int) -> dict[str, float]:
     """CPU µs per received item of each stage of the full profile's chain, traces and logs."""
     from bench import processors as bp
-    from errorgate.assembly import TraceAssembler
     from errorgate.component import Output
+    from errorgate.pipeline.assembly.assembler import TraceAssembler
     from errorgate.processors.sample import SampleConfig
     from errorgate.signals import WIRE_NOTE
 

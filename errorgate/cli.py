@@ -19,8 +19,8 @@ class CommandError(Exception):
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from errorgate.gateway import Gateway
     from errorgate.logs import configure_logging
+    from errorgate.service.gateway import Gateway
 
     config = load_config(args.config)
     logs = config.service.telemetry.logs
@@ -63,7 +63,7 @@ def _print_default_config(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from errorgate.demo import run_demo
+    from errorgate.demo.run import run_demo
 
     return run_demo(duration=args.duration, quiet=args.quiet)
 

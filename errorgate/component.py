@@ -133,7 +133,7 @@ class ExportResult:
 
 class Exporter(ABC):
     """Sends one batch to a destination. Queueing, retries and the circuit breaker
-    are layered around it by the gateway (``errorgate.delivery``), so ``export``
+    are layered around it by the gateway (``errorgate.delivery.exporter``), so ``export``
     makes exactly one attempt and says how it went."""
 
     signals: ClassVar[frozenset[Signal]] = frozenset(Signal)

@@ -30,7 +30,7 @@ _REJECTED_FIELD = {
 
 
 def serialized(batch: Batch) -> bytes:
-    from errorgate.delivery import SERIALIZED_NOTE
+    from errorgate.delivery.exporter import SERIALIZED_NOTE
 
     data = batch.notes.get(SERIALIZED_NOTE)
     return data if isinstance(data, bytes) else batch.request.SerializeToString()

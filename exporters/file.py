@@ -17,7 +17,7 @@ from typing import IO
 from pydantic import Field
 
 from errorgate.component import ComponentConfig, ComponentContext, Exporter, ExportResult, register_exporter
-from errorgate.otlp_json import to_json
+from errorgate.otlp.json_format import to_json
 from errorgate.signals import Batch, Signal
 
 

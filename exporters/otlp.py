@@ -1,6 +1,6 @@
 """``otlp`` exporter: one export attempt per call over OTLP/gRPC (default) or OTLP/HTTP protobuf.
 
-Queueing, retries and the circuit breaker wrap it in ``errorgate.delivery``; this module only
+Queueing, retries and the circuit breaker wrap it in ``errorgate.delivery.exporter``; this module only
 says how one attempt went. Status mapping follows the OTLP specification:
 
 * gRPC retryable: CANCELLED, DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE, UNAVAILABLE, DATA_LOSS,

@@ -34,10 +34,10 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from prometheus_client import Counter
 
 from errorgate import attributes
-from errorgate.assembly import get_or_create
 from errorgate.component import ComponentConfig, ComponentContext, Output, Processor, register_processor
 from errorgate.config import ConfigError
 from errorgate.governance.catalog import ServiceCatalog, load_catalog
+from errorgate.pipeline.assembly.assembler import get_or_create
 from errorgate.processors.retention_policy import (
     ANY_WANTED,
     LOG_SEVERITIES,

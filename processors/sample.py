@@ -35,7 +35,7 @@ trace (``follow_trace``), except that an error arriving for a dropped trace is d
 
 Logs: severity >= ERROR always kept (``severity``) and marks its trace to be kept; lower
 severities follow their trace's cached decision, or, before the trace is decided, the same
-consistent trace-id test healthy traces use (rare: ``errorgate.log_hold`` in front makes traced
+consistent trace-id test healthy traces use (rare: ``errorgate.pipeline.hold.logs`` in front makes traced
 records wait for their trace's decision); records without a trace id are kept with their
 service's probability (``logs.per_service_probability``, else ``logs.default_probability``).
 
@@ -58,8 +58,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from prometheus_client import Counter
 
 from errorgate import attributes
-from errorgate.assembly import get_or_create
 from errorgate.component import ComponentContext, Output, Processor, register_processor
+from errorgate.pipeline.assembly.assembler import get_or_create
 from errorgate.processors.sampling import consistent, inplace, logs, traces
 from errorgate.processors.sampling.config import AttributeRule as AttributeRule  # public names, kept here
 from errorgate.processors.sampling.config import FloodConfig as FloodConfig

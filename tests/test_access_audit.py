@@ -15,7 +15,7 @@ from errorgate.cli import main
 from errorgate.component import PROCESSORS, ComponentContext, load_builtin_components
 from errorgate.governance.audit_log import AuditLog
 from errorgate.governance.keyring import Keyring
-from errorgate.otlp_json import to_json
+from errorgate.otlp.json_format import to_json
 from errorgate.signals import Batch
 from errorgate.telemetry import Telemetry
 

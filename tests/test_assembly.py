@@ -14,9 +14,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from prometheus_client import generate_latest
 
-from errorgate.assembly import AssemblyConfig, TraceAssembler
 from errorgate.component import ComponentContext, Output
-from errorgate.holdstore import HoldStore
+from errorgate.pipeline.assembly.assembler import AssemblyConfig, TraceAssembler
+from errorgate.pipeline.hold.store import HoldStore
 from errorgate.signals import Batch, Signal, iter_spans
 from errorgate.telemetry import Telemetry
 

@@ -11,8 +11,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from errorgate import assembly_wire as wire
-from errorgate.receiver.flat_otlp import scope_items
+from errorgate.otlp.flat import scope_items
+from errorgate.pipeline.assembly import wire
 
 
 def _spans(request: ExportTraceServiceRequest) -> list[tuple[bytes, bytes]]:

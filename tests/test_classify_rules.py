@@ -13,11 +13,11 @@ import pytest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from errorgate.assembly import AssemblyConfig, TraceAssembler
 from errorgate.attributes import set_value
 from errorgate.component import ComponentContext
 from errorgate.config import ConfigError
 from errorgate.governance.catalog import CatalogError, load_catalog
+from errorgate.pipeline.assembly.assembler import AssemblyConfig, TraceAssembler
 from errorgate.processors.sampling.config import SampleConfig
 from errorgate.telemetry import Telemetry
 from tests.test_assembly import batch, request, span, spans_by_service

@@ -13,12 +13,12 @@ import pytest
 
 from errorgate.component import ComponentContext, Exporter, ExportResult
 from errorgate.config import CircuitBreakerConfig, ConfigError, RetryConfig, parse_config
-from errorgate.delivery import QueuedExporter
-from errorgate.delivery_policy import Backoff, CircuitBreaker, CircuitState
-from errorgate.dlq import DeadLetterStore
+from errorgate.delivery.dlq import DeadLetterStore
+from errorgate.delivery.exporter import QueuedExporter
+from errorgate.delivery.policy import Backoff, CircuitBreaker, CircuitState
+from errorgate.delivery.queue import QueueInUse
 from errorgate.errors import Backpressure
 from errorgate.exporters.otlp import OtlpExporter, OtlpExporterConfig
-from errorgate.queue import QueueInUse
 from errorgate.signals import Batch, Signal, count_items
 from errorgate.telemetry import Telemetry
 from tests.support.otlp_sink import OtlpSink, log_request, trace_request

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from errorgate.cli import main
-from errorgate.dlq import DeadLetterStore
+from errorgate.delivery.dlq import DeadLetterStore
 from errorgate.signals import Signal
 from errorgate.telemetry import Telemetry
 from tests.support.otlp_sink import OtlpSink, log_request, trace_request

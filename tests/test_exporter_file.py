@@ -8,7 +8,7 @@ from pathlib import Path
 
 from errorgate.component import ComponentContext, ExportStatus
 from errorgate.exporters.file import FileExporter, FileExporterConfig
-from errorgate.otlp_json import from_json
+from errorgate.otlp.json_format import from_json
 from errorgate.signals import Batch, Signal
 from errorgate.telemetry import Telemetry
 from tests.support.otlp_sink import log_request, metric_request, trace_request
@@ -70,6 +70,6 @@ def test_appends_after_restart(tmp_path: Path) -> None:
 
 
 def _line(req: object) -> str:
-    from errorgate.otlp_json import to_json
+    from errorgate.otlp.json_format import to_json
 
     return to_json(req) + "\n"  # type: ignore[arg-type]

@@ -21,16 +21,16 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyVa
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from errorgate.component import ComponentContext
-from errorgate.delivery import QueuedExporter
-from errorgate.dlq import DeadLetterStore
+from errorgate.delivery.diskqueue import PersistentQueue
+from errorgate.delivery.dlq import DeadLetterStore
+from errorgate.delivery.exporter import QueuedExporter
 from errorgate.exporters.otlp import OtlpExporter, OtlpExporterConfig
-from errorgate.otlp_json import to_json
-from errorgate.queue import PersistentQueue
+from errorgate.intake.validation import validate_request
+from errorgate.otlp.flat import request_shape
+from errorgate.otlp.json_format import to_json
 from errorgate.receiver import ValidationConfig
-from errorgate.receiver.flat_otlp import request_shape
 from errorgate.signals import Batch, Signal, copy_request, count_items
 from errorgate.telemetry import Telemetry
-from errorgate.validation import validate_request
 from tests.support.gateway import gateway_yaml, otlp_exporter_yaml, running_gateway
 from tests.support.otlp_sink import OtlpSink, log_request, trace_request
 
@@ -242,7 +242,7 @@ def test_a_batch_from_the_processor_worker_is_queued_and_exported_without_being_
 ) -> None:
     """Results come back from the worker as bytes: the persistent queue writes them as they
     are, the exporter sends them as they are, and the gateway never builds the request."""
-    from errorgate.delivery import SerializedBatch
+    from errorgate.delivery.exporter import SerializedBatch
 
     with OtlpSink() as sink:
         h = _Harness(tmp_path, sink)

@@ -9,7 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from errorgate.holdstore import HoldStore
+from errorgate.pipeline.hold.store import HoldStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,7 +73,7 @@ _CHILD = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from errorgate.holdstore import HoldStore
+    from errorgate.pipeline.hold.store import HoldStore
 
     s = HoldStore(Path(sys.argv[1]))
     i = 0

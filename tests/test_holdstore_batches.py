@@ -6,7 +6,7 @@ from __future__ import annotations
 import tracemalloc
 from pathlib import Path
 
-from errorgate.holdstore import HoldStore
+from errorgate.pipeline.hold.store import HoldStore
 
 
 def _segments(path: Path) -> list[str]:

@@ -263,7 +263,7 @@ def test_codec_detects_tampering_and_missing_keys(tmp_path: Path) -> None:
 def test_persistent_queue_files_unreadable_without_the_key(tmp_path: Path) -> None:
     from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
 
-    from errorgate.queue import PersistentQueue
+    from errorgate.delivery.diskqueue import PersistentQueue
     from errorgate.signals import Signal
 
     planted = "planted-secret-4111111111111111@example.com"

@@ -10,10 +10,10 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
-from errorgate.assembly import AssemblyConfig
 from errorgate.component import ComponentContext, Output
-from errorgate.holdstore import HoldStore
-from errorgate.log_hold import LogHold
+from errorgate.pipeline.assembly.assembler import AssemblyConfig
+from errorgate.pipeline.hold.logs import LogHold
+from errorgate.pipeline.hold.store import HoldStore
 from errorgate.signals import WIRE_NOTE, Batch, Signal
 from errorgate.telemetry import Telemetry
 

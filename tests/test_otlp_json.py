@@ -19,7 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from errorgate.otlp_json import from_json, to_json
+from errorgate.otlp.json_format import from_json, to_json
 from errorgate.signals import Signal
 from tests.support.receiver_kit import sdk_logs, sdk_metrics, sdk_spans
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from errorgate.config import parse_config
-from errorgate.gateway import Gateway
+from errorgate.service.gateway import Gateway
 from tests.support.gateway import gateway_yaml
 
 EXPORTER = "  debug: {verbosity: basic}"
@@ -46,7 +46,7 @@ def _build(tmp_path: Path, processors: str, pipeline: str) -> Gateway:
 def test_classify_without_a_redact_that_cleans_templates_is_warned(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, processors: str, pipeline: str, warned: list[str]
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="errorgate.gateway")
+    caplog.set_level(logging.WARNING, logger="errorgate.service.gateway")
     gateway = _build(tmp_path, processors, pipeline)
     try:
         lines = [r.getMessage() for r in caplog.records if "errorgate.error.template" in r.getMessage()]

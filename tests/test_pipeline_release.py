@@ -10,8 +10,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from errorgate import attributes
 from errorgate.component import Output, Processor
-from errorgate.dlq import DeadLetterStore
-from errorgate.pipeline import Pipeline, Stage, poll_all
+from errorgate.delivery.dlq import DeadLetterStore
+from errorgate.pipeline.stages import Pipeline, Stage, poll_all
 from errorgate.signals import Batch, Signal, iter_spans
 from errorgate.telemetry import Telemetry
 
@@ -77,8 +77,8 @@ def test_released_batch_failing_later_is_dead_lettered_as_released(tmp_path: Pat
 def test_assembled_batch_failing_later_is_dead_lettered_from_the_released_bytes(tmp_path: Path) -> None:
     import logging
 
-    from errorgate.assembly import AssemblyConfig, TraceAssembler
     from errorgate.component import ComponentContext
+    from errorgate.pipeline.assembly.assembler import AssemblyConfig, TraceAssembler
 
     telemetry = Telemetry()
     dlq = DeadLetterStore(tmp_path / "dlq", telemetry)
@@ -123,8 +123,8 @@ class SeeWire(Processor):
 def test_released_bytes_reach_a_next_processor_that_reads_them(tmp_path: Path) -> None:
     import logging
 
-    from errorgate.assembly import AssemblyConfig, TraceAssembler
     from errorgate.component import ComponentContext
+    from errorgate.pipeline.assembly.assembler import AssemblyConfig, TraceAssembler
 
     for reads in (True, False):
         telemetry = Telemetry()

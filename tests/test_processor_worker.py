@@ -24,7 +24,7 @@ from prometheus_client import generate_latest
 
 from errorgate import attributes
 from errorgate.config import ConfigError, parse_config
-from errorgate.gateway import Gateway
+from errorgate.service.gateway import Gateway
 from errorgate.signals import Signal
 from tests.support.gateway import (
     gateway_yaml,
@@ -309,7 +309,7 @@ EXIT_WITHOUT_STOP = """
 import sys
 from pathlib import Path
 from errorgate.config import parse_config
-from errorgate.gateway import Gateway
+from errorgate.service.gateway import Gateway
 from tests.support.gateway import gateway_yaml
 
 if __name__ == "__main__":
@@ -348,7 +348,7 @@ def test_a_program_that_never_stops_its_gateway_still_exits(tmp_path: Path) -> N
 def test_worker_settings_never_print_key_material(tmp_path: Path) -> None:
     """The worker gets the gateway's environment (a keyring may come from it) and the encrypt
     config: neither may show up where the settings are printed or logged."""
-    from errorgate.processor_worker import WorkerSettings
+    from errorgate.pipeline.worker.client import WorkerSettings
 
     settings = WorkerSettings(
         data_dir=tmp_path,
@@ -371,7 +371,7 @@ def test_a_full_pipe_both_ways_does_not_deadlock() -> None:
     reader that keeps draining answers while a sender is blocked lets both sides go on."""
     from multiprocessing.connection import Connection
 
-    from errorgate.processor_worker import _Process
+    from errorgate.pipeline.worker.client import _Process
 
     a, b = socket.socketpair()
     for s in (a, b):
@@ -414,8 +414,8 @@ def test_the_worker_takes_what_a_client_waits_for_before_background_releases() -
     the worker reads everything that arrived and takes urgent messages first, each class in
     the order sent; but a release that has waited a second goes next, so steady urgent work
     cannot starve it into the gateway's timeout."""
-    from errorgate.processor_worker import _socket_pipe
-    from errorgate.processor_worker_process import _Inbox
+    from errorgate.pipeline.worker.client import _socket_pipe
+    from errorgate.pipeline.worker.process import _Inbox
 
     now = [0.0]
     ours, theirs = _socket_pipe()

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from errorgate.delivery.diskqueue import PersistentQueue
+from errorgate.delivery.queue import MemoryQueue, QueueFull, QueueInUse
 from errorgate.errors import Backpressure
-from errorgate.queue import MemoryQueue, PersistentQueue, QueueFull, QueueInUse
 from errorgate.signals import Signal, count_items
 from tests.support.otlp_sink import log_request, trace_request
 
@@ -189,7 +190,7 @@ _CHILD = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from errorgate.queue import PersistentQueue
+    from errorgate.delivery.diskqueue import PersistentQueue
     from errorgate.signals import Signal
     from tests.support.otlp_sink import trace_request
 

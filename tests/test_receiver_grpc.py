@@ -25,7 +25,7 @@ from opentelemetry.sdk.metrics.export import MetricExportResult
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from errorgate.config import AuthConfig, ConfigError, TLSServerConfig
-from errorgate.intake import AcceptResult
+from errorgate.intake.contract import AcceptResult
 from errorgate.receiver import GrpcProtocolConfig
 from errorgate.receiver.grpc_server import OtlpGrpcReceiver
 from errorgate.signals import Signal

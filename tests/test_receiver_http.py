@@ -27,8 +27,8 @@ from opentelemetry.sdk.metrics.export import MetricExportResult
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from errorgate.config import AuthConfig, TLSServerConfig
-from errorgate.intake import AcceptResult
-from errorgate.otlp_json import to_json
+from errorgate.intake.contract import AcceptResult
+from errorgate.otlp.json_format import to_json
 from errorgate.receiver import HttpProtocolConfig
 from errorgate.receiver.http_server import OtlpHttpReceiver
 from errorgate.signals import Signal

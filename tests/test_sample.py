@@ -15,9 +15,9 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from errorgate import attributes
-from errorgate.assembly import TraceAssembler
 from errorgate.component import PROCESSORS, ComponentContext, Output, load_builtin_components
 from errorgate.config import ConfigError, parse_config
+from errorgate.pipeline.assembly.assembler import TraceAssembler
 from errorgate.processors.sample import SampleConfig, SampleProcessor
 from errorgate.processors.sampling import consistent
 from errorgate.signals import Batch, Signal, iter_log_records, iter_spans

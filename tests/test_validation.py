@@ -12,10 +12,10 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from errorgate.intake.validation import validate_request
+from errorgate.otlp.flat import request_shape
 from errorgate.receiver import ValidationConfig
-from errorgate.receiver.flat_otlp import request_shape
 from errorgate.signals import Signal, count_items, iter_log_records, iter_spans
-from errorgate.validation import validate_request
 
 LIMITS = ValidationConfig()
 TID = bytes(range(1, 17))

@@ -144,7 +144,7 @@ def _bodies(signal: Signal, request: Any) -> Iterator[tuple[AnyValue, Any]]:
 
 
 def decrypt_otlp_line(line: str, dec: Decryptor, tenant_attribute: str) -> str:
-    from errorgate.otlp_json import from_json, to_json
+    from errorgate.otlp.json_format import from_json, to_json
 
     doc = json.loads(line)
     signal = next((s for k, s in _SIGNAL_KEYS.items() if k in doc), None)

@@ -25,8 +25,8 @@ from typing import Any
 from errorgate.codec import BytesCodec
 from errorgate.component import EXPORTERS, ComponentContext, Exporter, ExportStatus
 from errorgate.config import Config, RetryConfig, load_config
-from errorgate.delivery_policy import Backoff
-from errorgate.dlq import DeadLetterEntry, DeadLetterStore
+from errorgate.delivery.dlq import DeadLetterEntry, DeadLetterStore
+from errorgate.delivery.policy import Backoff
 from errorgate.signals import Batch, Signal
 from errorgate.telemetry import Telemetry
 

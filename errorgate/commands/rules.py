@@ -202,7 +202,7 @@ def _read_input(path: str) -> str:
 
 def _batches(text: str) -> list[Any]:
     from errorgate import attributes
-    from errorgate.otlp_json import from_json
+    from errorgate.otlp.json_format import from_json
     from errorgate.signals import Batch, Signal
 
     stripped = text.lstrip()

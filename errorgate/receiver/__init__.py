@@ -1,5 +1,5 @@
 """OTLP receivers (gRPC and HTTP). Transport only: auth, size limits, decompression and
-decoding happen here; everything after decoding is ``errorgate.intake``'s job."""
+decoding happen here; everything after decoding is ``errorgate.intake.contract``'s job."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from errorgate.component import ComponentConfig, Registry
 from errorgate.config import AuthConfig, TLSServerConfig
 
 if TYPE_CHECKING:
-    from errorgate.intake import Intake
+    from errorgate.intake.contract import Intake
     from errorgate.receiver.common import Receiver
     from errorgate.telemetry import Telemetry
 

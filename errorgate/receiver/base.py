@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from errorgate.config import AuthConfig
-from errorgate.intake import Intake
+from errorgate.intake.contract import Intake
 from errorgate.receiver.auth import BearerAuth
 from errorgate.receiver.common import parse_endpoint
 from errorgate.telemetry import Telemetry

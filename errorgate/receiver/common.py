@@ -21,7 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from errorgate.config import ConfigError, TLSServerConfig
-from errorgate.intake import AcceptResult
+from errorgate.intake.contract import AcceptResult
 from errorgate.signals import ExportRequest, Signal
 
 # Reasons for refusing a whole request: the values of errorgate_rejected_requests_total{reason}.

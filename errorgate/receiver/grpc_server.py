@@ -21,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from errorgate.config import ConfigError, TLSServerConfig
 from errorgate.errors import Backpressure, InvalidRequest, ProcessingFailed
-from errorgate.intake import Intake
+from errorgate.intake.contract import Intake
 from errorgate.receiver import AuthConfig, GrpcProtocolConfig
 from errorgate.receiver.base import ReceiverBase
 from errorgate.receiver.common import (

@@ -22,8 +22,8 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from errorgate.config import ConfigError
 from errorgate.errors import Backpressure, InvalidRequest, ProcessingFailed
-from errorgate.intake import Intake
-from errorgate.otlp_json import from_json, message_to_json
+from errorgate.intake.contract import Intake
+from errorgate.otlp.json_format import from_json, message_to_json
 from errorgate.receiver import AuthConfig, HttpProtocolConfig
 from errorgate.receiver.base import ReceiverBase
 from errorgate.receiver.common import (

@@ -17,11 +17,11 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from errorgate.attributes import AttrValue, to_dict
+from errorgate.otlp.flat import scope_items
 from errorgate.processors.classification import cascade
 from errorgate.processors.classification.detect import ErrorInfo, detect_span
 from errorgate.processors.classification.domain import db_system, peer_name
 from errorgate.processors.classification.scan import DETECT_SET, SpanBytes, decode_only, resends
-from errorgate.receiver.flat_otlp import scope_items
 
 # (span, decoded attributes or None, service, version, error, timestamp, peer, end time in ns,
 # serialized span or b"")

@@ -6,9 +6,9 @@ import re
 
 from pydantic import Field, model_validator
 
-from errorgate.assembly import AssemblyConfig
 from errorgate.component import ComponentConfig
 from errorgate.config import Duration
+from errorgate.pipeline.assembly.assembler import AssemblyConfig
 
 
 class AttributeRule(ComponentConfig):

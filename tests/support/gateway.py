@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from errorgate.config import parse_config
-from errorgate.gateway import Gateway
+from errorgate.service.gateway import Gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 

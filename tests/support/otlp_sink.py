@@ -59,7 +59,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from errorgate.otlp_json import from_json
+from errorgate.otlp.json_format import from_json
 from errorgate.signals import ExportRequest, Signal, count_items
 
 _SERVICES = {

@@ -1,4 +1,4 @@
-"""A minimal ``errorgate.intake.Intake`` for receiver tests: records what it is given and can be
+"""A minimal ``errorgate.intake.contract.Intake`` for receiver tests: records what it is given and can be
 told to answer with partial success or raise the pipeline's exceptions."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from errorgate import attributes
 from errorgate.errors import Backpressure, InvalidRequest, ProcessingFailed
-from errorgate.intake import AcceptResult
+from errorgate.intake.contract import AcceptResult
 from errorgate.signals import ExportRequest, Signal, count_items, iter_log_records, iter_metrics, iter_spans
 
 

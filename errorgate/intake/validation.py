@@ -21,10 +21,10 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from errorgate.intake.limits import Limits as _Limits
+from errorgate.otlp.flat import request_shape, scope_fits
 from errorgate.receiver import ValidationConfig
-from errorgate.receiver.flat_otlp import request_shape, scope_fits
 from errorgate.signals import ExportRequest, Signal, prune_empty
-from errorgate.validation_limits import Limits as _Limits
 
 _ITEM_NOUN = {Signal.TRACES: "spans", Signal.LOGS: "log records", Signal.METRICS: "data points"}
 _ZERO_TRACE_ID = bytes(16)

@@ -1,6 +1,6 @@
 """The processor worker process itself: builds the hosted processors, then answers the
 gateway's messages one at a time: urgent ones (a client waits) first, each class in the order
-sent (see ``errorgate.processor_worker``)."""
+sent (see ``errorgate.pipeline.worker.client``)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from typing import Any
 
 from errorgate.component import ComponentContext, Processor
 from errorgate.config import ConfigError
-from errorgate.delivery import ITEMS_NOTE, SERIALIZED_NOTE
+from errorgate.delivery.exporter import ITEMS_NOTE, SERIALIZED_NOTE
 from errorgate.errors import raised_at
-from errorgate.processor_worker import NOTE_TYPES, Key, WorkerSettings, pack
+from errorgate.pipeline.worker.protocol import NOTE_TYPES, Key, WorkerSettings, pack
 from errorgate.signals import WIRE_NOTE, Batch, Signal, count_items
 
 log = logging.getLogger("errorgate.processor_worker")

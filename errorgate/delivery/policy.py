@@ -1,4 +1,4 @@
-"""Retry backoff and circuit breaker used by ``errorgate.delivery`` (pure state machines, no I/O)."""
+"""Retry backoff and circuit breaker used by ``errorgate.delivery.exporter`` (pure state machines, no I/O)."""
 
 from __future__ import annotations
 

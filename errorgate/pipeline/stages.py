@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from errorgate.component import Output, Processor
-from errorgate.delivery import item_count
+from errorgate.delivery.exporter import item_count
 from errorgate.errors import Backpressure, ProcessingFailed, raised_at
-from errorgate.processor_worker import RemoteChain, WorkerFailed
+from errorgate.pipeline.worker.client import RemoteChain, WorkerFailed
 from errorgate.signals import WIRE_NOTE, Batch, ExportRequest, Signal, copy_request
 
 if TYPE_CHECKING:
-    from errorgate.delivery import QueuedExporter
-    from errorgate.dlq import DeadLetterStore
+    from errorgate.delivery.dlq import DeadLetterStore
+    from errorgate.delivery.exporter import QueuedExporter
     from errorgate.telemetry import Telemetry
 
 log = logging.getLogger("errorgate.pipeline")

@@ -155,10 +155,10 @@ def parse_key(key: str) -> tuple[int, float, str] | None:
 def open_store(context: ComponentContext) -> HoldStoreLike | None:
     """The assembler's store under the component's state directory (None: not persisted)."""
     try:
-        from errorgate.holdstore import HoldStore  # type: ignore[import-not-found,unused-ignore]
+        from errorgate.pipeline.hold.store import HoldStore  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         context.logger.warning(
-            "errorgate.holdstore is unavailable: held spans are not persisted across restarts"
+            "errorgate.pipeline.hold.store is unavailable: held spans are not persisted across restarts"
         )
         return None
     directory = context.state_dir() / "assembly"

@@ -41,10 +41,10 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Gauge
 from pydantic import Field
 
-from errorgate import assembly_wire as wire
-from errorgate.assembly_records import HoldStoreLike, Record, Records, open_store
 from errorgate.component import ComponentConfig, ComponentContext, Output, Processor
 from errorgate.config import Duration
+from errorgate.pipeline.assembly import wire
+from errorgate.pipeline.hold.records import HoldStoreLike, Record, Records, open_store
 from errorgate.signals import WIRE_NOTE, Batch, Signal, WireBatch
 
 if TYPE_CHECKING:

@@ -31,9 +31,9 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from prometheus_client import Gauge
 
-from errorgate.assembly import AssemblyConfig, get_or_create
-from errorgate.assembly_records import HoldStoreLike, Record, Records
 from errorgate.component import ComponentContext, Output, Processor
+from errorgate.pipeline.assembly.assembler import AssemblyConfig, get_or_create
+from errorgate.pipeline.hold.records import HoldStoreLike, Record, Records
 from errorgate.signals import WIRE_NOTE, Batch, Signal, WireBatch
 
 _MIB = 1024 * 1024

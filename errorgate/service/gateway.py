@@ -14,24 +14,24 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from errorgate import __version__
 from errorgate.component import EXPORTERS, PROCESSORS, ComponentContext, Processor
 from errorgate.config import Config
-from errorgate.dedup import DedupCache
-from errorgate.delivery import ITEMS_NOTE, SERIALIZED_NOTE
+from errorgate.delivery.exporter import ITEMS_NOTE, SERIALIZED_NOTE
 from errorgate.errors import Backpressure
-from errorgate.intake import AcceptResult
-from errorgate.observability import ObservabilityServer
-from errorgate.pipeline import Pipeline, Stage, poll_all
-from errorgate.processor_worker import (
+from errorgate.intake.contract import AcceptResult
+from errorgate.intake.dedup import DedupCache
+from errorgate.intake.validation import validate_request
+from errorgate.pipeline.stages import Pipeline, Stage, poll_all
+from errorgate.pipeline.worker.client import (
     ProcessorWorker,
     RemoteChain,
     WorkerMetrics,
     WorkerSettings,
 )
+from errorgate.service.observability import ObservabilityServer
 from errorgate.signals import Batch, ExportRequest, Signal, copy_request, count_items
 from errorgate.telemetry import Telemetry
-from errorgate.validation import validate_request
 
 if TYPE_CHECKING:
-    from errorgate.assembly import TraceAssembler
+    from errorgate.pipeline.assembly.assembler import TraceAssembler
 
 log = logging.getLogger("errorgate.gateway")
 TEMPLATE_KEY = "errorgate.error.template"
@@ -44,7 +44,7 @@ BACKPRESSURE_FAIL_SECONDS = 5.0
 
 
 class Gateway:
-    """``Gateway(config).start()`` … ``stop()``. Implements ``errorgate.intake.Intake``."""
+    """``Gateway(config).start()`` … ``stop()``. Implements ``errorgate.intake.contract.Intake``."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -62,7 +62,7 @@ class Gateway:
         self.services: dict[str, object] = {}
         self._setup_privacy_services()
 
-        from errorgate.dlq import DeadLetterStore
+        from errorgate.delivery.dlq import DeadLetterStore
 
         self.dlq = DeadLetterStore(self.data_dir / "dlq", self.telemetry, self._codec())
         self.exporters = self._build_exporters()
@@ -111,7 +111,7 @@ class Gateway:
         self.services["codec"] = AeadCodec(keyring, "at-rest")
 
     def _build_exporters(self) -> dict[str, Any]:
-        from errorgate.delivery import QueuedExporter
+        from errorgate.delivery.exporter import QueuedExporter
 
         used = {e for p in self.config.service.pipelines.values() for e in p.exporters}
         built: dict[str, Any] = {}
@@ -258,7 +258,7 @@ class Gateway:
         return self.config.processors[sample_ids[0]] if sample_ids else None
 
     def _assembler(self, processor_ids: list[str], pipeline_name: str) -> Processor:
-        from errorgate.assembly import TraceAssembler
+        from errorgate.pipeline.assembly.assembler import TraceAssembler
 
         context = self._context(f"assembly/{pipeline_name}")
         assembler = TraceAssembler.from_sample_config(self._sample_config(processor_ids), context)
@@ -267,9 +267,9 @@ class Gateway:
 
     def _log_hold(self, processor_ids: list[str], pipeline_name: str) -> Processor | None:
         """The stage that makes log records wait for their trace, if any trace is assembled."""
-        from errorgate.assembly import assembly_settings
-        from errorgate.assembly_records import open_store
-        from errorgate.log_hold import LogHold
+        from errorgate.pipeline.assembly.assembler import assembly_settings
+        from errorgate.pipeline.hold.logs import LogHold
+        from errorgate.pipeline.hold.records import open_store
 
         settings = assembly_settings(self._sample_config(processor_ids))
         assembled = any(

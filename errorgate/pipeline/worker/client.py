@@ -36,50 +36,20 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 from errorgate.component import ComponentContext, Output, Processor
 from errorgate.config import ConfigError
-from errorgate.delivery import SerializedBatch
+from errorgate.delivery.exporter import SerializedBatch
+from errorgate.pipeline.worker.process import worker_main
+from errorgate.pipeline.worker.protocol import NOTE_TYPES, Key, WorkerFailed, WorkerSettings, pack
 from errorgate.signals import WIRE_NOTE, Batch, Signal
 
 log = logging.getLogger("errorgate.processor_worker")
 
 START_TIMEOUT_SECONDS = 120.0
 SOCKET_BUFFER_BYTES = 4 << 20
-
-# Notes that cross the pipe (facts about the batch; anything else is process-local).
-NOTE_TYPES = (bool, int, float, str, bytes, frozenset)
-
-Key = tuple[str, int]  # (component id, occurrence): as the gateway keys processor instances
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    # repr=False on what may hold key material (an env var, a key file's path): never logged.
-    data_dir: Path
-    label_caps: dict[str, int]
-    log_level: str
-    log_encoding: str
-    components: dict[Key, Any] = field(repr=False)  # key -> the component's validated config
-    timeout: float
-    keyring_config: Any = field(default=None, repr=False)  # ``encrypt``'s config: the same keyring
-    # The gateway's environment now (keys may come from it); the worker process is forked from
-    # a server started earlier, whose environment may be older.
-    environ: dict[str, str] = field(default_factory=dict, repr=False)
-
-
-class WorkerFailed(Exception):
-    """A batch the worker could not process. Carries no telemetry content (type and place only)."""
-
-    def __init__(self, component_id: str, error_type: str, where: str = "") -> None:
-        super().__init__(f"{error_type} in processor {component_id}")
-        self.component_id = component_id
-        self.error_type = error_type
-        self.where = where
 
 
 class _Process:
@@ -182,8 +152,6 @@ class ProcessorWorker:
             current.kill()
 
     def _spawn(self) -> _Process:
-        from errorgate.processor_worker_process import worker_main
-
         ctx = multiprocessing.get_context("forkserver")
         parent, child = _socket_pipe()
         process = ctx.Process(
@@ -316,12 +284,6 @@ class ProcessorWorker:
             current.process.kill()
             current.process.join(5)
         current.conn.close()
-
-
-def pack(message: object) -> bytes:
-    """A message for the pipe. Plain pickle: ``Connection.send`` builds a ForkingPickler for
-    every message, which costs more than pickling one (what crosses holds no file descriptors)."""
-    return pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
 
 
 def _socket_pipe() -> tuple[Connection, Connection]:

@@ -1,4 +1,4 @@
-"""The limits ``validate_request`` checks items against (``errorgate.validation``): string lengths,
+"""The limits ``validate_request`` checks items against (``errorgate.intake.validation``): string lengths,
 attribute counts and nesting depth, and what a request's shape and wire sizes prove about them
 without a walk."""
 
@@ -10,8 +10,8 @@ from collections.abc import Iterable, Sequence, Sized
 from google.protobuf.message import Message
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from errorgate.otlp.flat import ResourceFit, WireSizes
 from errorgate.receiver import ValidationConfig
-from errorgate.receiver.flat_otlp import ResourceFit, WireSizes
 
 
 class Limits:

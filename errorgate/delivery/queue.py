@@ -1,5 +1,5 @@
 """Exporter sending queues: in memory (``MemoryQueue``) or persistent on disk (``PersistentQueue``,
-in ``errorgate.delivery_diskqueue``; the on-disk format and crash guarantees are described there).
+in ``errorgate.delivery.diskqueue``; the on-disk format and crash guarantees are described there).
 
 Both hand records out in the order they were put (``get``) and forget them only when
 told the record is done (``ack``); the space a record takes counts against ``max_bytes``
@@ -22,10 +22,10 @@ from errorgate.signals import ExportRequest, Signal
 
 log = logging.getLogger(__name__)
 
-_HEADER = struct.Struct("<IIBI")
-HEADER_SIZE = _HEADER.size
-_SIGNALS = (Signal.TRACES, Signal.LOGS, Signal.METRICS)
-_SIGNAL_CODE = {s: i for i, s in enumerate(_SIGNALS)}
+RECORD_HEADER = struct.Struct("<IIBI")
+HEADER_SIZE = RECORD_HEADER.size
+SIGNAL_BY_CODE = (Signal.TRACES, Signal.LOGS, Signal.METRICS)
+SIGNAL_CODE = {s: i for i, s in enumerate(SIGNAL_BY_CODE)}
 _NOBODY_WAITS = 1 << 62
 
 
@@ -189,7 +189,7 @@ class MemoryQueue(ExportQueue):
         self, signal: Signal, request: ExportRequest | None, items: int, data: bytes | None = None
     ) -> None:
         # Counted like a persistent record (frame header included) so both bound the same way.
-        size = HEADER_SIZE + (len(data) if data is not None else _needed(request).ByteSize())
+        size = HEADER_SIZE + (len(data) if data is not None else required_request(request).ByteSize())
         with self._cond:
             self._check_room(size)
             self._seq += 1
@@ -226,21 +226,7 @@ class MemoryQueue(ExportQueue):
             self._acked()
 
 
-def _needed(request: ExportRequest | None) -> ExportRequest:
+def required_request(request: ExportRequest | None) -> ExportRequest:
     if request is None:
         raise ValueError("a queue record needs its request or its bytes")
     return request
-
-
-from errorgate.delivery_diskqueue import PersistentQueue  # noqa: E402 - it builds on the classes above
-
-__all__ = [
-    "HEADER_SIZE",
-    "ExportQueue",
-    "MemoryQueue",
-    "PersistentQueue",
-    "QueueClosed",
-    "QueueFull",
-    "QueueInUse",
-    "QueueRecord",
-]

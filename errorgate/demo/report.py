@@ -12,7 +12,7 @@ from errorgate import attributes
 from errorgate.signals import Signal, count_items, iter_log_records, iter_spans
 
 if TYPE_CHECKING:
-    from errorgate.gateway import Gateway
+    from errorgate.service.gateway import Gateway
 
 
 def _metric(gateway: Gateway, name: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -32,7 +32,7 @@ def _sum_by(values: dict[tuple[tuple[str, str], ...], float], label: str) -> Cou
 
 
 def read_output(out_dir: Path) -> dict[Signal, list[Any]]:
-    from errorgate.otlp_json import from_json
+    from errorgate.otlp.json_format import from_json
 
     requests: dict[Signal, list[Any]] = {s: [] for s in Signal}
     for signal in Signal:

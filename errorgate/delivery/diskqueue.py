@@ -1,4 +1,4 @@
-"""The persistent sending queue (``errorgate.queue.PersistentQueue``).
+"""The persistent sending queue (``errorgate.delivery.queue.PersistentQueue``).
 
 The queue is a directory of segment files holding framed
 records ``<u32 payload length><u32 crc32><u8 signal><u32 items><payload>`` where payload
@@ -28,15 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from errorgate.codec import BytesCodec, or_identity
-from errorgate.queue import (
-    _HEADER,
-    _SIGNAL_CODE,
-    _SIGNALS,
+from errorgate.delivery.queue import (
     HEADER_SIZE,
+    RECORD_HEADER,
+    SIGNAL_BY_CODE,
+    SIGNAL_CODE,
     ExportQueue,
     QueueInUse,
     QueueRecord,
-    _needed,
+    required_request,
 )
 from errorgate.signals import ExportRequest, Signal
 
@@ -173,9 +173,13 @@ class PersistentQueue(ExportQueue):
                 header = f.read(HEADER_SIZE)
                 if len(header) < HEADER_SIZE:
                     break
-                length, crc, code, n_items = _HEADER.unpack(header)
+                length, crc, code, n_items = RECORD_HEADER.unpack(header)
                 payload = f.read(length)
-                if len(payload) < length or code >= len(_SIGNALS) or _crc(code, n_items, payload) != crc:
+                if (
+                    len(payload) < length
+                    or code >= len(SIGNAL_BY_CODE)
+                    or _crc(code, n_items, payload) != crc
+                ):
                     break
                 pos += HEADER_SIZE + length
                 items += n_items
@@ -196,10 +200,10 @@ class PersistentQueue(ExportQueue):
     def put(
         self, signal: Signal, request: ExportRequest | None, items: int, data: bytes | None = None
     ) -> None:
-        plain = _needed(request).SerializeToString() if data is None else data
+        plain = required_request(request).SerializeToString() if data is None else data
         payload = self._codec.encode(plain)
-        code = _SIGNAL_CODE[signal]
-        header = _HEADER.pack(len(payload), _crc(code, items, payload), code, items)
+        code = SIGNAL_CODE[signal]
+        header = RECORD_HEADER.pack(len(payload), _crc(code, items, payload), code, items)
         size = HEADER_SIZE + len(payload)
         with self._cond:
             self._check_room(size)
@@ -242,7 +246,7 @@ class PersistentQueue(ExportQueue):
             else:
                 fd = self._read_fd(self._read_seg)
                 header = os.pread(fd, HEADER_SIZE, self._read_off)
-                length, _crc_value, code, items = _HEADER.unpack(header)
+                length, _crc_value, code, items = RECORD_HEADER.unpack(header)
                 payload = os.pread(fd, length, self._read_off + HEADER_SIZE)
                 size = HEADER_SIZE + length
             self._read_off += size
@@ -252,13 +256,13 @@ class PersistentQueue(ExportQueue):
             self._next_seq += 1
             self._pending[seq] = _Pending(self._read_seg, self._read_off, items, size)
         if cached is not None:
-            return QueueRecord(seq, _SIGNALS[code], items, size, data=plain)
+            return QueueRecord(seq, SIGNAL_BY_CODE[code], items, size, data=plain)
         try:
             data: bytes | None = self._codec.decode(payload)
             corrupt = False
         except ValueError:
             data, corrupt = None, True
-        return QueueRecord(seq, _SIGNALS[code], items, size, data=data, corrupt=corrupt)
+        return QueueRecord(seq, SIGNAL_BY_CODE[code], items, size, data=data, corrupt=corrupt)
 
     def _remember(self, segment: int, offset: int, size: int, code: int, items: int, plain: bytes) -> None:
         """Keep what was just written for ``get``, within a memory bound (called under the lock)."""

@@ -31,9 +31,10 @@ from google.protobuf.message import DecodeError
 from errorgate.codec import BytesCodec
 from errorgate.component import ComponentConfig, ComponentContext, Exporter, ExportResult, ExportStatus
 from errorgate.config import CircuitBreakerConfig, QueueConfig, RetryConfig
-from errorgate.delivery_policy import Backoff, CircuitBreaker, CircuitState
-from errorgate.dlq import DeadLetterStore
-from errorgate.queue import ExportQueue, MemoryQueue, PersistentQueue, QueueRecord
+from errorgate.delivery.diskqueue import PersistentQueue
+from errorgate.delivery.dlq import DeadLetterStore
+from errorgate.delivery.policy import Backoff, CircuitBreaker, CircuitState
+from errorgate.delivery.queue import ExportQueue, MemoryQueue, QueueRecord
 from errorgate.signals import Batch, Signal, WireBatch
 
 log = logging.getLogger(__name__)

@@ -18,13 +18,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from errorgate.demo_report import print_report
-from errorgate.demo_traffic import SIM_MINUTES, TrafficSimulator
+from errorgate.demo.report import print_report
+from errorgate.demo.traffic import SIM_MINUTES, TrafficSimulator
 
 
 def run_demo(duration: float = 60.0, quiet: bool = False) -> int:
     from errorgate.config import default_config_text, parse_config
-    from errorgate.gateway import Gateway
+    from errorgate.service.gateway import Gateway
 
     logging.getLogger("errorgate").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="errorgate-demo-") as tmp:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.traffic import build_templates, patched
-from errorgate.component import PROCESSORS, ComponentContext, Output, Processor, load_builtin_components
+from errorgate.component import PROCESSORS, ComponentContext, Output, Processor
 from errorgate.pipeline.assembly.assembler import TraceAssembler
 from errorgate.processors.sample import SampleConfig
 from errorgate.signals import WIRE_NOTE, Batch, Signal, copy_request, count_items
@@ -154,7 +154,7 @@ def chain(trace_batches: list[Batch], tmp: Path) -> tuple[float, int, int, float
         # ...then Pipeline.consume keeps the original: the bytes it hands an assembler that reads
         # them, else a copy. Either is the assembler's cost (without it there would be neither).
         begin = time.process_time()
-        if getattr(assembler, "reads_wire_note", False):
+        if assembler.capabilities.reads_wire_note:
             b.notes[WIRE_NOTE] = b.request.SerializeToString()
         else:
             copy_request(b.request)
@@ -200,7 +200,6 @@ def main() -> int:
     )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    load_builtin_components()
     wanted = set(filter(None, args.only.split(","))) or {"classify", "sample", "retention", "chain"}
     results: dict[str, list[float]] = {}
     counter = 0

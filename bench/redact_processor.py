@@ -30,7 +30,7 @@ from typing import Any
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from bench.traffic import build_templates, patched
-from errorgate.component import PROCESSORS, ComponentContext, Processor, load_builtin_components
+from errorgate.component import PROCESSORS, ComponentContext, Processor
 from errorgate.signals import Batch, Signal, iter_log_records, iter_metrics, iter_spans
 from errorgate.telemetry import Telemetry
 
@@ -140,7 +140,7 @@ def chain(batches: int) -> dict[str, float]:
             for i, b in enumerate(requests):
                 now = bp.T0 + i * dt
                 b.received_at = now
-                if getattr(assembler, "reads_wire_note", False):
+                if assembler.capabilities.reads_wire_note:
                     b.notes[WIRE_NOTE] = b.request.SerializeToString()
                 downstream(assembler.process(b))
                 if now >= next_poll:
@@ -176,7 +176,6 @@ def main() -> int:
     ap.add_argument("--chain", action="store_true", help="µs per received item in the full chain")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    load_builtin_components()
     if args.chain:
         figures = chain(args.batches)
         if args.json:

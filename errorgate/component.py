@@ -1,8 +1,12 @@
-"""Component interfaces and the registry that maps config type names to factories.
+"""The contracts every component implements, and the registries that find them by type name.
 
-A processor transforms a batch; an exporter exports one; both shut down cleanly.
-Each component module defines a pydantic config model, its class, and registers
-a factory under its type name (the part before ``/`` in a component id).
+Four kinds, as in the OpenTelemetry Collector: receivers take telemetry in, processors transform
+batches, exporters send them out, extensions are shared services (a keyring, a service catalog)
+that other components use by type. Each component module defines a pydantic config model, its
+class, and one ``Factory`` (``factory = Factory("sample", SampleConfig, create, SampleProcessor)``);
+the distribution lists the factories once, as entry points in ``pyproject.toml``
+(``[project.entry-points."errorgate.processors"]``), and the registries here load them on first
+use. The core asks a component's declared ``Capabilities``, never its type name.
 """
 
 from __future__ import annotations
@@ -11,23 +15,119 @@ import enum
 import logging
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from errorgate.signals import Batch, Signal
 
 if TYPE_CHECKING:
+    from errorgate.codec import BytesCodec
     from errorgate.telemetry import Telemetry
 
 
+def component_type(component_id: str) -> str:
+    """The type part of a component id: ``otlp/backup`` -> ``otlp`` (the Collector's ``type/name``)."""
+    return component_id.split("/", 1)[0]
+
+
 class ComponentConfig(BaseModel):
-    """Base for every component's settings: unknown keys are errors."""
+    """Base for every component's settings: unknown keys are errors.
+
+    The methods below are what the core may ask of any component's settings; a component
+    overrides those that apply to it (the defaults say "nothing")."""
 
     model_config = ConfigDict(extra="forbid", frozen=False)
+
+    def lineage(self) -> list[str]:
+        """Lines for ``errorgate lineage``: how these settings treat fields (no values)."""
+        return []
+
+    def cleaned_free_text(self) -> frozenset[str]:
+        """Attribute keys whose free text this component cleans of personal data (names)."""
+        return frozenset()
+
+    def gateway_label_caps(self, gateway_caps: Mapping[str, int]) -> dict[str, int]:
+        """Label caps this component sets on the gateway's metrics, given those configured
+        gateway-wide (``service.telemetry.metrics.label_caps``)."""
+        return {}
+
+    def implied_extensions(self) -> dict[str, ComponentConfig]:
+        """Extensions these settings configure when the file declares none of that id (e.g. the
+        keyring an ``encrypt`` section describes): id -> the extension's validated settings."""
+        return {}
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a processor declares about itself (the Collector's ``consumer.Capabilities``), so
+    the pipeline and the gateway decide from declarations, never from type names or probes."""
+
+    # ``process`` may run concurrently, outside the gateway-wide lock that orders stateful ones.
+    thread_safe: bool = False
+    # Wants the request's serialized bytes (``WIRE_NOTE``) when the pipeline has them at hand.
+    reads_wire_note: bool = False
+    # Records its own latency (a stage standing for several processors); the pipeline does not.
+    times_itself: bool = False
+    # What it passes on at intake queues behind its earlier background releases.
+    releases_in_background: bool = False
+    # Needs whole traces: the gateway assembles traces (and holds traced log records) before it.
+    needs_whole_traces: bool = False
+    # Attribute keys it writes whose text may quote personal names (a later stage should clean them).
+    writes_free_text: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class ExporterCapabilities:
+    """What an exporter declares about itself."""
+
+    # ``export`` takes the serialized request (a ``WireBatch``) as it is: the queue need not parse it.
+    sends_serialized: bool = False
+
+
+class Extension:
+    """A shared service other components use by type (``ComponentContext.extension``): built
+    once per process from ``extensions:`` / ``service.extensions``, shut down last."""
+
+    def at_rest_codec(self) -> BytesCodec | None:
+        """The codec for what errorgate writes to disk (queues, dead letters, held items), if
+        this extension provides one."""
+        return None
+
+    def shutdown(self) -> None:
+        """Free resources. Called once, after every component that uses it has shut down."""
+
+
+E = TypeVar("E", bound=Extension)
+
+
+class Extensions:
+    """The running extensions, looked up by type: processors receive typed handles."""
+
+    def __init__(self, built: Mapping[str, Extension] | None = None) -> None:
+        self._built = dict(built or {})
+
+    def get(self, kind: type[E]) -> E | None:
+        """The extension of type ``kind`` (the first by id when several are configured)."""
+        for extension_id in sorted(self._built):
+            extension = self._built[extension_id]
+            if isinstance(extension, kind):
+                return extension
+        return None
+
+    def items(self) -> list[tuple[str, Extension]]:
+        return sorted(self._built.items())
+
+    def at_rest_codec(self) -> BytesCodec | None:
+        for _, extension in self.items():
+            codec = extension.at_rest_codec()
+            if codec is not None:
+                return codec
+        return None
 
 
 @dataclass
@@ -38,15 +138,14 @@ class ComponentContext:
     data_dir: Path
     telemetry: Telemetry
     logger: logging.Logger
-    # Shared services by name (service catalog, keyring, hold stores...). Looked up with ``service``.
-    services: dict[str, object] = field(default_factory=dict)
+    extensions: Extensions = field(default_factory=Extensions)
 
     @property
     def type_name(self) -> str:
-        return self.component_id.split("/", 1)[0]
+        return component_type(self.component_id)
 
-    def service(self, name: str) -> object | None:
-        return self.services.get(name)
+    def extension(self, kind: type[E]) -> E | None:
+        return self.extensions.get(kind)
 
     def state_dir(self) -> Path:
         """A directory private to this component for durable state (created on demand)."""
@@ -82,13 +181,14 @@ class Output:
 class Processor(ABC):
     """Transforms batches of one or more signals.
 
-    ``process`` runs under the pipeline lock, so stateful processors see items in
-    order and need no locking of their own. A processor that holds items back
-    (tail sampling) returns them later from ``poll`` and releases all of them
-    from ``flush`` at shutdown.
+    Unless it declares ``Capabilities(thread_safe=True)``, ``process`` runs under the
+    gateway-wide pipeline lock, so a stateful processor sees items in order and needs no
+    locking of its own. A processor that holds items back (tail sampling) returns them later
+    from ``poll`` and releases all of them from ``flush`` at shutdown.
     """
 
     signals: ClassVar[frozenset[Signal]] = frozenset(Signal)
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     @abstractmethod
     def process(self, batch: Batch) -> Output: ...
@@ -133,10 +233,11 @@ class ExportResult:
 
 class Exporter(ABC):
     """Sends one batch to a destination. Queueing, retries and the circuit breaker
-    are layered around it by the gateway (``errorgate.delivery.exporter``), so ``export``
+    are layered around it by the gateway (``errorgate.delivery``), so ``export``
     makes exactly one attempt and says how it went."""
 
     signals: ClassVar[frozenset[Signal]] = frozenset(Signal)
+    capabilities: ClassVar[ExporterCapabilities] = ExporterCapabilities()
 
     @abstractmethod
     def export(self, batch: Batch, timeout: float) -> ExportResult: ...
@@ -151,57 +252,82 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Factory(Generic[C, T]):
+    """How to build one component type: its config model, a constructor, and the class it
+    builds (whose declared ``signals`` and ``capabilities`` the core reads before building)."""
+
     type_name: str
     config_model: type[C]
     create: Callable[[C, ComponentContext], T]
+    component_class: type[T] | None = None
+
+
+def processor_capabilities(factory: Factory[Any, Processor]) -> Capabilities:
+    """What a processor type declares, read before any instance is built (it may be built in
+    the processor worker only)."""
+    cls = factory.component_class
+    return cls.capabilities if cls is not None else Capabilities()
+
+
+def processor_signals(factory: Factory[Any, Processor]) -> frozenset[Signal]:
+    cls = factory.component_class
+    return cls.signals if cls is not None else frozenset(Signal)
+
+
+class RegistryError(ValueError):
+    """A distribution lists a component wrongly (an entry point that is not a Factory...)."""
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str) -> None:
+    """Factories of one kind by type name, loaded once from the entry-point group ``group``
+    (the distribution's list, ``pyproject.toml``); ``register`` adds one at run time (tests)."""
+
+    def __init__(self, kind: str, group: str) -> None:
         self.kind = kind
-        self._factories: dict[str, Factory[ComponentConfig, T]] = {}
+        self.group = group
+        self._factories: dict[str, Factory[Any, T]] = {}
+        self._loaded = False
 
-    def register(
-        self, type_name: str, config_model: type[C], create: Callable[[C, ComponentContext], T]
-    ) -> None:
-        self._factories[type_name] = Factory(type_name, config_model, create)  # type: ignore[arg-type]
+    def register(self, factory: Factory[Any, T]) -> None:
+        self._factories[factory.type_name] = factory
 
-    def get(self, type_name: str) -> Factory[ComponentConfig, T] | None:
+    def get(self, type_name: str) -> Factory[Any, T] | None:
+        self._load()
         return self._factories.get(type_name)
 
     def names(self) -> list[str]:
+        self._load()
         return sorted(self._factories)
 
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        for point in entry_points(group=self.group):
+            factory = point.load()
+            if not isinstance(factory, Factory) or factory.type_name != point.name:
+                raise RegistryError(
+                    f"entry point {point.name} = {point.value} in group {self.group} must name a "
+                    f"Factory whose type_name is {point.name!r}"
+                )
+            self._factories.setdefault(point.name, factory)
 
-PROCESSORS: Registry[Processor] = Registry("processor")
-EXPORTERS: Registry[Exporter] = Registry("exporter")
+
+RECEIVERS: Registry[Any] = Registry("receiver", "errorgate.receivers")
+PROCESSORS: Registry[Processor] = Registry("processor", "errorgate.processors")
+EXPORTERS: Registry[Exporter] = Registry("exporter", "errorgate.exporters")
+EXTENSIONS: Registry[Extension] = Registry("extension", "errorgate.extensions")
 
 
 def register_processor(
-    type_name: str, config_model: type[C]
+    type_name: str, config_model: type[C], component_class: type[Processor] | None = None
 ) -> Callable[[Callable[[C, ComponentContext], Processor]], Callable[[C, ComponentContext], Processor]]:
-    """Decorator for a processor factory: ``@register_processor("sample", SampleConfig)``."""
+    """Registers a processor at run time (a program embedding errorgate, a test):
+    ``@register_processor("mine", MyConfig, MyProcessor)`` on its create function."""
 
     def deco(
         create: Callable[[C, ComponentContext], Processor],
     ) -> Callable[[C, ComponentContext], Processor]:
-        PROCESSORS.register(type_name, config_model, create)
+        PROCESSORS.register(Factory(type_name, config_model, create, component_class))
         return create
 
     return deco
-
-
-def register_exporter(
-    type_name: str, config_model: type[C]
-) -> Callable[[Callable[[C, ComponentContext], Exporter]], Callable[[C, ComponentContext], Exporter]]:
-    def deco(create: Callable[[C, ComponentContext], Exporter]) -> Callable[[C, ComponentContext], Exporter]:
-        EXPORTERS.register(type_name, config_model, create)
-        return create
-
-    return deco
-
-
-def load_builtin_components() -> None:
-    """Import the component packages so their factories register themselves."""
-    import errorgate.exporters
-    import errorgate.processors  # noqa: F401

@@ -19,12 +19,22 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from errorgate.component import EXPORTERS, PROCESSORS, ComponentConfig, Registry, load_builtin_components
+from errorgate.component import (
+    EXPORTERS,
+    EXTENSIONS,
+    PROCESSORS,
+    RECEIVERS,
+    ComponentConfig,
+    Registry,
+    component_type,
+    processor_capabilities,
+)
 
 
 class ConfigError(ValueError):
@@ -126,6 +136,41 @@ class CircuitBreakerConfig(ComponentConfig):
     open_duration: Duration = 10.0
 
 
+_MIB = 1024 * 1024
+
+
+class AssemblyConfig(ComponentConfig):
+    """Trace assembly (``service.assembly``): how long and how much the gateway holds spans so
+    that processors declaring ``needs_whole_traces`` see whole traces. ``sample``'s settings
+    extend this model, so ``sample.decision_wait`` (and the other keys) still set it for
+    ``sample``'s pipelines."""
+
+    decision_wait: Duration = 10.0
+    num_traces: int = Field(default=50_000, ge=1)
+    max_spans_per_trace: int = Field(default=10_000, ge=1)
+    max_bytes_per_trace: int = Field(default=4 * _MIB, ge=1024)
+    max_total_mib: float = Field(default=256, gt=0)
+    late_cache_size: int = Field(default=100_000, ge=1)
+    # Log records with a trace id wait until their trace is decided (``pipeline.hold.logs``).
+    hold_logs: bool = True
+
+
+class DeliveryConfig(ComponentConfig):
+    """What the gateway layers around an exporter (``errorgate.delivery``): one attempt per
+    ``timeout``, retries, the sending queue and the circuit breaker. An exporter whose settings
+    extend this model exposes these keys; any other runs on these defaults."""
+
+    timeout: Duration = 5.0
+    retry_on_failure: RetryConfig = Field(default_factory=RetryConfig)
+    sending_queue: QueueConfig = Field(default_factory=QueueConfig)
+    circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
+
+
+def delivery_settings(config: ComponentConfig) -> DeliveryConfig:
+    """An exporter's delivery settings: its own when it declares them, else the defaults."""
+    return config if isinstance(config, DeliveryConfig) else DeliveryConfig()
+
+
 # ---------------------------------------------------------------- top level
 
 
@@ -183,12 +228,16 @@ class ServiceConfig(BaseModel):
     # 200 ms (75 -> 40 ms in the benchmark) at the same throughput.
     poll_interval: Duration = 0.05
     processor_worker: ProcessorWorkerConfig = Field(default_factory=ProcessorWorkerConfig)
+    # Extensions (shared services) enabled, by id under the top-level ``extensions:``.
+    extensions: list[str] = Field(default_factory=list)
+    # Extension: trace assembly for pipelines with a processor that needs whole traces.
+    assembly: AssemblyConfig = Field(default_factory=AssemblyConfig)
 
     @field_validator("pipelines")
     @classmethod
     def _pipeline_names(cls, value: dict[str, PipelineConfig]) -> dict[str, PipelineConfig]:
         for name in value:
-            signal = name.split("/", 1)[0]
+            signal = component_type(name)
             if signal not in ("traces", "logs", "metrics"):
                 raise ValueError(f"pipeline {name!r}: name must start with traces, logs or metrics")
         return value
@@ -204,9 +253,17 @@ class Config(BaseModel):
     extensions: dict[str, Any] = Field(default_factory=dict)
     service: ServiceConfig
     source: str = "<embedded default>"
+    # Per pipeline: the assembly settings that apply to it (``resolve_assembly``).
+    _assembly: dict[str, AssemblyConfig] = PrivateAttr(default_factory=dict)
 
-    def component(self, kind: str, component_id: str) -> Any:
-        return getattr(self, kind)[component_id]
+    def assembly_for(self, pipeline: str) -> AssemblyConfig:
+        """The trace assembly settings of ``pipeline`` (``service.assembly`` with what its
+        processors set)."""
+        return self._assembly.get(pipeline, self.service.assembly)
+
+    def enabled_extensions(self) -> dict[str, ComponentConfig]:
+        """The validated settings of every extension ``service.extensions`` enables, by id."""
+        return {eid: self.extensions[eid] for eid in self.service.extensions}
 
 
 # ---------------------------------------------------------------- loading
@@ -267,8 +324,9 @@ def parse_config(text: str, source: str = "<string>") -> Config:
         config = Config.model_validate({**raw, "source": source})
     except ValidationError as e:
         raise ConfigError(format_validation_error(e)) from None
-    load_builtin_components()
     _validate_components(config)
+    _resolve_extensions(config)
+    _resolve_assembly(config)
     return config
 
 
@@ -284,17 +342,16 @@ def format_validation_error(e: ValidationError, prefix: str = "") -> str:
 
 
 def _validate_components(config: Config) -> None:
-    from errorgate.receiver import RECEIVERS
-
     registries: dict[str, Registry[Any]] = {
         "receivers": RECEIVERS,
         "processors": PROCESSORS,
         "exporters": EXPORTERS,
+        "extensions": EXTENSIONS,
     }
     for kind, registry in registries.items():
         section: dict[str, Any] = getattr(config, kind)
         for component_id, settings in list(section.items()):
-            type_name = component_id.split("/", 1)[0]
+            type_name = component_type(component_id)
             factory = registry.get(type_name)
             if factory is None:
                 known = ", ".join(registry.names()) or "none"
@@ -320,3 +377,50 @@ def _validate_components(config: Config) -> None:
             ids = getattr(pipeline, kind)
             if len(set(ids)) != len(ids):
                 raise ConfigError(f"service.pipelines.{name}.{kind}: lists a component twice")
+
+
+def _resolve_extensions(config: Config) -> None:
+    """Extensions a component's settings imply (the keyring an ``encrypt`` section describes) are
+    added, enabled, when the file declares none of that id; then every enabled id must exist."""
+    for settings in config.processors.values():
+        for extension_id, implied in settings.implied_extensions().items():
+            if extension_id not in config.extensions:
+                config.extensions[extension_id] = implied
+                config.service.extensions.append(extension_id)
+    for i, extension_id in enumerate(config.service.extensions):
+        if extension_id not in config.extensions:
+            raise ConfigError(f"service.extensions[{i}]: {extension_id!r} is not defined under extensions:")
+    if len(set(config.service.extensions)) != len(config.service.extensions):
+        raise ConfigError("service.extensions: lists an extension twice")
+
+
+def _resolve_assembly(config: Config) -> None:
+    """Each pipeline's assembly settings: ``service.assembly``, with the assembly keys its
+    processors set (``sample.decision_wait``...). A key set in two places to different values
+    is an error naming both, rather than one silently winning."""
+    base = config.service.assembly
+    for name, pipeline in config.service.pipelines.items():
+        merged = {key: getattr(base, key) for key in AssemblyConfig.model_fields}
+        origin = {key: "service.assembly" for key in base.model_fields_set}
+        for component_id in pipeline.processors:
+            settings = config.processors[component_id]
+            if not isinstance(settings, AssemblyConfig):
+                continue
+            for key in sorted(settings.model_fields_set & set(AssemblyConfig.model_fields)):
+                value = getattr(settings, key)
+                if key in origin and merged[key] != value:
+                    raise ConfigError(
+                        f"processors.{component_id}.{key}: {value!r} conflicts with {origin[key]}.{key} "
+                        f"({merged[key]!r}) for pipeline {name}; set it in one place"
+                    )
+                merged[key], origin[key] = value, f"processors.{component_id}"
+        config._assembly[name] = AssemblyConfig(**merged)
+
+
+def needs_whole_traces(config: Config, processor_ids: list[str]) -> bool:
+    """Whether any of these processors declares that it needs whole traces."""
+    for component_id in processor_ids:
+        factory = PROCESSORS.get(component_type(component_id))
+        if factory is not None and processor_capabilities(factory).needs_whole_traces:
+            return True
+    return False

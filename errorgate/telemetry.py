@@ -30,6 +30,10 @@ class LabelCap:
     def set_cap(self, label: str, cap: int) -> None:
         self._caps[label] = cap
 
+    def caps(self) -> dict[str, int]:
+        """The caps set so far by label (labels not listed use the default cap)."""
+        return dict(self._caps)
+
     def __call__(self, label: str, value: str) -> str:
         seen = self._seen.get(label)
         if seen is not None and value in seen:

@@ -14,7 +14,7 @@ from typing import Literal, TextIO
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from errorgate import attributes
-from errorgate.component import ComponentConfig, ComponentContext, Exporter, ExportResult, register_exporter
+from errorgate.component import ComponentConfig, ComponentContext, Exporter, ExportResult, Factory
 from errorgate.signals import Batch
 
 _MAX_SERVICES = 10
@@ -56,6 +56,10 @@ def _resources(batch: Batch) -> Iterator[Resource]:
             return
 
 
-@register_exporter("debug", DebugExporterConfig)
 def create_debug_exporter(config: DebugExporterConfig, context: ComponentContext) -> Exporter:
     return DebugExporter(config, context)
+
+
+factory: Factory[DebugExporterConfig, Exporter] = Factory(
+    "debug", DebugExporterConfig, create_debug_exporter, DebugExporter
+)

@@ -16,7 +16,7 @@ from typing import IO
 
 from pydantic import Field
 
-from errorgate.component import ComponentConfig, ComponentContext, Exporter, ExportResult, register_exporter
+from errorgate.component import ComponentConfig, ComponentContext, Exporter, ExportResult, Factory
 from errorgate.otlp.json_format import to_json
 from errorgate.signals import Batch, Signal
 
@@ -94,6 +94,10 @@ class FileExporter(Exporter):
             self._files.clear()
 
 
-@register_exporter("file", FileExporterConfig)
 def create_file_exporter(config: FileExporterConfig, context: ComponentContext) -> Exporter:
     return FileExporter(config, context)
+
+
+factory: Factory[FileExporterConfig, Exporter] = Factory(
+    "file", FileExporterConfig, create_file_exporter, FileExporter
+)

@@ -16,8 +16,14 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 
-from errorgate.component import ComponentConfig, ComponentContext, Exporter, ExportResult, register_exporter
-from errorgate.config import CircuitBreakerConfig, Duration, QueueConfig, RetryConfig, TLSClientConfig
+from errorgate.component import (
+    ComponentContext,
+    Exporter,
+    ExporterCapabilities,
+    ExportResult,
+    Factory,
+)
+from errorgate.config import DeliveryConfig, TLSClientConfig
 from errorgate.signals import Batch
 
 if TYPE_CHECKING:
@@ -25,16 +31,13 @@ if TYPE_CHECKING:
     from errorgate.exporters._otlp_http import HttpSender
 
 
-class OtlpExporterConfig(ComponentConfig):
+class OtlpExporterConfig(DeliveryConfig):
     endpoint: str  # "host:port" for grpc; base URL (http://host:4318) for http/protobuf
     protocol: Literal["grpc", "http/protobuf"] = "grpc"
     tls: TLSClientConfig = Field(default_factory=TLSClientConfig)
     headers: dict[str, str] = Field(default_factory=dict)
     compression: Literal["gzip", "none"] = "gzip"
-    timeout: Duration = 5.0
-    retry_on_failure: RetryConfig = Field(default_factory=RetryConfig)
-    sending_queue: QueueConfig = Field(default_factory=QueueConfig)
-    circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
+    # timeout, retry_on_failure, sending_queue, circuit_breaker: DeliveryConfig
 
     @field_validator("endpoint")
     @classmethod
@@ -54,7 +57,7 @@ class OtlpExporterConfig(ComponentConfig):
 
 class OtlpExporter(Exporter):
     # Only the serialized request goes out: the delivery loop need not parse queued records.
-    sends_serialized = True
+    capabilities = ExporterCapabilities(sends_serialized=True)
 
     def __init__(self, config: OtlpExporterConfig, context: ComponentContext) -> None:
         self.config = config
@@ -74,6 +77,10 @@ class OtlpExporter(Exporter):
         self._sender.close()
 
 
-@register_exporter("otlp", OtlpExporterConfig)
 def create_otlp_exporter(config: OtlpExporterConfig, context: ComponentContext) -> Exporter:
     return OtlpExporter(config, context)
+
+
+factory: Factory[OtlpExporterConfig, Exporter] = Factory(
+    "otlp", OtlpExporterConfig, create_otlp_exporter, OtlpExporter
+)

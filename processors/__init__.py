@@ -1,8 +1,2 @@
-"""errorgate.processors: one module per processor; each registers its factory on import."""
-
-import importlib
-import pkgutil
-
-for _module in pkgutil.iter_modules(__path__):
-    if not _module.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_module.name}")
+"""errorgate.processors: one module per processor (config model, class, ``factory``), listed once
+as entry points in ``pyproject.toml``."""

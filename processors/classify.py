@@ -62,15 +62,16 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from errorgate.attributes import AttrValue, set_value, to_dict
-from errorgate.component import ComponentContext, Output, Processor, register_processor
+from errorgate.component import Capabilities, ComponentContext, Factory, Output, Processor
 from errorgate.config import ConfigError
-from errorgate.governance.catalog import CatalogError, ServiceCatalog, load_catalog
+from errorgate.extensions.catalog import shared_catalog
+from errorgate.governance.catalog import CatalogError, load_catalog
 from errorgate.processors.classification import cascade, scan, spans
 from errorgate.processors.classification.detect import SEVERITY_ERROR, ErrorInfo, detect_log
 from errorgate.processors.classification.episodes import EpisodeParams, EpisodeTracker
 from errorgate.processors.classification.grouping import Grouping
 from errorgate.processors.classification.incidents import IncidentTracker
-from errorgate.processors.classification.metrics import DEFAULT_LABEL_CAPS, ErrorMetrics
+from errorgate.processors.classification.metrics import ErrorMetrics
 from errorgate.processors.classification.settings import ClassifyConfig
 from errorgate.processors.classification.severity import Assessment, BurnRates, BurnRule
 from errorgate.processors.classification.tags import LOG_ATTRIBUTES, SPAN_ATTRIBUTES, Tag, TagWriter
@@ -89,27 +90,29 @@ _RESOURCE_CACHE = 4096
 def apply_label_caps(config: ClassifyConfig, cap: LabelCap) -> None:
     """Gateway-wide caps (service.telemetry.metrics.label_caps) win over classify's defaults;
     caps set in classify's config win over both."""
-    gateway_caps: dict[str, int] = getattr(cap, "_caps", {})
-    for label, value in DEFAULT_LABEL_CAPS.items():
-        if label not in gateway_caps:
-            cap.set_cap(label, value)
-    for label, value in config.metrics.label_caps.items():
+    for label, value in config.gateway_label_caps(cap.caps()).items():
         cap.set_cap(label, value)
 
 
 class Classify(Processor):
     signals = frozenset({Signal.TRACES, Signal.LOGS})
-    # First in a pipeline, classify is handed the request as the pipeline serialized it anyway
-    # (to dead-letter the batch as received should a processor fail; cheaper than a copy): one
-    # C-level scan of it can rule out exception attributes in every log record at once.
-    reads_wire_note = True
+    capabilities = Capabilities(
+        # Cascade origins need whole traces.
+        needs_whole_traces=True,
+        # First in a pipeline, classify is handed the request as the pipeline serialized it anyway
+        # (to dead-letter the batch as received should a processor fail; cheaper than a copy): one
+        # C-level scan of it can rule out exception attributes in every log record at once.
+        reads_wire_note=True,
+        # The template replaces what patterns find; a personal name in a message needs redact's NER.
+        writes_free_text=frozenset({"errorgate.error.template"}),
+    )
 
     def __init__(self, config: ClassifyConfig, context: ComponentContext) -> None:
         self.config = config
         prefix = f"processors.{context.component_id}"
-        shared = context.service("catalog")
+        shared = shared_catalog(context, config.catalog)
         try:
-            self.catalog = shared if isinstance(shared, ServiceCatalog) else load_catalog(config.catalog)
+            self.catalog = shared if shared is not None else load_catalog(config.catalog)
         except CatalogError as e:
             raise ConfigError(f"{prefix}.catalog: {e}") from None
         try:
@@ -403,6 +406,8 @@ class Classify(Processor):
                 attrs[key] = entries[key]
 
 
-@register_processor("classify", ClassifyConfig)
 def create_classify(config: ClassifyConfig, context: ComponentContext) -> Processor:
     return Classify(config, context)
+
+
+factory: Factory[ClassifyConfig, Processor] = Factory("classify", ClassifyConfig, create_classify, Classify)

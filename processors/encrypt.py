@@ -24,7 +24,7 @@ import weakref
 from collections.abc import MutableSequence
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -34,10 +34,10 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import Field
 
 from errorgate import attributes
-from errorgate.component import ComponentConfig, ComponentContext, Output, Processor, register_processor
+from errorgate.component import Capabilities, ComponentConfig, ComponentContext, Factory, Output, Processor
+from errorgate.extensions.keyring import KeyringConfig, KeyringExtension, open_keyring
 from errorgate.governance.crypto import is_encrypted
 from errorgate.governance.keyring import Keyring
-from errorgate.governance.kms import Kms, LocalKms
 from errorgate.signals import Batch
 
 LOG_BODY_KEY = "log.body"
@@ -72,6 +72,15 @@ class EncryptConfig(ComponentConfig):
     resource_attributes: bool = Field(default=True, description="also encrypt matching resource attributes")
     rules: list[EncryptRule] = Field(default_factory=_default_rules)
 
+    def keyring_settings(self) -> KeyringConfig:
+        """The keyring these settings describe (the ``keyring`` extension they imply)."""
+        return KeyringConfig(
+            keyring=self.keyring, master_key_env=self.master_key_env, master_key_file=self.master_key_file
+        )
+
+    def implied_extensions(self) -> dict[str, ComponentConfig]:
+        return {"keyring": self.keyring_settings()}
+
     def lineage(self) -> list[str]:
         """How this config treats fields, for ``errorgate lineage``."""
         lines = []
@@ -86,15 +95,7 @@ class EncryptConfig(ComponentConfig):
 
 def keyring_from_config(config: EncryptConfig, data_dir: Path, logger: logging.Logger) -> Keyring:
     """Open (creating when missing) the keyring an ``encrypt`` processor config points at."""
-    directory = Path(config.keyring) if config.keyring else Path(data_dir) / "keys"
-    kms: Kms | None = None
-    if config.master_key_env:
-        kms = LocalKms.from_env(config.master_key_env)
-    if kms is None and config.master_key_file:
-        kms, created = LocalKms.from_file(Path(config.master_key_file), create=True)
-        if created:
-            logger.warning("created local master key at %s (owner-only)", config.master_key_file)
-    return Keyring.open(directory, create=True, env_var=None, kms=kms, logger=logger)
+    return open_keyring(config.keyring_settings(), data_dir, logger)
 
 
 class _KeyMatcher:
@@ -124,7 +125,8 @@ Matcher = _KeyMatcher
 
 
 class EncryptProcessor(Processor):
-    thread_safe: ClassVar[bool] = True  # keyring reads are lock-free snapshots; match caches tolerate races
+    # Keyring reads are lock-free snapshots; match caches tolerate races.
+    capabilities = Capabilities(thread_safe=True)
 
     def __init__(self, config: EncryptConfig, keyring: Keyring, context: ComponentContext) -> None:
         self.config = config
@@ -317,10 +319,16 @@ def _counter(context: ComponentContext) -> Counter:
     return counter
 
 
-@register_processor("encrypt", EncryptConfig)
 def create_encrypt(config: EncryptConfig, context: ComponentContext) -> Processor:
-    keyring = context.service("keyring")
-    if not isinstance(keyring, Keyring):
-        keyring = keyring_from_config(config, context.data_dir, context.logger)
-        context.services["keyring"] = keyring
+    shared = context.extension(KeyringExtension)
+    keyring = (
+        shared.keyring
+        if shared is not None
+        else keyring_from_config(config, context.data_dir, context.logger)
+    )
     return EncryptProcessor(config, keyring, context)
+
+
+factory: Factory[EncryptConfig, Processor] = Factory(
+    "encrypt", EncryptConfig, create_encrypt, EncryptProcessor
+)

@@ -21,18 +21,18 @@ from __future__ import annotations
 
 import os
 from collections import Counter as TypeCounter
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Literal
 
 from prometheus_client import Counter
 from pydantic import Field, field_validator
 
 from errorgate import attributes
-from errorgate.component import ComponentConfig, ComponentContext, Output, Processor, register_processor
+from errorgate.component import Capabilities, ComponentConfig, ComponentContext, Factory, Output, Processor
 from errorgate.config import ConfigError, Duration
+from errorgate.extensions.keyring import KeyringExtension
 from errorgate.processors.redaction.actions import (
     BLOCKED_MASK,
     FAILED_MASK,
-    Keyring,
     Replacer,
     Where,
     set_attributes,
@@ -148,6 +148,9 @@ class RedactConfig(ComponentConfig):
             default_allow_keys=self.default_allow_keys,
         )
 
+    def cleaned_free_text(self) -> frozenset[str]:
+        return frozenset(self.free_text_keys)
+
     def lineage(self) -> list[str]:
         """Specifics for ``errorgate lineage`` (no values, only the policy's shape)."""
         lines: list[str] = []  # lineage lists the packs itself
@@ -177,7 +180,7 @@ class RedactConfig(ComponentConfig):
 class RedactProcessor(Processor):
     # Safe to call from several threads: the cache and in-process engine are locked, the
     # pool is thread-safe, everything else is per call.
-    thread_safe: ClassVar[bool] = True
+    capabilities = Capabilities(thread_safe=True)
 
     def __init__(
         self, config: RedactConfig, context: ComponentContext, detector: Detector | None = None
@@ -188,9 +191,8 @@ class RedactProcessor(Processor):
             self.policy = config.effective_policy()
         except PolicyError as e:
             raise ConfigError(f"processors.{context.component_id}.{e}") from None
-        keyring = context.service("keyring")
-        if keyring is not None and not isinstance(keyring, Keyring):
-            keyring = None
+        shared = context.extension(KeyringExtension)
+        keyring = shared.keyring if shared is not None else None
         for entity, rule in sorted(self.policy.entities.items()):
             if rule.action in KEYED_ACTIONS and keyring is None:
                 packs = [p.name for p in self.policy.packs if entity in p.entities]
@@ -377,6 +379,8 @@ class RedactProcessor(Processor):
         self.detector.shutdown()
 
 
-@register_processor("redact", RedactConfig)
 def create_redact(config: RedactConfig, context: ComponentContext) -> Processor:
     return RedactProcessor(config, context)
+
+
+factory: Factory[RedactConfig, Processor] = Factory("redact", RedactConfig, create_redact, RedactProcessor)

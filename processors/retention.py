@@ -34,8 +34,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from prometheus_client import Counter
 
 from errorgate import attributes
-from errorgate.component import ComponentConfig, ComponentContext, Output, Processor, register_processor
+from errorgate.component import ComponentConfig, ComponentContext, Factory, Output, Processor
 from errorgate.config import ConfigError
+from errorgate.extensions.catalog import shared_catalog
 from errorgate.governance.catalog import ServiceCatalog, load_catalog
 from errorgate.pipeline.assembly.assembler import get_or_create
 from errorgate.processors.retention_policy import (
@@ -330,11 +331,10 @@ class RetentionProcessor(Processor):
         return found
 
 
-@register_processor("retention", RetentionConfig)
 def create_retention(config: RetentionConfig, context: ComponentContext) -> Processor:
     policy = load_policy(config.policy)
-    shared = context.service("catalog")
-    if isinstance(shared, ServiceCatalog) and config.catalog is None:
+    shared = shared_catalog(context, config.catalog)
+    if shared is not None:
         catalog = shared
     else:
         try:
@@ -342,3 +342,8 @@ def create_retention(config: RetentionConfig, context: ComponentContext) -> Proc
         except ValueError as e:
             raise ConfigError(f"processors.{context.component_id}.catalog: {e}") from None
     return RetentionProcessor(policy, catalog, context)
+
+
+factory: Factory[RetentionConfig, Processor] = Factory(
+    "retention", RetentionConfig, create_retention, RetentionProcessor
+)

@@ -58,7 +58,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from prometheus_client import Counter
 
 from errorgate import attributes
-from errorgate.component import ComponentContext, Output, Processor, register_processor
+from errorgate.component import Capabilities, ComponentContext, Factory, Output, Processor
 from errorgate.pipeline.assembly.assembler import get_or_create
 from errorgate.processors.sampling import consistent, inplace, logs, traces
 from errorgate.processors.sampling.config import AttributeRule as AttributeRule  # public names, kept here
@@ -96,6 +96,8 @@ def _follow(cached: Decision) -> Decision:
 
 class SampleProcessor(Processor):
     signals = frozenset({Signal.TRACES, Signal.LOGS})
+    # Tail sampling decides on whole traces.
+    capabilities = Capabilities(needs_whole_traces=True)
 
     def __init__(
         self, config: SampleConfig, context: ComponentContext, rng: random.Random | None = None
@@ -375,6 +377,8 @@ class SampleProcessor(Processor):
         return self._decisions.get(trace_id)
 
 
-@register_processor("sample", SampleConfig)
 def create_sample(config: SampleConfig, context: ComponentContext) -> Processor:
     return SampleProcessor(config, context)
+
+
+factory: Factory[SampleConfig, Processor] = Factory("sample", SampleConfig, create_sample, SampleProcessor)

@@ -12,7 +12,8 @@ import pytest
 
 from errorgate import attributes
 from errorgate.cli import main
-from errorgate.component import PROCESSORS, ComponentContext, load_builtin_components
+from errorgate.component import PROCESSORS, ComponentContext, Extensions
+from errorgate.extensions.keyring import KeyringExtension
 from errorgate.governance.audit_log import AuditLog
 from errorgate.governance.keyring import Keyring
 from errorgate.otlp.json_format import to_json
@@ -154,11 +155,14 @@ def test_custom_policy_file_is_used_and_hashed(
 def test_decrypt_file_of_otlp_json_lines_per_role(
     tmp_path: Path, ring: Keyring, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    load_builtin_components()
     factory = PROCESSORS.get("encrypt")
     assert factory is not None
     ctx = ComponentContext(
-        "encrypt", tmp_path, Telemetry(), logging.getLogger("t"), services={"keyring": ring}
+        "encrypt",
+        tmp_path,
+        Telemetry(),
+        logging.getLogger("t"),
+        extensions=Extensions({"keyring": KeyringExtension(ring)}),
     )
     proc = factory.create(factory.config_model.model_validate({}), ctx)
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest

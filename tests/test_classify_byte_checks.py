@@ -231,7 +231,7 @@ def test_grouping_memo_tells_attribute_types_apart(tmp_path: Path) -> None:
 
 def test_log_records_checked_against_the_wire_bytes_the_pipeline_hands_over(tmp_path: Path) -> None:
     classify, _ = make_classify(tmp_path)
-    assert getattr(classify, "reads_wire_note", False)
+    assert classify.capabilities.reads_wire_note
     for records, failing in (
         ([log("fine", T0, severity=9), log("boom", T0, severity=17)], [False, True]),
         (

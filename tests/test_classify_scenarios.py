@@ -382,7 +382,8 @@ def test_baggage_entries_are_copied_onto_items(tmp_path: Path) -> None:
 def test_catalog_shared_by_the_gateway_wins(tmp_path: Path) -> None:
     import logging
 
-    from errorgate.component import PROCESSORS, ComponentContext
+    from errorgate.component import PROCESSORS, ComponentContext, Extensions
+    from errorgate.extensions.catalog import CatalogExtension
     from errorgate.governance.catalog import ServiceCatalog, ServiceEntry
     from errorgate.telemetry import Telemetry
 
@@ -391,7 +392,11 @@ def test_catalog_shared_by_the_gateway_wins(tmp_path: Path) -> None:
     assert factory is not None
     telemetry = Telemetry()
     context = ComponentContext(
-        "classify", tmp_path, telemetry, logging.getLogger("test"), services={"catalog": catalog}
+        "classify",
+        tmp_path,
+        telemetry,
+        logging.getLogger("test"),
+        extensions=Extensions({"catalog": CatalogExtension(catalog)}),
     )
     factory.create(factory.config_model.model_validate({}), context)
     assert total(telemetry, "errorgate_service_info", service="ledger", team="finance", tier="1") == 1

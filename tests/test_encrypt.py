@@ -15,10 +15,12 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from errorgate import attributes
-from errorgate.component import PROCESSORS, ComponentContext, Processor, load_builtin_components
+from errorgate.component import PROCESSORS, ComponentContext, Extensions, Processor
 from errorgate.config import ConfigError, parse_config
+from errorgate.extensions.keyring import KeyringExtension, open_keyring
 from errorgate.governance.crypto import DecryptError
 from errorgate.governance.keyring import Keyring
+from errorgate.processors.encrypt import EncryptProcessor
 from errorgate.signals import Batch
 from errorgate.telemetry import Telemetry
 
@@ -31,16 +33,21 @@ def _no_master_key_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def make(
     tmp_path: Path, settings: dict | None = None, telemetry: Telemetry | None = None
 ) -> tuple[Processor, ComponentContext]:
-    load_builtin_components()
     factory = PROCESSORS.get("encrypt")
     assert factory is not None
+    config = factory.config_model.model_validate(settings or {})
+    telemetry = telemetry or Telemetry()
+    logger = logging.getLogger("test.encrypt")
+    # As the gateway does: the keyring extension the encrypt settings imply, shared by type.
+    ring = open_keyring(config.keyring_settings(), tmp_path, logger)
     ctx = ComponentContext(
         component_id="encrypt",
         data_dir=tmp_path,
-        telemetry=telemetry or Telemetry(),
-        logger=logging.getLogger("test.encrypt"),
+        telemetry=telemetry,
+        logger=logger,
+        extensions=Extensions({"keyring": KeyringExtension(ring)}),
     )
-    return factory.create(factory.config_model.model_validate(settings or {}), ctx), ctx
+    return factory.create(config, ctx), ctx
 
 
 def spans_request(service: str = "checkout", tenant: str | None = "acme") -> ExportTraceServiceRequest:
@@ -66,9 +73,9 @@ def spans_request(service: str = "checkout", tenant: str | None = "acme") -> Exp
 
 
 def keyring_of(ctx: ComponentContext) -> Keyring:
-    ring = ctx.service("keyring")
-    assert isinstance(ring, Keyring)
-    return ring
+    shared = ctx.extension(KeyringExtension)
+    assert shared is not None
+    return shared.keyring
 
 
 def test_default_rules_encrypt_identity_fields_and_leave_the_rest(tmp_path: Path) -> None:
@@ -211,13 +218,12 @@ def test_keyring_created_in_data_dir_and_logged_without_key(
     assert str(tmp_path / "keys") in caplog.text
     master = (tmp_path / "keys" / "master.key").read_text().strip()
     assert master not in caplog.text
-    # A second processor (encrypt/b) in the same gateway shares the keyring service.
-    load_builtin_components()
+    # A second processor (encrypt/b) in the same gateway shares the keyring extension.
     factory = PROCESSORS.get("encrypt")
     assert factory is not None
-    factory.create(factory.config_model.model_validate({}), ctx)
-    assert ctx.service("keyring") is keyring_of(ctx)
-    assert getattr(proc, "thread_safe", False) is True
+    second = factory.create(factory.config_model.model_validate({}), ctx)
+    assert isinstance(second, EncryptProcessor) and second.keyring is keyring_of(ctx)
+    assert proc.capabilities.thread_safe is True
 
 
 def test_config_validation_names_the_key(tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ def _build(tmp_path: Path, processors: str, pipeline: str) -> Gateway:
 def test_classify_without_a_redact_that_cleans_templates_is_warned(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, processors: str, pipeline: str, warned: list[str]
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="errorgate.service.gateway")
+    caplog.set_level(logging.WARNING, logger="errorgate.gateway")
     gateway = _build(tmp_path, processors, pipeline)
     try:
         lines = [r.getMessage() for r in caplog.records if "errorgate.error.template" in r.getMessage()]

@@ -9,7 +9,7 @@ from pathlib import Path
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from errorgate import attributes
-from errorgate.component import Output, Processor
+from errorgate.component import Capabilities, Output, Processor
 from errorgate.delivery.dlq import DeadLetterStore
 from errorgate.pipeline.stages import Pipeline, Stage, poll_all
 from errorgate.signals import Batch, Signal, iter_spans
@@ -110,7 +110,8 @@ class SeeWire(Processor):
     """Records whether the released batch came with the bytes it was built from."""
 
     def __init__(self, reads: bool) -> None:
-        self.reads_wire_note = reads
+        # Declared per instance: the test runs the pipeline with and without the capability.
+        self.capabilities = Capabilities(reads_wire_note=reads)  # type: ignore[misc]
         self.seen: list[object] = []
 
     def process(self, batch: Batch) -> Output:

@@ -348,7 +348,7 @@ def test_a_program_that_never_stops_its_gateway_still_exits(tmp_path: Path) -> N
 def test_worker_settings_never_print_key_material(tmp_path: Path) -> None:
     """The worker gets the gateway's environment (a keyring may come from it) and the encrypt
     config: neither may show up where the settings are printed or logged."""
-    from errorgate.pipeline.worker.client import WorkerSettings
+    from errorgate.pipeline.worker.protocol import WorkerSettings
 
     settings = WorkerSettings(
         data_dir=tmp_path,
@@ -357,7 +357,7 @@ def test_worker_settings_never_print_key_material(tmp_path: Path) -> None:
         log_encoding="console",
         components={("encrypt", 0): {"key": "kms-secret-config"}},
         timeout=30.0,
-        keyring_config={"keyring": "kms-secret-config"},
+        extensions={"keyring": {"keyring": "kms-secret-config"}},
         environ={"ERRORGATE_KEYRING": "base64-master-key-material"},
     )
     text = repr(settings)

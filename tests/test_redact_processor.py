@@ -9,6 +9,7 @@ import hmac
 import logging
 import threading
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from cryptography.exceptions import InvalidTag
@@ -21,8 +22,9 @@ from prometheus_client import generate_latest
 from pydantic import ValidationError
 
 from errorgate import attributes as A
-from errorgate.component import ComponentContext
+from errorgate.component import ComponentContext, Extensions
 from errorgate.config import ConfigError, parse_config
+from errorgate.extensions.keyring import KeyringExtension
 from errorgate.processors.redact import RedactConfig, RedactProcessor
 from errorgate.processors.redaction.actions import Keyring
 from errorgate.processors.redaction.engine import AnalysisEngine
@@ -56,8 +58,11 @@ class LocalKeyring:
 
 
 def make(tmp_path: Path, keyring: object | None = None, **settings: object) -> RedactProcessor:
-    services: dict[str, object] = {"keyring": keyring} if keyring is not None else {}
-    ctx = ComponentContext("redact", tmp_path, Telemetry(), logging.getLogger("test.redact"), services)
+    # redact uses only the keyed actions' calls of the keyring extension's keyring: a stub will do.
+    shared = {"keyring": KeyringExtension(cast(Any, keyring))} if keyring is not None else {}
+    ctx = ComponentContext(
+        "redact", tmp_path, Telemetry(), logging.getLogger("test.redact"), Extensions(shared)
+    )
     config = RedactConfig.model_validate({"workers": 0, **settings})
     return RedactProcessor(config, ctx)
 
@@ -437,7 +442,7 @@ def test_label_cardinality_is_capped(tmp_path: Path) -> None:
 
 def test_concurrent_calls_are_safe_and_consistent(tmp_path: Path) -> None:
     proc = make(tmp_path)
-    assert RedactProcessor.thread_safe is True
+    assert RedactProcessor.capabilities.thread_safe is True
     outputs: list[bytes] = []
     errors: list[BaseException] = []
 

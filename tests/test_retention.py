@@ -16,8 +16,9 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from errorgate import attributes
-from errorgate.component import PROCESSORS, ComponentContext, Processor, load_builtin_components
+from errorgate.component import PROCESSORS, ComponentContext, Extensions, Processor
 from errorgate.config import ConfigError
+from errorgate.extensions.catalog import CatalogExtension
 from errorgate.governance.catalog import ServiceCatalog, ServiceEntry
 from errorgate.processors.retention import load_policy
 from errorgate.signals import Batch, Signal, iter_log_records, iter_spans
@@ -30,10 +31,9 @@ T_2026_04 = datetime(2026, 4, 1, tzinfo=UTC).timestamp()
 def make(
     tmp_path: Path,
     telemetry: Telemetry | None = None,
-    services: dict[str, object] | None = None,
+    extensions: Extensions | None = None,
     **cfg: object,
 ) -> Processor:
-    load_builtin_components()
     factory = PROCESSORS.get("retention")
     assert factory is not None
     context = ComponentContext(
@@ -41,7 +41,7 @@ def make(
         data_dir=tmp_path,
         telemetry=telemetry or Telemetry(),
         logger=logging.getLogger("t"),
-        services=services or {},
+        extensions=extensions or Extensions(),
     )
     return factory.create(factory.config_model.model_validate(cfg), context)
 
@@ -110,7 +110,7 @@ def test_bundled_policy_with_catalog_compliance_scopes(tmp_path: Path) -> None:
 
 def test_gateway_catalog_is_used(tmp_path: Path) -> None:
     catalog = ServiceCatalog(services={"ledger": ServiceEntry(owner="fin", tier=1, compliance=["sox"])})
-    proc = make(tmp_path, services={"catalog": catalog})
+    proc = make(tmp_path, extensions=Extensions({"catalog": CatalogExtension(catalog)}))
     assert tags(proc, span("ledger", error=True)) == ("audit-7y", 2555, None)
     assert tags(proc, span("checkout", error=True)) == ("ops-30d", 30, None)  # not in this catalog
 

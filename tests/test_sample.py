@@ -15,7 +15,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from errorgate import attributes
-from errorgate.component import PROCESSORS, ComponentContext, Output, load_builtin_components
+from errorgate.component import PROCESSORS, ComponentContext, Output
 from errorgate.config import ConfigError, parse_config
 from errorgate.pipeline.assembly.assembler import TraceAssembler
 from errorgate.processors.sample import SampleConfig, SampleProcessor
@@ -38,7 +38,6 @@ def ctx(tmp_path: Path, telemetry: Telemetry | None = None) -> ComponentContext:
 
 
 def make(tmp_path: Path, telemetry: Telemetry | None = None, **settings: object) -> SampleProcessor:
-    load_builtin_components()
     factory = PROCESSORS.get("sample")
     assert factory is not None
     proc = factory.create(factory.config_model.model_validate(settings), ctx(tmp_path, telemetry))

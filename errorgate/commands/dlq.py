@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from errorgate.codec import BytesCodec
-from errorgate.component import EXPORTERS, ComponentContext, Exporter, ExportStatus
-from errorgate.config import Config, RetryConfig, load_config
+from errorgate.component import EXPORTERS, ComponentContext, Exporter, ExportStatus, component_type
+from errorgate.config import Config, RetryConfig, delivery_settings, load_config
 from errorgate.delivery.dlq import DeadLetterEntry, DeadLetterStore
 from errorgate.delivery.policy import Backoff
 from errorgate.signals import Batch, Signal
@@ -82,16 +82,9 @@ def _open_store(config: Config) -> DeadLetterStore:
 
 def _codec(config: Config, data_dir: Path) -> BytesCodec | None:
     """The at-rest codec the gateway uses for this config (the same keyring, as ``serve`` builds it)."""
-    encrypt_ids = [cid for cid in config.processors if cid.split("/", 1)[0] == "encrypt"]
-    if not encrypt_ids:
-        return None
-    from errorgate.governance.crypto import AeadCodec
-    from errorgate.processors.encrypt import keyring_from_config
+    from errorgate.service.builder import build_extensions
 
-    keyring = keyring_from_config(
-        config.processors[encrypt_ids[0]], data_dir, logging.getLogger("errorgate.keyring")
-    )
-    return AeadCodec(keyring, "at-rest")
+    return build_extensions(config, data_dir, Telemetry()).at_rest_codec()
 
 
 def _fail(message: str) -> int:
@@ -200,14 +193,14 @@ class _Replayer:
     def default_targets(self, signal: Signal) -> list[str]:
         out: list[str] = []
         for name, pipeline in self.config.service.pipelines.items():
-            if name.split("/", 1)[0] == signal.value:
+            if component_type(name) == signal.value:
                 out.extend(e for e in pipeline.exporters if e not in out)
         return out
 
     def _exporter(self, exporter_id: str) -> tuple[Exporter, Any]:
         if exporter_id not in self._exporters:
             cfg = self.config.exporters[exporter_id]
-            factory = EXPORTERS.get(exporter_id.split("/", 1)[0])
+            factory = EXPORTERS.get(component_type(exporter_id))
             if factory is None:
                 raise DlqCommandError(f"exporter {exporter_id!r}: unknown type")
             context = ComponentContext(
@@ -238,8 +231,9 @@ class _Replayer:
         return None
 
     def _send(self, exporter: Exporter, cfg: Any, batch: Batch) -> str | None:
-        retry: RetryConfig = getattr(cfg, "retry_on_failure", None) or RetryConfig()
-        timeout = float(getattr(cfg, "timeout", 5.0) or 5.0)
+        delivery = delivery_settings(cfg)
+        retry: RetryConfig = delivery.retry_on_failure
+        timeout = delivery.timeout or 5.0
         backoff = Backoff(retry)
         deadline = time.monotonic() + self.max_time
         attempt = 0

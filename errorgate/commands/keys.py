@@ -50,8 +50,10 @@ def settings_from_args(args: argparse.Namespace) -> _Settings:
 
         config = load_config(args.config)
         data_dir = data_dir or config.service.data_dir
-        for component_id, cfg in config.processors.items():
-            if component_id.split("/", 1)[0] == "encrypt":
+        from errorgate.extensions.keyring import KeyringConfig
+
+        for cfg in config.enabled_extensions().values():
+            if isinstance(cfg, KeyringConfig):  # the keyring serve opens for this config
                 keyring_dir = keyring_dir or cfg.keyring
                 master_env = cfg.master_key_env
                 master_file = cfg.master_key_file

@@ -17,7 +17,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from errorgate.config import ConfigError, load_config
 
@@ -60,7 +60,7 @@ def _redact_configs(config_file: str | None) -> list[tuple[str, Any]]:
     from errorgate.processors.redact import RedactConfig
 
     config = load_config(config_file)
-    found = [(cid, cfg) for cid, cfg in config.processors.items() if cid.split("/", 1)[0] == "redact"]
+    found = [(cid, cfg) for cid, cfg in config.processors.items() if isinstance(cfg, RedactConfig)]
     return found or [("redact", RedactConfig())]
 
 
@@ -244,7 +244,9 @@ def _batches(text: str) -> list[Any]:
 
 
 def _test(args: argparse.Namespace) -> int:
-    from errorgate.component import ComponentContext
+    from errorgate.component import ComponentContext, Extensions
+    from errorgate.extensions.keyring import KeyringExtension
+    from errorgate.governance.keyring import Keyring
     from errorgate.processors.redact import RedactProcessor
     from errorgate.processors.redaction.explain import explain, shape
     from errorgate.telemetry import Telemetry
@@ -258,7 +260,8 @@ def _test(args: argparse.Namespace) -> int:
             Path(tmp),
             Telemetry(),
             logging.getLogger("errorgate.rules"),
-            {"keyring": _EphemeralKeyring()},
+            # Only the keyed actions' two calls are used: the stub stands in for the real keyring.
+            Extensions({"keyring": KeyringExtension(cast(Keyring, _EphemeralKeyring()))}),
         )
         processor = RedactProcessor(cfg, ctx)
         totals: dict[str, int] = {}

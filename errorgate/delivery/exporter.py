@@ -30,7 +30,7 @@ from google.protobuf.message import DecodeError
 
 from errorgate.codec import BytesCodec
 from errorgate.component import ComponentConfig, ComponentContext, Exporter, ExportResult, ExportStatus
-from errorgate.config import CircuitBreakerConfig, QueueConfig, RetryConfig
+from errorgate.config import CircuitBreakerConfig, QueueConfig, RetryConfig, delivery_settings
 from errorgate.delivery.diskqueue import PersistentQueue
 from errorgate.delivery.dlq import DeadLetterStore
 from errorgate.delivery.policy import Backoff, CircuitBreaker, CircuitState
@@ -73,12 +73,11 @@ class QueuedExporter:
         self.exporter = exporter
         self.context = context
         self.dlq = dlq
-        self.timeout: float = float(getattr(config, "timeout", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT)
-        self.retry: RetryConfig = getattr(config, "retry_on_failure", None) or RetryConfig()
-        self.queue_config: QueueConfig = getattr(config, "sending_queue", None) or QueueConfig()
-        breaker_config: CircuitBreakerConfig = (
-            getattr(config, "circuit_breaker", None) or CircuitBreakerConfig()
-        )
+        delivery = delivery_settings(config)
+        self.timeout: float = delivery.timeout or DEFAULT_TIMEOUT
+        self.retry: RetryConfig = delivery.retry_on_failure
+        self.queue_config: QueueConfig = delivery.sending_queue
+        breaker_config: CircuitBreakerConfig = delivery.circuit_breaker
         telemetry = context.telemetry
         self._telemetry = telemetry
         self._label = telemetry.cap("exporter", component_id)
@@ -96,7 +95,7 @@ class QueuedExporter:
         )
         self.persistent = storage is not None
         # Exporters that only send the serialized request (OTLP) get queued bytes without a parse.
-        self._sends_bytes = bool(getattr(exporter, "sends_serialized", False))
+        self._sends_bytes = exporter.capabilities.sends_serialized
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         # Recent (reason, chosen delay) pairs: what the retry policy decided, for tests and debugging.

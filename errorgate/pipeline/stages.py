@@ -1,10 +1,10 @@
 """One pipeline per ``service.pipelines`` entry: processors in order, then fan-out to exporters.
 
-Threading model (see README "Using both cores"): receivers call in from many threads.
-Processors that keep state (classify, sample, the trace assembler) run under one
-gateway-wide lock so they see a consistent order; processors that declare
-``thread_safe = True`` (redact, encrypt, retention) run outside it, so CPU-heavy
-stateless work overlaps and can fan out to worker processes of its own.
+Threading model (see README "Architecture"): receivers call in from many threads.
+Processors that do not declare themselves thread-safe (classify, sample, retention, the trace
+assembler) run under one gateway-wide lock so they see a consistent order; processors that
+declare ``Capabilities(thread_safe=True)`` (redact, encrypt, the processor worker's stage) run
+outside it, so CPU-heavy stateless work overlaps and can fan out to worker processes of its own.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from errorgate.component import Output, Processor
+from errorgate.component import Capabilities, Output, Processor
 from errorgate.delivery.exporter import item_count
 from errorgate.errors import Backpressure, ProcessingFailed, raised_at
 from errorgate.pipeline.worker.client import RemoteChain, WorkerFailed
@@ -42,8 +42,8 @@ class Stage:
     processor: Processor
 
     @property
-    def thread_safe(self) -> bool:
-        return bool(getattr(self.processor, "thread_safe", False))
+    def capabilities(self) -> Capabilities:
+        return self.processor.capabilities
 
 
 @dataclass
@@ -61,9 +61,7 @@ class Pipeline:
 
     def __post_init__(self) -> None:
         self._stage_index = {id(s.processor): i for i, s in enumerate(self.stages)}
-        self._first_reads_wire = bool(self.stages) and bool(
-            getattr(self.stages[0].processor, "reads_wire_note", False)
-        )
+        self._first_reads_wire = bool(self.stages) and self.stages[0].capabilities.reads_wire_note
 
     # ------------------------------------------------------------ intake side
 
@@ -108,9 +106,7 @@ class Pipeline:
         # As with consume(): a later processor failing dead-letters the batch as released, not
         # half-processed. A processor that built the batch from bytes hands them over (WIRE_NOTE);
         # they stay on the batch for a next processor that reads them (bytes never change).
-        keep = later_stages and bool(
-            getattr(self.stages[stage_index + 1].processor, "reads_wire_note", False)
-        )
+        keep = later_stages and self.stages[stage_index + 1].capabilities.reads_wire_note
         originals = [_wire(b, keep) for b in out.batches] if later_stages else []
         try:
             out = self._continue(out, stage_index + 1, urgent=False)
@@ -144,8 +140,9 @@ class Pipeline:
                 break
             stage = self.stages[index]
             nxt = Output(dropped=out.dropped, on_persisted=out.on_persisted)
-            guard: AbstractContextManager[object] = nullcontext() if stage.thread_safe else self.lock
-            timed = not getattr(stage.processor, "times_itself", False)
+            capabilities = stage.capabilities
+            guard: AbstractContextManager[object] = nullcontext() if capabilities.thread_safe else self.lock
+            timed = not capabilities.times_itself
             # A stage in the processor worker takes every batch of a release before answering
             # the first, so the worker never waits for the gateway between them.
             remote = stage.processor if isinstance(stage.processor, RemoteChain) else None
@@ -180,7 +177,7 @@ class Pipeline:
                         ).observe(time.perf_counter() - begin)
                 nxt.merge(result)
             out = nxt
-            if getattr(stage.processor, "releases_in_background", False):
+            if capabilities.releases_in_background:
                 urgent = False
         return out
 

@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from errorgate.component import ComponentConfig, Registry
+from errorgate.component import ComponentConfig, ComponentContext, Factory
 from errorgate.config import AuthConfig, TLSServerConfig
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from errorgate.intake.contract import Intake
     from errorgate.receiver.common import Receiver
     from errorgate.telemetry import Telemetry
@@ -54,14 +56,6 @@ class OtlpReceiverConfig(ComponentConfig):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
 
 
-class _ReceiverFactory:
-    """Placeholder product type: the gateway builds receivers itself from the validated config."""
-
-
-RECEIVERS: Registry[_ReceiverFactory] = Registry("receiver")
-RECEIVERS.register("otlp", OtlpReceiverConfig, lambda cfg, ctx: _ReceiverFactory())
-
-
 def build_receivers(
     receiver_id: str, config: OtlpReceiverConfig, intake: Intake, logger: logging.Logger, telemetry: Telemetry
 ) -> list[Receiver]:
@@ -82,3 +76,15 @@ def build_receivers(
             OtlpHttpReceiver(receiver_id, config.protocols.http, config.auth, intake, logger, telemetry)
         )
     return receivers
+
+
+def create_otlp_receiver(
+    config: OtlpReceiverConfig, context: ComponentContext
+) -> Callable[[Intake], list[Receiver]]:
+    """The receivers of one ``otlp`` section, built once the gateway can take what they receive."""
+    return lambda intake: build_receivers(
+        context.component_id, config, intake, context.logger, context.telemetry
+    )
+
+
+factory = Factory("otlp", OtlpReceiverConfig, create_otlp_receiver)

@@ -1,43 +1,31 @@
-"""Assembles a running gateway from a validated ``Config``: receivers, pipelines, exporters,
-self-telemetry, the poll loop for held items, and an orderly shutdown."""
+"""A running gateway from a validated ``Config``: receivers, the pipelines ``PipelineBuilder``
+built, self-telemetry, the poll loop for held items, and an orderly shutdown."""
 
 from __future__ import annotations
 
 import logging
-import os
 import signal as os_signal
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from errorgate import __version__
-from errorgate.component import EXPORTERS, PROCESSORS, ComponentContext, Processor
+from errorgate.component import RECEIVERS, ComponentContext, component_type
 from errorgate.config import Config
 from errorgate.delivery.exporter import ITEMS_NOTE, SERIALIZED_NOTE
 from errorgate.errors import Backpressure
 from errorgate.intake.contract import AcceptResult
 from errorgate.intake.dedup import DedupCache
 from errorgate.intake.validation import validate_request
-from errorgate.pipeline.stages import Pipeline, Stage, poll_all
-from errorgate.pipeline.worker.client import (
-    ProcessorWorker,
-    RemoteChain,
-    WorkerMetrics,
-    WorkerSettings,
-)
+from errorgate.pipeline.stages import Pipeline, poll_all
+from errorgate.service.builder import PipelineBuilder
 from errorgate.service.observability import ObservabilityServer
 from errorgate.signals import Batch, ExportRequest, Signal, copy_request, count_items
 from errorgate.telemetry import Telemetry
 
-if TYPE_CHECKING:
-    from errorgate.pipeline.assembly.assembler import TraceAssembler
-
 log = logging.getLogger("errorgate.gateway")
-TEMPLATE_KEY = "errorgate.error.template"
 
-# Processors that need whole traces get one shared trace assembler inserted before the first of them.
-TRACE_AWARE_PROCESSORS = ("classify", "sample")
 # After refusing data for lack of queue room, /readyz reports "fail" for this long, so a load
 # balancer steers traffic to another replica instead of retrying into a full queue.
 BACKPRESSURE_FAIL_SECONDS = 5.0
@@ -59,18 +47,13 @@ class Gateway:
         self._last_backpressure = float("-inf")
         self._poll_thread: threading.Thread | None = None
         self._observability: ObservabilityServer | None = None
-        self.services: dict[str, object] = {}
-        self._setup_privacy_services()
-
-        from errorgate.delivery.dlq import DeadLetterStore
-
-        self.dlq = DeadLetterStore(self.data_dir / "dlq", self.telemetry, self._codec())
-        self.exporters = self._build_exporters()
-        self._processors: dict[tuple[str, int], Processor] = {}
-        self.worker = self._start_worker()
-        self._assemblers: list[TraceAssembler] = []
+        self.builder = PipelineBuilder(config, self.data_dir, self.telemetry, self.lock)
+        self.extensions = self.builder.extensions
+        self.dlq = self.builder.dlq
+        self.exporters = self.builder.exporters
+        self.worker = self.builder.start_worker()
         try:
-            self.pipelines = [self._build_pipeline(name) for name in svc.pipelines]
+            self.pipelines = [self.builder.build(name) for name in svc.pipelines]
         except BaseException:
             if self.worker is not None:
                 self.worker.close()
@@ -81,219 +64,9 @@ class Gateway:
                 self._routes.setdefault((rid, p.signal), []).append(p)
         self.receivers: list[Any] = []
 
-    # ------------------------------------------------------------------ building
-
-    def _context(self, component_id: str) -> ComponentContext:
-        return ComponentContext(
-            component_id=component_id,
-            data_dir=self.data_dir,
-            telemetry=self.telemetry,
-            logger=logging.getLogger(f"errorgate.{component_id}"),
-            services=self.services,
-        )
-
-    def _codec(self) -> Any:
-        return self.services.get("codec")
-
-    def _setup_privacy_services(self) -> None:
-        """With an ``encrypt`` processor configured, one keyring serves field encryption, the
-        redact processor's keyed actions, and encryption at rest of queues, DLQ and held items."""
-        encrypt_ids = [cid for cid in self.config.processors if cid.split("/", 1)[0] == "encrypt"]
-        if not encrypt_ids:
-            return
-        from errorgate.governance.crypto import AeadCodec
-        from errorgate.processors.encrypt import keyring_from_config
-
-        keyring = keyring_from_config(
-            self.config.processors[encrypt_ids[0]], self.data_dir, logging.getLogger("errorgate.keyring")
-        )
-        self.services["keyring"] = keyring
-        self.services["codec"] = AeadCodec(keyring, "at-rest")
-
-    def _build_exporters(self) -> dict[str, Any]:
-        from errorgate.delivery.exporter import QueuedExporter
-
-        used = {e for p in self.config.service.pipelines.values() for e in p.exporters}
-        built: dict[str, Any] = {}
-        for exporter_id in sorted(used):
-            cfg = self.config.exporters[exporter_id]
-            factory = EXPORTERS.get(exporter_id.split("/", 1)[0])
-            assert factory is not None  # config validation guarantees it
-            ctx = self._context(exporter_id)
-            exporter = factory.create(cfg, ctx)
-            built[exporter_id] = QueuedExporter(exporter_id, exporter, cfg, ctx, self.dlq, self._codec())
-        return built
-
-    def _processor(self, component_id: str, signal: Signal, occurrence: int) -> Processor:
-        # One instance per component id serves every signal (sample shares its decision cache
-        # between traces and logs); a second pipeline of the same signal gets its own instance.
-        key = (component_id, occurrence)
-        if key not in self._processors:
-            factory = PROCESSORS.get(component_id.split("/", 1)[0])
-            assert factory is not None
-            self._processors[key] = factory.create(
-                self.config.processors[component_id], self._context(component_id)
-            )
-        return self._processors[key]
-
-    def _occurrence(self, pipeline_name: str, component_id: str) -> int:
-        """How many pipelines of the same signal before this one list the component."""
-        signal = pipeline_name.split("/", 1)[0]
-        pipelines = self.config.service.pipelines
-        return sum(
-            1
-            for n in pipelines
-            if n.split("/", 1)[0] == signal and n < pipeline_name and component_id in pipelines[n].processors
-        )
-
-    def _start_worker(self) -> ProcessorWorker | None:
-        """The worker process that runs the configured processors, when enabled and any is
-        configured. The trace assembler stays here, next to its durable hold log."""
-        svc = self.config.service
-        if not svc.processor_worker.enabled:
-            return None
-        hosted: dict[tuple[str, int], Any] = {}
-        for name, spec in svc.pipelines.items():
-            for component_id in spec.processors:
-                key = (component_id, self._occurrence(name, component_id))
-                hosted[key] = self.config.processors[component_id]
-        if not hosted:
-            return None
-        for (component_id, _), cfg in hosted.items():
-            if component_id.split("/", 1)[0] == "classify":
-                # Its label caps apply gateway-wide (as when it runs in this process).
-                from errorgate.processors.classify import apply_label_caps
-
-                apply_label_caps(cfg, self.telemetry.cap)
-        encrypt_ids = [cid for cid in self.config.processors if cid.split("/", 1)[0] == "encrypt"]
-        logs = svc.telemetry.logs
-        worker = ProcessorWorker(
-            WorkerSettings(
-                data_dir=self.data_dir,
-                label_caps=dict(svc.telemetry.metrics.label_caps),
-                log_level=logs.level,
-                log_encoding=logs.encoding,
-                components=hosted,
-                timeout=svc.processor_worker.timeout,
-                keyring_config=self.config.processors[encrypt_ids[0]] if encrypt_ids else None,
-                environ=dict(os.environ),
-            ),
-            restarts=self.telemetry.worker_restarts,
-        )
-        worker.start()
-        self.telemetry.registry.register(WorkerMetrics(worker))  # type: ignore[arg-type]
-        return worker
-
-    def _build_pipeline(self, name: str) -> Pipeline:
-        spec = self.config.service.pipelines[name]
-        signal = Signal(name.split("/", 1)[0])
-        stages: list[Stage] = []
-        for component_id in spec.processors:
-            type_name = component_id.split("/", 1)[0]
-            if (
-                signal is Signal.TRACES
-                and type_name in TRACE_AWARE_PROCESSORS
-                and not any(s.component_id.startswith("assembly") for s in stages)
-            ):
-                stages.append(Stage(f"assembly/{name}", self._assembler(spec.processors, name)))
-            if (
-                signal is Signal.LOGS
-                and type_name in TRACE_AWARE_PROCESSORS
-                and not any(s.component_id.startswith("log-hold") for s in stages)
-            ):
-                hold = self._log_hold(spec.processors, name)
-                if hold is not None:
-                    stages.append(Stage(f"log-hold/{name}", hold))
-            occurrence = self._occurrence(name, component_id)
-            key = (component_id, occurrence)
-            if self.worker is not None and key in self.worker.signals:
-                if signal not in self.worker.signals[key]:
-                    continue
-                last = stages[-1].processor if stages else None
-                if not isinstance(last, RemoteChain):
-                    last = RemoteChain(self.worker, signal, self._context(f"processor_worker/{name}"))
-                    stages.append(Stage(component_id, last))
-                else:
-                    stages[-1].component_id += "+" + component_id
-                last.keys.append(key)
-                continue
-            processor = self._processor(component_id, signal, occurrence)
-            if signal not in getattr(processor, "signals", frozenset(Signal)):
-                continue  # e.g. a traces-only processor listed in a metrics pipeline: documented no-op
-            stages.append(Stage(component_id, processor))
-        if signal in (Signal.TRACES, Signal.LOGS) and not self._template_redacted(spec.processors):
-            log.warning(
-                "pipeline %s: classify runs without a redact after it that lists %s in "
-                "free_text_keys; templates have numbers, ids, e-mails, IPs and URLs replaced, "
-                "but personal names in error messages reach the backend",
-                name,
-                TEMPLATE_KEY,
-            )
-        return Pipeline(
-            name=name,
-            signal=signal,
-            receivers=list(spec.receivers),
-            stages=stages,
-            exporters=[(e, self.exporters[e]) for e in spec.exporters],
-            telemetry=self.telemetry,
-            dlq=self.dlq,
-            lock=self.lock,
-        )
-
-    def _template_redacted(self, processor_ids: list[str]) -> bool:
-        """Whether ``errorgate.error.template`` is cleaned of names: classify's parameterization
-        replaces what patterns find; names need redact's NER, so a redact must follow classify."""
-        types = [c.split("/", 1)[0] for c in processor_ids]
-        if "classify" not in types:
-            return True
-        after = processor_ids[types.index("classify") + 1 :]
-        return any(
-            c.split("/", 1)[0] == "redact"
-            and TEMPLATE_KEY in getattr(self.config.processors[c], "free_text_keys", ())
-            for c in after
-        )
-
-    def _sample_config(self, processor_ids: list[str]) -> Any:
-        sample_ids = [c for c in processor_ids if c.split("/", 1)[0] == "sample"]
-        return self.config.processors[sample_ids[0]] if sample_ids else None
-
-    def _assembler(self, processor_ids: list[str], pipeline_name: str) -> Processor:
-        from errorgate.pipeline.assembly.assembler import TraceAssembler
-
-        context = self._context(f"assembly/{pipeline_name}")
-        assembler = TraceAssembler.from_sample_config(self._sample_config(processor_ids), context)
-        self._assemblers.append(assembler)
-        return assembler
-
-    def _log_hold(self, processor_ids: list[str], pipeline_name: str) -> Processor | None:
-        """The stage that makes log records wait for their trace, if any trace is assembled."""
-        from errorgate.pipeline.assembly.assembler import assembly_settings
-        from errorgate.pipeline.hold.logs import LogHold
-        from errorgate.pipeline.hold.records import open_store
-
-        settings = assembly_settings(self._sample_config(processor_ids))
-        assembled = any(
-            name.split("/", 1)[0] == Signal.TRACES.value
-            and any(c.split("/", 1)[0] in TRACE_AWARE_PROCESSORS for c in spec.processors)
-            for name, spec in self.config.service.pipelines.items()
-        )
-        if not (settings.hold_logs and assembled):
-            return None
-        context = self._context(f"log-hold/{pipeline_name}")
-        assemblers = self._assemblers  # filled as traces pipelines are built, before or after this one
-        return LogHold(
-            settings,
-            context,
-            lambda tid: any(a.holds(tid) for a in assemblers),
-            open_store(context),
-            lambda tid: any(a.released(tid) for a in assemblers),
-        )
-
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        from errorgate.receiver import build_receivers
-
         for exporter in self.exporters.values():
             exporter.start()
         metrics_endpoint = self.config.service.telemetry.metrics.endpoint
@@ -306,10 +79,7 @@ class Gateway:
         self._poll_thread.start()
         used = sorted({r for p in self.pipelines for r in p.receivers})
         for receiver_id in used:
-            cfg = self.config.receivers[receiver_id]
-            for receiver in build_receivers(
-                receiver_id, cfg, self, logging.getLogger(f"errorgate.{receiver_id}"), self.telemetry
-            ):
+            for receiver in self._receivers(receiver_id):
                 receiver.start()
                 self.receivers.append(receiver)
                 log.info(
@@ -323,6 +93,19 @@ class Gateway:
         log.info(
             "errorgate started", extra={"data_dir": str(self.data_dir), "pipelines": len(self.pipelines)}
         )
+
+    def _receivers(self, receiver_id: str) -> list[Any]:
+        factory = RECEIVERS.get(component_type(receiver_id))
+        assert factory is not None  # config validation guarantees it
+        context = ComponentContext(
+            component_id=receiver_id,
+            data_dir=self.data_dir,
+            telemetry=self.telemetry,
+            logger=logging.getLogger(f"errorgate.{receiver_id}"),
+            extensions=self.extensions,
+        )
+        bind = factory.create(self.config.receivers[receiver_id], context)
+        return list(bind(self))
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop accepting, flush processors, drain exporters (or leave items in the persistent
@@ -341,17 +124,17 @@ class Gateway:
         drained = all(e.drain(max(0.0, deadline - time.monotonic())) for e in self.exporters.values())
         for e in self.exporters.values():
             e.shutdown()
-        for p in self._processors.values():
+        for p in self.builder.processors.values():
             try:
                 p.shutdown()
             except Exception as err:
                 log.error("processor shutdown failed", extra={"error_type": type(err).__name__})
-        for pipeline in self.pipelines:
-            for stage in pipeline.stages:
-                if stage.component_id.startswith(("assembly/", "log-hold/")):
-                    stage.processor.shutdown()
+        for held in self.builder.held_stages:
+            held.shutdown()
         if self.worker is not None:
             self.worker.close()
+        for _, extension in self.extensions.items():
+            extension.shutdown()
         if self._observability is not None:
             self._observability.stop()
         self._stopped.set()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import Field
 
 from errorgate.component import ComponentConfig
 from errorgate.config import Duration
+from errorgate.processors.classification.metrics import DEFAULT_LABEL_CAPS
 
 
 class EpisodesConfig(ComponentConfig):
@@ -67,3 +69,10 @@ class ClassifyConfig(ComponentConfig):
     incidents: IncidentsConfig = Field(default_factory=IncidentsConfig)
     severity: SeverityConfig = Field(default_factory=SeverityConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+
+    def gateway_label_caps(self, gateway_caps: Mapping[str, int]) -> dict[str, int]:
+        """Gateway-wide caps (service.telemetry.metrics.label_caps) win over classify's defaults;
+        caps set in classify's config win over both."""
+        caps = {label: value for label, value in DEFAULT_LABEL_CAPS.items() if label not in gateway_caps}
+        caps.update(self.metrics.label_caps)
+        return caps

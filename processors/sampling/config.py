@@ -7,8 +7,7 @@ import re
 from pydantic import Field, model_validator
 
 from errorgate.component import ComponentConfig
-from errorgate.config import Duration
-from errorgate.pipeline.assembly.assembler import AssemblyConfig
+from errorgate.config import AssemblyConfig, Duration
 
 
 class AttributeRule(ComponentConfig):

@@ -39,10 +39,9 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Gauge
-from pydantic import Field
 
-from errorgate.component import ComponentConfig, ComponentContext, Output, Processor
-from errorgate.config import Duration
+from errorgate.component import Capabilities, ComponentContext, Output, Processor
+from errorgate.config import AssemblyConfig
 from errorgate.pipeline.assembly import wire
 from errorgate.pipeline.hold.records import HoldStoreLike, Record, Records, open_store
 from errorgate.signals import WIRE_NOTE, Batch, Signal, WireBatch
@@ -53,19 +52,6 @@ if TYPE_CHECKING:
 _MIB = 1024 * 1024
 _NO_TRACE = bytes(16)
 _CHUNK_SPANS = 256
-
-
-class AssemblyConfig(ComponentConfig):
-    """The assembler's settings; ``sample``'s config extends this model (same keys)."""
-
-    decision_wait: Duration = 10.0
-    num_traces: int = Field(default=50_000, ge=1)
-    max_spans_per_trace: int = Field(default=10_000, ge=1)
-    max_bytes_per_trace: int = Field(default=4 * _MIB, ge=1024)
-    max_total_mib: float = Field(default=256, gt=0)
-    late_cache_size: int = Field(default=100_000, ge=1)
-    # Log records with a trace id wait until their trace is decided (``log_hold``).
-    hold_logs: bool = True
 
 
 def assembly_settings(config: AssemblyConfig | None) -> AssemblyConfig:
@@ -104,11 +90,13 @@ class _Chunk:
 
 class TraceAssembler(Processor):
     signals = frozenset({Signal.TRACES})
-    # The pipeline hands over the request's bytes (WIRE_NOTE) when this is its first stage.
-    reads_wire_note = True
-    # What it passes on at intake (late spans, early releases) must not overtake traces it
-    # released before: the processor worker takes them in the order of its background releases.
-    releases_in_background = True
+    capabilities = Capabilities(
+        # The pipeline hands over the request's bytes (WIRE_NOTE) when this is its first stage.
+        reads_wire_note=True,
+        # What it passes on at intake (late spans, early releases) must not overtake traces it
+        # released before: the processor worker takes them in the order of its background releases.
+        releases_in_background=True,
+    )
 
     def __init__(
         self, config: AssemblyConfig, context: ComponentContext, store: HoldStoreLike | None = None

@@ -31,8 +31,9 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from prometheus_client import Gauge
 
-from errorgate.component import ComponentContext, Output, Processor
-from errorgate.pipeline.assembly.assembler import AssemblyConfig, get_or_create
+from errorgate.component import Capabilities, ComponentContext, Output, Processor
+from errorgate.config import AssemblyConfig
+from errorgate.pipeline.assembly.assembler import get_or_create
 from errorgate.pipeline.hold.records import HoldStoreLike, Record, Records
 from errorgate.signals import WIRE_NOTE, Batch, Signal, WireBatch
 
@@ -68,7 +69,7 @@ def trace_ids(request: ExportLogsServiceRequest) -> frozenset[bytes]:
 
 class LogHold(Processor):
     signals = frozenset({Signal.LOGS})
-    reads_wire_note = True
+    capabilities = Capabilities(reads_wire_note=True)
     # Not ``releases_in_background``: what passes straight on is intake a client waits for
     # (urgent in the processor worker); what ``poll`` releases is background work anyway, and
     # queues behind the trace releases that went before it.

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 if TYPE_CHECKING:
     from errorgate.component import ComponentContext
@@ -163,4 +163,4 @@ def open_store(context: ComponentContext) -> HoldStoreLike | None:
         return None
     directory = context.state_dir() / "assembly"
     directory.mkdir(parents=True, exist_ok=True)
-    return cast(HoldStoreLike, HoldStore(directory, cast(Any, context.service("codec"))))
+    return cast(HoldStoreLike, HoldStore(directory, context.extensions.at_rest_codec()))

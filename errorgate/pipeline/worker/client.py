@@ -39,7 +39,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from multiprocessing.connection import Connection
 from typing import Any
 
-from errorgate.component import ComponentContext, Output, Processor
+from errorgate.component import Capabilities, ComponentContext, Output, Processor
 from errorgate.config import ConfigError
 from errorgate.delivery.exporter import SerializedBatch
 from errorgate.pipeline.worker.process import worker_main
@@ -308,9 +308,11 @@ class RemoteChain(Processor):
     """A pipeline stage standing for consecutive isolated processors: one round trip per batch.
     Thread-safe from the gateway's side (the worker answers one batch at a time, in order)."""
 
-    thread_safe = True
-    reads_wire_note = True
-    times_itself = True  # the pipeline records each hosted processor's own time, not the trip
+    capabilities = Capabilities(
+        thread_safe=True,
+        reads_wire_note=True,
+        times_itself=True,  # the pipeline records each hosted processor's own time, not the trip
+    )
 
     def __init__(self, worker: ProcessorWorker, signal: Signal, context: ComponentContext) -> None:
         self.worker = worker

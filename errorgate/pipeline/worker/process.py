@@ -15,12 +15,22 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from errorgate.component import ComponentContext, Processor
+from errorgate.component import (
+    EXTENSIONS,
+    PROCESSORS,
+    ComponentContext,
+    Extension,
+    Extensions,
+    Processor,
+    component_type,
+)
 from errorgate.config import ConfigError
 from errorgate.delivery.exporter import ITEMS_NOTE, SERIALIZED_NOTE
 from errorgate.errors import raised_at
+from errorgate.logs import configure_logging
 from errorgate.pipeline.worker.protocol import NOTE_TYPES, Key, WorkerSettings, pack
 from errorgate.signals import WIRE_NOTE, Batch, Signal, count_items
+from errorgate.telemetry import Telemetry
 
 log = logging.getLogger("errorgate.processor_worker")
 # How long a background message (a trace release) may wait while urgent ones go first.
@@ -34,54 +44,61 @@ def worker_main(conn: Connection, settings: WorkerSettings) -> None:
     # process to flush held traces; the worker ends on "shutdown" or when the pipe closes.
     os_signal.signal(os_signal.SIGINT, os_signal.SIG_IGN)
     os_signal.signal(os_signal.SIGTERM, os_signal.SIG_IGN)
-    from errorgate.component import PROCESSORS, load_builtin_components
-    from errorgate.logs import configure_logging
-    from errorgate.telemetry import Telemetry
-
     os.environ.clear()
     os.environ.update(settings.environ)
     configure_logging(settings.log_level, settings.log_encoding)
-    load_builtin_components()
     telemetry = Telemetry(settings.label_caps)
     gateway_families = {m.name for m in telemetry.registry.collect()}
-    processors: dict[Key, Processor] = {}
-    services: dict[str, object] = {}
     try:
-        if settings.keyring_config is not None:
-            from errorgate.processors.encrypt import keyring_from_config
-
-            services["keyring"] = keyring_from_config(
-                settings.keyring_config, settings.data_dir, logging.getLogger("errorgate.keyring")
-            )
-        for key, cfg in settings.components.items():
-            component_id = key[0]
-            factory = PROCESSORS.get(component_id.split("/", 1)[0])
-            assert factory is not None
-            processors[key] = factory.create(
-                cfg,
-                ComponentContext(
-                    component_id=component_id,
-                    data_dir=settings.data_dir,
-                    telemetry=telemetry,
-                    logger=logging.getLogger(f"errorgate.{component_id}"),
-                    services=services,
-                ),
-            )
+        processors = _build_processors(settings, telemetry)
     except ConfigError as e:
         conn.send(("error", str(e)))
         return
-    conn.send(
-        ("ready", {k: frozenset(getattr(p, "signals", frozenset(Signal))) for k, p in processors.items()})
-    )
+    conn.send(("ready", {key: processor.signals for key, processor in processors.items()}))
     gc.collect()
     gc.freeze()  # what was built at start lives as long as the process (as in ``errorgate serve``)
     gc.set_threshold(20_000, *gc.get_threshold()[1:])
+    _serve(conn, processors, telemetry, gateway_families)
+    conn.close()
+
+
+def _build_processors(settings: WorkerSettings, telemetry: Telemetry) -> dict[Key, Processor]:
+    """The hosted processors, with the extensions they use built in this process too."""
+
+    def context(component_id: str, extensions: Extensions) -> ComponentContext:
+        return ComponentContext(
+            component_id=component_id,
+            data_dir=settings.data_dir,
+            telemetry=telemetry,
+            logger=logging.getLogger(f"errorgate.{component_id}"),
+            extensions=extensions,
+        )
+
+    built: dict[str, Extension] = {}
+    for extension_id, cfg in settings.extensions.items():
+        factory = EXTENSIONS.get(component_type(extension_id))
+        assert factory is not None  # the gateway validated the config
+        built[extension_id] = factory.create(cfg, context(extension_id, Extensions()))
+    extensions = Extensions(built)
+    processors: dict[Key, Processor] = {}
+    for key, cfg in settings.components.items():
+        component_id = key[0]
+        processor_factory = PROCESSORS.get(component_type(component_id))
+        assert processor_factory is not None
+        processors[key] = processor_factory.create(cfg, context(component_id, extensions))
+    return processors
+
+
+def _serve(
+    conn: Connection, processors: dict[Key, Processor], telemetry: Telemetry, gateway_families: set[str]
+) -> None:
+    """Answer the gateway's messages until it says "shutdown" or goes away."""
     inbox = _Inbox(conn)
     while True:
         try:
             sequence, message = inbox.next()
         except (EOFError, OSError):
-            break  # the gateway is gone
+            return  # the gateway is gone
         kind = message[0]
         if kind == "run":
             conn.send_bytes(pack((sequence, _run(processors, *message[1:]))))
@@ -89,14 +106,17 @@ def worker_main(conn: Connection, settings: WorkerSettings) -> None:
             families = [m for m in telemetry.registry.collect() if m.name not in gateway_families]
             conn.send_bytes(pack((sequence, ("ok", families))))
         elif kind == "shutdown":
-            for processor in processors.values():
-                try:
-                    processor.shutdown()
-                except Exception as e:
-                    log.error("processor shutdown failed", extra={"error_type": type(e).__name__})
+            _shut_down(processors)
             conn.send_bytes(pack((sequence, ("ok",))))
-            break
-    conn.close()
+            return
+
+
+def _shut_down(processors: dict[Key, Processor]) -> None:
+    for processor in processors.values():
+        try:
+            processor.shutdown()
+        except Exception as e:
+            log.error("processor shutdown failed", extra={"error_type": type(e).__name__})
 
 
 class _Inbox:

@@ -24,7 +24,8 @@ class WorkerSettings:
     log_encoding: str
     components: dict[Key, Any] = field(repr=False)  # key -> the component's validated config
     timeout: float
-    keyring_config: Any = field(default=None, repr=False)  # ``encrypt``'s config: the same keyring
+    # The enabled extensions' validated configs by id: the worker builds its own (the same keyring).
+    extensions: dict[str, Any] = field(default_factory=dict, repr=False)
     # The gateway's environment now (keys may come from it); the worker process is forked from
     # a server started earlier, whose environment may be older.
     environ: dict[str, str] = field(default_factory=dict, repr=False)

@@ -316,8 +316,12 @@ class Classify(Processor):
         role: cascade.Role | None,
         retried: str | None,
     ) -> None:
+        """One failing item: group it, settle its kind and severity, tag it, count it."""
+        # Group: the message's template, taxonomy category, fingerprint, domain, failing component.
         template = parameterize(error.message)
         category, fp, domain, component = self._grouping(error, template, attrs, service, span_kind, route)
+        # Kind: the episode's, unless the trace knows better (a retry that succeeded shows a
+        # transient failure; a failure propagated from another service is part of a cascade).
         seen = self.episodes.observe(
             service, fp, ts, deterministic=category.deterministic, retry_failed=retried == "failed"
         )
@@ -326,48 +330,35 @@ class Classify(Processor):
             kind = "transient"
         if role is not None and role.role == "propagated":
             kind = "cascading"
-        incident = None
-        if role is not None:
-            incident = self.incidents.incident_for(role.origin_service)
-        entry = self.catalog.lookup(service)
-        self.metrics.describe_service(service, entry)
-        # Burn windows only change between batches (``record`` runs before any item is classified).
-        akey = (service, entry.tier, entry.slo, incident is not None)
-        assessment = self._assessments.get(akey)
-        if assessment is None:
-            assessment = self._assessments[akey] = self.burn.assess(
-                service, entry.tier, entry.slo, in_incident=incident is not None
-            )
-
-        tags: list[Tag] = [("errorgate.error.fingerprint", fp)]
-        if template:
-            tags.append(("errorgate.error.template", template))
-        tags += [
-            ("errorgate.error.kind", kind),
-            ("errorgate.error.domain", domain),
-            ("errorgate.error.component", component),
-            ("errorgate.error.category", category.name),
-            ("errorgate.itil.category", category.itil),
-            ("errorgate.severity", assessment.severity),
-            ("errorgate.itil.impact", assessment.impact),
-            ("errorgate.itil.urgency", assessment.urgency),
-            ("errorgate.itil.priority", assessment.priority),
-        ]
-        if role is not None:
-            if role.role == "origin":
-                tags.append(("errorgate.error.origin", True))
-            if role.origin_service != service:
-                tags.append(("errorgate.error.origin_service", role.origin_service))
-            if role.role in ("origin", "propagated") and span_kind is not None:
-                self.metrics.cascade_error(service, role.origin_service, role.role)
-        if incident is not None:
-            tags.append(("errorgate.incident.id", incident.id))
+        # Severity: the service's burn rates; an active incident of the origin service raises the impact.
+        incident = self.incidents.incident_for(role.origin_service) if role is not None else None
+        assessment = self._assessment(service, incident is not None)
+        # Cascade role: spans only (a log record joins its trace's cascade but is none of its spans).
+        if role is not None and role.role in ("origin", "propagated") and span_kind is not None:
+            self.metrics.cascade_error(service, role.origin_service, role.role)
+        # Tag.
+        incident_id = incident.id if incident is not None else None
+        tags = self._error_tags(
+            fp,
+            template,
+            kind,
+            domain,
+            component,
+            category.name,
+            category.itil,
+            assessment,
+            role,
+            service,
+            incident_id,
+        )
         field_tag = LOG_ATTRIBUTES if isinstance(item, LogRecord) else SPAN_ATTRIBUTES
-        self._tags.write(item, field_tag, item.attributes, attrs, tuple(tags))
-        if incident is not None:
-            attrs["errorgate.incident.id"] = incident.id
+        self._tags.write(item, field_tag, item.attributes, attrs, tags)
+        if incident_id is not None:
+            # Only after ``write``, which reads the keys in ``attrs`` as attributes the item has.
+            attrs["errorgate.incident.id"] = incident_id
+        # Count.
+        if incident_id is not None:
             self.metrics.incident_member(service, True)
-
         if seen.new_fingerprint:
             self.metrics.new_fingerprint(service)
         if seen.new_episode:
@@ -381,6 +372,57 @@ class Classify(Processor):
             "category": category.name,
         }
         self.metrics.error(labels, version)
+
+    def _assessment(self, service: str, in_incident: bool) -> Assessment:
+        """The service's severity, impact and urgency now (its catalog entry exported on first sight)."""
+        entry = self.catalog.lookup(service)
+        self.metrics.describe_service(service, entry)
+        # Burn windows only change between batches (``record`` runs before any item is classified).
+        akey = (service, entry.tier, entry.slo, in_incident)
+        assessment = self._assessments.get(akey)
+        if assessment is None:
+            assessment = self._assessments[akey] = self.burn.assess(
+                service, entry.tier, entry.slo, in_incident=in_incident
+            )
+        return assessment
+
+    @staticmethod
+    def _error_tags(
+        fp: str,
+        template: str,
+        kind: str,
+        domain: str,
+        component: str,
+        category: str,
+        itil_category: str,
+        assessment: Assessment,
+        role: cascade.Role | None,
+        service: str,
+        incident_id: str | None,
+    ) -> tuple[Tag, ...]:
+        """The tags of a failing item, in the order they are written."""
+        tags: list[Tag] = [("errorgate.error.fingerprint", fp)]
+        if template:
+            tags.append(("errorgate.error.template", template))
+        tags += [
+            ("errorgate.error.kind", kind),
+            ("errorgate.error.domain", domain),
+            ("errorgate.error.component", component),
+            ("errorgate.error.category", category),
+            ("errorgate.itil.category", itil_category),
+            ("errorgate.severity", assessment.severity),
+            ("errorgate.itil.impact", assessment.impact),
+            ("errorgate.itil.urgency", assessment.urgency),
+            ("errorgate.itil.priority", assessment.priority),
+        ]
+        if role is not None:
+            if role.role == "origin":
+                tags.append(("errorgate.error.origin", True))
+            if role.origin_service != service:
+                tags.append(("errorgate.error.origin_service", role.origin_service))
+        if incident_id is not None:
+            tags.append(("errorgate.incident.id", incident_id))
+        return tuple(tags)
 
     # ------------------------------------------------------------------ helpers
 

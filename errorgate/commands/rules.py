@@ -87,7 +87,7 @@ def audit_report(config_file: str | None) -> dict[str, Any]:
     instances = []
     for component_id, cfg in _redact_configs(config_file):
         policy = cfg.effective_policy()
-        from errorgate.processors.redaction.specs import RECOGNIZER_ENTITIES
+        from errorgate.processors.redaction.recognizers.registry import RECOGNIZER_ENTITIES
 
         thresholds = policy.thresholds()
         entities = sorted({e for r in policy.recognizers for e in RECOGNIZER_ENTITIES[r]})

@@ -90,6 +90,26 @@ class TraceAnalysis(NamedTuple):
 
 
 def analyse_trace(nodes: list[Node]) -> TraceAnalysis:
+    by_id, roots = _link(nodes)
+    origin_of = _origins(roots)
+    marked = _mark_origins(origin_of, nodes)
+    roles = _roles(origin_of, marked, by_id)
+    retried, operations = _retries(nodes)
+    services = {n.service for n in nodes}
+    services.update([n.peer for n in nodes if n.peer and n.kind in EXIT_KINDS])
+    return TraceAnalysis(
+        roles,
+        retried,
+        operations,
+        frozenset(services),
+        frozenset([by_id[s].service for s in origin_of]),
+        frozenset([svc for _, svc in marked.values()]),
+    )
+
+
+def _link(nodes: list[Node]) -> tuple[dict[bytes, Node], list[Node]]:
+    """(nodes by span id, roots): each node's ``children`` filled in. A span whose parent is
+    missing from the trace (or is itself) is a root."""
     by_id = {n.span_id: n for n in nodes}
     roots: list[Node] = []
     for n in nodes:
@@ -100,6 +120,12 @@ def analyse_trace(nodes: list[Node]) -> TraceAnalysis:
             roots.append(n)
         else:
             parent.children.append(n)
+    return by_id, roots
+
+
+def _origins(roots: list[Node]) -> dict[bytes, Node]:
+    """Failing span id -> the origin of its failure before adjustments: the earliest-ending
+    failing span at or below it with no failing descendants."""
     best: dict[bytes, Node | None] = {}  # earliest-ending origin at or below a span
     origin_of: dict[bytes, Node] = {}
     visited: set[bytes] = set()
@@ -128,8 +154,15 @@ def analyse_trace(nodes: list[Node]) -> TraceAnalysis:
                 best[node.span_id] = origin_of[node.span_id] = first or node
             else:
                 best[node.span_id] = first
+    return origin_of
+
+
+def _mark_origins(origin_of: dict[bytes, Node], nodes: list[Node]) -> dict[bytes, tuple[Node, str]]:
+    """Origin node id -> (span carrying origin=true, origin service), the module docstring's
+    two adjustments applied: an exit span with no entry child stands for its callee; otherwise
+    the mark climbs to the nearest failing entry span of the same service."""
     origins = {o.span_id: o for o in origin_of.values()}
-    marked: dict[bytes, tuple[Node, str]] = {}  # origin node id -> (span carrying origin=true, service)
+    marked: dict[bytes, tuple[Node, str]] = {}
     parent_of: dict[bytes, Node] | None = None  # built only if an origin climbs
     for oid, o in origins.items():
         if o.kind in EXIT_KINDS and not any(c.kind in ENTRY_KINDS for c in o.children):
@@ -151,6 +184,14 @@ def analyse_trace(nodes: list[Node]) -> TraceAnalysis:
             if cursor.kind in ENTRY_KINDS:
                 carrier = cursor
         marked[oid] = (carrier, o.service)
+    return marked
+
+
+def _roles(
+    origin_of: dict[bytes, Node], marked: dict[bytes, tuple[Node, str]], by_id: dict[bytes, Node]
+) -> dict[bytes, Role]:
+    """Each failing span's role: the carrier of the origin mark, or a failure propagated to
+    another service than the origin's, or one in the origin's own service."""
     roles: dict[bytes, Role] = {}
     for sid, o in origin_of.items():
         carrier, origin_service = marked[o.span_id]
@@ -161,17 +202,7 @@ def analyse_trace(nodes: list[Node]) -> TraceAnalysis:
             roles[sid] = Role("propagated", origin_service, carrier_id)
         else:
             roles[sid] = Role("same_service", origin_service, carrier_id)
-    retried, operations = _retries(nodes)
-    services = {n.service for n in nodes}
-    services.update([n.peer for n in nodes if n.peer and n.kind in EXIT_KINDS])
-    return TraceAnalysis(
-        roles,
-        retried,
-        operations,
-        frozenset(services),
-        frozenset([by_id[s].service for s in origin_of]),
-        frozenset([svc for _, svc in marked.values()]),
-    )
+    return roles
 
 
 def _retries(nodes: list[Node]) -> tuple[dict[bytes, str], list[tuple[str, str]]]:

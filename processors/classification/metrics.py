@@ -32,7 +32,26 @@ DEFAULT_LABEL_CAPS: dict[str, int] = {
 class ErrorMetrics:
     def __init__(self, registry: CollectorRegistry, cap: Callable[[str, str], str]) -> None:
         self.cap = cap
-        r = registry
+        # In this order: a registry exposes its metrics in the order they were created.
+        self._create_request_metrics(registry)
+        self._create_error_metrics(registry)
+        self._create_deployment_metrics(registry)
+        self._create_episode_metrics(registry)
+        self._create_cascade_metrics(registry)
+        self._create_catalog_metrics(registry)
+        self._described: set[str] = set()
+        # Counter increments of one batch, by (metric, capped labels): one ``labels().inc(n)`` each
+        # in ``flush``. Labels are capped at once so caps admit values in the order items arrive.
+        self._pending: Tally[tuple[Counter, tuple[str, ...]]] = Tally()
+        # ``labels()`` takes a lock and builds a key per call: the children of these counters are
+        # kept (bounded by the label caps; nothing ever removes them from the metric).
+        self._children: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
+        # Capped labels of ``error`` by their raw values. A cap's answer for a value never changes
+        # (admitted values stay admitted, a full cap stays full), so the memo is always valid.
+        self._error_keys: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, str] | None]] = {}
+
+    def _create_request_metrics(self, r: CollectorRegistry) -> None:
+        """Requests and failed requests: the SLO's events."""
         self.requests = Counter(
             "errorgate_requests", "Requests seen (SERVER/CONSUMER or root spans)", ["service"], registry=r
         )
@@ -41,12 +60,18 @@ class ErrorMetrics:
         self.failed_requests = Counter(
             "errorgate_failed_requests", "Requests whose span failed", ["service"], registry=r
         )
+
+    def _create_error_metrics(self, r: CollectorRegistry) -> None:
+        """Failing items by their classification."""
         self.errors = Counter(
             "errorgate_errors",
             "Failing spans and log records",
             ["service", "component", "domain", "kind", "severity", "category"],
             registry=r,
         )
+
+    def _create_deployment_metrics(self, r: CollectorRegistry) -> None:
+        """Errors and requests per service.version: one deployment beside the previous one."""
         self.by_version = Counter(
             "errorgate_errors_by_version",
             "Errors per service.version (deployment comparison)",
@@ -67,12 +92,18 @@ class ErrorMetrics:
             ["service", "version"],
             registry=r,
         )
+
+    def _create_episode_metrics(self, r: CollectorRegistry) -> None:
+        """Starts of error episodes and first sightings of fingerprints."""
         self.episodes = Counter(
             "errorgate_error_episodes", "Error episodes started", ["service", "kind"], registry=r
         )
         self.new_fingerprints = Counter(
             "errorgate_new_fingerprints", "First sightings of an error fingerprint", ["service"], registry=r
         )
+
+    def _create_cascade_metrics(self, r: CollectorRegistry) -> None:
+        """What the trace analysis finds: cascade roles, multi-service incidents, retries."""
         self.cascade = Counter(
             "errorgate_cascade_errors",
             "Failing spans by their role in a within-trace cascade",
@@ -94,6 +125,9 @@ class ErrorMetrics:
             ["service", "outcome"],
             registry=r,
         )
+
+    def _create_catalog_metrics(self, r: CollectorRegistry) -> None:
+        """The service catalog's facts the alert rules join on (set by ``describe_service``)."""
         self.threshold = Gauge(
             "errorgate_error_rate_threshold",
             "Errors per minute from the service catalog above which to alert or open a review",
@@ -112,16 +146,6 @@ class ErrorMetrics:
             ["service", "team", "tier"],
             registry=r,
         )
-        self._described: set[str] = set()
-        # Counter increments of one batch, by (metric, capped labels): one ``labels().inc(n)`` each
-        # in ``flush``. Labels are capped at once so caps admit values in the order items arrive.
-        self._pending: Tally[tuple[Counter, tuple[str, ...]]] = Tally()
-        # ``labels()`` takes a lock and builds a key per call: the children of these counters are
-        # kept (bounded by the label caps; nothing ever removes them from the metric).
-        self._children: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
-        # Capped labels of ``error`` by their raw values. A cap's answer for a value never changes
-        # (admitted values stay admitted, a full cap stays full), so the memo is always valid.
-        self._error_keys: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, str] | None]] = {}
 
     def flush(self) -> None:
         """Apply the counts gathered since the last flush (the processor calls it after each batch)."""

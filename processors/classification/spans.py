@@ -9,7 +9,7 @@ what the bytes cannot settle is decoded, so every answer is that of a full decod
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableSequence, Sequence
+from collections.abc import Callable, Iterator, MutableSequence, Sequence
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
@@ -49,80 +49,91 @@ def scan(
     traces: dict[bytes, list[Record]] = {}
     requests: dict[tuple[str, str, int], list[int]] = {}
     surely_healthy, peer_from, tail_of = checks.surely_healthy, checks.peer, checks.tail
-    healthy_tails = checks.healthy_tails
-    use_tails = checks.use_tails
-    lookups = hits = 0
-    n_spans = 0
-    all_items = scope_items(wire) if wire is not None and copy_baggage is None else None
+    healthy_tails, use_tails = checks.healthy_tails, checks.use_tails
+    lookups = hits = n_spans = 0
+    # Copying baggage decodes every span's attributes: then no span is judged from its bytes.
+    scopes = _scopes(request, resource_of, wire if copy_baggage is None else None)
+    for service, version, resource, scope_spans, items in scopes:
+        n_spans += len(scope_spans)
+        at = 0
+        for span in scope_spans:
+            kind = span.kind
+            end = span.end_time_unix_nano
+            attrs: dict[str, AttrValue] | None = None
+            error: ErrorInfo | None = None
+            peer = ""
+            data = b""
+            if copy_baggage is not None:
+                attrs = to_dict(span.attributes)
+                error = detect_span(span, attrs)
+                copy_baggage(span.attributes, attrs, resource.attributes)
+                if kind in EXIT_KINDS:
+                    peer = peer_name(attrs) or db_system(attrs)
+            else:
+                if items is not None:
+                    data = items[at]
+                    at += 1
+                else:
+                    data = span.SerializeToString()
+                # Spans whose bytes after the end time equal a healthy span's (same kind)
+                # have the same attributes, events and status: healthy, with its peer.
+                # (Not tried for entry spans: their per-request attributes, such as the
+                # URL or the client address, rarely repeat.)
+                tail = tail_of(data, end) if use_tails and end and kind not in ENTRY_KINDS else None
+                known = None
+                if tail is not None:
+                    lookups += 1
+                    known = healthy_tails.get((kind, tail))
+                if known is not None:
+                    hits += 1
+                    peer = known
+                else:
+                    attrs, error, peer = _detect(span, kind, data, surely_healthy, peer_from)
+                    if error is None and tail is not None:
+                        checks.remember_healthy(kind, tail, peer)
+            ts = (end or span.start_time_unix_nano) / 1e9 or received
+            if kind in ENTRY_KINDS or not span.parent_span_id:
+                # Aggregated per second: one update per (service, version, second), not per span.
+                counts = requests.get((service, version, int(ts)))
+                if counts is None:
+                    counts = requests[(service, version, int(ts))] = [0, 0]
+                counts[0] += 1
+                counts[1] += error is not None
+            record = (span, attrs, service, version, error, ts, peer, end, data)
+            if error is not None:
+                errors.append(record)
+            if not late:
+                trace_id = span.trace_id
+                group = traces.get(trace_id)
+                if group is None:
+                    traces[trace_id] = [record]
+                else:
+                    group.append(record)
+    checks.tally(n_spans, lookups, hits)
+    return errors, traces, requests, n_spans
+
+
+def _scopes(
+    request: ExportTraceServiceRequest,
+    resource_of: Callable[[Resource], tuple[str, str]],
+    wire: bytes | None,
+) -> Iterator[tuple[str, str, Resource, Sequence[Span], Sequence[bytes] | None]]:
+    """(service, version, resource, spans, the spans as serialized in ``wire``) of each scope of
+    ``request``, in order; None for the bytes when ``wire`` is None or turns out not to be this
+    request's bytes (then each span is serialized). Resumed once per scope, never per span."""
+    all_items = scope_items(wire) if wire is not None else None
     scope_index = 0
     for rs in request.resource_spans:
         service, version = resource_of(rs.resource)
         for ss in rs.scope_spans:
             scope_spans = ss.spans
-            n_spans += len(scope_spans)
-            # This scope's spans as serialized in ``wire`` (None: serialize each span).
             items = None
             if all_items is not None and scope_index < len(all_items):
                 items = all_items[scope_index]
                 if len(items) != len(scope_spans):  # not the request's bytes after all
                     items = all_items = None
             scope_index += 1
-            at = 0
-            for span in scope_spans:
-                kind = span.kind
-                end = span.end_time_unix_nano
-                attrs: dict[str, AttrValue] | None = None
-                error: ErrorInfo | None = None
-                peer = ""
-                data = b""
-                if copy_baggage is not None:
-                    attrs = to_dict(span.attributes)
-                    error = detect_span(span, attrs)
-                    copy_baggage(span.attributes, attrs, rs.resource.attributes)
-                    if kind in EXIT_KINDS:
-                        peer = peer_name(attrs) or db_system(attrs)
-                else:
-                    if items is not None:
-                        data = items[at]
-                        at += 1
-                    else:
-                        data = span.SerializeToString()
-                    # Spans whose bytes after the end time equal a healthy span's (same kind)
-                    # have the same attributes, events and status: healthy, with its peer.
-                    # (Not tried for entry spans: their per-request attributes, such as the
-                    # URL or the client address, rarely repeat.)
-                    tail = tail_of(data, end) if use_tails and end and kind not in ENTRY_KINDS else None
-                    known = None
-                    if tail is not None:
-                        lookups += 1
-                        known = healthy_tails.get((kind, tail))
-                    if known is not None:
-                        hits += 1
-                        peer = known
-                    else:
-                        attrs, error, peer = _detect(span, kind, data, surely_healthy, peer_from)
-                        if error is None and tail is not None:
-                            checks.remember_healthy(kind, tail, peer)
-                ts = (end or span.start_time_unix_nano) / 1e9 or received
-                if kind in ENTRY_KINDS or not span.parent_span_id:
-                    # Aggregated per second: one update per (service, version, second), not per span.
-                    counts = requests.get((service, version, int(ts)))
-                    if counts is None:
-                        counts = requests[(service, version, int(ts))] = [0, 0]
-                    counts[0] += 1
-                    counts[1] += error is not None
-                record = (span, attrs, service, version, error, ts, peer, end, data)
-                if error is not None:
-                    errors.append(record)
-                if not late:
-                    trace_id = span.trace_id
-                    group = traces.get(trace_id)
-                    if group is None:
-                        traces[trace_id] = [record]
-                    else:
-                        group.append(record)
-    checks.tally(n_spans, lookups, hits)
-    return errors, traces, requests, n_spans
+            yield service, version, rs.resource, scope_spans, items
 
 
 def _detect(

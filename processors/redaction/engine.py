@@ -19,7 +19,6 @@ from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngine, NoOpNlpEngine,
 from spacy.language import Language
 
 from errorgate.processors.redaction import offline
-from errorgate.processors.redaction.recognizers import BUILTIN
 from errorgate.processors.redaction.recognizers.base import Gate, digit_count
 from errorgate.processors.redaction.recognizers.contact import (
     DEFAULT_PHONE_REGIONS,
@@ -28,9 +27,14 @@ from errorgate.processors.redaction.recognizers.contact import (
 )
 from errorgate.processors.redaction.recognizers.custom import YamlRecognizer
 from errorgate.processors.redaction.recognizers.ner import NameRecognizer
+from errorgate.processors.redaction.recognizers.registry import BUILTIN_RECOGNIZERS, recognizer_class
 from errorgate.processors.redaction.specs import CustomRecognizerSpec, Finding, Findings
 
 offline.install()
+
+# Resolved at import, as the old import list was, so a row naming a missing class fails here
+# rather than on the first batch that selects it.
+BUILTIN: dict[str, type[EntityRecognizer]] = {r.name: recognizer_class(r) for r in BUILTIN_RECOGNIZERS}
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from errorgate.processors.redaction.specs import (
-    KEYED_ACTIONS,
-    RECOGNIZER_ENTITIES,
-    Action,
-    CustomRecognizerSpec,
-    EntityRule,
-)
+from errorgate.processors.redaction.recognizers.registry import RECOGNIZER_ENTITIES
+from errorgate.processors.redaction.specs import KEYED_ACTIONS, Action, CustomRecognizerSpec, EntityRule
 
 __all__ = [
     "KEYED_ACTIONS",

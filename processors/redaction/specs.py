@@ -12,33 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 Action = Literal["mask", "partial", "hash", "token", "encrypt", "drop"]
 KEYED_ACTIONS: frozenset[str] = frozenset({"hash", "token", "encrypt"})
 
-# Built-in recognizers (class names in ``recognizers``) and the entity types each reports.
-RECOGNIZER_ENTITIES: dict[str, tuple[str, ...]] = {
-    "CardRecognizer": ("CREDIT_CARD",),
-    "TelemetryIbanRecognizer": ("IBAN_CODE",),
-    "TelemetrySsnRecognizer": ("US_SSN",),
-    "TelemetryItinRecognizer": ("US_ITIN",),
-    "TelemetryEmailRecognizer": ("EMAIL_ADDRESS",),
-    "EncodedEmailRecognizer": ("EMAIL_ADDRESS",),
-    "TelemetryPhoneRecognizer": ("PHONE_NUMBER",),
-    "EncodedPhoneRecognizer": ("PHONE_NUMBER",),
-    "IpAddressRecognizer": ("IP_ADDRESS",),
-    "TelemetryMacAddressRecognizer": ("MAC_ADDRESS",),
-    "NameRecognizer": ("PERSON", "LOCATION"),
-    "JwtRecognizer": ("JWT",),
-    "AuthHeaderRecognizer": ("AUTH_CREDENTIAL",),
-    "AwsKeyRecognizer": ("AWS_ACCESS_KEY",),
-    "GitHubTokenRecognizer": ("GITHUB_TOKEN",),
-    "SlackTokenRecognizer": ("SLACK_TOKEN",),
-    "StripeKeyRecognizer": ("STRIPE_KEY",),
-    "GoogleApiKeyRecognizer": ("GOOGLE_API_KEY",),
-    "PrivateKeyRecognizer": ("PRIVATE_KEY",),
-    "PasswordValueRecognizer": ("PASSWORD",),
-    "SessionCookieRecognizer": ("SESSION_COOKIE",),
-    "UrlCredentialsRecognizer": ("URL_CREDENTIALS",),
-    "HighEntropyRecognizer": ("HIGH_ENTROPY_SECRET",),
-}
-
 
 @dataclass(frozen=True, slots=True)
 class Finding:

@@ -306,14 +306,31 @@ class TraceAssembler(Processor):
     def _release(
         self, held: list[tuple[bytes, _Held]], now: float | None, notes: dict[str, object]
     ) -> Output:
+        """Send the ``held`` traces (already taken out of ``_traces``) on as whole traces."""
+        chunks, settled, freed = self._regroup(held)
+        self._total_bytes -= freed
+        self._remember_released(held)
+        out = Output()
+        for chunk in chunks:
+            out.batches.append(self._chunk_batch(chunk, now, notes))
+        if self.store is not None and settled:
+            # The records' spans may go from disk only once the release is durably queued.
+            out.on_persisted.append(partial(self._records.settle, settled))
+        return out
+
+    @staticmethod
+    def _regroup(held: list[tuple[bytes, _Held]]) -> tuple[list[_Chunk], dict[Record, list[bytes]], int]:
+        """The traces' parts regrouped as chunks (per tenant, in order), the released trace ids per
+        record they had parts in (for ``Records.settle``), and the bytes the traces held."""
         # Per tenant, chunks of whole traces of at most _CHUNK_SPANS spans (one trace may exceed it):
         # the stages after the assembler hold the pipeline lock per batch, so intake can interleave.
+        # One pass, no call per trace or part (this runs for every held span): chunking, regrouping
+        # and settling share the loop.
         chunks: list[_Chunk] = []
         open_chunks: dict[str, _Chunk] = {}
         settled: dict[Record, list[bytes]] = {}
         last_record: Record | None = None
         last_tids: list[bytes] = []
-        released = self._released
         freed = 0
         for tid, h in held:
             spans, nbytes, first_seen, tenant = h[_SPANS], h[_BYTES], h[_FIRST_SEEN], h[_TENANT]
@@ -329,6 +346,7 @@ class TraceAssembler(Processor):
             previous: Record | None = None
             for i in range(_PARTS, len(h)):
                 rhead, shead, piece, record = h[i]
+                # wire.add, inlined (no call per part, as said above).
                 scopes = tree.get(rhead)
                 if scopes is None:
                     tree[rhead] = {shead: [piece]}
@@ -347,27 +365,32 @@ class TraceAssembler(Processor):
                             found = settled[record] = []
                         last_record, last_tids = record, found
                     last_tids.append(tid)
+        return chunks, settled, freed
+
+    def _remember_released(self, held: list[tuple[bytes, _Held]]) -> None:
+        """Remember the traces as released, so their spans arriving later pass on marked late;
+        past ``late_cache_size`` the longest released are forgotten."""
+        released = self._released
+        for tid, _ in held:
             released[tid] = None
-        self._total_bytes -= freed
         for _ in range(len(released) - self.config.late_cache_size):
             released.popitem(last=False)
-        out = Output()
-        for chunk in chunks:
-            data = wire.encode_tree(chunk.tree)
-            batch = WireBatch(
-                Signal.TRACES,
-                data,
-                received_at=chunk.first_seen if now is None else now,
-                receiver="assembly",
-                tenant=chunk.tenant,
-            )
-            # The bytes go along: the pipeline keeps them as the released original (for the
-            # dead-letter queue should a later stage fail) instead of copying the request.
-            batch.notes.update({"complete_traces": True, **notes, WIRE_NOTE: data})
-            out.batches.append(batch)
-        if self.store is not None and settled:
-            out.on_persisted.append(partial(self._records.settle, settled))
-        return out
+
+    @staticmethod
+    def _chunk_batch(chunk: _Chunk, now: float | None, notes: dict[str, object]) -> WireBatch:
+        """The batch a chunk leaves as, dated ``now`` (on flush, None: its oldest trace's arrival)."""
+        data = wire.encode_tree(chunk.tree)
+        batch = WireBatch(
+            Signal.TRACES,
+            data,
+            received_at=chunk.first_seen if now is None else now,
+            receiver="assembly",
+            tenant=chunk.tenant,
+        )
+        # The bytes go along: the pipeline keeps them as the released original (for the
+        # dead-letter queue should a later stage fail) instead of copying the request.
+        batch.notes.update({"complete_traces": True, **notes, WIRE_NOTE: data})
+        return batch
 
     def _reload(self) -> None:
         for record, data, done in self._records.reload():

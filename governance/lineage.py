@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from errorgate.component import ComponentConfig
 from errorgate.config import Config
 
 FIELDS_IN: dict[str, list[str]] = {
@@ -79,14 +80,11 @@ PROCESSOR_ROLES: dict[str, tuple[str, list[str]]] = {
 }
 
 
-def _component_lines(cfg: Any) -> list[str]:
-    fn = getattr(cfg, "lineage", None)
-    if callable(fn):
-        try:
-            return [str(line) for line in fn()]
-        except Exception:  # a describer bug must not break the document
-            return ["(its lineage description failed to render)"]
-    return []
+def _component_lines(cfg: ComponentConfig) -> list[str]:
+    try:
+        return [str(line) for line in cfg.lineage()]
+    except Exception:  # a describer bug must not break the document
+        return ["(its lineage description failed to render)"]
 
 
 def _describe_processor(component_id: str, cfg: Any) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from google.protobuf.message import Message
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from errorgate.otlp.flat import ResourceFit, WireSizes
-from errorgate.receiver import ValidationConfig
+from errorgate.receiver.config import ValidationConfig
 
 
 class Limits:

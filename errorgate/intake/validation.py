@@ -23,7 +23,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from errorgate.intake.limits import Limits as _Limits
 from errorgate.otlp.flat import request_shape, scope_fits
-from errorgate.receiver import ValidationConfig
+from errorgate.receiver.config import ValidationConfig
 from errorgate.signals import ExportRequest, Signal, prune_empty
 
 _ITEM_NOUN = {Signal.TRACES: "spans", Signal.LOGS: "log records", Signal.METRICS: "data points"}

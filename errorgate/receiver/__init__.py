@@ -6,10 +6,26 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from pydantic import Field
+from errorgate.component import ComponentContext, Factory
+from errorgate.receiver.config import (
+    GrpcProtocolConfig,
+    HttpProtocolConfig,
+    OtlpReceiverConfig,
+    ProtocolsConfig,
+    ValidationConfig,
+)
+from errorgate.receiver.grpc_server import OtlpGrpcReceiver
+from errorgate.receiver.http_server import OtlpHttpReceiver
 
-from errorgate.component import ComponentConfig, ComponentContext, Factory
-from errorgate.config import AuthConfig, TLSServerConfig
+__all__ = [
+    "GrpcProtocolConfig",
+    "HttpProtocolConfig",
+    "OtlpReceiverConfig",
+    "ProtocolsConfig",
+    "ValidationConfig",
+    "build_receivers",
+    "factory",
+]
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -19,43 +35,6 @@ if TYPE_CHECKING:
     from errorgate.telemetry import Telemetry
 
 
-class GrpcProtocolConfig(ComponentConfig):
-    endpoint: str = "127.0.0.1:4317"
-    max_recv_msg_size_mib: float = Field(default=16, gt=0)
-    max_concurrent_streams: int = Field(default=64, ge=1)
-    tls: TLSServerConfig | None = None
-
-
-class HttpProtocolConfig(ComponentConfig):
-    endpoint: str = "127.0.0.1:4318"
-    max_request_body_size_mib: float = Field(default=16, gt=0)
-    tls: TLSServerConfig | None = None
-    traces_url_path: str = "/v1/traces"
-    logs_url_path: str = "/v1/logs"
-    metrics_url_path: str = "/v1/metrics"
-
-
-class ProtocolsConfig(ComponentConfig):
-    grpc: GrpcProtocolConfig | None = None
-    http: HttpProtocolConfig | None = None
-
-
-class ValidationConfig(ComponentConfig):
-    """Limits applied to every decoded item; items breaking them are rejected (partial_success)."""
-
-    max_attribute_depth: int = Field(default=8, ge=1)
-    max_string_length: int = Field(default=65536, ge=1)
-    max_attributes: int = Field(default=1024, ge=1)
-
-
-class OtlpReceiverConfig(ComponentConfig):
-    protocols: ProtocolsConfig = Field(
-        default_factory=lambda: ProtocolsConfig(grpc=GrpcProtocolConfig(), http=HttpProtocolConfig())
-    )
-    auth: AuthConfig | None = None
-    validation: ValidationConfig = Field(default_factory=ValidationConfig)
-
-
 def build_receivers(
     receiver_id: str, config: OtlpReceiverConfig, intake: Intake, logger: logging.Logger, telemetry: Telemetry
 ) -> list[Receiver]:
@@ -63,9 +42,6 @@ def build_receivers(
 
     Raises ``ConfigError`` (naming the key) for unusable endpoints, TLS files or auth tokens.
     """
-    from errorgate.receiver.grpc_server import OtlpGrpcReceiver
-    from errorgate.receiver.http_server import OtlpHttpReceiver
-
     receivers: list[Receiver] = []
     if config.protocols.grpc is not None:
         receivers.append(

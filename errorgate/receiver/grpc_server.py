@@ -22,7 +22,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from errorgate.config import ConfigError, TLSServerConfig
 from errorgate.errors import Backpressure, InvalidRequest, ProcessingFailed
 from errorgate.intake.contract import Intake
-from errorgate.receiver import AuthConfig, GrpcProtocolConfig
 from errorgate.receiver.base import ReceiverBase
 from errorgate.receiver.common import (
     BACKPRESSURE,
@@ -37,6 +36,7 @@ from errorgate.receiver.common import (
     format_endpoint,
     size_limit_message,
 )
+from errorgate.receiver.config import AuthConfig, GrpcProtocolConfig
 from errorgate.signals import Signal
 from errorgate.telemetry import Telemetry
 

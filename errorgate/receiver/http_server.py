@@ -24,7 +24,6 @@ from errorgate.config import ConfigError
 from errorgate.errors import Backpressure, InvalidRequest, ProcessingFailed
 from errorgate.intake.contract import Intake
 from errorgate.otlp.json_format import from_json, message_to_json
-from errorgate.receiver import AuthConfig, HttpProtocolConfig
 from errorgate.receiver.base import ReceiverBase
 from errorgate.receiver.common import (
     BACKPRESSURE,
@@ -40,6 +39,7 @@ from errorgate.receiver.common import (
     format_endpoint,
     server_ssl_context,
 )
+from errorgate.receiver.config import AuthConfig, HttpProtocolConfig
 from errorgate.receiver.http_body import BodyError, decompress, read_body
 from errorgate.signals import Signal
 from errorgate.telemetry import Telemetry

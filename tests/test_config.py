@@ -173,3 +173,20 @@ def test_readme_classify_block_shows_the_defaults() -> None:
     # label_caps: {} means "the default caps"; the README spells them out.
     assert block["metrics"].pop("label_caps") == DEFAULT_LABEL_CAPS
     assert ClassifyConfig.model_validate(block) == ClassifyConfig()
+
+
+def test_readme_sample_block_shows_the_defaults() -> None:
+    """The README's sample block gives the defaults, but for the two keys it shows by example."""
+    import yaml
+
+    from errorgate.config import AssemblyConfig
+    from errorgate.processors.sampling.config import SampleConfig
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### sample\n", 1)[1]
+    block = yaml.safe_load(section.split("```yaml", 1)[1].split("```", 1)[0])["sample"]
+    examples = {"attribute_rules", "logs"}
+    documented = SampleConfig.model_validate({k: v for k, v in block.items() if k not in examples})
+    assert documented == SampleConfig()
+    # The assembly keys it documents are service.assembly's too, with the same defaults.
+    assert {k: getattr(documented, k) for k in AssemblyConfig.model_fields} == AssemblyConfig().model_dump()

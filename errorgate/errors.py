@@ -12,6 +12,11 @@ class Backpressure(Exception):
         self.retry_after = retry_after
 
 
+class LimitExceeded(Exception):
+    """The request breaks a configured limit (size, items, nesting...): gRPC RESOURCE_EXHAUSTED /
+    HTTP 413. The message names the limit's config key; nothing of the request was accepted."""
+
+
 class ProcessingFailed(Exception):
     """A processor raised on the batch; the batch was dead-lettered. gRPC INTERNAL / HTTP 500
     (not retryable: the data is safe in the dead-letter store, replay it from there)."""

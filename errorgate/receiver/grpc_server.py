@@ -20,7 +20,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from errorgate.config import ConfigError, TLSServerConfig
-from errorgate.errors import Backpressure, InvalidRequest, ProcessingFailed
+from errorgate.errors import Backpressure, InvalidRequest, LimitExceeded, ProcessingFailed
 from errorgate.intake.contract import Intake
 from errorgate.receiver.base import ReceiverBase
 from errorgate.receiver.common import (
@@ -156,6 +156,9 @@ class OtlpGrpcReceiver(ReceiverBase):
             _abort_unavailable(context, "receiver is shutting down", 1.0)
         try:
             request = decode(signal, data)
+        except LimitExceeded as e:
+            self._refuse(TOO_LARGE)
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         except ValueError as e:
             self._refuse(MALFORMED)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
@@ -164,6 +167,9 @@ class OtlpGrpcReceiver(ReceiverBase):
         except Backpressure as e:
             self._refuse(BACKPRESSURE)
             _abort_unavailable(context, str(e) or "gateway is busy", e.retry_after)
+        except LimitExceeded as e:
+            self._refuse(TOO_LARGE)
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         except InvalidRequest as e:
             self._refuse(MALFORMED)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))

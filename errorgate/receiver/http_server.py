@@ -21,7 +21,7 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from errorgate.config import ConfigError
-from errorgate.errors import Backpressure, InvalidRequest, ProcessingFailed
+from errorgate.errors import Backpressure, InvalidRequest, LimitExceeded, ProcessingFailed
 from errorgate.intake.contract import Intake
 from errorgate.otlp.json_format import from_json, message_to_json
 from errorgate.receiver.base import ReceiverBase
@@ -188,6 +188,9 @@ class OtlpHttpReceiver(ReceiverBase):
         """Decode and hand to the intake: (HTTP status, response message or error text, extra headers)."""
         try:
             request = decode(signal, body) if media == PROTOBUF else from_json(signal, body)
+        except LimitExceeded as e:
+            self.refuse(TOO_LARGE)
+            return 413, str(e), {}
         except ValueError as e:
             self.refuse(MALFORMED)
             return 400, str(e), {}
@@ -197,6 +200,9 @@ class OtlpHttpReceiver(ReceiverBase):
         except Backpressure as e:
             self.refuse(BACKPRESSURE)
             return 503, str(e) or "gateway is busy", {"Retry-After": str(max(1, math.ceil(e.retry_after)))}
+        except LimitExceeded as e:
+            self.refuse(TOO_LARGE)
+            return 413, str(e), {}
         except InvalidRequest as e:
             self.refuse(MALFORMED)
             return 400, str(e), {}

@@ -216,6 +216,27 @@ class ProcessorWorkerConfig(BaseModel):
         return value
 
 
+class DiskConfig(BaseModel):
+    """Extension: disk pressure as a state of its own. Below ``min_free_mib`` free on the
+    filesystem of ``data_dir`` or of an exporter's ``sending_queue.storage``, new data is refused
+    (UNAVAILABLE + RetryInfo / 503 + Retry-After), ``/readyz`` and gRPC health say fail, and it
+    recovers by itself when space returns. The floor is the room that requests already accepted,
+    held items and dead letters still need to be written safely."""
+
+    model_config = ConfigDict(extra="forbid")
+    min_free_mib: float = Field(default=64, ge=0)  # 0 turns the check off
+    check_interval: Duration = 0.25  # free space is read at most this often (one statvfs per directory)
+
+
+class DeadLetterConfig(BaseModel):
+    """Extension: bounds of the dead-letter store; past them the oldest entries are removed,
+    counted (``errorgate_dead_letter_expired_items_total``) and logged."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_size_mib: float = Field(default=256, gt=0)
+    max_age: Duration = 7 * 86400.0  # 0 = no age limit
+
+
 class ServiceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     pipelines: dict[str, PipelineConfig]
@@ -230,6 +251,8 @@ class ServiceConfig(BaseModel):
     processor_worker: ProcessorWorkerConfig = Field(default_factory=ProcessorWorkerConfig)
     # Extensions (shared services) enabled, by id under the top-level ``extensions:``.
     extensions: list[str] = Field(default_factory=list)
+    disk: DiskConfig = Field(default_factory=DiskConfig)
+    dead_letter: DeadLetterConfig = Field(default_factory=DeadLetterConfig)
     # Extension: trace assembly for pipelines with a processor that needs whole traces.
     assembly: AssemblyConfig = Field(default_factory=AssemblyConfig)
 

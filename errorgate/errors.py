@@ -12,6 +12,11 @@ class Backpressure(Exception):
         self.retry_after = retry_after
 
 
+class StorageUnavailable(Backpressure):
+    """Data could not be made durable (disk below ``service.disk.min_free_mib``, or a write
+    failed): nothing was acknowledged, the client retries. gRPC UNAVAILABLE / HTTP 503."""
+
+
 class LimitExceeded(Exception):
     """The request breaks a configured limit (size, items, nesting...): gRPC RESOURCE_EXHAUSTED /
     HTTP 413. The message names the limit's config key; nothing of the request was accepted."""

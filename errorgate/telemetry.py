@@ -7,6 +7,7 @@ run in one process (tests, ``errorgate demo``). Every label value passes through
 
 from __future__ import annotations
 
+import errno
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -113,6 +114,39 @@ class Telemetry:
             ["processor", "signal"],
             registry=r,
         )
+        # storage (disk pressure, write failures, dead-letter expiry, queue recovery)
+        self.disk_free = Gauge(
+            "errorgate_disk_free_bytes",
+            "Free bytes on the filesystem of a directory errorgate writes to (data_dir, queues)",
+            ["directory"],
+            registry=r,
+        )
+        self.disk_pressure = Gauge(
+            "errorgate_disk_pressure",
+            "1 while a directory's free space is below service.disk.min_free_mib (new data is refused)",
+            registry=r,
+        )
+        self.storage_write_errors = Counter(
+            "errorgate_storage_write_errors",
+            "Writes to disk that failed (the data was not acknowledged, or stays held for a retry)",
+            ["store", "error"],
+            registry=r,
+        )
+        self.dead_letter_expired = Counter(
+            "errorgate_dead_letter_expired_items",
+            "Dead-lettered items removed by service.dead_letter limits, oldest first",
+            ["signal", "limit"],
+            registry=r,
+        )
+        self.dead_letter_bytes = Gauge(
+            "errorgate_dead_letter_bytes", "Bytes in the dead-letter store", registry=r
+        )
+        self.queue_recovery_skipped = Counter(
+            "errorgate_queue_recovery_skipped_bytes",
+            "Unreadable bytes a persistent queue skipped at start-up (damage; never a torn tail)",
+            ["exporter"],
+            registry=r,
+        )
         self.worker_restarts = Counter(
             "errorgate_processor_worker_restarts",
             "Times the processor worker process was restarted (it died or stopped answering)",
@@ -137,6 +171,10 @@ class Telemetry:
     def record_dropped(self, signal: str, reason: str, n: int) -> None:
         if n:
             self.child(self.dropped, signal, self.cap("reason", reason)).inc(n)
+
+    def record_write_error(self, store: str, error: OSError) -> None:
+        name = errno.errorcode.get(error.errno or 0, "EIO")
+        self.child(self.storage_write_errors, store, name).inc()
 
     def record_dead_lettered(self, signal: str, reason: str, n: int) -> None:
         if n:

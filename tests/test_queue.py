@@ -102,8 +102,11 @@ def test_corrupted_record_is_not_delivered_garbled(tmp_path: Path) -> None:
     frame_len = len(data) // 4
     data[frame_len * 2 + 20] ^= 0xFF  # flip a byte inside record 3's payload
     seg.write_bytes(bytes(data))
-    q2 = PersistentQueue(tmp_path, max_bytes=1048576)
-    assert _drain(q2) == ["op-0", "op-1"]
+    damaged: list[int] = []
+    q2 = PersistentQueue(tmp_path, max_bytes=1048576, on_damage=damaged.append)
+    # Exactly the damaged record is skipped (and reported); the one after it is kept.
+    assert _drain(q2) == ["op-0", "op-1", "op-3"]
+    assert damaged == [frame_len]
     q2.close()
 
 

@@ -7,9 +7,17 @@ CRC covers signal, items and payload, so a torn or garbled record is recognised.
 record is written to the OS before ``put`` returns (``fsync=True`` also forces it to the
 device). ``cursor`` holds the position up to which every record was acknowledged, in two
 alternating CRC-checked slots (a torn slot write leaves the other, older one valid — cheaper
-than a file rename per acknowledgement); segments before it are deleted. After a crash the queue
-re-reads from the cursor: records past it are delivered again (at-least-once), a torn
-last record (the ``put`` that never returned) is cut off, nothing else is lost.
+than a file rename per acknowledgement; the file is allocated at open, so writing a slot never
+needs disk space); segments before it are deleted. After a crash the queue re-reads from the
+cursor: records past it are delivered again (at-least-once), a torn last record (the ``put``
+that never returned) is cut off, nothing else is lost.
+
+A write that fails (ENOSPC, EIO) is cut back off the segment before ``put`` raises, so no torn
+frame ever stands in front of a record acknowledged later; ``put`` raises
+``StorageUnavailable`` and the client is asked to retry. Should a segment still hold
+unreadable bytes in its middle (damage from outside), recovery skips exactly them: it looks
+for the next frame whose checksum holds and keeps every record after it, and reports the
+skipped bytes (WARNING and ``on_damage``).
 
 Several consumers may take records at once; acknowledgements can arrive out of order,
 so the cursor only advances over the contiguous acknowledged prefix.
@@ -17,6 +25,7 @@ so the cursor only advances over the contiguous acknowledged prefix.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -24,6 +33,7 @@ import struct
 import time
 import zlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +48,7 @@ from errorgate.delivery.queue import (
     QueueRecord,
     required_request,
 )
+from errorgate.errors import StorageUnavailable
 from errorgate.signals import ExportRequest, Signal
 
 log = logging.getLogger("errorgate.queue")
@@ -70,6 +81,7 @@ class PersistentQueue(ExportQueue):
         *,
         fsync: bool = False,
         segment_bytes: int | None = None,
+        on_damage: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__(max_bytes)
         self.directory = Path(directory)
@@ -89,7 +101,8 @@ class PersistentQueue(ExportQueue):
         self._recent: deque[tuple[int, int, int, int, int, bytes]] = deque()
         self._recent_bytes = 0
         self._recent_max = min(RECENT_MAX_BYTES, max_bytes // 4)
-        self._cursor_fd = os.open(self.directory / _CURSOR, os.O_RDWR | os.O_CREAT, 0o600)
+        self._on_damage = on_damage
+        self._cursor_fd = _open_cursor(self.directory / _CURSOR)
         self._cursor_gen = 0
         self._recover()
         self._write_seg = max(self._lengths, default=0) + 1
@@ -116,21 +129,7 @@ class PersistentQueue(ExportQueue):
                 self._seg_path(n).unlink(missing_ok=True)
                 continue
             start = cur_off if n == cur_seg else 0
-            valid_end, items, size, count = self._scan(n, start)
-            file_len = self._seg_path(n).stat().st_size
-            if valid_end < file_len:
-                # A torn tail is the put that never returned; anything else is damage worth a warning.
-                torn_only = n == segments[-1]
-                (log.info if torn_only else log.warning)(
-                    "queue %s: segment %d: ignoring %d bytes after offset %d (%s)",
-                    self.directory,
-                    n,
-                    file_len - valid_end,
-                    valid_end,
-                    "incomplete last record" if torn_only else "corrupt record",
-                )
-                with open(self._seg_path(n), "r+b") as f:
-                    f.truncate(valid_end)
+            valid_end, items, size, count = self._recover_segment(n, start, last=n == segments[-1])
             if count == 0 and not self._has_cursor:
                 # Nothing unread here: the segment is fully consumed.
                 self._seg_path(n).unlink(missing_ok=True)
@@ -146,6 +145,37 @@ class PersistentQueue(ExportQueue):
         if self._has_cursor:
             self._write_cursor(self._read_seg, self._read_off)
 
+    def _recover_segment(self, n: int, start: int, last: bool) -> tuple[int, int, int, int]:
+        """Scan segment ``n`` from ``start``; (valid length, items, bytes, records) after making
+        it readable end to end: a torn tail of the last segment (the ``put`` that never returned)
+        is cut off, unreadable bytes anywhere else are skipped and reported, never what follows."""
+        valid_end, items, size, count = self._scan(n, start)
+        file_len = self._seg_path(n).stat().st_size
+        if valid_end >= file_len:
+            return valid_end, items, size, count
+        resume = _next_frame(self._seg_path(n), valid_end)
+        if resume is None and last:
+            log.info(
+                "queue %s: segment %d: cut %d bytes of an incomplete last record (never acknowledged)",
+                self.directory,
+                n,
+                file_len - valid_end,
+            )
+            _truncate(self._seg_path(n), valid_end)
+            return valid_end, items, size, count
+        skipped = (resume if resume is not None else file_len) - valid_end
+        log.warning(
+            "queue %s: segment %d: %d unreadable bytes at offset %d skipped; the records after them are kept",
+            self.directory,
+            n,
+            skipped,
+            valid_end,
+        )
+        if self._on_damage is not None:
+            self._on_damage(skipped)
+        _cut_out(self._seg_path(n), valid_end, valid_end + skipped)
+        return self._recover_segment(n, start, last)
+
     def _read_cursor(self) -> tuple[int, int]:
         raw = os.pread(self._cursor_fd, 2 * _SLOT_SIZE, 0)
         best: tuple[int, int, int] | None = None
@@ -157,7 +187,7 @@ class PersistentQueue(ExportQueue):
             if zlib.crc32(chunk[:24]) == crc and (best is None or gen > best[0]):
                 best = (gen, seg, off)
         if best is None:
-            if raw:
+            if raw.strip(b"\0"):
                 log.warning("queue %s: unreadable cursor, re-reading every segment", self.directory)
             return 0, 0
         self._cursor_gen = best[0]
@@ -209,9 +239,7 @@ class PersistentQueue(ExportQueue):
             self._check_room(size)
             if self._lengths[self._write_seg] >= self._segment_bytes:
                 self._rotate()
-            _write_frame(self._wfd, header, payload)
-            if self._fsync:
-                os.fsync(self._wfd)
+            self._write(header, payload)
             self._remember(self._write_seg, self._lengths[self._write_seg], size, code, items, plain)
             self._lengths[self._write_seg] += size
             self._items += items
@@ -219,6 +247,34 @@ class PersistentQueue(ExportQueue):
             self._unread += 1
             self._outstanding += 1
             self._arrived(items)
+
+    def _write(self, header: bytes, payload: bytes) -> None:
+        """Append one frame, or leave the segment exactly as it was and raise StorageUnavailable."""
+        try:
+            _write_frame(self._wfd, header, payload)
+            if self._fsync:
+                os.fsync(self._wfd)
+        except OSError as e:
+            self._undo_write()
+            raise StorageUnavailable(
+                f"sending queue cannot write to {self.directory} ({errno.errorcode.get(e.errno or 0, 'EIO')})",
+                retry_after=2.0,
+            ) from e
+
+    def _undo_write(self) -> None:
+        """Cut a partly written frame off the segment, so the next record follows the last good
+        one. Should even that fail, later records go to a new segment and recovery finds the torn
+        frame's bytes, skips them and keeps what follows."""
+        try:
+            os.ftruncate(self._wfd, self._lengths[self._write_seg])
+        except OSError:
+            log.error(
+                "queue %s: cannot cut a failed write off its segment; starting a new one", self.directory
+            )
+            try:
+                self._rotate()
+            except OSError:
+                pass  # the disk refuses even that: the next put tries again
 
     def _rotate(self) -> None:
         os.close(self._wfd)
@@ -257,6 +313,8 @@ class PersistentQueue(ExportQueue):
             self._pending[seq] = _Pending(self._read_seg, self._read_off, items, size)
         if cached is not None:
             return QueueRecord(seq, SIGNAL_BY_CODE[code], items, size, data=plain)
+        if code >= len(SIGNAL_BY_CODE):  # recovery makes this unreachable; never crash a consumer on it
+            return QueueRecord(seq, SIGNAL_BY_CODE[0], items, size, data=None, corrupt=True)
         try:
             data: bytes | None = self._codec.decode(payload)
             corrupt = False
@@ -324,6 +382,52 @@ class PersistentQueue(ExportQueue):
             self._read_fds.clear()
             os.close(self._cursor_fd)
             os.close(self._lock_fd)  # releases the directory lock
+
+
+def _open_cursor(path: Path) -> int:
+    """The cursor file, allocated to its two slots at once: a slot write then never needs space
+    (an acknowledgement must not fail on a full disk)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    if os.fstat(fd).st_size < 2 * _SLOT_SIZE:
+        try:
+            os.posix_fallocate(fd, 0, 2 * _SLOT_SIZE)
+        except OSError:
+            os.close(fd)
+            raise
+    return fd
+
+
+def _next_frame(path: Path, offset: int) -> int | None:
+    """The first offset after ``offset`` where a whole frame with a good checksum starts."""
+    data = path.read_bytes()
+    for pos in range(offset + 1, len(data) - HEADER_SIZE + 1):
+        length, crc, code, items = RECORD_HEADER.unpack_from(data, pos)
+        end = pos + HEADER_SIZE + length
+        if (
+            code < len(SIGNAL_BY_CODE)
+            and end <= len(data)
+            and _crc(code, items, data[pos + HEADER_SIZE : end]) == crc
+        ):
+            return pos
+    return None
+
+
+def _truncate(path: Path, length: int) -> None:
+    with open(path, "r+b") as f:
+        f.truncate(length)
+
+
+def _cut_out(path: Path, start: int, end: int) -> None:
+    """Rewrite ``path`` without bytes ``start:end`` (a new file renamed over it: a crash leaves
+    either version whole)."""
+    data = path.read_bytes()
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data[:start])
+        f.write(data[end:])
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _lock_directory(directory: Path) -> int:

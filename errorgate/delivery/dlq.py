@@ -6,6 +6,11 @@ a PII-free detail — never payload values, so ``dlq list`` is safe to show). Th
 written and fsynced first and the metadata is renamed into place last, so an entry exists
 exactly when both are complete; a crash in between leaves an orphan ``.bin`` that the next
 start removes.
+
+The store is bounded (``service.dead_letter``): past ``max_size_mib`` or ``max_age`` the oldest
+entries are removed, counted (``errorgate_dead_letter_expired_items_total{limit}``) and logged,
+so dead letters cannot fill the disk the queue needs. A write that fails leaves no partial entry
+and raises ``StorageUnavailable``: whatever was to be dead-lettered is refused or kept, not lost.
 """
 
 from __future__ import annotations
@@ -16,12 +21,14 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
 from errorgate.codec import BytesCodec, or_identity
+from errorgate.errors import StorageUnavailable
 from errorgate.signals import ExportRequest, Signal, count_items
 from errorgate.telemetry import Telemetry
 
@@ -48,13 +55,30 @@ class DeadLetterEntry:
 
 
 class DeadLetterStore:
-    def __init__(self, directory: Path, telemetry: Telemetry, codec: BytesCodec | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        telemetry: Telemetry,
+        codec: BytesCodec | None = None,
+        *,
+        max_bytes: int | None = None,
+        max_age: float = 0.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._telemetry = telemetry
         self._codec = or_identity(codec)
         self._lock = threading.Lock()
+        self.max_bytes = max_bytes
+        self.max_age = max_age
+        self._clock = clock
         self._cleanup()
+        # Oldest first (ids start with the time): id -> (bytes on disk, signal, items).
+        self._sizes: dict[str, tuple[int, str, int]] = self._scan_sizes()
+        self._total = sum(size for size, _, _ in self._sizes.values())
+        self._telemetry.dead_letter_bytes.set(self._total)
+        self.expire()
 
     def _cleanup(self) -> None:
         for tmp in self.directory.glob("*.tmp"):
@@ -65,7 +89,7 @@ class DeadLetterStore:
 
     def put(self, signal: Signal, request: ExportRequest, *, reason: str, detail: str, source: str) -> str:
         """Store ``request`` durably (fsynced before return); returns the entry id."""
-        now = time.time()
+        now = self._clock()
         entry_id = f"{int(now * 1000):013d}-{uuid.uuid4().hex[:12]}"
         payload = self._codec.encode(request.SerializeToString())
         items = count_items(request)
@@ -79,10 +103,22 @@ class DeadLetterStore:
             items=items,
             size=len(payload),
         )
-        _write_durably(self.directory / f"{entry_id}.bin", payload)
-        _write_durably(self.directory / f"{entry_id}.json", json.dumps(entry.to_dict()).encode())
-        _fsync_dir(self.directory)
+        meta = json.dumps(entry.to_dict()).encode()
+        try:
+            _write_durably(self.directory / f"{entry_id}.bin", payload)
+            _write_durably(self.directory / f"{entry_id}.json", meta)
+            _fsync_dir(self.directory)
+        except OSError as e:
+            self._unwrite(entry_id)
+            self._telemetry.record_write_error("dead_letter", e)
+            raise StorageUnavailable(
+                f"dead-letter store cannot write to {self.directory} ({type(e).__name__})", retry_after=2.0
+            ) from e
+        with self._lock:
+            self._sizes[entry_id] = (len(payload) + len(meta), signal.value, items)
+            self._total += len(payload) + len(meta)
         self._telemetry.record_dead_lettered(signal.value, reason, items)
+        self.expire()
         log.warning(
             "dead-lettered %d %s item(s): reason=%s source=%s entry=%s",
             items,
@@ -92,6 +128,53 @@ class DeadLetterStore:
             entry_id,
         )
         return entry_id
+
+    def expire(self) -> None:
+        """Remove the oldest entries past ``max_age`` or while over ``max_bytes``; counted, logged."""
+        now = self._clock()
+        while True:
+            with self._lock:
+                oldest = next(iter(self._sizes), None)
+                if oldest is None:
+                    break
+                too_old = self.max_age > 0 and _entry_time(oldest) < now - self.max_age
+                too_big = self.max_bytes is not None and self._total > self.max_bytes
+                if not (too_old or too_big):
+                    break
+            self._expire_one(oldest, "max_age" if too_old else "max_size_mib")
+        self._telemetry.dead_letter_bytes.set(self._total)
+
+    def _expire_one(self, entry_id: str, limit: str) -> None:
+        found = self.remove(entry_id)
+        if found is None:
+            return
+        _size, signal, items = found
+        self._telemetry.child(self._telemetry.dead_letter_expired, signal, limit).inc(items)
+        log.warning(
+            "dead-letter entry %s expired by service.dead_letter.%s (%d %s item(s) removed)",
+            entry_id,
+            limit,
+            items,
+            signal,
+        )
+
+    def _scan_sizes(self) -> dict[str, tuple[int, str, int]]:
+        sizes: dict[str, tuple[int, str, int]] = {}
+        for entry in self.list():
+            try:
+                size = sum((self.directory / f"{entry.id}{s}").stat().st_size for s in (".bin", ".json"))
+            except OSError:
+                continue
+            sizes[entry.id] = (size, entry.signal.value, entry.items)
+        return sizes
+
+    def _unwrite(self, entry_id: str) -> None:
+        """Remove what a failed ``put`` left (metadata first, as ``remove`` does)."""
+        for name in (f"{entry_id}.json", f"{entry_id}.json.tmp", f"{entry_id}.bin", f"{entry_id}.bin.tmp"):
+            try:
+                (self.directory / name).unlink(missing_ok=True)
+            except OSError:
+                pass
 
     def list(self) -> list[DeadLetterEntry]:
         entries = []
@@ -135,12 +218,26 @@ class DeadLetterStore:
                 f"dead-letter entry {entry_id!r}: payload does not decode (wrong codec?)"
             ) from None
 
-    def remove(self, entry_id: str) -> None:
+    def remove(self, entry_id: str) -> tuple[int, str, int] | None:
+        """Delete an entry; its (bytes, signal, items) as counted by this store, if it knew it."""
         _check_id(entry_id)
         with self._lock:
             # Metadata first: an entry without metadata is not an entry, a stray payload is cleaned up.
             (self.directory / f"{entry_id}.json").unlink(missing_ok=True)
             (self.directory / f"{entry_id}.bin").unlink(missing_ok=True)
+            found = self._sizes.pop(entry_id, None)
+            if found is not None:
+                self._total -= found[0]
+        self._telemetry.dead_letter_bytes.set(self._total)
+        return found
+
+
+def _entry_time(entry_id: str) -> float:
+    """When an entry was written: its id starts with the time in milliseconds."""
+    try:
+        return int(entry_id.split("-", 1)[0]) / 1000.0
+    except ValueError:
+        return 0.0
 
 
 def _check_id(entry_id: str) -> None:

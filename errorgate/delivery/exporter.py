@@ -35,6 +35,7 @@ from errorgate.delivery.diskqueue import PersistentQueue
 from errorgate.delivery.dlq import DeadLetterStore
 from errorgate.delivery.policy import Backoff, CircuitBreaker, CircuitState
 from errorgate.delivery.queue import ExportQueue, MemoryQueue, QueueRecord
+from errorgate.errors import StorageUnavailable
 from errorgate.signals import Batch, Signal, WireBatch
 
 log = logging.getLogger(__name__)
@@ -91,9 +92,12 @@ class QueuedExporter:
             # One sub-directory per exporter, so several exporters may name the same storage.
             storage = Path(self.queue_config.storage) / component_id.replace("/", "_")
         self.queue: ExportQueue = (
-            PersistentQueue(storage, max_bytes, codec, fsync=fsync) if storage else MemoryQueue(max_bytes)
+            PersistentQueue(storage, max_bytes, codec, fsync=fsync, on_damage=self._damaged)
+            if storage
+            else MemoryQueue(max_bytes)
         )
         self.persistent = storage is not None
+        self.queue_directory: Path | None = storage
         # Exporters that only send the serialized request (OTLP) get queued bytes without a parse.
         self._sends_bytes = exporter.capabilities.sends_serialized
         self._stop = threading.Event()
@@ -128,7 +132,12 @@ class QueuedExporter:
                 batch.notes[SERIALIZED_NOTE] = data
         # With the bytes in hand, a batch not parsed yet (from the processor worker) stays so.
         request = batch.request if data is None else batch.parsed_request()
-        self.queue.put(batch.signal, request, items, data)
+        try:
+            self.queue.put(batch.signal, request, items, data)
+        except StorageUnavailable as e:
+            if isinstance(e.__cause__, OSError):
+                self._telemetry.record_write_error("queue", e.__cause__)
+            raise
 
     def has_room(self, nbytes: int) -> bool:
         return self.queue.has_room(nbytes)
@@ -157,20 +166,39 @@ class QueuedExporter:
 
     # -------------------------------------------------------------- consumers
 
+    def _damaged(self, skipped_bytes: int) -> None:
+        self._telemetry.child(self._telemetry.queue_recovery_skipped, self._label).inc(skipped_bytes)
+
     def _consume(self) -> None:
+        """A consumer thread: it survives every error (a full disk writing the cursor, a read
+        error), so what is queued is always delivered once the cause is gone."""
         while not self._stop.is_set():
-            record = self.queue.get(timeout=0.2)
-            if record is None:
-                continue
-            for group in self._gather(record):
-                if len(group) > 1 and self._deliver_merged(group):
-                    for r in group:
-                        self.queue.ack(r.seq)
-                    continue
+            try:
+                self._consume_once()
+            except Exception as e:
+                if isinstance(e, OSError):
+                    self._telemetry.record_write_error("queue", e)
+                log.error(
+                    "exporter %s: consumer error (%s); retrying in 1s", self.component_id, type(e).__name__
+                )
+                self._stop.wait(1.0)
+
+    def _consume_once(self) -> None:
+        record = self.queue.get(timeout=0.2)
+        if record is not None:
+            self._send_taken(record)
+
+    def _send_taken(self, record: QueueRecord) -> None:
+        """Deliver ``record`` and whatever ``_gather`` takes with it, acknowledging each."""
+        for group in self._gather(record):
+            if len(group) > 1 and self._deliver_merged(group):
                 for r in group:
-                    if self._stop.is_set():
-                        break  # unacknowledged: a persistent queue hands them out again at the next start
-                    self._deliver_one(r)
+                    self.queue.ack(r.seq)
+                continue
+            for r in group:
+                if self._stop.is_set():
+                    break  # unacknowledged: a persistent queue hands them out again at the next start
+                self._deliver_one(r)
 
     def _deliver_one(self, record: QueueRecord) -> None:
         try:
@@ -211,7 +239,11 @@ class QueuedExporter:
         }
         full = first.items >= min_items
         while not full and not self._stop.is_set():
-            nxt = self.queue.get(timeout=0)
+            try:
+                nxt = self.queue.get(timeout=0)
+            except Exception as e:  # a read error: send what was taken (its records are in hand)
+                log.error("exporter %s: queue read failed (%s)", self.component_id, type(e).__name__)
+                break
             if nxt is None:
                 # Sleep until enough items wait to fill a group, rather than wake for every put.
                 left = deadline - time.monotonic()

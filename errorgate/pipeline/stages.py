@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from errorgate.component import Capabilities, Output, Processor
 from errorgate.delivery.exporter import item_count
-from errorgate.errors import Backpressure, ProcessingFailed, raised_at
+from errorgate.errors import Backpressure, ProcessingFailed, StorageUnavailable, raised_at
 from errorgate.pipeline.worker.client import RemoteChain, WorkerFailed
 from errorgate.signals import WIRE_NOTE, Batch, ExportRequest, Signal, copy_request
 
@@ -56,6 +56,9 @@ class Pipeline:
     telemetry: Telemetry
     dlq: DeadLetterStore
     lock: threading.RLock
+    # Set when the gateway stops: a release that cannot be queued for lack of disk then stays in
+    # the hold log (released again at the next start) instead of waiting for space.
+    stopping: threading.Event = field(default_factory=threading.Event)
     _stage_index: dict[int, int] = field(default_factory=dict)
     _first_reads_wire: bool = False
 
@@ -98,10 +101,22 @@ class Pipeline:
             raise ProcessingFailed(
                 f"processor {failure.component_id} failed; the batch was dead-lettered"
             ) from None
-        self._deliver(out)
+        self._deliver(out, urgent=True)
 
-    def release(self, stage_index: int, out: Output) -> None:
-        """Items a processor released on its own (poll/flush) continue after that processor."""
+    def release(self, stage_index: int, out: Output) -> bool:
+        """Items a processor released on its own (poll/flush) continue after that processor.
+        False when they could not be made durable downstream (no disk space): the processor must
+        then keep its durable copies, which come back at the next start."""
+        try:
+            self._release(stage_index, out)
+        except StorageUnavailable:
+            log.error(
+                "released items could not be queued (no disk space); they stay held until the next start"
+            )
+            return False
+        return True
+
+    def _release(self, stage_index: int, out: Output) -> None:
         later_stages = stage_index + 1 < len(self.stages)
         # As with consume(): a later processor failing dead-letters the batch as released, not
         # half-processed. A processor that built the batch from bytes hands them over (WIRE_NOTE);
@@ -111,8 +126,6 @@ class Pipeline:
         try:
             out = self._continue(out, stage_index + 1, urgent=False)
         except _StageFailed as failure:
-            for reason, n in out.dropped.items():
-                self.telemetry.record_dropped(self.signal.value, reason, n)
             for original in originals:
                 self.dlq.put(
                     self.signal,
@@ -121,10 +134,12 @@ class Pipeline:
                     detail=f"{failure.error_type} in processor {failure.component_id}",
                     source=f"processor:{failure.component_id}",
                 )
+            for reason, n in out.dropped.items():
+                self.telemetry.record_dropped(self.signal.value, reason, n)
             for cb in out.on_persisted:
                 cb()
             return
-        self._deliver(out)
+        self._deliver(out, urgent=False)
 
     def index_of(self, processor: Processor) -> int | None:
         return self._stage_index.get(id(processor))
@@ -157,6 +172,8 @@ class Pipeline:
                     else:
                         with guard:
                             result = stage.processor.process(batch)
+                except Backpressure:
+                    raise  # a processor could not make what it holds durable: the client retries
                 except Exception as e:  # a broken processor must not take the gateway down
                     # A stage in the processor worker names the processor that failed there.
                     if isinstance(e, WorkerFailed):
@@ -181,24 +198,32 @@ class Pipeline:
                 urgent = False
         return out
 
-    def _deliver(self, out: Output) -> None:
-        for reason, n in out.dropped.items():
-            self.telemetry.record_dropped(self.signal.value, reason, n)
+    def _deliver(self, out: Output, urgent: bool) -> None:
+        """Queue ``out`` on every exporter. ``urgent``: a client waits, so a failure to make it
+        durable (StorageUnavailable) goes back to it; a background release waits for space."""
         for batch in out.batches:
             batch.notes.pop(WIRE_NOTE, None)  # not for the exporters (they have SERIALIZED_NOTE)
             if not item_count(batch):
                 continue
             for exporter_id, exporter in self.exporters:
-                self._enqueue(exporter_id, exporter, batch)
+                self._enqueue(exporter_id, exporter, batch, urgent)
+        for reason, n in out.dropped.items():
+            self.telemetry.record_dropped(self.signal.value, reason, n)
         for callback in out.on_persisted:
             callback()
 
-    def _enqueue(self, exporter_id: str, exporter: QueuedExporter, batch: Batch) -> None:
+    def _enqueue(self, exporter_id: str, exporter: QueuedExporter, batch: Batch, urgent: bool) -> None:
         deadline = time.monotonic() + ENQUEUE_WAIT_SECONDS
         while True:
             try:
                 exporter.enqueue(batch)
                 return
+            except StorageUnavailable:
+                # The dead-letter store is on the same disk: waiting for space is all there is.
+                if urgent or self.stopping.is_set():
+                    raise
+                self.stopping.wait(0.5)
+                continue
             except Backpressure:
                 if time.monotonic() >= deadline:
                     break
@@ -255,13 +280,15 @@ def poll_all(pipelines: Sequence[Pipeline], now: float, flush: bool = False) -> 
             for batch in out.batches:
                 by_signal.setdefault(batch.signal, Output()).batches.append(batch)
             by_signal.setdefault(pipeline.signal, Output()).dropped.update(out.dropped)
+            delivered = True
             for signal, part in by_signal.items():
                 target = _pipeline_for(pipelines, stage.processor, signal) or pipeline
                 target_index = target.index_of(stage.processor)
-                target.release(index if target_index is None else target_index, part)
+                delivered &= target.release(index if target_index is None else target_index, part)
             # Only once every part is queued may the processor forget its durable copies.
-            for callback in out.on_persisted:
-                callback()
+            if delivered:
+                for callback in out.on_persisted:
+                    callback()
 
 
 def _pipeline_for(pipelines: Sequence[Pipeline], processor: Processor, signal: Signal) -> Pipeline | None:

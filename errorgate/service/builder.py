@@ -30,6 +30,7 @@ from errorgate.component import (
     processor_signals,
 )
 from errorgate.config import Config, needs_whole_traces
+from errorgate.delivery.disk import DiskGuard
 from errorgate.delivery.dlq import DeadLetterStore
 from errorgate.delivery.exporter import QueuedExporter
 from errorgate.pipeline.assembly.assembler import TraceAssembler
@@ -70,13 +71,28 @@ class PipelineBuilder:
     """One per gateway: owns what the pipelines share (extensions, exporters, processor
     instances, the worker, the assemblers) so that ``Gateway`` only runs them."""
 
-    def __init__(self, config: Config, data_dir: Path, telemetry: Telemetry, lock: threading.RLock) -> None:
+    def __init__(
+        self,
+        config: Config,
+        data_dir: Path,
+        telemetry: Telemetry,
+        lock: threading.RLock,
+        stopping: threading.Event | None = None,
+    ) -> None:
         self.config = config
         self.data_dir = data_dir
         self.telemetry = telemetry
         self.lock = lock
+        self.stopping = stopping or threading.Event()
         self.extensions = build_extensions(config, data_dir, telemetry)
-        self.dlq = DeadLetterStore(data_dir / "dlq", telemetry, self.extensions.at_rest_codec())
+        bounds = config.service.dead_letter
+        self.dlq = DeadLetterStore(
+            data_dir / "dlq",
+            telemetry,
+            self.extensions.at_rest_codec(),
+            max_bytes=int(bounds.max_size_mib * 1048576),
+            max_age=bounds.max_age,
+        )
         self.exporters = self._build_exporters()
         self.processors: dict[Key, Processor] = {}
         self.assemblers: list[TraceAssembler] = []
@@ -132,6 +148,15 @@ class PipelineBuilder:
         factory = PROCESSORS.get(component_type(component_id))
         assert factory is not None  # config validation guarantees it
         return factory
+
+    def disk_guard(self) -> DiskGuard:
+        """Free-space watch over every directory acknowledged data is written to."""
+        directories = {"data_dir": self.data_dir}
+        for exporter_id, exporter in self.exporters.items():
+            if exporter.queue_directory is not None:
+                directories[f"queue:{exporter_id}"] = exporter.queue_directory
+        disk = self.config.service.disk
+        return DiskGuard(directories, disk.min_free_mib, disk.check_interval, self.telemetry)
 
     # ------------------------------------------------------------ the processor worker
 
@@ -192,6 +217,7 @@ class PipelineBuilder:
             telemetry=self.telemetry,
             dlq=self.dlq,
             lock=self.lock,
+            stopping=self.stopping,
         )
 
     def _add_trace_stage(self, stages: list[Stage], name: str, signal: Signal) -> None:

@@ -14,7 +14,7 @@ from errorgate import __version__
 from errorgate.component import RECEIVERS, ComponentContext, component_type
 from errorgate.config import Config
 from errorgate.delivery.exporter import ITEMS_NOTE, SERIALIZED_NOTE
-from errorgate.errors import Backpressure
+from errorgate.errors import Backpressure, StorageUnavailable
 from errorgate.intake.contract import AcceptResult
 from errorgate.intake.dedup import DedupCache
 from errorgate.intake.validation import validate_request
@@ -29,6 +29,8 @@ log = logging.getLogger("errorgate.gateway")
 # After refusing data for lack of queue room, /readyz reports "fail" for this long, so a load
 # balancer steers traffic to another replica instead of retrying into a full queue.
 BACKPRESSURE_FAIL_SECONDS = 5.0
+# How often dead letters past service.dead_letter.max_age are looked for.
+DLQ_EXPIRY_SECONDS = 60.0
 
 
 class Gateway:
@@ -47,10 +49,11 @@ class Gateway:
         self._last_backpressure = float("-inf")
         self._poll_thread: threading.Thread | None = None
         self._observability: ObservabilityServer | None = None
-        self.builder = PipelineBuilder(config, self.data_dir, self.telemetry, self.lock)
+        self.builder = PipelineBuilder(config, self.data_dir, self.telemetry, self.lock, self._stopping)
         self.extensions = self.builder.extensions
         self.dlq = self.builder.dlq
         self.exporters = self.builder.exporters
+        self.disk = self.builder.disk_guard()
         self.worker = self.builder.start_worker()
         try:
             self.pipelines = [self.builder.build(name) for name in svc.pipelines]
@@ -158,9 +161,13 @@ class Gateway:
 
     def _poll_loop(self) -> None:
         interval = self.config.service.poll_interval
+        next_expiry = time.monotonic() + DLQ_EXPIRY_SECONDS
         while not self._stopping.wait(interval):
             try:
                 poll_all(self.pipelines, time.time())
+                if time.monotonic() >= next_expiry:
+                    next_expiry = time.monotonic() + DLQ_EXPIRY_SECONDS
+                    self.dlq.expire()
             except Exception as e:  # keep polling; a failure here must not strand held items forever
                 log.error("poll failed", extra={"error_type": type(e).__name__})
 
@@ -193,6 +200,19 @@ class Gateway:
     ) -> AcceptResult:
         if self._stopping.is_set():
             raise Backpressure("errorgate is shutting down", retry_after=5.0)
+        low = self.disk.low()
+        if low is not None:
+            raise StorageUnavailable(self.disk.message(low), retry_after=self._retry_after())
+        try:
+            return self._accept(signal, request, raw, receiver)
+        except StorageUnavailable:
+            # A write failed although the floor was not reached: not ready for a while, as when full.
+            self._last_backpressure = time.monotonic()
+            raise
+
+    def _accept(
+        self, signal: Signal, request: ExportRequest, raw: bytes | None, receiver: str
+    ) -> AcceptResult:
         pipelines = self._routes.get((receiver, signal), [])
         nbytes = len(raw) if raw is not None else request.ByteSize()
         if not all(p.has_room(nbytes) for p in pipelines):
@@ -260,6 +280,10 @@ class Gateway:
             return "fail", {"gateway": {"status": "fail", "output": "shutting down"}}
         checks: dict[str, object] = {}
         status = "pass"
+        low = self.disk.low()
+        if low is not None:
+            status = "fail"
+            checks["disk"] = {"status": "fail", "output": self.disk.message(low)}
         if time.monotonic() - self._last_backpressure < BACKPRESSURE_FAIL_SECONDS:
             status = "fail"
             checks["gateway"] = {"status": "fail", "output": "refusing data: export queue full"}

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -122,7 +123,9 @@ class GatewayProcess:
         self.metrics_port = metrics_port
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 60) -> GatewayProcess:
+    def start(self, timeout: float = 60, require_ready: bool = True) -> GatewayProcess:
+        """Start and wait until it serves; ``require_ready=False`` also accepts a /readyz that
+        answers "not ready" (a gateway started on a full disk)."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "errorgate", "serve", "--config", str(self.config_path)],
@@ -137,8 +140,12 @@ class GatewayProcess:
                 err = self.proc.stderr.read().decode() if self.proc.stderr else ""
                 raise RuntimeError(f"errorgate exited early ({self.proc.returncode}): {err[-2000:]}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/readyz", timeout=1):
-                    pass
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/readyz", timeout=1):
+                        pass
+                except urllib.error.HTTPError:
+                    if require_ready:
+                        raise
                 socket.create_connection(("127.0.0.1", self.grpc_port), timeout=1).close()
                 return self
             except OSError:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 class HoldStoreLike(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
+    def put_many(self, items: Iterable[tuple[str, bytes]]) -> None: ...
     def delete(self, keys: Iterable[str]) -> None: ...
     def items(self) -> Iterator[tuple[str, bytes]]: ...
     def close(self) -> None: ...
@@ -85,12 +86,7 @@ class Records:
                     tombstones.extend(keys)
             # Tombstones before deletes: either order is safe, this one never resurrects a trace.
             if tombstones:
-                put_many = getattr(store, "put_many", None)
-                if put_many is not None:
-                    put_many([(key, b"") for key in tombstones])
-                else:
-                    for key in tombstones:
-                        store.put(key, b"")
+                store.put_many([(key, b"") for key in tombstones])
             if deletes:
                 store.delete(deletes)
 

@@ -24,6 +24,7 @@ are kept; ``items`` and copying forward read values back from disk.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import struct
@@ -34,6 +35,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from errorgate.codec import BytesCodec, or_identity
+from errorgate.errors import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -150,11 +152,25 @@ class HoldStore:
         return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
     def _append(self, frame: bytes) -> None:
-        view = memoryview(frame)
-        while view:
-            view = view[os.write(self._fd, view) :]
-        if self._fsync:
-            os.fsync(self._fd)
+        """Write one frame, or leave the log as it was and raise StorageUnavailable: a torn
+        frame must never stand in front of records written after it."""
+        before = os.fstat(self._fd).st_size
+        try:
+            view = memoryview(frame)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            if self._fsync:
+                os.fsync(self._fd)
+        except OSError as e:
+            try:
+                os.ftruncate(self._fd, before)
+            except OSError:
+                log.error("hold log %s: cannot cut a failed write off; sealing it", self.directory)
+                self._seal()
+            raise StorageUnavailable(
+                f"hold log cannot write to {self.directory} ({errno.errorcode.get(e.errno or 0, 'EIO')})",
+                retry_after=2.0,
+            ) from e
         self._log_bytes += len(frame)
 
     def put(self, key: str, data: bytes) -> None:

@@ -237,6 +237,27 @@ class DeadLetterConfig(BaseModel):
     max_age: Duration = 7 * 86400.0  # 0 = no age limit
 
 
+class MemoryLimiterConfig(BaseModel):
+    """Extension: the Collector's ``memory_limiter`` for errorgate's whole process tree. Above
+    ``limit_mib - spike_limit_mib`` new data is refused (retryable) and /readyz fails; above
+    ``limit_mib`` a garbage collection is forced too. 0 = derived: 80 % of the cgroup's memory
+    limit (or of RAM), and 20 % of that as the spike allowance."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    limit_mib: float = Field(default=0, ge=0)
+    spike_limit_mib: float = Field(default=0, ge=0)
+    check_interval: Duration = 1.0
+
+    @model_validator(mode="after")
+    def _spike_below_limit(self) -> MemoryLimiterConfig:
+        if self.limit_mib and self.spike_limit_mib >= self.limit_mib:
+            raise ValueError(
+                f"spike_limit_mib ({self.spike_limit_mib}) must be below limit_mib ({self.limit_mib})"
+            )
+        return self
+
+
 class ServiceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     pipelines: dict[str, PipelineConfig]
@@ -252,6 +273,7 @@ class ServiceConfig(BaseModel):
     # Extensions (shared services) enabled, by id under the top-level ``extensions:``.
     extensions: list[str] = Field(default_factory=list)
     disk: DiskConfig = Field(default_factory=DiskConfig)
+    memory_limiter: MemoryLimiterConfig = Field(default_factory=MemoryLimiterConfig)
     dead_letter: DeadLetterConfig = Field(default_factory=DeadLetterConfig)
     # Extension: trace assembly for pipelines with a processor that needs whole traces.
     assembly: AssemblyConfig = Field(default_factory=AssemblyConfig)

@@ -147,6 +147,16 @@ class Telemetry:
             ["exporter"],
             registry=r,
         )
+        self.memory_rss = Gauge(
+            "errorgate_memory_rss_bytes",
+            "Resident memory of errorgate's process tree (gateway, processor worker, detection workers)",
+            registry=r,
+        )
+        self.memory_refusing = Gauge(
+            "errorgate_memory_limiter_refusing",
+            "1 while memory is above service.memory_limiter's soft limit (new data is refused)",
+            registry=r,
+        )
         self.worker_restarts = Counter(
             "errorgate_processor_worker_restarts",
             "Times the processor worker process was restarted (it died or stopped answering)",

@@ -20,6 +20,7 @@ from errorgate.intake.dedup import DedupCache
 from errorgate.intake.validation import validate_request
 from errorgate.pipeline.stages import Pipeline, poll_all
 from errorgate.service.builder import PipelineBuilder
+from errorgate.service.memory import MemoryLimiter
 from errorgate.service.observability import ObservabilityServer
 from errorgate.signals import Batch, ExportRequest, Signal, copy_request, count_items
 from errorgate.telemetry import Telemetry
@@ -54,6 +55,12 @@ class Gateway:
         self.dlq = self.builder.dlq
         self.exporters = self.builder.exporters
         self.disk = self.builder.disk_guard()
+        limiter = svc.memory_limiter
+        self.memory: MemoryLimiter | None = (
+            MemoryLimiter(limiter.limit_mib, limiter.spike_limit_mib, limiter.check_interval, self.telemetry)
+            if limiter.enabled
+            else None
+        )
         self.worker = self.builder.start_worker()
         try:
             self.pipelines = [self.builder.build(name) for name in svc.pipelines]
@@ -72,6 +79,8 @@ class Gateway:
     def start(self) -> None:
         for exporter in self.exporters.values():
             exporter.start()
+        if self.memory is not None:
+            self.memory.start()
         metrics_endpoint = self.config.service.telemetry.metrics.endpoint
         if metrics_endpoint:
             self._observability = ObservabilityServer(
@@ -140,6 +149,8 @@ class Gateway:
             extension.shutdown()
         if self._observability is not None:
             self._observability.stop()
+        if self.memory is not None:
+            self.memory.stop()
         self._stopped.set()
         log.info("errorgate stopped", extra={"drained": drained})
         return drained
@@ -203,6 +214,9 @@ class Gateway:
         low = self.disk.low()
         if low is not None:
             raise StorageUnavailable(self.disk.message(low), retry_after=self._retry_after())
+        memory = self.memory.over() if self.memory is not None else None
+        if memory is not None:
+            raise Backpressure(memory, retry_after=self._retry_after())
         try:
             return self._accept(signal, request, raw, receiver)
         except StorageUnavailable:
@@ -284,6 +298,10 @@ class Gateway:
         if low is not None:
             status = "fail"
             checks["disk"] = {"status": "fail", "output": self.disk.message(low)}
+        memory = self.memory.over() if self.memory is not None else None
+        if memory is not None:
+            status = "fail"
+            checks["memory"] = {"status": "fail", "output": memory}
         if time.monotonic() - self._last_backpressure < BACKPRESSURE_FAIL_SECONDS:
             status = "fail"
             checks["gateway"] = {"status": "fail", "output": "refusing data: export queue full"}

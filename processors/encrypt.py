@@ -58,16 +58,10 @@ def _default_rules() -> list[EncryptRule]:
     return [EncryptRule(keys=["enduser.*", "user.*"])]
 
 
-class EncryptConfig(ComponentConfig):
-    keyring: str | None = Field(
-        default=None, description="keyring directory (default <service.data_dir>/keys)"
-    )
-    master_key_env: str | None = Field(
-        default="ERRORGATE_KEYRING", description="env var with a base64url master key (takes precedence)"
-    )
-    master_key_file: str | None = Field(
-        default=None, description="master key file (default <keyring>/master.key)"
-    )
+class EncryptConfig(KeyringConfig):
+    """The keyring keys (``keyring``, ``master_key_env``, ``master_key_file``) are the
+    ``keyring`` extension's: they imply it when the file declares none."""
+
     tenant_attribute: str = "tenant.id"
     resource_attributes: bool = Field(default=True, description="also encrypt matching resource attributes")
     rules: list[EncryptRule] = Field(default_factory=_default_rules)

@@ -54,8 +54,10 @@ class Telemetry:
         self.registry = CollectorRegistry(auto_describe=True)
         self.cap = LabelCap(label_caps)
         self._children: dict[tuple[object, ...], Any] = {}
-        r = self.registry
-        # pipeline
+        self._create_pipeline_metrics(self.registry)
+        self._create_storage_metrics(self.registry)
+
+    def _create_pipeline_metrics(self, r: CollectorRegistry) -> None:
         self.received = Counter(
             "errorgate_received_items", "Items accepted from receivers", ["signal"], registry=r
         )
@@ -114,7 +116,14 @@ class Telemetry:
             ["processor", "signal"],
             registry=r,
         )
-        # storage (disk pressure, write failures, dead-letter expiry, queue recovery)
+        self.worker_restarts = Counter(
+            "errorgate_processor_worker_restarts",
+            "Times the processor worker process was restarted (it died or stopped answering)",
+            registry=r,
+        )
+
+    def _create_storage_metrics(self, r: CollectorRegistry) -> None:
+        """Disk pressure, write failures, dead-letter expiry, queue recovery, memory."""
         self.disk_free = Gauge(
             "errorgate_disk_free_bytes",
             "Free bytes on the filesystem of a directory errorgate writes to (data_dir, queues)",
@@ -155,11 +164,6 @@ class Telemetry:
         self.memory_refusing = Gauge(
             "errorgate_memory_limiter_refusing",
             "1 while memory is above service.memory_limiter's soft limit (new data is refused)",
-            registry=r,
-        )
-        self.worker_restarts = Counter(
-            "errorgate_processor_worker_restarts",
-            "Times the processor worker process was restarted (it died or stopped answering)",
             registry=r,
         )
 

@@ -116,7 +116,45 @@ def pipeline_health() -> db.Dashboard:
     d = d.with_panel(ts("Traces held by the assembler", "short", [(held, "traces")], width=12))
     waiting = f"sum({sel('errorgate_log_hold_requests', ENV)})"
     d = d.with_panel(ts("Log requests waiting for their traces", "short", [(waiting, "requests")], width=12))
-    return d
+    return _storage_and_memory(d)
+
+
+def _storage_and_memory(d: db.Dashboard) -> db.Dashboard:
+    """Disk pressure, storage write errors, dead-letter bounds, memory limiter."""
+    d = d.with_row(db.Row("Storage and memory"))
+    free = f"min by (directory) ({sel('errorgate_disk_free_bytes', ENV)})"
+    d = d.with_panel(ts("Free disk space", "bytes", [(free, "{{directory}}")], width=8))
+    pressure = f"max({sel('errorgate_disk_pressure', ENV)})"
+    memory = f"max({sel('errorgate_memory_limiter_refusing', ENV)})"
+    d = d.with_panel(
+        ts(
+            "Refusing data (disk, memory)",
+            "short",
+            [(pressure, "disk below service.disk.min_free_mib"), (memory, "memory above the soft limit")],
+            description="1 while new data is refused (retryable) and /readyz fails.",
+            width=8,
+        )
+    )
+    errors = agg("errorgate_storage_write_errors_total", "store, error", ENV)
+    d = d.with_panel(ts("Storage write errors", "cps", [(errors, "{{store}} {{error}}")], width=8))
+    dlq_bytes = f"sum({sel('errorgate_dead_letter_bytes', ENV)})"
+    d = d.with_panel(ts("Dead-letter store size", "bytes", [(dlq_bytes, "bytes")], width=8))
+    expired = agg("errorgate_dead_letter_expired_items_total", "signal, limit", ENV)
+    d = d.with_panel(ts("Dead letters expired", "cps", [(expired, "{{signal}} {{limit}}")], width=8))
+    skipped = agg(
+        "errorgate_queue_recovery_skipped_bytes_total", "exporter", ENV, fn="increase", window=RANGE
+    )
+    d = d.with_panel(
+        ts(
+            "Queue bytes skipped at recovery (time range)",
+            "bytes",
+            [(skipped, "{{exporter}}")],
+            description="Unreadable bytes found in a persistent queue at start-up; the records after them were kept.",
+            width=8,
+        )
+    )
+    rss = f"sum by (instance) ({sel('errorgate_memory_rss_bytes', ENV)})"
+    return d.with_panel(ts("Memory of the process tree", "bytes", [(rss, "{{instance}}")], width=24))
 
 
 def privacy_governance() -> db.Dashboard:

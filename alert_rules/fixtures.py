@@ -252,6 +252,8 @@ def pipeline_tests(policy: Policy, specs: list[AlertSpec]) -> dict[str, Any]:
     cs = 'errorgate_exporter_circuit_state{exporter="otlp"}'
     q = 'errorgate_queue_items{exporter="otlp"}'
     rf = 'errorgate_redaction_failures_total{signal="logs"}'
+    dp = 'errorgate_disk_pressure{instance="eg-1"}'
+    mr = 'errorgate_memory_limiter_refusing{instance="eg-1"}'
     grow = f"{min_items + 100}+100x40"
     tests = [
         case(
@@ -299,6 +301,27 @@ def pipeline_tests(policy: Policy, specs: list[AlertSpec]) -> dict[str, Any]:
             {"signal": "logs"},
         ),
         case("redaction healthy", [(rf, "0x40")], "ErrorgateRedactionFailClosed", "30m", None),
+        case(
+            "disk full for minutes",
+            [(dp, "0x10 1x30"), (mr, "0x40")],
+            "ErrorgateRefusingData",
+            "20m",
+            {"instance": "eg-1"},
+        ),
+        case(
+            "memory limit for minutes",
+            [(dp, "0x40"), (mr, "0x10 1x30")],
+            "ErrorgateRefusingData",
+            "20m",
+            {"instance": "eg-1"},
+        ),
+        case(
+            "a one-minute blip does not page",
+            [(dp, "0x10 1x1 0x30"), (mr, "0x40")],
+            "ErrorgateRefusingData",
+            "12m",
+            None,
+        ),
     ]
     return {
         "rule_files": [f"../prometheus/{FAMILY_FILES['pipeline']}"],

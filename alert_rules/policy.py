@@ -93,6 +93,7 @@ class PipelinePolicy(_Model):
     circuit_open: PipelineAlert
     queue_filling: PipelineAlert
     redaction_fail_closed: PipelineAlert
+    refusing_data: PipelineAlert
 
 
 class IncidentPolicy(_Model):

@@ -194,7 +194,13 @@ def _pipeline_specs(policy: Policy) -> list[AlertSpec]:
             "category": category,
         }
 
-    dl, co, qf, rf = p.dead_letters, p.circuit_open, p.queue_filling, p.redaction_fail_closed
+    dl, co, qf, rf, rd = (
+        p.dead_letters,
+        p.circuit_open,
+        p.queue_filling,
+        p.redaction_fail_closed,
+        p.refusing_data,
+    )
     return [
         AlertSpec(
             alertname="ErrorgateDeadLetters",
@@ -244,5 +250,18 @@ def _pipeline_specs(policy: Policy) -> list[AlertSpec]:
             labels=labels(rf.severity, "redaction_fail_closed"),
             summary="errorgate redaction failed closed on {{ $labels.signal }}: data withheld",
             key="pipeline/redaction-fail-closed",
+        ),
+        AlertSpec(
+            alertname="ErrorgateRefusingData",
+            group="errorgate-pipeline",
+            family="pipeline",
+            expr="max by (instance) (errorgate_disk_pressure) > 0"
+            " or max by (instance) (errorgate_memory_limiter_refusing) > 0",
+            threshold=0,
+            for_=rd.for_,
+            keep_firing_for="0s",
+            labels=labels(rd.severity, "refusing_data"),
+            summary="errorgate {{ $labels.instance }} refuses new data (disk or memory limit)",
+            key="pipeline/refusing-data",
         ),
     ]

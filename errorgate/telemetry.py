@@ -147,6 +147,13 @@ class Telemetry:
             ["signal", "limit"],
             registry=r,
         )
+        # Known label sets exist at 0 from the start, so rate() sees the first increment and a
+        # panel shows 0, not "No data" (Prometheus' guidance for counters of rare events).
+        for signal in ("traces", "logs", "metrics"):
+            for limit in ("max_size_mib", "max_age"):
+                self.dead_letter_expired.labels(signal, limit)
+        for store in ("queue", "dead_letter", "hold"):
+            self.storage_write_errors.labels(store, "ENOSPC")
         self.dead_letter_bytes = Gauge(
             "errorgate_dead_letter_bytes", "Bytes in the dead-letter store", registry=r
         )

@@ -130,6 +130,7 @@ def test_every_alert_rule_carries_the_routing_labels() -> None:
         "ErrorgateExporterCircuitOpen",
         "ErrorgateQueueFilling",
         "ErrorgateRedactionFailClosed",
+        "ErrorgateRefusingData",
     }
 
 

@@ -86,6 +86,7 @@ class QueuedExporter:
         self.backoff = Backoff(self.retry)
         self.breaker = CircuitBreaker(breaker_config, on_change=self._circuit_changed)
         telemetry.circuit_state.labels(self._label).set(0)
+        telemetry.child(telemetry.queue_recovery_skipped, self._label)  # exists at 0 (see Telemetry)
         max_bytes = int(self.queue_config.max_size_mib * 1048576)
         storage = queue_dir
         if storage is None and self.queue_config.storage and self.queue_config.enabled:

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Protocol
+
+from errorgate.pipeline.hold.store import HoldStore
 
 if TYPE_CHECKING:
     from errorgate.component import ComponentContext
@@ -148,15 +150,13 @@ def parse_key(key: str) -> tuple[int, float, str] | None:
         return None
 
 
-def open_store(context: ComponentContext) -> HoldStoreLike | None:
-    """The assembler's store under the component's state directory (None: not persisted)."""
-    try:
-        from errorgate.pipeline.hold.store import HoldStore  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        context.logger.warning(
-            "errorgate.pipeline.hold.store is unavailable: held spans are not persisted across restarts"
-        )
-        return None
+def open_store(context: ComponentContext) -> HoldStoreLike:
+    """The held items' durable store under the component's state directory."""
     directory = context.state_dir() / "assembly"
     directory.mkdir(parents=True, exist_ok=True)
-    return cast(HoldStoreLike, HoldStore(directory, context.extensions.at_rest_codec()))
+    telemetry = context.telemetry
+    return HoldStore(
+        directory,
+        context.extensions.at_rest_codec(),
+        on_write_error=lambda error: telemetry.record_write_error("hold", error),
+    )

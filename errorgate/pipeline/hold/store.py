@@ -57,8 +57,10 @@ class HoldStore:
         *,
         fsync: bool = False,
         segment_bytes: int = SEGMENT_BYTES,
+        on_write_error: Callable[[OSError], None] | None = None,
     ) -> None:
         self.directory = Path(directory)
+        self._on_write_error = on_write_error
         self.directory.mkdir(parents=True, exist_ok=True)
         self._codec = or_identity(codec)
         self._fsync = fsync
@@ -162,6 +164,8 @@ class HoldStore:
             if self._fsync:
                 os.fsync(self._fd)
         except OSError as e:
+            if self._on_write_error is not None:
+                self._on_write_error(e)
             try:
                 os.ftruncate(self._fd, before)
             except OSError:

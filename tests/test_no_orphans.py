@@ -3,10 +3,11 @@
 A real ``errorgate serve`` runs the embedded default config (every processor, the processor
 worker, ``redact`` with its detection pool: ``workers: auto``) under steady gRPC load. It gets
 SIGTERM, then SIGKILL a moment later — what a supervisor does when its stop timeout runs out —
-so the kill lands at a different stage of the shutdown each time: receivers stopping, the final
-flush of held traces through the worker, the exporters' drain, the worker's close. Within a few
-seconds, no process started from it may be left: not the processor worker, not the forkservers
-multiprocessing starts, not redact's pool workers, not the resource tracker.
+timed by the gateway's debug log lines so that the kill lands in each stage of the shutdown:
+the receivers finishing requests in progress, the final flush of held traces through the worker,
+the exporters' drain, the worker's close. Within a few seconds, no process started from it may
+be left: not the processor worker, not the forkservers multiprocessing starts, not redact's pool
+workers, not the resource tracker.
 
 Every process errorgate starts inherits the gateway's environment at start (forkservers and the
 resource tracker are exec'd with it, the others are forked from those), so a token in the
@@ -19,7 +20,9 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import grpc
 import pytest
@@ -33,9 +36,18 @@ from tests.support.gateway import GatewayProcess, free_port
 MARKER = "ERRORGATE_TEST_LIFELINE"
 LOGS_EXPORT = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 TRACES_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-# Seconds between SIGTERM and SIGKILL: each lands in another stage of the shutdown (receivers
-# stopping, the final flush through the worker, the drain, the worker's close, after it).
-OFFSETS = [0.1, 0.5, 1.0, 1.5, 2.5]
+# When to SIGKILL: ``delay`` seconds after the gateway logs ``stage`` (the stage lines are at
+# debug), so the kill lands in each stage of the shutdown. Right after SIGTERM the receivers
+# wait for requests in progress in the worker; 1.5 s after it is a supervisor's stop timeout
+# seen to leave orphans; then the final flush of held traces through the worker, the exporters'
+# drain, and the worker's close (its processors shutting down, redact's pool among them).
+STAGES = [
+    ("signal received", 0.1),
+    ("signal received", 1.5),
+    ("stopping: flushing", 0.0),
+    ("stopping: draining", 0.0),
+    ("stopping: processor worker", 0.0),
+]
 # gateway -> forkserver -> processor worker -> its forkserver -> redact pool worker
 POOL_DEPTH = 4
 
@@ -86,10 +98,12 @@ def _logs(n: int, seed: int) -> bytes:
 
 
 class _Load:
-    """Clients sending traces and logs until stopped; refusals and errors during shutdown are
-    expected and ignored."""
+    """Clients sending batches of ``size`` traces or log records, each as fast as the gateway
+    answers, until stopped. ``size`` new values per batch reach redact's pool (its default
+    ``pool_min_batch`` is 256). Refusals and errors during the shutdown are expected."""
 
-    def __init__(self, endpoint: str, clients: int = 3) -> None:
+    def __init__(self, endpoint: str, clients: int = 1, size: int = 300) -> None:
+        self.size = size
         self.endpoint = endpoint
         self.stopping = threading.Event()
         self.sent = 0
@@ -112,7 +126,8 @@ class _Load:
             seed = client * 1_000_000
             while not self.stopping.is_set():
                 seed += 1
-                call, body = (traces, _traces(300, seed)) if seed % 2 else (logs, _logs(300, seed))
+                n = self.size
+                call, body = (traces, _traces(n, seed)) if seed % 2 else (logs, _logs(n, seed))
                 try:
                     call(body, timeout=10)
                     self.sent += 1
@@ -149,6 +164,17 @@ def _marked(token: str) -> dict[int, str]:
     return found
 
 
+def _watching(pid: int) -> bool:
+    """Holds a pidfd: a pool worker has passed its start-up (it watches its owner)."""
+    try:
+        return any(
+            os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:[pidfd]"
+            for fd in os.listdir(f"/proc/{pid}/fd")
+        )
+    except OSError:
+        return False
+
+
 def _depths(root: int) -> dict[int, int]:
     """The descendants of ``root`` (by their parent pids, read now) and their depth below it."""
     parents: dict[int, int] = {}
@@ -171,20 +197,45 @@ def _depths(root: int) -> dict[int, int]:
     return depth
 
 
-def _wait_for(predicate: object, timeout: float, what: str) -> None:
-    assert callable(predicate)
+def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+        time.sleep(0.02)
 
 
-@pytest.mark.parametrize("offset", OFFSETS)
-def test_no_process_outlives_a_gateway_killed_during_shutdown(tmp_path: Path, offset: float) -> None:
+class _Log:
+    """The gateway's stderr, read as it comes (a leftover child holds the pipe open, so reading
+    it to its end could hang): the lines so far, and a wait for one."""
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        self.lines: list[str] = []
+        self._pipe = pipe
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in iter(self._pipe.readline, b""):
+            self.lines.append(line.decode(errors="replace").rstrip())
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        _wait_for(lambda: any(text in line for line in self.lines), timeout, repr(text))
+
+
+def _config(tmp_path: Path) -> Path:
+    """The embedded default with debug logs (the stage lines); ports and data dir come from the env."""
+    text = default_config_text().rstrip()
+    assert text.endswith('127.0.0.1:9464}"}')  # its last line: service.telemetry.metrics
+    config = tmp_path / "errorgate.yaml"
+    config.write_text(text + "\n    logs: {level: debug}\n")
+    return config
+
+
+@pytest.mark.parametrize(("stage", "delay"), STAGES)
+def test_no_process_outlives_a_gateway_killed_during_shutdown(
+    tmp_path: Path, stage: str, delay: float
+) -> None:
     token = uuid.uuid4().hex
     grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
-    config = tmp_path / "errorgate.yaml"
-    config.write_text(default_config_text())  # the embedded default; ports and data dir from the env
     env = {
         MARKER: token,
         "ERRORGATE_GRPC_ENDPOINT": f"127.0.0.1:{grpc_port}",
@@ -192,31 +243,35 @@ def test_no_process_outlives_a_gateway_killed_during_shutdown(tmp_path: Path, of
         "ERRORGATE_METRICS_ENDPOINT": f"127.0.0.1:{metrics_port}",
         "ERRORGATE_DATA_DIR": str(tmp_path / "data"),
     }
-    gw = GatewayProcess(config, grpc_port, metrics_port, env=env)
+    gw = GatewayProcess(_config(tmp_path), grpc_port, metrics_port, env=env)
     try:
         gw.start()
         assert gw.proc is not None and gw.proc.stderr is not None
-        root = gw.proc.pid
-        # Drained all along: a leftover child holds the pipe open, so reading to its end would hang.
-        pipe, log_lines = gw.proc.stderr, []
-        threading.Thread(target=lambda: log_lines.extend(iter(pipe.readline, b"")), daemon=True).start()
+        root, log = gw.proc.pid, _Log(gw.proc.stderr)
         with _Load(gw.grpc_endpoint) as load:
-            # Under load until redact's pool workers (in the processor worker) are up and busy.
+            # Under load until redact's pool workers (in the processor worker) are up: started,
+            # and past their start-up, the end of which is when they watch their owner (a pidfd).
             _wait_for(lambda: POOL_DEPTH in _depths(root).values(), 90, "redact's pool workers")
-            _wait_for(lambda: load.sent >= 6, 30, "some load to go through")
+            _wait_for(
+                lambda: all(_watching(p) for p, d in _depths(root).items() if d == POOL_DEPTH),
+                90,
+                "redact's pool workers to finish starting",
+            )
+            _wait_for(lambda: load.sent >= 2, 30, "some load to go through")
             started = {pid: depth for pid, depth in _depths(root).items() if pid in _marked(token)}
             gw.proc.send_signal(signal.SIGTERM)
-            time.sleep(offset)
+            log.wait_for(stage, 30)
+            time.sleep(delay)
             gw.kill()
-        deadline = time.monotonic() + 10
+        assert gw.proc.returncode == -signal.SIGKILL, "the shutdown was over before the kill"
+        deadline = time.monotonic() + 5
         left = _marked(token)
         while left and time.monotonic() < deadline:
             time.sleep(0.1)
             left = _marked(token)
-        stages = [line.decode(errors="replace")[:200] for line in log_lines[-5:]]
         assert left == {}, (
-            f"SIGKILL {offset}s after SIGTERM left {len(left)} of its processes running: {left}; "
-            f"before the kill (pid: depth below the gateway): {started}; its last log lines: {stages}"
+            f"SIGKILL {delay}s after {stage!r} left {len(left)} of its processes running: {left}; "
+            f"before the kill (pid: depth below the gateway): {started}; its last lines: {log.lines[-3:]}"
         )
         assert sorted(set(started.values())) == [1, 2, 3, 4], started  # the whole chain was there
     finally:

@@ -127,12 +127,16 @@ class Gateway:
         timeout = self.config.service.shutdown_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         self._stopping.set()
+        # Each stage logged at debug: a shutdown cut short (a supervisor's stop timeout) shows where.
+        log.debug("stopping: receivers (requests in progress finish)")
         for receiver in self.receivers:
             receiver.stop(min(5.0, timeout))
         if self._poll_thread is not None:
             self._poll_thread.join(timeout=5)
+        log.debug("stopping: flushing held items through the processors")
         # Traces first: log records held for their traces then meet the traces' decisions.
         poll_all(sorted(self.pipelines, key=lambda p: p.signal is not Signal.TRACES), time.time(), flush=True)
+        log.debug("stopping: draining the exporters' queues")
         drained = all(e.drain(max(0.0, deadline - time.monotonic())) for e in self.exporters.values())
         for e in self.exporters.values():
             e.shutdown()
@@ -144,6 +148,7 @@ class Gateway:
         for held in self.builder.held_stages:
             held.shutdown()
         if self.worker is not None:
+            log.debug("stopping: processor worker")
             self.worker.close()
         for _, extension in self.extensions.items():
             extension.shutdown()

@@ -1,7 +1,7 @@
 """Detection on all cores, and the ``Detector`` the processor calls.
 
-Workers (``forkserver``: no inherited locks or threads) build the engine once in their
-initializer; the main process does cache lookups and sends only cache misses, in chunks.
+Workers (``forkserver``: no inherited locks or threads) end with their owner and with the
+gateway (``errorgate.lifeline``), and build the engine once in their initializer; the main process does cache lookups and sends only cache misses, in chunks.
 Workers start, on a background thread, on the first miss set of at least ``pool_min_batch``
 values. Small miss sets, and everything while workers are still starting or loading the model,
 run in-process, so no batch waits for a process start or a model load, nor hits the timeout
@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import gc
 import logging
-import multiprocessing
 import os
-import select
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
+from errorgate import lifeline
 from errorgate.processors.redaction.engine import AnalysisEngine, EngineSettings, Findings, ResultCache
 
 _WORKER_ENGINE: AnalysisEngine | None = None
@@ -30,39 +29,14 @@ _WORKER_ENGINE: AnalysisEngine | None = None
 Key = tuple[str, bool]
 
 
-def _init_worker(settings: EngineSettings, owner: int) -> None:
+def _init_worker(settings: EngineSettings, guardians: tuple[int, ...]) -> None:
     global _WORKER_ENGINE
-    _exit_with(owner)
+    # First: a pool worker waits on a call queue it shares with its siblings, so an owner that
+    # is gone (SIGKILL, the OOM killer) would leave it waiting forever, with its model in memory.
+    # ``guardians``: the owner and the processes the owner must not outlive (the gateway).
+    lifeline.bind(guardians)
     _WORKER_ENGINE = AnalysisEngine(settings)
     _WORKER_ENGINE.warm_up()
-
-
-def _exit_with(owner: int) -> None:
-    """End this worker once the process that owns the pool is gone. A pool worker waits on its
-    call queue, which it shares with its siblings, so an owner killed outright (SIGKILL, the
-    OOM killer) would leave it waiting forever, with its spaCy model in memory."""
-
-    def watch() -> None:
-        try:
-            fd = os.pidfd_open(owner)  # readable once the owner has exited
-        except OSError:  # gone already, or no pidfd on this kernel: ask every second
-            while _alive(owner):
-                time.sleep(1.0)
-        else:
-            select.select([fd], [], [])
-        os._exit(0)
-
-    threading.Thread(target=watch, name="errorgate-owner-watch", daemon=True).start()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # PermissionError: alive, owned by another user
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
 
 
 def _ready() -> int:
@@ -98,9 +72,9 @@ class AnalysisPool:
     def _start(self) -> None:
         self.executor = ProcessPoolExecutor(
             max_workers=self.workers,
-            mp_context=multiprocessing.get_context("forkserver"),
+            mp_context=lifeline.forkserver_context(),
             initializer=_init_worker,
-            initargs=(self.settings, os.getpid()),
+            initargs=(self.settings, lifeline.guardians()),
         )
         self._warm: list[Future[int]] = [self.executor.submit(_ready) for _ in range(self.workers)]
 
@@ -146,7 +120,7 @@ class AnalysisPool:
             processes = list(getattr(executor, "_processes", {}).values())
             executor.shutdown(wait=False, cancel_futures=True)
             for p in processes:
-                p.terminate()
+                p.kill()  # stateless detection; SIGTERM is ignored (inherited from the worker)
             self._start()
 
     def shutdown(self) -> None:
@@ -154,7 +128,9 @@ class AnalysisPool:
             processes = list(getattr(self.executor, "_processes", {}).values())
             self.executor.shutdown(wait=False, cancel_futures=True)
             for p in processes:
-                p.terminate()
+                # SIGKILL: they inherit the processor worker's ignored SIGTERM, and a worker waiting
+                # for them at exit held every clean stop 10 s (until the gateway killed it).
+                p.kill()
 
 
 class Detector:

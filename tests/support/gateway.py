@@ -117,16 +117,19 @@ def scrape(endpoint: str) -> str:
 class GatewayProcess:
     """``errorgate serve --config FILE`` as a child process on fixed free ports."""
 
-    def __init__(self, config_path: Path, grpc_port: int, metrics_port: int) -> None:
+    def __init__(
+        self, config_path: Path, grpc_port: int, metrics_port: int, env: dict[str, str] | None = None
+    ) -> None:
         self.config_path = config_path
         self.grpc_port = grpc_port
         self.metrics_port = metrics_port
+        self.extra_env = env or {}  # added to this process's environment
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60, require_ready: bool = True) -> GatewayProcess:
         """Start and wait until it serves; ``require_ready=False`` also accepts a /readyz that
         answers "not ready" (a gateway started on a full disk)."""
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.extra_env, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "errorgate", "serve", "--config", str(self.config_path)],
             cwd=ROOT,

@@ -19,15 +19,15 @@ the delivery guarantee is unchanged. If the worker dies or does not answer withi
 ``service.processor_worker.timeout``, the batches it held are dead-lettered (reason
 ``processor_error``, as for any failing processor), the worker is restarted with empty
 state, and the gateway carries on. Its metrics are served by the gateway's ``/metrics``
-(``WorkerMetrics``).
+(``WorkerMetrics``). If the gateway dies, at whatever moment, the worker and every process it
+started end with it (``errorgate.lifeline``).
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
-import multiprocessing
-import multiprocessing.util  # registers its exit handler first, so ours runs before it
+import multiprocessing.util  # noqa: F401  registers its exit handler first, so ours runs before it
 import pickle
 import socket
 import threading
@@ -39,6 +39,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from multiprocessing.connection import Connection
 from typing import Any
 
+from errorgate import lifeline
 from errorgate.component import Capabilities, ComponentContext, Output, Processor
 from errorgate.config import ConfigError
 from errorgate.delivery.exporter import SerializedBatch
@@ -152,12 +153,12 @@ class ProcessorWorker:
             current.kill()
 
     def _spawn(self) -> _Process:
-        ctx = multiprocessing.get_context("forkserver")
+        ctx = lifeline.forkserver_context()
         parent, child = _socket_pipe()
         process = ctx.Process(
             # Not a daemon: daemons may not start processes, and redact's detection pool is some.
             target=worker_main,
-            args=(child, self.settings),
+            args=(child, self.settings, lifeline.guardians()),
             name="errorgate-processors",
             daemon=False,
         )

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from errorgate import lifeline
 from errorgate.component import (
     EXTENSIONS,
     PROCESSORS,
@@ -39,9 +40,14 @@ MAX_BACKGROUND_WAIT_SECONDS = 1.0
 _LOCAL_NOTES = frozenset({SERIALIZED_NOTE, ITEMS_NOTE, WIRE_NOTE})
 
 
-def worker_main(conn: Connection, settings: WorkerSettings) -> None:
+def worker_main(conn: Connection, settings: WorkerSettings, guardians: tuple[int, ...]) -> None:
+    # First, before the slow start: the worker ends with the gateway, at whatever moment that
+    # ends. Its pipe closing is not enough: it is read only between batches, and a worker that
+    # returns on it then waits forever for redact's pool workers (multiprocessing joins child
+    # processes before the pool's own exit handler would tell them to stop).
+    lifeline.bind(guardians)
     # Ctrl-C and a SIGTERM to the process group are for the gateway, which still needs this
-    # process to flush held traces; the worker ends on "shutdown" or when the pipe closes.
+    # process to flush held traces; the worker ends on "shutdown", or with the gateway.
     os_signal.signal(os_signal.SIGINT, os_signal.SIG_IGN)
     os_signal.signal(os_signal.SIGTERM, os_signal.SIG_IGN)
     os.environ.clear()

@@ -180,9 +180,9 @@ def write_seeds(corpus: Path) -> None:
 
 
 def main() -> None:
-    corpus = [Path(a) for a in sys.argv[1:] if not a.startswith("-")]
-    if corpus and not any(corpus[0].iterdir() if corpus[0].exists() else ()):
-        write_seeds(corpus[0])
+    paths = [Path(a) for a in sys.argv[1:] if not a.startswith("-")]
+    if paths and not paths[0].is_file() and not any(paths[0].iterdir() if paths[0].exists() else ()):
+        write_seeds(paths[0])  # an empty corpus directory (a file is an input to run once)
     dictionary()  # the field names for ``mutate``
     atheris.Setup(sys.argv, test_one_input, custom_mutator=mutate)
     atheris.Fuzz()

@@ -214,6 +214,8 @@ def _scalar(field: FieldDescriptor, value: Any, where: str) -> Any:
     t = field.type
     if t == FieldDescriptor.TYPE_STRING:
         if isinstance(value, str):
+            if not value.isascii():
+                _require_utf8(value, where)
             return value
     elif t == FieldDescriptor.TYPE_BYTES:
         if isinstance(value, str):
@@ -239,11 +241,22 @@ def _scalar(field: FieldDescriptor, value: Any, where: str) -> Any:
             return value
         if isinstance(value, str):
             enum_type = field.enum_type
-            enum_value = enum_type.values_by_name.get(value) if enum_type is not None else None
+            # Enum names are ASCII; upb's lookup fails with SystemError on a lone surrogate.
+            ascii_name = value.isascii()
+            enum_value = enum_type.values_by_name.get(value) if enum_type is not None and ascii_name else None
             if enum_value is not None:
                 return enum_value.number
             raise ValueError(f"{where}: unknown enum value name")
     raise ValueError(f"{where}: invalid value of type {type(value).__name__}")
+
+
+def _require_utf8(value: str, where: str) -> None:
+    """JSON can escape lone surrogates ("\\ud800"), which protobuf strings (UTF-8) cannot hold;
+    the codec's own error would quote the character."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{where}: string is not valid Unicode (a lone surrogate)") from None
 
 
 def _bytes_in(field: FieldDescriptor, value: str, where: str) -> bytes:

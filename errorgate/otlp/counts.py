@@ -106,11 +106,22 @@ def _walk(data: bytes, start: int, end: int, wanted: int, budget: int, out: list
             tag, pos = _varint(data, pos, end)
         wire = tag & 7
         if wire == _LEN:
-            length = data[pos] if pos < end else 0x80
-            if length < 0x80:
-                pos += 1
-            else:
-                length, pos = _varint(data, pos, end)
+            if pos >= end:
+                raise WireError("message truncated")
+            length = data[pos]
+            pos += 1
+            if length >= 0x80:  # inline too: entries of 128 bytes and more have 2-4 byte lengths
+                length &= 0x7F
+                shift = 7
+                while True:
+                    if pos >= end or shift >= 64:
+                        raise WireError(f"truncated or overlong varint at byte {pos}")
+                    byte = data[pos]
+                    pos += 1
+                    length |= (byte & 0x7F) << shift
+                    if byte < 0x80:
+                        break
+                    shift += 7
             if length > end - pos:
                 raise WireError(f"length-delimited field overruns its message at byte {pos}")
             if tag >> 3 == wanted and not groups:

@@ -7,6 +7,7 @@ model its factory registered. Every error names the key path that was wrong.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from importlib import resources
@@ -69,6 +70,20 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+# ---------------------------------------------------------------- endpoints
+
+
+def binds_all_interfaces(host: str) -> bool:
+    """True for a host that means every network interface: 0.0.0.0, ::, or none at all (the
+    receivers read ":4317" as 0.0.0.0). Host names are taken as the user's deliberate choice."""
+    if not host:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
 
 
 # ---------------------------------------------------------------- shared sub-models

@@ -35,6 +35,25 @@ def test_empty_component_settings_use_defaults() -> None:
     assert config.receivers["otlp"].protocols.grpc.max_recv_msg_size_mib == 16
 
 
+def test_receiver_hardening_defaults_and_durations() -> None:
+    otlp = parse_config(BASE).receivers["otlp"]
+    limits = otlp.limits
+    assert (limits.max_items_per_request, limits.max_resources_per_request) == (100_000, 20_000)
+    assert (limits.max_scopes_per_request, limits.max_json_depth) == (20_000, 64)
+    http, grpc = otlp.protocols.http, otlp.protocols.grpc
+    assert (http.read_header_timeout, http.read_timeout, http.max_connections) == (10.0, 10.0, 256)
+    assert (grpc.max_connections, grpc.handshake_timeout, grpc.max_connection_idle) == (1024, 10.0, 300.0)
+    text = BASE.replace(
+        "otlp: {}",
+        "otlp: {protocols: {http: {read_timeout: 1m30s, read_header_timeout: 500ms}, "
+        "grpc: {max_connection_idle: 1h}}, limits: {max_items_per_request: 5000}}",
+    )
+    otlp = parse_config(text).receivers["otlp"]
+    assert (otlp.protocols.http.read_timeout, otlp.protocols.http.read_header_timeout) == (90.0, 0.5)
+    assert otlp.protocols.grpc.max_connection_idle == 3600.0
+    assert otlp.limits.max_items_per_request == 5000
+
+
 @pytest.mark.parametrize(
     ("yaml_text", "expected"),
     [
@@ -49,6 +68,17 @@ def test_empty_component_settings_use_defaults() -> None:
         (BASE + "  data_dri: ./x\n", "service.data_dri: unknown key"),
         (BASE + "extra_top: 1\n", "extra_top: unknown key"),
         (BASE.replace("otlp: {}", "otlp: [1, 2]"), "receivers.otlp: expected a mapping"),
+        (BASE.replace("otlp: {}", "otlp: {limits: {max_items_per_request: 0}}"),
+         "receivers.otlp.limits.max_items_per_request"),
+        (BASE.replace("otlp: {}", "otlp: {limits: {max_json_depth: 500}}"),
+         "receivers.otlp.limits.max_json_depth"),
+        (BASE.replace("otlp: {}", "otlp: {limits: {max_spans: 5}}"), "receivers.otlp.limits.max_spans: unknown key"),
+        (BASE.replace("otlp: {}", "otlp: {protocols: {http: {read_timeout: soon}}}"),
+         "receivers.otlp.protocols.http.read_timeout"),
+        (BASE.replace("otlp: {}", "otlp: {protocols: {http: {max_connections: 0}}}"),
+         "receivers.otlp.protocols.http.max_connections"),
+        (BASE.replace("otlp: {}", "otlp: {protocols: {grpc: {handshake_timeout: 0s}}}"),
+         "receivers.otlp.protocols.grpc.handshake_timeout"),
     ],
 )  # fmt: skip
 def test_errors_name_the_key_path(yaml_text: str, expected: str) -> None:

@@ -319,6 +319,14 @@ def test_input_leniency_enum_names_numbers_as_strings_and_nulls() -> None:
             {"attributes": [{"key": "b", "value": {"bytesValue": "***secret***"}}]},
             "bytesValue: not valid base64",
         ),
+        # JSON escapes lone surrogates, UTF-8 cannot hold them (found by tests/fuzz_decode.py):
+        # the enum lookup raised SystemError, the string's error quoted the character.
+        ({"kind": "secret\ud800"}, "kind: unknown enum value name"),
+        ({"name": "secret\udc80"}, "name: string is not valid Unicode (a lone surrogate)"),
+        (
+            {"attributes": [{"key": "k", "value": {"arrayValue": {"values": [{"stringValue": "\ud800"}]}}}]},
+            "attributes[0].value.arrayValue.values[0].stringValue: string is not valid Unicode",
+        ),
     ],
 )
 def test_type_errors_name_the_field_and_position(span: dict[str, Any], expected: str) -> None:
@@ -328,3 +336,4 @@ def test_type_errors_name_the_field_and_position(span: dict[str, Any], expected:
     assert str(exc.value).startswith("resourceSpans[0].scopeSpans[0].spans[1].")
     assert expected in str(exc.value)
     assert "secret" not in str(exc.value).lower().replace("span_kind_secret", "")
+    assert "\ud800" not in str(exc.value) and "\udc80" not in str(exc.value)

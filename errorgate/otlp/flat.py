@@ -187,6 +187,12 @@ def _outline_classes() -> tuple[type[Message], type[Message]]:
     return message_factory.GetMessageClass(top), message_factory.GetMessageClass(deep)
 
 
+def outline_deep_class() -> type[Message]:
+    """The outline down to items: resource entries holding their resource header and scope
+    entries, which hold their scope header and items, headers and items as undecoded bytes."""
+    return _outline_classes()[1]
+
+
 # Per scope entry: (its scope header fits, every item fits, the item sizes or None).
 ScopeFit = tuple[bool, bool, list[int] | None]
 # Per resource entry: (its resource header fits, per scope entry fits — or True: everything in

@@ -122,9 +122,30 @@ def _encode_any(value: Message) -> dict[str, Any]:
 # ---------------------------------------------------------------- decoding
 
 
-def from_json(signal: Signal, data: bytes | str) -> ExportRequest:
+# Nesting (objects and arrays) that ``from_json`` accepts unless told otherwise; deeper than
+# what the protobuf decoder accepts (100 message levels) would give requests no next hop can read.
+DEFAULT_MAX_DEPTH = 64
+
+
+class JsonTooDeep(ValueError):
+    """An OTLP/JSON document nested deeper than allowed (a ``ValueError``: the request is malformed)."""
+
+    def __init__(self, max_depth: int) -> None:
+        super().__init__(f"OTLP/JSON nested deeper than {max_depth} levels")
+        self.max_depth = max_depth
+
+
+def from_json(signal: Signal, data: bytes | str, max_depth: int = DEFAULT_MAX_DEPTH) -> ExportRequest:
     """Parse an OTLP/JSON export request. Raises ``ValueError`` naming the bad field (with
-    its position); the message never quotes payload values."""
+    its position); the message never quotes payload values. Objects and arrays nested deeper
+    than ``max_depth`` raise ``JsonTooDeep``."""
+    return json_to_request(signal, load_json(data, max_depth), max_depth)
+
+
+def load_json(data: bytes | str, max_depth: int = DEFAULT_MAX_DEPTH) -> dict[str, Any]:
+    """The JSON object of an OTLP/JSON body (step one of ``from_json``); ``ValueError`` if it is
+    not one. Nesting beyond the parser's recursion limit raises ``JsonTooDeep`` too; nesting
+    up to it is checked by ``json_to_request``, on the fields it converts."""
     try:
         # OTLP/JSON is UTF-8; json.loads would otherwise guess UTF-16/32 from the bytes.
         text = data.decode("utf-8") if isinstance(data, bytes | bytearray) else data
@@ -133,10 +154,19 @@ def from_json(signal: Signal, data: bytes | str) -> ExportRequest:
         raise ValueError("OTLP/JSON body is not valid UTF-8") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        # The C parser stops cleanly at the interpreter's recursion limit (about 1000 levels).
+        raise JsonTooDeep(max_depth) from None
     if not isinstance(doc, dict):
         raise ValueError(f"OTLP/JSON body must be an object, got {type(doc).__name__}")
+    return doc
+
+
+def json_to_request(signal: Signal, doc: dict[str, Any], max_depth: int = DEFAULT_MAX_DEPTH) -> ExportRequest:
+    """The export request a parsed OTLP/JSON document (``load_json``) stands for (step two of
+    ``from_json``). The recursion is one level per message, stopped at ``max_depth``."""
     request = signal.new_request()
-    _decode(doc, request, "")
+    _decode(doc, request, "", 1, max_depth)
     return request
 
 
@@ -149,7 +179,10 @@ def _fields_by_json_key(descriptor: Descriptor) -> dict[str, FieldDescriptor]:
     return fields
 
 
-def _decode(obj: dict[str, Any], message: Message, path: str) -> None:
+def _decode(obj: dict[str, Any], message: Message, path: str, depth: int, max_depth: int) -> None:
+    """Fill ``message`` from ``obj``, an object ``depth`` levels deep in the document."""
+    if depth > max_depth:
+        raise JsonTooDeep(max_depth)
     fields = _fields_by_json_key(message.DESCRIPTOR)
     for key, value in obj.items():
         field = fields.get(key)
@@ -164,7 +197,7 @@ def _decode(obj: dict[str, Any], message: Message, path: str) -> None:
                 for i, item in enumerate(value):
                     if not isinstance(item, dict):
                         raise ValueError(f"{where}[{i}]: expected an object, got {type(item).__name__}")
-                    _decode(item, container.add(), f"{where}[{i}]")
+                    _decode(item, container.add(), f"{where}[{i}]", depth + 2, max_depth)
             else:
                 container.extend(_scalar(field, item, f"{where}[{i}]") for i, item in enumerate(value))
         elif field.type == FieldDescriptor.TYPE_MESSAGE:
@@ -172,7 +205,7 @@ def _decode(obj: dict[str, Any], message: Message, path: str) -> None:
                 raise ValueError(f"{where}: expected an object, got {type(value).__name__}")
             sub = getattr(message, field.name)
             sub.SetInParent()
-            _decode(value, sub, where)
+            _decode(value, sub, where, depth + 1, max_depth)
         else:
             setattr(message, field.name, _scalar(field, value, where))
 
@@ -181,6 +214,8 @@ def _scalar(field: FieldDescriptor, value: Any, where: str) -> Any:
     t = field.type
     if t == FieldDescriptor.TYPE_STRING:
         if isinstance(value, str):
+            if not value.isascii():
+                _require_utf8(value, where)
             return value
     elif t == FieldDescriptor.TYPE_BYTES:
         if isinstance(value, str):
@@ -206,11 +241,22 @@ def _scalar(field: FieldDescriptor, value: Any, where: str) -> Any:
             return value
         if isinstance(value, str):
             enum_type = field.enum_type
-            enum_value = enum_type.values_by_name.get(value) if enum_type is not None else None
+            # Enum names are ASCII; upb's lookup fails with SystemError on a lone surrogate.
+            ascii_name = value.isascii()
+            enum_value = enum_type.values_by_name.get(value) if enum_type is not None and ascii_name else None
             if enum_value is not None:
                 return enum_value.number
             raise ValueError(f"{where}: unknown enum value name")
     raise ValueError(f"{where}: invalid value of type {type(value).__name__}")
+
+
+def _require_utf8(value: str, where: str) -> None:
+    """JSON can escape lone surrogates ("\\ud800"), which protobuf strings (UTF-8) cannot hold;
+    the codec's own error would quote the character."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{where}: string is not valid Unicode (a lone surrogate)") from None
 
 
 def _bytes_in(field: FieldDescriptor, value: str, where: str) -> bytes:

@@ -12,6 +12,7 @@ from errorgate.receiver.config import (
     HttpProtocolConfig,
     OtlpReceiverConfig,
     ProtocolsConfig,
+    RequestLimitsConfig,
     ValidationConfig,
 )
 from errorgate.receiver.grpc_server import OtlpGrpcReceiver
@@ -22,6 +23,7 @@ __all__ = [
     "HttpProtocolConfig",
     "OtlpReceiverConfig",
     "ProtocolsConfig",
+    "RequestLimitsConfig",
     "ValidationConfig",
     "build_receivers",
     "factory",
@@ -45,11 +47,15 @@ def build_receivers(
     receivers: list[Receiver] = []
     if config.protocols.grpc is not None:
         receivers.append(
-            OtlpGrpcReceiver(receiver_id, config.protocols.grpc, config.auth, intake, logger, telemetry)
+            OtlpGrpcReceiver(
+                receiver_id, config.protocols.grpc, config.auth, intake, logger, telemetry, config.limits
+            )
         )
     if config.protocols.http is not None:
         receivers.append(
-            OtlpHttpReceiver(receiver_id, config.protocols.http, config.auth, intake, logger, telemetry)
+            OtlpHttpReceiver(
+                receiver_id, config.protocols.http, config.auth, intake, logger, telemetry, config.limits
+            )
         )
     return receivers
 

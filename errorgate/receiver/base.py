@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from errorgate.config import AuthConfig
+from errorgate.config import AuthConfig, binds_all_interfaces
 from errorgate.intake.contract import Intake
 from errorgate.receiver.auth import BearerAuth
 from errorgate.receiver.common import parse_endpoint
+from errorgate.receiver.config import RequestLimitsConfig
+from errorgate.receiver.limits import RequestLimits
 from errorgate.telemetry import Telemetry
 
 
@@ -22,6 +24,7 @@ class ReceiverBase:
         intake: Intake,
         logger: logging.Logger,
         telemetry: Telemetry,
+        limits: RequestLimitsConfig | None = None,
     ) -> None:
         self.receiver_id = receiver_id
         self._intake = intake
@@ -30,3 +33,20 @@ class ReceiverBase:
         self._key_path = f"receivers.{receiver_id}.protocols.{self.protocol}"
         self._host, self._port = parse_endpoint(endpoint, f"{self._key_path}.endpoint")
         self._auth = BearerAuth(auth, logger, f"receivers.{receiver_id}.auth") if auth else None
+        self._limits = RequestLimits(limits or RequestLimitsConfig(), f"receivers.{receiver_id}.limits")
+
+    @property
+    def key_path(self) -> str:
+        """The config key of this protocol's section (``receivers.<id>.protocols.<protocol>``)."""
+        return self._key_path
+
+    def _warn_if_all_interfaces(self, endpoint: str) -> None:
+        """At start: say so when the endpoint takes connections from every network (":4317",
+        0.0.0.0, [::]), which is easy to write by mistake and exposes the receiver."""
+        if binds_all_interfaces(self._host):
+            self._logger.warning(
+                "%s.endpoint listens on all network interfaces (%s): reachable from other hosts; "
+                "write 127.0.0.1 or the one address to serve on unless that is intended",
+                self._key_path,
+                endpoint,
+            )

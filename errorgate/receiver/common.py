@@ -32,6 +32,8 @@ BACKPRESSURE = "backpressure"
 PROCESSING_FAILED = "processing_failed"
 UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
 INTERNAL = "internal"
+TIMEOUT = "timeout"  # HTTP: headers or body not received within their timeout
+TOO_MANY_CONNECTIONS = "too_many_connections"  # HTTP: a connection over max_connections
 
 MIB = 1024 * 1024
 

@@ -31,12 +31,11 @@ from errorgate.receiver.common import (
     PROCESSING_FAILED,
     TOO_LARGE,
     UNAUTHENTICATED,
-    decode,
     export_response,
     format_endpoint,
     size_limit_message,
 )
-from errorgate.receiver.config import AuthConfig, GrpcProtocolConfig
+from errorgate.receiver.config import AuthConfig, GrpcProtocolConfig, RequestLimitsConfig
 from errorgate.signals import Signal
 from errorgate.telemetry import Telemetry
 
@@ -60,8 +59,9 @@ class OtlpGrpcReceiver(ReceiverBase):
         intake: Intake,
         logger: logging.Logger,
         telemetry: Telemetry,
+        limits: RequestLimitsConfig | None = None,
     ) -> None:
-        super().__init__(receiver_id, config.endpoint, auth, intake, logger, telemetry)
+        super().__init__(receiver_id, config.endpoint, auth, intake, logger, telemetry, limits)
         self._config = config
         self._limit = int(config.max_recv_msg_size_mib * MIB)
         self._server: grpc.Server | None = None
@@ -82,6 +82,9 @@ class OtlpGrpcReceiver(ReceiverBase):
             ("grpc.max_receive_message_length", hard_cap),
             ("grpc.max_concurrent_streams", self._config.max_concurrent_streams),
             ("grpc.so_reuseport", 0),
+            ("grpc.max_allowed_incoming_connections", self._config.max_connections),
+            ("grpc.server_handshake_timeout_ms", _millis(self._config.handshake_timeout)),
+            ("grpc.max_connection_idle_ms", _millis(self._config.max_connection_idle)),
         ]
         workers = handler_threads(self._config.max_concurrent_streams)
         server = grpc.server(
@@ -115,6 +118,7 @@ class OtlpGrpcReceiver(ReceiverBase):
         self._bound_port = port
         self._health.start()
         self._logger.info("OTLP/gRPC receiver %s listening on %s", self.receiver_id, self.endpoint)
+        self._warn_if_all_interfaces(self.endpoint)
         return port
 
     def stop(self, grace: float) -> None:
@@ -155,13 +159,20 @@ class OtlpGrpcReceiver(ReceiverBase):
             self._refuse(BACKPRESSURE)
             _abort_unavailable(context, "receiver is shutting down", 1.0)
         try:
-            request = decode(signal, data)
+            request = self._limits.decode_protobuf(signal, data)
         except LimitExceeded as e:
             self._refuse(TOO_LARGE)
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         except ValueError as e:
             self._refuse(MALFORMED)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except Exception as e:
+            # grpc would send the exception text, which may quote the payload; log only the type.
+            self._refuse(INTERNAL)
+            self._logger.error(
+                "decoding %s on %s failed: %s", signal.value, self.receiver_id, type(e).__name__
+            )
+            context.abort(grpc.StatusCode.INTERNAL, "internal error")
         try:
             result = self._intake.accept(signal, request, raw=data, receiver=self.receiver_id)
         except Backpressure as e:
@@ -190,6 +201,10 @@ def handler_threads(max_concurrent_streams: int) -> int:
     threads cost about a third more CPU per item than 4. Calls beyond this wait in the
     executor's queue (grpc still accepts them), so no client is refused for it."""
     return min(max(4, max_concurrent_streams), max(4, 2 * (os.cpu_count() or 1)))
+
+
+def _millis(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
 
 
 def _metadata_value(context: grpc.ServicerContext, key: str) -> str | None:

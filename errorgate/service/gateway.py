@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 from errorgate import __version__
 from errorgate.component import RECEIVERS, ComponentContext, component_type
-from errorgate.config import Config
+from errorgate.config import Config, binds_all_interfaces
 from errorgate.delivery.exporter import ITEMS_NOTE, SERIALIZED_NOTE
 from errorgate.errors import Backpressure, StorageUnavailable
 from errorgate.intake.contract import AcceptResult
@@ -87,6 +87,14 @@ class Gateway:
                 metrics_endpoint, self.telemetry.registry, self.readiness, __version__
             )
             self._observability.start()
+            if binds_all_interfaces(self._observability.host):
+                # /metrics names services and error groups; /readyz details the queues.
+                log.warning(
+                    "service.telemetry.metrics.endpoint listens on all network interfaces (%s): "
+                    "reachable from other hosts; write 127.0.0.1 or the one address to serve on "
+                    "unless that is intended",
+                    self._observability.endpoint,
+                )
         self._poll_thread = threading.Thread(target=self._poll_loop, name="errorgate-poll", daemon=True)
         self._poll_thread.start()
         used = sorted({r for p in self.pipelines for r in p.receivers})

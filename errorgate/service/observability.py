@@ -26,6 +26,11 @@ class ObservabilityServer:
         self._thread: threading.Thread | None = None
 
     @property
+    def host(self) -> str:
+        """The address it listens on (":port" means 127.0.0.1 here, unlike the receivers)."""
+        return self._address[0]
+
+    @property
     def endpoint(self) -> str:
         assert self._server is not None, "not started"
         host, port = self._server.server_address[:2]

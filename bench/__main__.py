@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -19,6 +18,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from bench.procs import free_port, tree_cpu_s, tree_rss_mib, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -29,55 +30,6 @@ PROFILES: dict[str, list[str]] = {
     "full": ["classify", "sample", "redact", "encrypt", "retention"],
 }
 TARGETS = {"bare": 0.8, "intelligence": 0.7, "full": 0.5}  # issue targets: ratio vs proxy
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listening on port {port} after {timeout}s")
-
-
-def rss_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
-def tree_rss_mib(pid: int) -> float:
-    """RSS of a process and its children (redaction worker processes count too)."""
-    total = rss_mib(pid)
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        children = []
-    return total + sum(tree_rss_mib(int(c)) for c in children)
-
-
-def tree_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) used so far by a process and its live children."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()
-        total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-    return total + sum(tree_cpu_s(int(c)) for c in children)
 
 
 def gateway_config(profile: str, port: int, metrics_port: int, sink_port: int, data_dir: Path) -> str:
@@ -239,7 +191,25 @@ def main() -> int:
         "--memory-run", type=float, default=0, help="extra seconds-long run of 'bare' to watch memory"
     )
     ap.add_argument("--skip-redaction", action="store_true", help="skip the per-string redaction benchmark")
+    ap.add_argument(
+        "--soak",
+        type=float,
+        default=0,
+        metavar="MINUTES",
+        help="instead of the rounds: the embedded default at a steady rate for MINUTES, printing its memory",
+    )
+    ap.add_argument(
+        "--soak-fraction",
+        type=float,
+        default=0.3,
+        help="soak rate as a share of the proxy's (measured first)",
+    )
+    ap.add_argument(
+        "--soak-rate", type=float, default=0, help="soak rate in items/s (skips measuring the proxy)"
+    )
     args = ap.parse_args()
+    if args.soak:
+        return soak_main(args)
 
     profiles = [p for p in args.profiles.split(",") if p]
     results: dict[str, list[dict]] = {"proxy": [], **{p: [] for p in profiles}}
@@ -334,6 +304,55 @@ def main() -> int:
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(summary, indent=2, default=str))
     print(f"\nfull results: {out / 'latest.json'}")
+    return 0
+
+
+def soak_main(args: argparse.Namespace) -> int:
+    """``--soak``: measure the proxy's rate (median of three runs), then soak at a share of it."""
+    from bench import soak
+
+    rate = args.soak_rate
+    if not rate:
+        sink_port = free_port()
+        with tempfile.TemporaryDirectory(prefix="eg-bench-sink-") as tmp:
+            count_file = Path(tmp) / "count"
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            cmd = [
+                PY,
+                "-m",
+                "bench.servers",
+                "sink",
+                "--port",
+                str(sink_port),
+                "--count-file",
+                str(count_file),
+            ]
+            sink = subprocess.Popen(cmd, env=env, cwd=ROOT)
+            try:
+                wait_port(sink_port)
+                runs = [
+                    run_target("proxy", sink_port, count_file, args.duration, args.concurrency, r + 1)[
+                        "items_per_s"
+                    ]
+                    for r in range(3)
+                ]
+            finally:
+                sink.terminate()
+                sink.wait(timeout=10)
+        proxy = statistics.median(runs)
+        rate = args.soak_fraction * proxy
+        print(
+            f"proxy: {proxy:,.0f} items/s (median of {', '.join(f'{r:,.0f}' for r in runs)}); "
+            f"soak at {args.soak_fraction:g} of it: {rate:,.0f} items/s",
+            file=sys.stderr,
+            flush=True,
+        )
+    result = soak.run(args.soak, rate, args.concurrency)
+    soak.report(result)
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "soak.json").write_text(json.dumps(vars(result), indent=2, default=str))
+    print(f"\nfull results: {out / 'soak.json'}")
     return 0
 
 

@@ -1,5 +1,6 @@
 """Load generator (run as its own process): ``concurrency`` threads send the traffic mix over
-OTLP/gRPC as fast as the target acknowledges, for ``duration`` seconds. Prints one JSON line."""
+OTLP/gRPC as fast as the target acknowledges (or at ``rate`` items/s), for ``duration`` seconds.
+Prints one JSON line."""
 
 from __future__ import annotations
 
@@ -18,8 +19,13 @@ def _identity(b: bytes) -> bytes:
     return b
 
 
-def run(target: str, duration: float, concurrency: int, seed: int) -> dict[str, float]:
-    templates = build_templates(seed, time.time_ns())
+def run(
+    target: str, duration: float, concurrency: int, seed: int, rate: float = 0.0, unique_bodies: bool = False
+) -> dict[str, float]:
+    """``rate`` > 0: requests leave on a schedule of ``rate`` items/s (a steady load, as in a soak).
+    A request behind schedule leaves at once, but by at most a second: a target that slowed
+    down gets the load it was offered, not a burst making up for all of it."""
+    templates = build_templates(seed, time.time_ns(), unique_bodies)
     channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 64 << 20)])
     grpc.channel_ready_future(channel).result(timeout=20)
     calls = {
@@ -31,6 +37,7 @@ def run(target: str, duration: float, concurrency: int, seed: int) -> dict[str, 
     latencies: list[float] = []
     items = [0, 0, 0]  # acked items, acked requests, failed requests
     stop_at = time.monotonic() + duration
+    schedule = [time.monotonic()]  # when the next request is due (with ``rate``)
 
     def worker(offset: int) -> None:
         local_lat: list[float] = []
@@ -39,6 +46,14 @@ def run(target: str, duration: float, concurrency: int, seed: int) -> dict[str, 
         while time.monotonic() < stop_at:
             t = templates[i % len(templates)]
             i += 1
+            if rate > 0:
+                now = time.monotonic()
+                with lock:
+                    due = max(schedule[0], now - 1.0)
+                    schedule[0] = due + t.items / rate
+                wait = due - now
+                if wait > 0:
+                    time.sleep(wait)
             payload = patched(t, next(counter))
             begin = time.perf_counter()
             try:
@@ -61,7 +76,7 @@ def run(target: str, duration: float, concurrency: int, seed: int) -> dict[str, 
         # episodes and flood budgets in errorgate then see time pass during the run.
         nonlocal templates
         while not finished.wait(1.0):
-            templates = build_templates(seed, time.time_ns())
+            templates = build_templates(seed, time.time_ns(), unique_bodies)
 
     finished = threading.Event()
     clock = threading.Thread(target=refresh_clock, daemon=True)
@@ -99,5 +114,7 @@ if __name__ == "__main__":
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--rate", type=float, default=0.0, help="items/s (0: as fast as acknowledged)")
+    ap.add_argument("--unique-bodies", action="store_true", help="every log body a value never seen before")
     a = ap.parse_args()
-    print(json.dumps(run(a.target, a.duration, a.concurrency, a.seed)))
+    print(json.dumps(run(a.target, a.duration, a.concurrency, a.seed, a.rate, a.unique_bodies)))

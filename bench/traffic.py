@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -18,6 +18,11 @@ from opentelemetry.proto.logs.v1.logs_pb2 import SeverityNumber
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 MARKER = b"\xfe\xed\xfa\xce\xca\xfe\xbe\xef"  # first half of every template trace id
+# Placeholder reference word at the end of log bodies with ``unique_bodies``: quoted lowercase
+# letters, which no recognizer takes for PII (digits could read as a phone or card number) and
+# classify's template replaces (<str>), so errors still group as with ids in real messages.
+BODY_MARKER = b"ref 'qqqqqqqqqq'"
+_BODY_WORD = 10
 SERVICES = ["frontend", "checkout", "payments", "catalog", "orders-db-proxy"]
 FIXED_NOW_NS = 1_764_000_000_000_000_000
 _MASK64 = (1 << 64) - 1
@@ -38,6 +43,9 @@ class Template:
     payload: bytes
     items: int
     patch_offsets: list[int]
+    # Where each log body's reference word starts (``unique_bodies`` only): patched per request,
+    # so every log record's body is a value never seen before, as ids in real messages make it.
+    body_offsets: list[int] = field(default_factory=list)
 
 
 def _trace_request(
@@ -107,7 +115,9 @@ def _trace_request(
     return req
 
 
-def _logs_request(rng: random.Random, n: int, now: int) -> ExportLogsServiceRequest:
+def _logs_request(
+    rng: random.Random, n: int, now: int, unique_bodies: bool = False
+) -> ExportLogsServiceRequest:
     req = ExportLogsServiceRequest()
     rl = req.resource_logs.add()
     rl.resource.attributes.extend([kv("service.name", "checkout"), kv("service.version", "2.0.1")])
@@ -130,6 +140,8 @@ def _logs_request(rng: random.Random, n: int, now: int) -> ExportLogsServiceRequ
         else:
             rec.severity_number = SeverityNumber.SEVERITY_NUMBER_INFO
             rec.body.string_value = f"order {rng.randint(10000, 99999)} processed in {rng.randint(5, 900)}ms"
+        if unique_bodies:
+            rec.body.string_value += " " + BODY_MARKER.decode()
         rec.attributes.extend([kv("code.function", "process_order"), kv("order.items", rng.randint(1, 9))])
     return req
 
@@ -166,13 +178,19 @@ def _template(signal: str, path: str, request: object, items: int) -> Template:
     while (i := payload.find(MARKER, start)) >= 0:
         offsets.append(i + len(MARKER))
         start = i + 1
-    return Template(signal, path, payload, items, offsets)
+    bodies = []
+    start = 0
+    while (i := payload.find(BODY_MARKER, start)) >= 0:
+        bodies.append(i + 5)
+        start = i + 1
+    return Template(signal, path, payload, items, offsets, bodies)
 
 
-def build_templates(seed: int = 7, now_ns: int = FIXED_NOW_NS) -> list[Template]:
+def build_templates(seed: int = 7, now_ns: int = FIXED_NOW_NS, unique_bodies: bool = False) -> list[Template]:
     """The traffic mix: ~70% of items are spans, 25% logs, 5% metric points, timed at ``now_ns``
     (the load generator rebuilds them every second with the wall clock, so telemetry time
-    moves as in real traffic; in-process benchmarks keep a fixed instant and simulate time)."""
+    moves as in real traffic; in-process benchmarks keep a fixed instant and simulate time).
+    ``unique_bodies``: each log body ends in a reference word that ``patched`` makes unique."""
     rng = random.Random(seed)
     out = []
     for _ in range(6):
@@ -189,7 +207,7 @@ def build_templates(seed: int = 7, now_ns: int = FIXED_NOW_NS) -> list[Template]
             _template(
                 "logs",
                 "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-                _logs_request(rng, 30, now_ns),
+                _logs_request(rng, 30, now_ns, unique_bodies),
                 30,
             )
         )
@@ -209,14 +227,25 @@ def patched(template: Template, counter: int) -> bytes:
     that shared a trace id in the template still share one (5-span traces stay 5-span traces).
     The new half is a bijective mix of (counter, trace number), so ids stay unique and their low
     56 bits are as random as real W3C trace ids (sampling reads its randomness there)."""
-    if not template.patch_offsets:
+    if not template.patch_offsets and not template.body_offsets:
         return template.payload
     buf = bytearray(template.payload)
     ids: dict[bytes, int] = {}
     for off in template.patch_offsets:
         n = ids.setdefault(template.payload[off : off + 8], len(ids))
         buf[off : off + 8] = struct.pack(">Q", _mix64((counter << 12) | n))
+    for n, off in enumerate(template.body_offsets):
+        buf[off : off + _BODY_WORD] = _letters(_mix64((counter << 12) | n | 1 << 11))
     return bytes(buf)
+
+
+def _letters(x: int) -> bytes:
+    """``_BODY_WORD`` lowercase letters spelling ``x`` (base 26, low digits first)."""
+    out = bytearray()
+    for _ in range(_BODY_WORD):
+        x, r = divmod(x, 26)
+        out.append(97 + r)
+    return bytes(out)
 
 
 def _mix64(x: int) -> int:

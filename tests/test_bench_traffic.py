@@ -33,3 +33,19 @@ def test_trace_id_randomness_gives_a_sampler_its_nominal_keep_share() -> None:
     traces = {tid for ids in _trace_ids(300) for tid in ids}
     kept = sum(consistent.randomness(tid) >= threshold for tid in traces)
     assert 0.07 < kept / len(traces) < 0.13
+
+
+def test_unique_bodies_make_every_log_body_new_and_leave_the_default_traffic_alone() -> None:
+    """``--soak`` sends log bodies never seen before (as ids in real messages make them), so the
+    value caches fill as on real traffic; ``make bench``'s traffic is byte for byte as before."""
+    plain = [t for t in build_templates() if t.signal == "logs"]
+    assert all(not t.body_offsets for t in plain)
+    templates = [t for t in build_templates(unique_bodies=True) if t.signal == "logs"]
+    bodies = [
+        r.body.string_value
+        for counter in range(200)
+        for rl in Signal.LOGS.parse(patched(templates[counter % 2], (1 << 40) + counter)).resource_logs  # type: ignore[union-attr]
+        for sl in rl.scope_logs
+        for r in sl.log_records
+    ]
+    assert len(bodies) == 200 * 30 and len(set(bodies)) == len(bodies)

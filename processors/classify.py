@@ -52,7 +52,6 @@ Attributes beyond CONVENTIONS: ``errorgate.error.component`` (failing component)
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import MutableSequence
 from operator import itemgetter
 
@@ -62,6 +61,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from errorgate.attributes import AttrValue, set_value, to_dict
+from errorgate.caches import MIB, ByteFifoMap, ByteLRU
 from errorgate.component import Capabilities, ComponentContext, Factory, Output, Processor
 from errorgate.config import ConfigError
 from errorgate.extensions.catalog import shared_catalog
@@ -85,6 +85,29 @@ _NO_IDS: frozenset[bytes] = frozenset()
 # Fields of a ``spans.Record``.
 _SERVICE, _PEER, _END = itemgetter(2), itemgetter(6), itemgetter(7)
 _RESOURCE_CACHE = 4096
+# Byte budgets (errorgate.caches) of classify's caches, beside their entry counts. Resources are
+# cached by their serialized bytes (a few hundred usually; attribute values up to 64 KiB each
+# made 4,096 of them unbounded in practice); 4,096 typical ones take about 2 MiB.
+_RESOURCE_BYTES = 4 * MIB
+_SERVICE_SETS_BYTES = 2 * MIB
+# Failing spans remembered for log correlation: ~370 bytes each measured (two ids, a role and
+# the origin service), so the default 50,000 take ~18 MiB; the budget only binds on long names.
+_CORRELATED_BYTES = 24 * MIB
+_RESOURCE_ENTRY = 260  # measured: dict slot + (service, version) tuple + queue slot, with churn
+_SERVICE_SET_ENTRY = 420  # measured: dict slot + (service, peer) key tuple + frozenset
+_CORRELATED_ENTRY = 480  # measured: OrderedDict slot + key tuple of two ids + value tuple, with churn
+
+
+def _resource_cost(key: bytes, value: tuple[str, str]) -> int:
+    return len(key) + len(value[0]) + len(value[1]) + _RESOURCE_ENTRY
+
+
+def _service_set_cost(key: tuple[str, str], value: frozenset[str]) -> int:
+    return 2 * (len(key[0]) + len(key[1])) + _SERVICE_SET_ENTRY  # the names in the key and the set
+
+
+def _correlated_cost(key: tuple[bytes, bytes], value: tuple[str, str, str]) -> int:
+    return len(key[0]) + len(key[1]) + len(value[1]) + len(value[2]) + _CORRELATED_ENTRY
 
 
 def apply_label_caps(config: ClassifyConfig, cap: LabelCap) -> None:
@@ -149,13 +172,19 @@ class Classify(Processor):
         self.metrics = ErrorMetrics(context.telemetry.registry, context.telemetry.cap)
         self.metrics.describe_catalog(self.catalog)
         # (trace id, span id) of failing spans -> (role, origin service, incident id) for log correlation.
-        self._correlated: OrderedDict[tuple[bytes, bytes], tuple[str, str, str]] = OrderedDict()
-        self._resources: dict[bytes, tuple[str, str]] = {}
+        self._correlated: ByteLRU[tuple[bytes, bytes], tuple[str, str, str]] = ByteLRU(
+            config.max_correlated_spans, _CORRELATED_BYTES, _correlated_cost
+        )
+        self._resources: ByteFifoMap[bytes, tuple[str, str]] = ByteFifoMap(
+            _RESOURCE_CACHE, _RESOURCE_BYTES, _resource_cost
+        )
         self._span_bytes = scan.SpanBytes()
         self._tags = TagWriter()
         self._nodes = spans.NodeBuilder(config.retry_attributes)
         self._grouping = Grouping(self.taxonomy, config.stack_frames)
-        self._service_sets: dict[tuple[str, str], frozenset[str]] = {}
+        self._service_sets: ByteFifoMap[tuple[str, str], frozenset[str]] = ByteFifoMap(
+            _RESOURCE_CACHE, _SERVICE_SETS_BYTES, _service_set_cost
+        )
         self._assessments: dict[tuple[str, int, float, bool], Assessment] = {}
 
     # ------------------------------------------------------------------ pipeline entry points
@@ -245,9 +274,8 @@ class Classify(Processor):
         """The services a one-span trace touched (the same few sets repeat: cached, bounded)."""
         found = self._service_sets.get((service, peer))
         if found is None:
-            if len(self._service_sets) >= _RESOURCE_CACHE:
-                self._service_sets.clear()
-            found = self._service_sets[(service, peer)] = frozenset((service, peer) if peer else (service,))
+            found = frozenset((service, peer) if peer else (service,))
+            self._service_sets.put((service, peer), found)
         return found
 
     def _resource(self, resource: Resource) -> tuple[str, str]:
@@ -255,9 +283,8 @@ class Classify(Processor):
         key = resource.SerializeToString()
         found = self._resources.get(key)
         if found is None:
-            if len(self._resources) >= _RESOURCE_CACHE:
-                self._resources.clear()
-            found = self._resources[key] = scan.service_of(to_dict(resource.attributes))
+            found = scan.service_of(to_dict(resource.attributes))
+            self._resources.put(key, found)
         return found
 
     def _logs(self, batch: Batch, wire: bytes | None) -> int:
@@ -294,7 +321,7 @@ class Classify(Processor):
                     route = str(attrs.get("code.function.name") or attrs.get("code.function") or "")
                     role = None
                     linked = (
-                        self._correlated.get((record.trace_id, record.span_id)) if record.trace_id else None
+                        self._correlated.peek((record.trace_id, record.span_id)) if record.trace_id else None
                     )
                     if linked is not None:
                         role = cascade.Role(linked[0], linked[1], b"")
@@ -427,10 +454,7 @@ class Classify(Processor):
     # ------------------------------------------------------------------ helpers
 
     def _remember(self, key: tuple[bytes, bytes], value: tuple[str, str, str]) -> None:
-        self._correlated[key] = value
-        self._correlated.move_to_end(key)
-        while len(self._correlated) > self.config.max_correlated_spans:
-            self._correlated.popitem(last=False)
+        self._correlated.put(key, value)  # most recent last; oldest out past either bound
 
     def _copy_baggage(
         self,

@@ -52,6 +52,7 @@ COUNT_ATTR = "errorgate.redaction.count"
 TYPES_ATTR = "errorgate.redaction.types"
 FAILED_ATTR = "errorgate.redaction.failed"
 BLOCKED_ENTITY = "BLOCKED_KEY"
+_KEY_CACHE_CHARS = 2 * 1024 * 1024  # per cache of attribute keys, beside its 10,000 entries
 
 
 class IpPolicyConfig(ComponentConfig):
@@ -105,6 +106,9 @@ class RedactConfig(ComponentConfig):
     chunk_size: int = Field(default=64, ge=1)
     analysis_timeout: Duration = 10.0
     cache_size: int = Field(default=100_000, ge=0)
+    # Bytes of the value caches (analysis results and known-clean values, half each): values
+    # run up to 4,096 characters, so the entry count alone allowed ~800 MiB.
+    cache_max_mib: float = Field(default=64, ge=0)
 
     @field_validator("nlp_model")
     @classmethod
@@ -208,12 +212,15 @@ class RedactProcessor(Processor):
         self.ip_peer = KeyPolicy(config.ip.server_peer_keys, [])
         self._keep_ips: dict[tuple[str, bool], bool] = {}  # (key, on a SERVER span) -> keep IPs
         self._wheres: dict[tuple[str, str, str], Where] = {}
+        # Characters of the attribute keys in each (keys run up to the validation limit, 64 KiB).
+        self._keep_ips_chars = self._wheres_chars = 0
         from errorgate.processors.redaction.pool import Detector
 
         self.detector = detector or Detector(
             config.engine_settings(self.policy),
             workers=config.worker_count(),
             cache_size=config.cache_size,
+            cache_max_bytes=int(config.cache_max_mib * 1024 * 1024),
             timeout=config.analysis_timeout,
             chunk_size=config.chunk_size,
             pool_min_batch=config.pool_min_batch,
@@ -323,9 +330,11 @@ class RedactProcessor(Processor):
         where = self._wheres.get(k)
         if where is None:
             where = Where(*k)
-            if len(self._wheres) >= 10_000:
+            if len(self._wheres) >= 10_000 or self._wheres_chars > _KEY_CACHE_CHARS:
                 self._wheres.clear()
+                self._wheres_chars = 0
             self._wheres[k] = where
+            self._wheres_chars += len(key) + len(batch.tenant)
         return where
 
     def _ip_filter(self, slot: Slot, findings: tuple[Finding, ...]) -> tuple[Finding, ...]:
@@ -342,8 +351,9 @@ class RedactProcessor(Processor):
                 or self.ip_keep.decide(slot.key) == "allow"
                 or (self.ip_peer.decide(slot.key) == "allow" and not slot.peer_on_server)
             )
-            if len(self._keep_ips) < 10_000:
+            if len(self._keep_ips) < 10_000 and self._keep_ips_chars + len(slot.key) <= _KEY_CACHE_CHARS:
                 self._keep_ips[k] = keep_ips
+                self._keep_ips_chars += len(slot.key)
         return tuple(f for f in findings if f.entity_type != "IP_ADDRESS") if keep_ips else findings
 
     @staticmethod

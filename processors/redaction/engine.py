@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -18,6 +17,7 @@ from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegist
 from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngine, NoOpNlpEngine, SpacyNlpEngine
 from spacy.language import Language
 
+from errorgate.caches import MIB, ByteLRU
 from errorgate.processors.redaction import offline
 from errorgate.processors.redaction.recognizers.base import Gate, digit_count
 from errorgate.processors.redaction.recognizers.contact import (
@@ -250,17 +250,38 @@ def resolve_overlaps(value: str, results: list[RecognizerResult]) -> Findings:
     return tuple(sorted(chosen, key=lambda f: f.start))
 
 
+# What a cached result costs beyond its value's characters (measured with tracemalloc, rounded
+# up; see errorgate.caches): the entry with its (value, free_text) key, and each Finding (its
+# object and, for findings a pool worker sent back, its own entity and rule strings).
+RESULT_ENTRY_BYTES = 260
+FINDING_BYTES = 300
+
+
+def result_cost(key: tuple[str, bool], findings: Findings) -> int:
+    return len(key[0]) + RESULT_ENTRY_BYTES + FINDING_BYTES * len(findings)
+
+
 class ResultCache:
     """Bounded LRU of findings by ``(value, free_text)``. Telemetry repeats values heavily, so
-    this is most of the speed. A lock makes it safe for concurrent ``process`` calls."""
+    this is most of the speed. Bounded by entries and by bytes (values of up to
+    ``max_value_len`` characters: 100,000 of those would be 800 MiB). A lock makes it safe for
+    concurrent ``process`` calls."""
 
-    def __init__(self, max_entries: int, max_value_len: int = 4096) -> None:
+    def __init__(self, max_entries: int, max_value_len: int = 4096, max_bytes: int = 32 * MIB) -> None:
         self.max_entries = max_entries
         self.max_value_len = max_value_len
-        self._data: OrderedDict[tuple[str, bool], Findings] = OrderedDict()
+        self._data: ByteLRU[tuple[str, bool], Findings] = ByteLRU(max_entries, max_bytes, result_cost)
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+
+    @property
+    def max_bytes(self) -> int:
+        return self._data.max_bytes
+
+    @property
+    def bytes(self) -> int:
+        return self._data.bytes
 
     def get(self, key: tuple[str, bool]) -> Findings | None:
         with self._lock:
@@ -268,7 +289,6 @@ class ResultCache:
             if found is None:
                 self.misses += 1
                 return None
-            self._data.move_to_end(key)
             self.hits += 1
             return found
 
@@ -276,10 +296,7 @@ class ResultCache:
         if self.max_entries <= 0 or len(key[0]) > self.max_value_len:
             return
         with self._lock:
-            self._data[key] = findings
-            self._data.move_to_end(key)
-            while len(self._data) > self.max_entries:
-                self._data.popitem(last=False)
+            self._data.put(key, findings)
 
     def __len__(self) -> int:
         return len(self._data)

@@ -22,9 +22,15 @@ from __future__ import annotations
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from errorgate.caches import DICT_BYTES_KEY, MIB, ByteFifoSet
+
 WINDOW = 2048  # lookups per hit-rate check
 MIN_HIT_RATE = 0.3
 PAUSE_ITEMS = 20_000
+# A signature is a whole span or log record (ids aside): a few hundred bytes usually, but as
+# large as the item. 16,384 typical ones take about 6 MiB; this budget keeps giant items from
+# making the memo gigabytes.
+MAX_BYTES = 8 * MIB
 
 
 def span_signature(span: Span) -> bytes:
@@ -68,15 +74,21 @@ def log_signature(record: LogRecord) -> bytes:
         record.time_unix_nano, record.observed_time_unix_nano = time, observed
 
 
+def signature_cost(signature: bytes) -> int:
+    return len(signature) + DICT_BYTES_KEY
+
+
 class CleanItems:
-    """Signatures of items without slots, bounded; with a self-pausing hit-rate check.
+    """Signatures of items without slots, bounded by entries and bytes (oldest out first); with a
+    self-pausing hit-rate check.
 
-    Shared by concurrent ``process`` calls: dict operations are atomic, and a lost counter
-    update only shifts when the next check happens."""
+    Shared by concurrent ``process`` calls: lookups are atomic dict operations, additions are
+    locked (``ByteFifoSet``), and a lost counter update only shifts when the next check happens."""
 
-    def __init__(self, max_entries: int) -> None:
+    def __init__(self, max_entries: int, max_bytes: int = MAX_BYTES) -> None:
         self.max_entries = max_entries
-        self._seen: dict[bytes, None] = {}
+        self._seen: ByteFifoSet[bytes] = ByteFifoSet(max_entries, max_bytes, signature_cost)
+        self._contains = self._seen.contains  # the dict's own method: no Python frame per lookup
         self._lookups = 0
         self._hits = 0
         self._paused = 0  # items left to pass without signatures
@@ -93,7 +105,7 @@ class CleanItems:
 
     def hit(self, signature: bytes) -> bool:
         self._lookups += 1
-        found = signature in self._seen
+        found = self._contains(signature)
         if found:
             self._hits += 1
         if self._lookups >= WINDOW:
@@ -104,9 +116,11 @@ class CleanItems:
         return found
 
     def add(self, signature: bytes) -> None:
-        if len(self._seen) >= self.max_entries:
-            self._seen.clear()  # rare; cheaper than LRU bookkeeping on every lookup
-        self._seen[signature] = None
+        self._seen.add(signature)
+
+    @property
+    def bytes(self) -> int:
+        return self._seen.bytes
 
     def __len__(self) -> int:
         return len(self._seen)

@@ -22,6 +22,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from errorgate import lifeline
+from errorgate.caches import DICT_KEY_TUPLE, MIB, ByteFifoSet
 from errorgate.processors.redaction.engine import AnalysisEngine, EngineSettings, Findings, ResultCache
 
 _WORKER_ENGINE: AnalysisEngine | None = None
@@ -60,6 +61,11 @@ def _freeze_startup_objects() -> None:
     if not _FROZEN:
         _FROZEN = True
         gc.freeze()
+
+
+def clean_cost(key: Key) -> int:
+    """Bytes a known-clean value costs in the clean set (``errorgate.caches``)."""
+    return len(key[0]) + DICT_KEY_TUPLE
 
 
 class AnalysisPool:
@@ -145,12 +151,14 @@ class Detector:
         timeout: float,
         chunk_size: int = 64,
         pool_min_batch: int = 32,
+        cache_max_bytes: int = 64 * MIB,
     ) -> None:
         self.settings = settings
-        self.cache = ResultCache(cache_size)
-        # Values analysed and found to hold nothing: a plain dict the walker consults without
-        # a lock so repeated clean values never become slots (most telemetry values).
-        self._clean: dict[Key, None] = {}
+        # The byte budget is shared half and half: the clean set holds a subset of the same keys.
+        self.cache = ResultCache(cache_size, max_bytes=cache_max_bytes // 2)
+        # Values analysed and found to hold nothing: the walker tests membership without a lock
+        # (``clean_check``), so repeated clean values never become slots (most telemetry values).
+        self._clean: ByteFifoSet[Key] = ByteFifoSet(cache_size, cache_max_bytes // 2, clean_cost)
         self._clean_max = cache_size
         self.timeout = timeout
         self.chunk_size = chunk_size
@@ -226,14 +234,12 @@ class Detector:
             if res is not None:
                 self.cache.put(key, res)
                 if not res and self._clean_max > 0 and len(key[0]) <= self.cache.max_value_len:
-                    if len(clean) >= self._clean_max:
-                        clean.clear()  # rare; cheaper than LRU bookkeeping on every lookup
-                    clean[key] = None
+                    clean.add(key)  # oldest out first past either bound
         return out
 
     def clean_check(self) -> Callable[[Key], bool] | None:
         """``(value, free_text) -> True`` when the value is known to hold nothing."""
-        return self._clean.__contains__ if self._clean_max > 0 else None
+        return self._clean.contains if self._clean_max > 0 else None
 
     def analyze_local(self, misses: Sequence[Key]) -> list[Findings | None]:
         # spaCy and the analyzer are not safe to share between threads; the pool is.

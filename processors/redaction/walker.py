@@ -126,6 +126,10 @@ class _Resource:
         return [resource, scope]
 
 
+_MAX_KEYS = 100_000
+_MAX_KEY_CHARS = 8 * 1024 * 1024  # ~8 MiB of key text, besides ~200 bytes a key for the entries
+
+
 class Walker:
     def __init__(
         self, decide: Callable[[str], str], free_text_keys: frozenset[str], memo_size: int = 16_384
@@ -136,6 +140,10 @@ class Walker:
         # attribute key -> (decision, free text, may hold PII itself)
         self._keys: dict[str, tuple[str, bool, bool]] = {}
         self._allowed: set[str] = set()  # keys decided "allow": one set lookup skips them
+        # Characters of the keys memoised: keys are as long as validation lets strings be, so
+        # the count alone allowed gigabytes of hostile keys. Past either bound keys are decided
+        # afresh each time (as before past the count), so nothing is ever evicted.
+        self._key_chars = 0
 
     def owners(self, batch: Batch, clean: Clean | None = None) -> list[Owner]:
         """Owners in a stable order: shared containers before the items that reference them.
@@ -271,7 +279,8 @@ class Walker:
             leaf = key.rsplit(".", 1)[-1] if "." in key else key
             is_free = key in self.free_text_keys or leaf in self.free_text_keys
             found = (self.decide(key), is_free, key_may_hold_pii(key))
-            if len(self._keys) < 100_000:
+            if len(self._keys) < _MAX_KEYS and self._key_chars + len(key) <= _MAX_KEY_CHARS:
+                self._key_chars += len(key)
                 self._keys[key] = found
                 if found[0] == "allow":
                     self._allowed.add(key)

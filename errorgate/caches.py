@@ -1,0 +1,153 @@
+"""Caches bounded twice: by entries and by an approximate byte budget, oldest evicted first.
+
+A count alone bounds memory only when entries have one size. Telemetry values (log bodies,
+resource bytes, whole-item signatures) run from a few bytes to the validation limit (64 KiB),
+so 100,000 entries could be 6 MiB or 6 GiB. Each cache here charges an entry the ``len()`` of
+the strings and bytes it holds plus a fixed overhead for everything else (the container's slot,
+object headers, the tuple around a key), measured with tracemalloc on CPython 3.11 — see
+``tests/test_caches.py``, which fills every cache with large unique values and checks the
+traced memory against its budget. Charges are recomputed from the key on eviction, so nothing
+per entry is stored for the accounting.
+
+Where every entry has one size (trace ids, digests), the byte budget is an entry count:
+``entries_for`` turns it into one, so those hot paths keep their plain ``OrderedDict``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+MIB = 1024 * 1024
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+# Measured per-entry overheads (bytes beyond the payload's len()), rounded up: a dict's table
+# doubles, so right after a resize an entry costs up to a third more than on average.
+OD_ENTRY = 200  # an OrderedDict slot and node, with a 16-byte bytes key (measured 138-162)
+DICT_KEY_TUPLE = (
+    240  # dict slot + (str, bool) tuple + str header + FIFO queue slot (measured 156 + 8; churn leaves holes)
+)
+DICT_BYTES_KEY = 160  # dict slot + bytes header + FIFO queue slot (measured 85 + 8; churn leaves holes)
+
+
+def entries_for(max_entries: int, max_bytes: int, per_entry: int) -> int:
+    """The entry bound of a cache whose entries all cost ``per_entry`` bytes: the smaller of
+    the configured count and what the byte budget holds."""
+    return max(0, min(max_entries, max_bytes // per_entry))
+
+
+class ByteLRU(Generic[K, V]):
+    """A least-recently-used map bounded by entries and by bytes (``cost(key, value)``).
+
+    Not locked: callers that share one across threads hold their own lock (``get`` moves the
+    entry, so even reads mutate)."""
+
+    __slots__ = ("_cost", "_data", "bytes", "max_bytes", "max_entries")
+
+    def __init__(self, max_entries: int, max_bytes: int, cost: Callable[[K, V], int]) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._cost = cost
+        self._data: OrderedDict[K, V] = OrderedDict()
+        self.bytes = 0
+
+    def get(self, key: K) -> V | None:
+        found = self._data.get(key)
+        if found is not None:
+            self._data.move_to_end(key)
+        return found
+
+    def peek(self, key: K) -> V | None:
+        """The entry without refreshing it (it keeps its place in the eviction order)."""
+        return self._data.get(key)
+
+    def put(self, key: K, value: V) -> None:
+        """Insert (or replace and refresh) ``key``; an entry larger than the whole budget is not kept."""
+        cost = self._cost(key, value)
+        if self.max_entries <= 0 or cost > self.max_bytes:
+            return
+        data = self._data
+        old = data.pop(key, None)
+        if old is not None:
+            self.bytes -= self._cost(key, old)
+        data[key] = value
+        self.bytes += cost
+        while len(data) > self.max_entries or self.bytes > self.max_bytes:
+            oldest, evicted = data.popitem(last=False)
+            self.bytes -= self._cost(oldest, evicted)
+
+    def pop(self, key: K) -> V | None:
+        found = self._data.pop(key, None)
+        if found is not None:
+            self.bytes -= self._cost(key, found)
+        return found
+
+    def clear(self) -> None:
+        self._data.clear()
+        self.bytes = 0
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class ByteFifoMap(Generic[K, V]):
+    """A map bounded by entries and by bytes (``cost(key, value)``), oldest added evicted first.
+
+    Readers use ``get`` and ``contains`` — the dict's own methods, lock-free, no Python frame —
+    because maps like this are consulted for every value or resource of every batch; insertion
+    order is kept in a deque beside the dict (8 bytes an entry: deleting from the front of a
+    dict would make each later ``next(iter())`` skip the holes). ``put`` takes a lock, so puts
+    from concurrent ``process`` calls keep the accounting exact. A key is never replaced."""
+
+    __slots__ = ("_cost", "_data", "_lock", "_order", "bytes", "contains", "get", "max_bytes", "max_entries")
+
+    def __init__(self, max_entries: int, max_bytes: int, cost: Callable[[K, V], int]) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._cost = cost
+        self._data: dict[K, V] = {}
+        self._order: deque[K] = deque()
+        self._lock = threading.Lock()
+        self.bytes = 0
+        self.get: Callable[[K], V | None] = self._data.get
+        self.contains: Callable[[K], bool] = self._data.__contains__
+
+    def put(self, key: K, value: V) -> None:
+        cost = self._cost(key, value)
+        if self.max_entries <= 0 or cost > self.max_bytes:
+            return
+        with self._lock:
+            data = self._data
+            if key in data:
+                return
+            data[key] = value
+            self._order.append(key)
+            self.bytes += cost
+            while len(data) > self.max_entries or self.bytes > self.max_bytes:
+                oldest = self._order.popleft()
+                self.bytes -= self._cost(oldest, data.pop(oldest))
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class ByteFifoSet(ByteFifoMap[K, None]):
+    """A ``ByteFifoMap`` used as a set (``cost(key)``)."""
+
+    __slots__ = ()
+
+    def __init__(self, max_entries: int, max_bytes: int, cost: Callable[[K], int]) -> None:
+        super().__init__(max_entries, max_bytes, lambda key, _: cost(key))
+
+    def add(self, key: K) -> None:
+        self.put(key, None)

@@ -9,8 +9,9 @@ object headers, the tuple around a key), measured with tracemalloc on CPython 3.
 traced memory against its budget. Charges are recomputed from the key on eviction, so nothing
 per entry is stored for the accounting.
 
-Where every entry has one size (trace ids, digests), the byte budget is an entry count:
-``entries_for`` turns it into one, so those hot paths keep their plain ``OrderedDict``.
+Where every entry has one size (sample's trace decisions, duplicate detection's digests, the
+assembler's released trace ids), the entry count is already a byte bound: those hot paths keep
+their plain ``OrderedDict``, and the tests pin the bytes per entry their documented bounds use.
 """
 
 from __future__ import annotations
@@ -26,18 +27,9 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 # Measured per-entry overheads (bytes beyond the payload's len()), rounded up: a dict's table
-# doubles, so right after a resize an entry costs up to a third more than on average.
-OD_ENTRY = 200  # an OrderedDict slot and node, with a 16-byte bytes key (measured 138-162)
-DICT_KEY_TUPLE = (
-    240  # dict slot + (str, bool) tuple + str header + FIFO queue slot (measured 156 + 8; churn leaves holes)
-)
-DICT_BYTES_KEY = 160  # dict slot + bytes header + FIFO queue slot (measured 85 + 8; churn leaves holes)
-
-
-def entries_for(max_entries: int, max_bytes: int, per_entry: int) -> int:
-    """The entry bound of a cache whose entries all cost ``per_entry`` bytes: the smaller of
-    the configured count and what the byte budget holds."""
-    return max(0, min(max_entries, max_bytes // per_entry))
+# doubles, and a table under churn (insert new, evict oldest) keeps holes until it is rebuilt.
+DICT_KEY_TUPLE = 240  # dict slot + (str, bool) tuple + str header + queue slot (measured 156 + 8)
+DICT_BYTES_KEY = 160  # dict slot + bytes header + queue slot (measured 85 + 8)
 
 
 class ByteLRU(Generic[K, V]):

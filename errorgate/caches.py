@@ -134,12 +134,41 @@ class ByteFifoMap(Generic[K, V]):
 
 
 class ByteFifoSet(ByteFifoMap[K, None]):
-    """A ``ByteFifoMap`` used as a set (``cost(key)``)."""
+    """A ``ByteFifoMap`` used as a set; an entry costs ``size(key) + overhead``. ``add`` runs
+    for every new clean item of redact's memo, so it is written out here rather than passed
+    through ``put`` and a cost closure (``size=len``, the default, is a C call)."""
 
-    __slots__ = ()
+    __slots__ = ("_overhead", "_size")
 
-    def __init__(self, max_entries: int, max_bytes: int, cost: Callable[[K], int]) -> None:
-        super().__init__(max_entries, max_bytes, lambda key, _: cost(key))
+    def __init__(
+        self,
+        max_entries: int,
+        max_bytes: int,
+        overhead: int,
+        size: Callable[[K], int] = len,  # type: ignore[assignment]  # K is Sized wherever the default is used
+    ) -> None:
+        super().__init__(max_entries, max_bytes, lambda key, _: size(key) + overhead)
+        self._size = size
+        self._overhead = overhead
 
     def add(self, key: K) -> None:
-        self.put(key, None)
+        cost = self._size(key) + self._overhead
+        if cost > self.max_bytes or self.max_entries <= 0:
+            return
+        data = self._data
+        with self._lock:
+            if key in data:
+                return
+            data[key] = None
+            self._order.append(key)
+            self.bytes += cost
+            if len(data) > self.max_entries or self.bytes > self.max_bytes:
+                self._evict()
+
+    def _evict(self) -> None:
+        """Oldest first until both bounds hold (the caller holds the lock)."""
+        data, order, size, overhead = self._data, self._order, self._size, self._overhead
+        while len(data) > self.max_entries or self.bytes > self.max_bytes:
+            oldest = order.popleft()
+            del data[oldest]
+            self.bytes -= size(oldest) + overhead

@@ -96,7 +96,7 @@ def test_fifo_map_and_set_evict_in_insertion_order() -> None:
     assert fifo.get("a") is None and fifo.get("b") == 1 and fifo.contains("c") and fifo.bytes == 20
     fifo.put("b", 99)  # a key is never replaced (readers hold no lock)
     assert fifo.get("b") == 1
-    seen: ByteFifoSet[bytes] = ByteFifoSet(100, 50, len)
+    seen: ByteFifoSet[bytes] = ByteFifoSet(100, 50, 0)
     for n in range(10):
         seen.add(bytes([n]) * 10)
     assert len(seen) == 5 and seen.bytes == 50 and bytes([9]) * 10 in seen and bytes([4]) * 10 not in seen

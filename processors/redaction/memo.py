@@ -74,10 +74,6 @@ def log_signature(record: LogRecord) -> bytes:
         record.time_unix_nano, record.observed_time_unix_nano = time, observed
 
 
-def signature_cost(signature: bytes) -> int:
-    return len(signature) + DICT_BYTES_KEY
-
-
 class CleanItems:
     """Signatures of items without slots, bounded by entries and bytes (oldest out first); with a
     self-pausing hit-rate check.
@@ -87,7 +83,7 @@ class CleanItems:
 
     def __init__(self, max_entries: int, max_bytes: int = MAX_BYTES) -> None:
         self.max_entries = max_entries
-        self._seen: ByteFifoSet[bytes] = ByteFifoSet(max_entries, max_bytes, signature_cost)
+        self._seen: ByteFifoSet[bytes] = ByteFifoSet(max_entries, max_bytes, DICT_BYTES_KEY)
         self._contains = self._seen.contains  # the dict's own method: no Python frame per lookup
         self._lookups = 0
         self._hits = 0

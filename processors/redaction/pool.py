@@ -63,9 +63,9 @@ def _freeze_startup_objects() -> None:
         gc.freeze()
 
 
-def clean_cost(key: Key) -> int:
-    """Bytes a known-clean value costs in the clean set (``errorgate.caches``)."""
-    return len(key[0]) + DICT_KEY_TUPLE
+def value_len(key: Key) -> int:
+    """Characters of a (value, free_text) key: what a clean-set entry holds besides its overhead."""
+    return len(key[0])
 
 
 class AnalysisPool:
@@ -158,7 +158,9 @@ class Detector:
         self.cache = ResultCache(cache_size, max_bytes=cache_max_bytes // 2)
         # Values analysed and found to hold nothing: the walker tests membership without a lock
         # (``clean_check``), so repeated clean values never become slots (most telemetry values).
-        self._clean: ByteFifoSet[Key] = ByteFifoSet(cache_size, cache_max_bytes // 2, clean_cost)
+        self._clean: ByteFifoSet[Key] = ByteFifoSet(
+            cache_size, cache_max_bytes // 2, DICT_KEY_TUPLE, value_len
+        )
         self._clean_max = cache_size
         self.timeout = timeout
         self.chunk_size = chunk_size

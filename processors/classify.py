@@ -91,8 +91,9 @@ _RESOURCE_CACHE = 4096
 _RESOURCE_BYTES = 4 * MIB
 _SERVICE_SETS_BYTES = 2 * MIB
 # Failing spans remembered for log correlation: ~370 bytes each measured (two ids, a role and
-# the origin service), so the default 50,000 take ~18 MiB; the budget only binds on long names.
-_CORRELATED_BYTES = 24 * MIB
+# the origin service; charged 480 + names), so the default 50,000 take ~18 MiB and are charged
+# ~25 MiB: the budget binds only on long service names or incident ids.
+_CORRELATED_BYTES = 32 * MIB
 _RESOURCE_ENTRY = 260  # measured: dict slot + (service, version) tuple + queue slot, with churn
 _SERVICE_SET_ENTRY = 420  # measured: dict slot + (service, peer) key tuple + frozenset
 _CORRELATED_ENTRY = 480  # measured: OrderedDict slot + key tuple of two ids + value tuple, with churn

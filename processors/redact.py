@@ -107,7 +107,8 @@ class RedactConfig(ComponentConfig):
     analysis_timeout: Duration = 10.0
     cache_size: int = Field(default=100_000, ge=0)
     # Bytes of the value caches (analysis results and known-clean values, half each): values
-    # run up to 4,096 characters, so the entry count alone allowed ~800 MiB.
+    # run up to 4,096 characters, so the entry count alone allowed ~850 MiB. 64 holds the full
+    # 100,000 entries of values up to ~60 characters (clean ones); longer values bind by bytes.
     cache_max_mib: float = Field(default=64, ge=0)
 
     @field_validator("nlp_model")

@@ -195,7 +195,7 @@ def test_classify_correlated_spans_stay_within_their_byte_budget(tmp_path: Path)
     with traced() as used:
         for n in range(3_000):
             proc._remember((n.to_bytes(16, "big"), n.to_bytes(8, "big")), ("origin", text(n, 16_000), ""))
-    assert used[0] <= 24 * MIB, used[0] / MIB
+    assert used[0] <= 32 * MIB, used[0] / MIB
     assert proc._correlated.peek(((2_999).to_bytes(16, "big"), (2_999).to_bytes(8, "big"))) is not None
 
 

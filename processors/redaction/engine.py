@@ -264,7 +264,7 @@ def result_cost(key: tuple[str, bool], findings: Findings) -> int:
 class ResultCache:
     """Bounded LRU of findings by ``(value, free_text)``. Telemetry repeats values heavily, so
     this is most of the speed. Bounded by entries and by bytes (values of up to
-    ``max_value_len`` characters: 100,000 of those would be 800 MiB). A lock makes it safe for
+    ``max_value_len`` characters: 100,000 of those took ~430 MiB). A lock makes it safe for
     concurrent ``process`` calls."""
 
     def __init__(self, max_entries: int, max_value_len: int = 4096, max_bytes: int = 32 * MIB) -> None:

@@ -207,6 +207,12 @@ def main() -> int:
     ap.add_argument(
         "--soak-rate", type=float, default=0, help="soak rate in items/s (skips measuring the proxy)"
     )
+    ap.add_argument(
+        "--soak-body-chars",
+        type=int,
+        default=0,
+        help="soak log bodies padded to this many characters (still unique)",
+    )
     args = ap.parse_args()
     if args.soak:
         return soak_main(args)
@@ -347,7 +353,7 @@ def soak_main(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    result = soak.run(args.soak, rate, args.concurrency)
+    result = soak.run(args.soak, rate, args.concurrency, args.soak_body_chars)
     soak.report(result)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)

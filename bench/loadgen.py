@@ -20,12 +20,18 @@ def _identity(b: bytes) -> bytes:
 
 
 def run(
-    target: str, duration: float, concurrency: int, seed: int, rate: float = 0.0, unique_bodies: bool = False
+    target: str,
+    duration: float,
+    concurrency: int,
+    seed: int,
+    rate: float = 0.0,
+    unique_bodies: bool = False,
+    body_chars: int = 0,
 ) -> dict[str, float]:
     """``rate`` > 0: requests leave on a schedule of ``rate`` items/s (a steady load, as in a soak).
     A request behind schedule leaves at once, but by at most a second: a target that slowed
     down gets the load it was offered, not a burst making up for all of it."""
-    templates = build_templates(seed, time.time_ns(), unique_bodies)
+    templates = build_templates(seed, time.time_ns(), unique_bodies, body_chars)
     channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 64 << 20)])
     grpc.channel_ready_future(channel).result(timeout=20)
     calls = {
@@ -76,7 +82,7 @@ def run(
         # episodes and flood budgets in errorgate then see time pass during the run.
         nonlocal templates
         while not finished.wait(1.0):
-            templates = build_templates(seed, time.time_ns(), unique_bodies)
+            templates = build_templates(seed, time.time_ns(), unique_bodies, body_chars)
 
     finished = threading.Event()
     clock = threading.Thread(target=refresh_clock, daemon=True)
@@ -116,5 +122,8 @@ if __name__ == "__main__":
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--rate", type=float, default=0.0, help="items/s (0: as fast as acknowledged)")
     ap.add_argument("--unique-bodies", action="store_true", help="every log body a value never seen before")
+    ap.add_argument(
+        "--body-chars", type=int, default=0, help="with --unique-bodies: pad bodies to this length"
+    )
     a = ap.parse_args()
-    print(json.dumps(run(a.target, a.duration, a.concurrency, a.seed, a.rate, a.unique_bodies)))
+    print(json.dumps(run(a.target, a.duration, a.concurrency, a.seed, a.rate, a.unique_bodies, a.body_chars)))

@@ -95,7 +95,7 @@ def metric_totals(port: int) -> dict[str, float]:
     return out
 
 
-def run(minutes: float, rate: float, concurrency: int = 8) -> SoakResult:
+def run(minutes: float, rate: float, concurrency: int = 8, body_chars: int = 0) -> SoakResult:
     result = SoakResult(minutes, rate)
     grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="eg-soak-") as tmp:
@@ -120,7 +120,7 @@ def run(minutes: float, rate: float, concurrency: int = 8) -> SoakResult:
                 [
                     *(PY, "-m", "bench.loadgen", "--target", f"127.0.0.1:{grpc_port}"),
                     *("--duration", str(minutes * 60), "--concurrency", str(concurrency)),
-                    *("--rate", str(rate), "--unique-bodies", "--seed", "1"),
+                    *("--rate", str(rate), "--unique-bodies", "--body-chars", str(body_chars), "--seed", "1"),
                 ],
                 env=env,
                 cwd=ROOT,

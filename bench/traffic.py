@@ -23,6 +23,8 @@ MARKER = b"\xfe\xed\xfa\xce\xca\xfe\xbe\xef"  # first half of every template tra
 # classify's template replaces (<str>), so errors still group as with ids in real messages.
 BODY_MARKER = b"ref 'qqqqqqqqqq'"
 _BODY_WORD = 10
+# Lowercase words (no recognizer, no name for NER) that pad a unique body to ``body_chars``.
+_FILLER = "while the queue worker retried the export of the batch "
 SERVICES = ["frontend", "checkout", "payments", "catalog", "orders-db-proxy"]
 FIXED_NOW_NS = 1_764_000_000_000_000_000
 _MASK64 = (1 << 64) - 1
@@ -116,7 +118,7 @@ def _trace_request(
 
 
 def _logs_request(
-    rng: random.Random, n: int, now: int, unique_bodies: bool = False
+    rng: random.Random, n: int, now: int, unique_bodies: bool = False, body_chars: int = 0
 ) -> ExportLogsServiceRequest:
     req = ExportLogsServiceRequest()
     rl = req.resource_logs.add()
@@ -141,7 +143,11 @@ def _logs_request(
             rec.severity_number = SeverityNumber.SEVERITY_NUMBER_INFO
             rec.body.string_value = f"order {rng.randint(10000, 99999)} processed in {rng.randint(5, 900)}ms"
         if unique_bodies:
-            rec.body.string_value += " " + BODY_MARKER.decode()
+            body = rec.body.string_value
+            pad = max(0, body_chars - len(body) - len(BODY_MARKER) - 1)
+            rec.body.string_value = (
+                body + (" " + _FILLER * (pad // len(_FILLER) + 1))[:pad] + " " + BODY_MARKER.decode()
+            )
         rec.attributes.extend([kv("code.function", "process_order"), kv("order.items", rng.randint(1, 9))])
     return req
 
@@ -186,11 +192,14 @@ def _template(signal: str, path: str, request: object, items: int) -> Template:
     return Template(signal, path, payload, items, offsets, bodies)
 
 
-def build_templates(seed: int = 7, now_ns: int = FIXED_NOW_NS, unique_bodies: bool = False) -> list[Template]:
+def build_templates(
+    seed: int = 7, now_ns: int = FIXED_NOW_NS, unique_bodies: bool = False, body_chars: int = 0
+) -> list[Template]:
     """The traffic mix: ~70% of items are spans, 25% logs, 5% metric points, timed at ``now_ns``
     (the load generator rebuilds them every second with the wall clock, so telemetry time
     moves as in real traffic; in-process benchmarks keep a fixed instant and simulate time).
-    ``unique_bodies``: each log body ends in a reference word that ``patched`` makes unique."""
+    ``unique_bodies``: each log body ends in a reference word that ``patched`` makes unique,
+    after lowercase filler words that make it ``body_chars`` long (0: no filler)."""
     rng = random.Random(seed)
     out = []
     for _ in range(6):
@@ -207,7 +216,7 @@ def build_templates(seed: int = 7, now_ns: int = FIXED_NOW_NS, unique_bodies: bo
             _template(
                 "logs",
                 "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-                _logs_request(rng, 30, now_ns, unique_bodies),
+                _logs_request(rng, 30, now_ns, unique_bodies, body_chars),
                 30,
             )
         )

@@ -37,10 +37,19 @@ def rss_mib(pid: int) -> float:
 
 
 def children(pid: int) -> list[int]:
+    """Child processes of ``pid``, whichever of its threads started them (each thread's
+    ``children`` file lists only its own)."""
+    out: list[int] = []
     try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
-        return []
+        return out
+    for task in tasks:
+        try:
+            out.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue  # the thread ended meanwhile
+    return out
 
 
 def tree_pids(pid: int) -> list[int]:
@@ -62,7 +71,6 @@ def tree_cpu_s(pid: int) -> float:
         stat = Path(f"/proc/{pid}/stat").read_text()
         fields = stat[stat.rindex(")") + 2 :].split()
         total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except (OSError, ValueError, IndexError):
         return float("nan")
-    return total + sum(tree_cpu_s(int(c)) for c in kids)
+    return total + sum(tree_cpu_s(c) for c in children(pid))

@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import re
 import weakref
 from collections.abc import MutableSequence
 from fnmatch import fnmatchcase
-from pathlib import Path
 from typing import Any, Literal
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -85,11 +83,6 @@ class EncryptConfig(KeyringConfig):
                 f"'{self.tenant_attribute}', signal and key)"
             )
         return lines
-
-
-def keyring_from_config(config: EncryptConfig, data_dir: Path, logger: logging.Logger) -> Keyring:
-    """Open (creating when missing) the keyring an ``encrypt`` processor config points at."""
-    return open_keyring(config.keyring_settings(), data_dir, logger)
 
 
 class _KeyMatcher:
@@ -318,7 +311,7 @@ def create_encrypt(config: EncryptConfig, context: ComponentContext) -> Processo
     keyring = (
         shared.keyring
         if shared is not None
-        else keyring_from_config(config, context.data_dir, context.logger)
+        else open_keyring(config.keyring_settings(), context.data_dir, context.logger)
     )
     return EncryptProcessor(config, keyring, context)
 

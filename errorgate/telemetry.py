@@ -143,14 +143,14 @@ class Telemetry:
         )
         self.dead_letter_expired = Counter(
             "errorgate_dead_letter_expired_items",
-            "Dead-lettered items removed by service.dead_letter limits, oldest first",
+            "Dead-lettered items removed by service.dead_letter limits or the disk floor, oldest first",
             ["signal", "limit"],
             registry=r,
         )
         # Known label sets exist at 0 from the start, so rate() sees the first increment and a
         # panel shows 0, not "No data" (Prometheus' guidance for counters of rare events).
         for signal in ("traces", "logs", "metrics"):
-            for limit in ("max_size_mib", "max_age"):
+            for limit in ("max_size_mib", "max_age", "disk_space"):
                 self.dead_letter_expired.labels(signal, limit)
         for store in ("queue", "dead_letter", "hold"):
             self.storage_write_errors.labels(store, "ENOSPC")

@@ -146,6 +146,32 @@ def test_dead_letter_store_is_bounded_oldest_first(tmp_path: Path) -> None:
     assert store.list() == []
 
 
+def test_dead_letter_store_gives_way_below_the_disk_floor(tmp_path: Path) -> None:
+    """Below service.disk.min_free_mib the oldest dead letters go (counted as disk_space), never
+    the one just written: the queue's live data comes first."""
+    telemetry = Telemetry()
+    now = [1_800_000_000.0]
+    disk = 26_000  # a pretend filesystem: free space is what the store's files leave of it
+
+    def free(_: Path) -> int:
+        return disk - sum(p.stat().st_size for p in tmp_path.iterdir())
+
+    store = DeadLetterStore(tmp_path, telemetry, min_free_bytes=20_000, clock=lambda: now[0], free_bytes=free)
+    ids = []
+    for i in range(12):
+        now[0] += 1.0
+        request = trace_request(20, start=i * 20)
+        ids.append(store.put(Signal.TRACES, request, reason="invalid_item", detail="", source="t"))
+        assert free(tmp_path) >= 20_000 or [e.id for e in store.list()] == [ids[-1]]
+    kept = [e.id for e in store.list()]
+    assert kept == ids[-len(kept) :] and 0 < len(kept) < 12
+    from prometheus_client import generate_latest
+
+    text = generate_latest(telemetry.registry).decode()
+    expired = metric_value(text, "errorgate_dead_letter_expired_items_total", limit="disk_space")
+    assert expired == 20 * (12 - len(kept))
+
+
 def test_dead_letter_write_failure_leaves_nothing_half_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

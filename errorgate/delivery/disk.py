@@ -32,12 +32,16 @@ class DiskGuard:
         check_interval: float,
         telemetry: Telemetry,
         free_bytes: Callable[[Path], int] | None = None,
+        reclaim: Callable[[], None] | None = None,
     ) -> None:
         self.directories = dict(directories)  # role (e.g. "data_dir", "queue:otlp") -> directory
         self.min_free = int(min_free_mib * _MIB)
         self.check_interval = check_interval
         self._telemetry = telemetry
-        self._free_bytes = free_bytes or _statvfs_free
+        self._free_bytes = free_bytes or statvfs_free
+        # Called once when a directory is found below the floor, before refusing anything: what
+        # may give its space up for live data (the dead-letter store) does so first.
+        self._reclaim = reclaim
         self._lock = threading.Lock()
         self._checked_at = float("-inf")
         self._low: tuple[str, int] | None = None
@@ -51,7 +55,7 @@ class DiskGuard:
             return self._low
         with self._lock:
             if now - self._checked_at >= self.check_interval:
-                self._low = self._measure()
+                self._low = self._measure_after_reclaim()
                 self._checked_at = now
         return self._low
 
@@ -61,6 +65,21 @@ class DiskGuard:
             f"disk nearly full: {role} has {free / _MIB:.1f} MiB free, below "
             f"service.disk.min_free_mib ({self.min_free / _MIB:g} MiB)"
         )
+
+    def _measure_after_reclaim(self) -> tuple[str, int] | None:
+        if self._reclaim is not None and self._find_low() is not None:
+            self._reclaim()
+        return self._measure()
+
+    def _find_low(self) -> tuple[str, int] | None:
+        for role, directory in self.directories.items():
+            try:
+                free = self._free_bytes(directory)
+            except OSError:
+                continue
+            if free < self.min_free:
+                return role, free
+        return None
 
     def _measure(self) -> tuple[str, int] | None:
         low: tuple[str, int] | None = None
@@ -82,6 +101,6 @@ class DiskGuard:
         return low
 
 
-def _statvfs_free(directory: Path) -> int:
+def statvfs_free(directory: Path) -> int:
     stat = os.statvfs(directory)
     return stat.f_bavail * stat.f_frsize

@@ -8,8 +8,10 @@ exactly when both are complete; a crash in between leaves an orphan ``.bin`` tha
 start removes.
 
 The store is bounded (``service.dead_letter``): past ``max_size_mib`` or ``max_age`` the oldest
-entries are removed, counted (``errorgate_dead_letter_expired_items_total{limit}``) and logged,
-so dead letters cannot fill the disk the queue needs. A write that fails leaves no partial entry
+entries are removed, counted (``errorgate_dead_letter_expired_items_total{limit}``) and logged.
+It also gives way to the queue: when its directory falls below the free-space floor
+(``service.disk.min_free_mib``), older entries are removed (``limit="disk_space"``) until the
+floor is met again, so dead letters never take the room that live, acknowledged data needs. A write that fails leaves no partial entry
 and raises ``StorageUnavailable``: whatever was to be dead-lettered is refused or kept, not lost.
 """
 
@@ -28,6 +30,7 @@ from pathlib import Path
 from google.protobuf.message import DecodeError
 
 from errorgate.codec import BytesCodec, or_identity
+from errorgate.delivery.disk import statvfs_free
 from errorgate.errors import StorageUnavailable
 from errorgate.signals import ExportRequest, Signal, count_items
 from errorgate.telemetry import Telemetry
@@ -35,6 +38,12 @@ from errorgate.telemetry import Telemetry
 log = logging.getLogger(__name__)
 
 _MAX_DETAIL = 500
+# The config key behind each expiry reason (the metric's ``limit`` label), for the log line.
+_LIMIT_KEYS = {
+    "max_size_mib": "service.dead_letter.max_size_mib",
+    "max_age": "service.dead_letter.max_age",
+    "disk_space": "service.disk.min_free_mib",
+}
 
 
 @dataclass(frozen=True)
@@ -63,7 +72,9 @@ class DeadLetterStore:
         *,
         max_bytes: int | None = None,
         max_age: float = 0.0,
+        min_free_bytes: int = 0,
         clock: Callable[[], float] = time.time,
+        free_bytes: Callable[[Path], int] | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -72,7 +83,9 @@ class DeadLetterStore:
         self._lock = threading.Lock()
         self.max_bytes = max_bytes
         self.max_age = max_age
+        self.min_free_bytes = min_free_bytes
         self._clock = clock
+        self._free_bytes = free_bytes or statvfs_free
         self._cleanup()
         # Oldest first (ids start with the time): id -> (bytes on disk, signal, items).
         self._sizes: dict[str, tuple[int, str, int]] = self._scan_sizes()
@@ -119,6 +132,7 @@ class DeadLetterStore:
             self._total += len(payload) + len(meta)
         self._telemetry.record_dead_lettered(signal.value, reason, items)
         self.expire()
+        self.give_way(keep=entry_id)
         log.warning(
             "dead-lettered %d %s item(s): reason=%s source=%s entry=%s",
             items,
@@ -132,6 +146,7 @@ class DeadLetterStore:
     def expire(self) -> None:
         """Remove the oldest entries past ``max_age`` or while over ``max_bytes``; counted, logged."""
         now = self._clock()
+        removed: dict[str, list[int]] = {}
         while True:
             with self._lock:
                 oldest = next(iter(self._sizes), None)
@@ -141,22 +156,50 @@ class DeadLetterStore:
                 too_big = self.max_bytes is not None and self._total > self.max_bytes
                 if not (too_old or too_big):
                     break
-            self._expire_one(oldest, "max_age" if too_old else "max_size_mib")
-        self._telemetry.dead_letter_bytes.set(self._total)
+            self._expire_one(oldest, "max_age" if too_old else "max_size_mib", removed)
+        self._expired(removed)
 
-    def _expire_one(self, entry_id: str, limit: str) -> None:
+    def give_way(self, keep: str | None = None) -> None:
+        """Below the disk floor, remove the oldest entries (never ``keep``, the one just
+        written) until the floor is met: the queue's live data comes before dead letters."""
+        if self.min_free_bytes <= 0:
+            return
+        removed: dict[str, list[int]] = {}
+        while self._below_floor():
+            with self._lock:
+                oldest = next(iter(self._sizes), None)
+            if oldest is None or oldest == keep:
+                break
+            self._expire_one(oldest, "disk_space", removed)
+        self._expired(removed)
+
+    def _below_floor(self) -> bool:
+        try:
+            return self._free_bytes(self.directory) < self.min_free_bytes
+        except OSError:
+            return False  # unreadable free space: the disk guard reports it; keep the entries
+
+    def _expire_one(self, entry_id: str, limit: str, removed: dict[str, list[int]]) -> None:
         found = self.remove(entry_id)
         if found is None:
             return
         _size, signal, items = found
         self._telemetry.child(self._telemetry.dead_letter_expired, signal, limit).inc(items)
-        log.warning(
-            "dead-letter entry %s expired by service.dead_letter.%s (%d %s item(s) removed)",
-            entry_id,
-            limit,
-            items,
-            signal,
-        )
+        tally = removed.setdefault(limit, [0, 0])
+        tally[0] += 1
+        tally[1] += items
+
+    def _expired(self, removed: dict[str, list[int]]) -> None:
+        """One log line per limit and call, not per entry: under disk pressure hundreds go at once."""
+        self._telemetry.dead_letter_bytes.set(self._total)
+        for limit, (entries, items) in removed.items():
+            log.warning(
+                "dead-letter store: %d oldest entr%s (%d item(s)) removed by %s",
+                entries,
+                "y" if entries == 1 else "ies",
+                items,
+                _LIMIT_KEYS[limit],
+            )
 
     def _scan_sizes(self) -> dict[str, tuple[int, str, int]]:
         sizes: dict[str, tuple[int, str, int]] = {}

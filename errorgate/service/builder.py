@@ -92,6 +92,7 @@ class PipelineBuilder:
             self.extensions.at_rest_codec(),
             max_bytes=int(bounds.max_size_mib * 1048576),
             max_age=bounds.max_age,
+            min_free_bytes=int(config.service.disk.min_free_mib * 1048576),
         )
         self.exporters = self._build_exporters()
         self.processors: dict[Key, Processor] = {}
@@ -156,7 +157,9 @@ class PipelineBuilder:
             if exporter.queue_directory is not None:
                 directories[f"queue:{exporter_id}"] = exporter.queue_directory
         disk = self.config.service.disk
-        return DiskGuard(directories, disk.min_free_mib, disk.check_interval, self.telemetry)
+        return DiskGuard(
+            directories, disk.min_free_mib, disk.check_interval, self.telemetry, reclaim=self.dlq.give_way
+        )
 
     # ------------------------------------------------------------ the processor worker
 

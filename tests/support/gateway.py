@@ -118,13 +118,20 @@ class GatewayProcess:
     """``errorgate serve --config FILE`` as a child process on fixed free ports."""
 
     def __init__(
-        self, config_path: Path, grpc_port: int, metrics_port: int, env: dict[str, str] | None = None
+        self,
+        config_path: Path,
+        grpc_port: int,
+        metrics_port: int,
+        env: dict[str, str] | None = None,
+        stderr_file: Path | None = None,
     ) -> None:
         self.config_path = config_path
         self.grpc_port = grpc_port
         self.metrics_port = metrics_port
         self.extra_env = env or {}  # added to this process's environment
         self.proc: subprocess.Popen[bytes] | None = None
+        # A file instead of a pipe, for runs that log more than a pipe holds while nobody reads it.
+        self.stderr_file = stderr_file
 
     def start(self, timeout: float = 60, require_ready: bool = True) -> GatewayProcess:
         """Start and wait until it serves; ``require_ready=False`` also accepts a /readyz that
@@ -135,7 +142,7 @@ class GatewayProcess:
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.PIPE if self.stderr_file is None else self.stderr_file.open("ab"),
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -67,7 +67,7 @@ def test_gateway_encrypts_fields_and_queue_at_rest(
     got = attributes.to_dict(span.attributes)
     assert got["http.route"] == "/checkout"
     token = str(got["user.email"])
-    assert token.startswith("enc:v1:") and EMAIL not in token
+    assert token.startswith("enc:v2:") and EMAIL not in token
     assert (data / "keys" / "keyring.json").stat().st_mode & 0o777 == 0o600
 
     common = ["decrypt", "--data-dir", str(data), "--service", "checkout", "--key", "user.email"]

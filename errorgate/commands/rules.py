@@ -74,8 +74,8 @@ class _EphemeralKeyring:
     def hmac_key(self, purpose: str) -> tuple[str, bytes]:
         return "ephemeral", hmac.new(self._key, purpose.encode(), hashlib.sha256).digest()
 
-    def encrypt_field(self, plaintext: str, *, key: str, signal: str, tenant: str) -> str:
-        return "enc:v1:ephemeral:" + hmac.new(self._key, plaintext.encode(), hashlib.sha256).hexdigest()[:24]
+    def encrypt_field(self, plaintext: str, *, key: str, signal: str, tenant: str, service: str) -> str:
+        return "enc:v2:ephemeral:" + hmac.new(self._key, plaintext.encode(), hashlib.sha256).hexdigest()[:24]
 
 
 # ----------------------------------------------------------------- audit

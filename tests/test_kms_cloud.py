@@ -87,7 +87,8 @@ def test_aws_kms_envelope_round_trip_and_rotation_rewraps_without_reencrypting(
 
     # The wrapped data key really is a KMS ciphertext of key A: KMS itself decrypts it.
     plain = client.decrypt(
-        CiphertextBlob=base64.b64decode(wrapped_before[0]), EncryptionContext={"errorgate": "keyring-data-key"}
+        CiphertextBlob=base64.b64decode(wrapped_before[0]),
+        EncryptionContext={"errorgate": "keyring-data-key"},
     )
     assert plain["KeyId"].endswith(key_a)
 
@@ -110,7 +111,7 @@ def test_aws_kms_envelope_round_trip_and_rotation_rewraps_without_reencrypting(
 
 def test_aws_kms_unreachable_names_the_key(tmp_path: Path) -> None:
     kms = AwsKms("alias/nope", endpoint_url=f"http://127.0.0.1:{_free_port()}", region="eu-west-1")
-    with pytest.raises(KeyringError, match="kms.key_id alias/nope"):
+    with pytest.raises(KeyringError, match=r"kms\.key_id alias/nope"):
         Keyring.open(tmp_path / "keys", env_var=None, kms=kms)
 
 
@@ -135,7 +136,9 @@ class _Transit:
         if path == "/v1/transit/encrypt/errorgate":
             base64.b64decode(body["plaintext"], validate=True)
             secret = base64.b64encode(body["plaintext"].encode()[::-1]).decode()
-            return 200, {"data": {"ciphertext": f"vault:v{self.version}:{secret}", "key_version": self.version}}
+            return 200, {
+                "data": {"ciphertext": f"vault:v{self.version}:{secret}", "key_version": self.version}
+            }
         if path == "/v1/transit/decrypt/errorgate":
             _, version, secret = body["ciphertext"].split(":", 2)
             assert version.startswith("v")
@@ -151,10 +154,12 @@ def vault() -> Iterator[tuple[str, _Transit]]:
     transit = _Transit(token="s.test-token")
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b"{}"
-            status, doc = transit.handle(self.path, self.headers.get("X-Vault-Token"), json.loads(raw or b"{}"))
+            status, doc = transit.handle(
+                self.path, self.headers.get("X-Vault-Token"), json.loads(raw or b"{}")
+            )
             data = json.dumps(doc).encode() if status != 204 else b""
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -173,7 +178,10 @@ def vault() -> Iterator[tuple[str, _Transit]]:
 
 
 def test_vault_transit_envelope_and_rewrap_after_rotation(
-    tmp_path: Path, vault: tuple[str, _Transit], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    vault: tuple[str, _Transit],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     url, transit = vault
     monkeypatch.setenv("VAULT_TOKEN", transit.token)
@@ -197,4 +205,8 @@ def test_vault_transit_envelope_and_rewrap_after_rotation(
     capsys.readouterr()
     assert main(["keys", "list", "--config", str(config)]) != 0
     err = capsys.readouterr().err
-    assert "vault transit key transit/errorgate" in err and "s.wrong" not in err and os.linesep not in err.strip()
+    assert (
+        "vault transit key transit/errorgate" in err
+        and "s.wrong" not in err
+        and os.linesep not in err.strip()
+    )

@@ -1,6 +1,8 @@
-"""The quarterly access review over the decrypt audit log.
+"""The quarterly access review over the governance audit log.
 
-Summarises attempts by user, role and field, lists every denied or failed attempt, and
+Summarises decrypt attempts by user, role and field, lists every denied, failed or tampered
+attempt, the access-policy versions (sha256) in force and every policy change, rules change
+and key operation in the window, and
 flags what a reviewer should ask about: days on which a user decrypted more than
 ``volume_factor`` times their own median per active day (or more than ``max_per_day``),
 and attempts outside working hours in the reviewer's timezone.
@@ -18,6 +20,30 @@ def _parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+def _split(
+    entries: list[dict[str, Any]], since: datetime, now: datetime, tz: tzinfo | None
+) -> tuple[list[tuple[datetime, dict[str, Any]]], list[dict[str, Any]], Counter[str]]:
+    """(decrypt attempts in the window, governance events in the window, policy sha256 counts)."""
+    window: list[tuple[datetime, dict[str, Any]]] = []
+    changes: list[dict[str, Any]] = []
+    policies: Counter[str] = Counter()
+    for entry in entries:
+        try:
+            moment = _parse_time(str(entry["time"]))
+        except (KeyError, ValueError):
+            continue
+        if not since <= moment <= now:
+            continue
+        event = str(entry.get("event", "decrypt"))
+        if event == "decrypt":
+            window.append((moment.astimezone(tz), entry))
+            policies[str(entry.get("policy_sha256", ""))] += 1
+        else:
+            changes.append(_change(event, moment.astimezone(tz), entry))
+
+    return window, changes, policies
+
+
 def build_report(
     entries: list[dict[str, Any]],
     *,
@@ -28,15 +54,7 @@ def build_report(
     volume_factor: float = 3.0,
     max_per_day: int = 20,
 ) -> dict[str, Any]:
-    window = []
-    for entry in entries:
-        try:
-            moment = _parse_time(str(entry["time"]))
-        except (KeyError, ValueError):
-            continue
-        if since <= moment <= now:
-            window.append((moment.astimezone(tz), entry))
-
+    window, changes, policies = _split(entries, since, now, tz)
     outcomes: Counter[str] = Counter()
     by_user: dict[str, Counter[str]] = defaultdict(Counter)
     by_role: dict[str, Counter[str]] = defaultdict(Counter)
@@ -86,6 +104,8 @@ def build_report(
         "by_role": {r: dict(c) for r, c in sorted(by_role.items())},
         "by_field": {f: dict(c) for f, c in sorted(by_field.items())},
         "denied": refused,
+        "policies_in_force": dict(sorted(policies.items())),
+        "changes": changes,
         "unusual_volume": volume,
         "unusual_hours": odd_hours,
         "thresholds": {
@@ -94,6 +114,18 @@ def build_report(
             "max_per_day": max_per_day,
         },
     }
+
+
+_CHANGE_FIELDS = ("policy_sha256", "rules_sha256", "previous_sha256", "source", "key_id", "previous_key_id",
+                  "kms", "kms_key", "keys", "detail")  # fmt: skip
+
+
+def _change(event: str, local: datetime, e: dict[str, Any]) -> dict[str, Any]:
+    """A policy change, rules change or key operation, as the review lists it."""
+    out = {"seq": e.get("seq"), "time": local.isoformat(timespec="minutes"), "event": event,
+           "user": str(e.get("user", ""))}  # fmt: skip
+    out.update({k: e[k] for k in _CHANGE_FIELDS if e.get(k) is not None})
+    return out
 
 
 def _counts(c: dict[str, Any]) -> str:
@@ -121,6 +153,12 @@ def render_text(report: dict[str, Any], chain_status: str) -> str:
         f"{d['outcome']} - {d['detail']}"
         for d in report["denied"]
     ]
+    out += ["", "Access policies in force (sha256: attempts):"]
+    out += [f"  {sha or '(none recorded)'}: {n}" for sha, n in report["policies_in_force"].items()]
+    out += ["", f"Policy changes, rules changes and key operations: {len(report['changes'])}"]
+    for c in report["changes"]:
+        extra = ", ".join(f"{k} {c[k]}" for k in _CHANGE_FIELDS if k in c)
+        out.append(f"  seq {c['seq']} {c['time']} {c['event']} by {c['user']}: {extra}")
     t = report["thresholds"]
     out += [
         "",

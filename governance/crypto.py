@@ -4,9 +4,11 @@ Both use AES-256-GCM-SIV (nonce-misuse resistant, so random 96-bit nonces stay s
 telemetry volumes) under subkeys the keyring derives with HKDF, one per purpose, so a
 field ciphertext can never be replayed as a queue record or vice versa.
 
-Field ciphertext: ``enc:v1:<key-id>:<base64url(nonce || ciphertext+tag)>``; the associated
-data binds key id, tenant, signal and attribute key, so a value moved to another field,
-signal or tenant fails authentication.
+Field ciphertext: ``enc:v2:<key-id>:<base64url(nonce || ciphertext+tag)>``; the associated
+data binds key id, tenant, service, signal and attribute key (like an AWS KMS encryption
+context), so a value moved to another field, signal, tenant or service -- or decrypted with
+another service claimed -- fails authentication. ``enc:v1:`` values (written before the
+service was bound) still decrypt; they are reported for re-encryption.
 
 At-rest frame: ``EGA1 | len(key-id) | key-id | nonce | ciphertext+tag``; the key id is in
 the frame so records written before a rotation stay readable.
@@ -26,9 +28,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 if TYPE_CHECKING:
     from errorgate.governance.keyring import Keyring
 
-ENC_PREFIX = "enc:v1:"
+ENC_PREFIX = "enc:v2:"
+ENC_PREFIX_V1 = "enc:v1:"
+ENC_PREFIXES = (ENC_PREFIX, ENC_PREFIX_V1)
 NONCE_BYTES = 12
 _FIELD_AD = b"errorgate/enc/v1"
+_FIELD_AD_V2 = b"errorgate/enc/v2"
 _CODEC_MAGIC = b"EGA1"
 _CODEC_AD = b"errorgate/at-rest/v1"
 
@@ -37,8 +42,20 @@ class DecryptError(ValueError):
     """A value could not be decrypted; the message says why without showing the value."""
 
 
+class TamperError(DecryptError):
+    """Authentication failed: the value was altered, or its claimed context (tenant, service,
+    signal, attribute key) is not the one it was encrypted under."""
+
+
 def is_encrypted(value: str) -> bool:
-    return value.startswith(ENC_PREFIX)
+    return value.startswith(ENC_PREFIXES)
+
+
+def field_version(value: str) -> str:
+    """``v2``, ``v1`` or "" (not an errorgate ciphertext)."""
+    if value.startswith(ENC_PREFIX):
+        return "v2"
+    return "v1" if value.startswith(ENC_PREFIX_V1) else ""
 
 
 def _length_prefixed(*parts: str | bytes) -> bytes:
@@ -51,7 +68,12 @@ def _length_prefixed(*parts: str | bytes) -> bytes:
 
 
 def field_ad(key_id: str, *, tenant: str, signal: str, key: str) -> bytes:
+    """Associated data of an ``enc:v1:`` value (no service: read-only compatibility)."""
     return _length_prefixed(_FIELD_AD, key_id, tenant, signal, key)
+
+
+def field_ad_v2(key_id: str, *, tenant: str, service: str, signal: str, key: str) -> bytes:
+    return _length_prefixed(_FIELD_AD_V2, key_id, tenant, service, signal, key)
 
 
 def seal(aead: AESGCMSIV, plaintext: bytes, ad: bytes) -> bytes:
@@ -71,12 +93,12 @@ def format_field_token(key_id: str, blob: bytes) -> str:
 
 
 def parse_field_token(token: str) -> tuple[str, bytes]:
-    """(key id, nonce+ciphertext) of an ``enc:v1:`` value."""
-    if not token.startswith(ENC_PREFIX):
-        raise DecryptError("not an errorgate ciphertext (expected enc:v1:<key-id>:<base64url>)")
+    """(key id, nonce+ciphertext) of an ``enc:v2:`` or ``enc:v1:`` value."""
+    if not is_encrypted(token):
+        raise DecryptError("not an errorgate ciphertext (expected enc:v2:<key-id>:<base64url>)")
     key_id, sep, data = token[len(ENC_PREFIX) :].partition(":")
     if not sep or not key_id or not data:
-        raise DecryptError("malformed ciphertext (expected enc:v1:<key-id>:<base64url>)")
+        raise DecryptError("malformed ciphertext (expected enc:v2:<key-id>:<base64url>)")
     try:
         blob = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
     except (binascii.Error, ValueError):

@@ -39,7 +39,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from errorgate.governance.crypto import (
     DecryptError,
+    TamperError,
     field_ad,
+    field_ad_v2,
+    field_version,
     format_field_token,
     parse_field_token,
     seal,
@@ -222,6 +225,27 @@ class Keyring:
             self._save_locked(doc)
         self._logger.warning("key %s disabled (crypto-shredded) in %s", key_id, self.path)
 
+    def rewrap(self, target: Kms) -> int:
+        """Wrap every data key (and retained subkey) with ``target`` instead of the current KMS.
+
+        No ciphertext changes: field values, queues and audit entries stay as they are. Returns
+        how many keys were re-wrapped."""
+        with self._lock, _file_lock(self.directory):
+            self._refresh_locked()
+            doc = json.loads(json.dumps(self._doc))
+            count = 0
+            for entry in doc["keys"]:
+                if entry.get("wrapped"):
+                    entry["wrapped"] = _b64(target.wrap(self._keys[entry["id"]]))
+                    count += 1
+                for info in list(entry.get("retained", {})):
+                    entry["retained"][info] = _b64(target.wrap(self._retained[(entry["id"], info)]))
+            doc["kms"] = target.name
+            self._kms = target
+            self._save_locked(doc)
+        self._logger.warning("keyring %s: %d data keys re-wrapped with %s", self.path, count, target.name)
+        return count
+
     def _refresh_locked(self) -> None:
         if self.path.exists():
             self._load(json.loads(self.path.read_text(encoding="utf-8")))
@@ -302,24 +326,35 @@ class Keyring:
 
     # ------------------------------------------------------------------ field encryption
 
-    def encrypt_field(self, plaintext: str, *, key: str, signal: str, tenant: str) -> str:
-        """``enc:v1:<key-id>:<base64url>`` under the active key, bound to tenant/signal/attribute key."""
+    def encrypt_field(self, plaintext: str, *, key: str, signal: str, tenant: str, service: str) -> str:
+        """``enc:v2:<key-id>:<base64url>`` under the active key, bound to tenant, service, signal
+        and attribute key."""
         kid, aead = self.aead_for("field")
-        blob = seal(aead, plaintext.encode("utf-8"), field_ad(kid, tenant=tenant, signal=_s(signal), key=key))
-        return format_field_token(kid, blob)
+        ad = field_ad_v2(kid, tenant=tenant, service=service, signal=_s(signal), key=key)
+        return format_field_token(kid, seal(aead, plaintext.encode("utf-8"), ad))
 
-    def decrypt_field(self, token: str, *, key: str, signal: str, tenant: str) -> str:
+    def decrypt_field(self, token: str, *, key: str, signal: str, tenant: str, service: str) -> str:
+        """Plaintext of an ``enc:v2:`` (or legacy ``enc:v1:``, whose service is not bound) value.
+
+        Raises ``TamperError`` when authentication fails, ``DecryptError`` for other reasons."""
+        version = field_version(token)
         kid, blob = parse_field_token(token)
         try:
             _, aead = self.aead_for("field", kid)
         except KeyringError as e:
             raise DecryptError(str(e)) from None
+        if version == "v1":
+            ad = field_ad(kid, tenant=tenant, signal=_s(signal), key=key)
+            bound = "attribute key, signal or tenant"
+        else:
+            ad = field_ad_v2(kid, tenant=tenant, service=service, signal=_s(signal), key=key)
+            bound = "attribute key, service, signal or tenant"
         try:
-            plain = unseal(aead, blob, field_ad(kid, tenant=tenant, signal=_s(signal), key=key))
+            plain = unseal(aead, blob, ad)
         except InvalidTag:
-            raise DecryptError(
-                f"authentication failed under key {kid}: the value was altered, or the attribute key, "
-                f"signal or tenant differ from where it was encrypted"
+            raise TamperError(
+                f"authentication failed under key {kid}: the value was altered, or the {bound} "
+                f"differ from where it was encrypted"
             ) from None
         return plain.decode("utf-8")
 

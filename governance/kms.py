@@ -13,7 +13,7 @@ import binascii
 import os
 import stat
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -126,3 +126,88 @@ class LocalKms:
                 f"cannot unwrap a data key with the master key from {self.source}: "
                 "wrong master key or corrupted keyring"
             ) from None
+
+
+class AwsKms:
+    """AWS KMS envelope: data keys are encrypted by a KMS key that never leaves AWS.
+
+    The encryption context (AAD that must match on decrypt, and shows in CloudTrail) names
+    errorgate and the keyring, so a wrapped key cannot be unwrapped for another purpose.
+    ``errorgate keys rewrap`` moves every data key to another KMS key (or the same key's newest
+    material) without re-encrypting any data."""
+
+    name = "aws"
+
+    def __init__(
+        self, key_id: str, *, region: str | None = None, endpoint_url: str | None = None, client: Any = None
+    ) -> None:
+        if client is None:
+            import boto3
+
+            client = boto3.client("kms", region_name=region, endpoint_url=endpoint_url)
+        self._client = client
+        self.key_id = key_id
+        self.source = f"aws kms key {key_id}"
+        self._context = {"errorgate": "keyring-data-key"}
+
+    def wrap(self, key: bytes) -> bytes:
+        try:
+            out = self._client.encrypt(KeyId=self.key_id, Plaintext=key, EncryptionContext=self._context)
+        except Exception as e:  # botocore's ClientError/EndpointConnectionError: name the key, not the data
+            raise KeyringError(f"kms.key_id {self.key_id}: encrypt failed: {type(e).__name__}") from None
+        return bytes(out["CiphertextBlob"])
+
+    def unwrap(self, blob: bytes) -> bytes:
+        try:
+            out = self._client.decrypt(
+                CiphertextBlob=blob, KeyId=self.key_id, EncryptionContext=self._context
+            )
+        except Exception as e:
+            raise KeyringError(
+                f"cannot unwrap a data key with {self.source}: {type(e).__name__} "
+                "(wrong key, wrong encryption context or no access)"
+            ) from None
+        return bytes(out["Plaintext"])
+
+
+class VaultTransitKms:
+    """HashiCorp Vault's transit engine: ``encrypt``/``decrypt`` under a named transit key.
+
+    Vault keeps the key; ``wrap`` returns ``vault:vN:...`` ciphertext as bytes. After rotating the
+    transit key (``vault write -f transit/keys/NAME/rotate``), ``errorgate keys rewrap`` re-wraps
+    every data key under the newest version; no field value is re-encrypted and the data key never
+    leaving Vault's transit engine in the clear to anything but this process."""
+
+    name = "vault"
+
+    def __init__(
+        self, key_name: str, *, url: str, token: str, mount: str = "transit", client: Any = None
+    ) -> None:
+        if client is None:
+            import hvac
+
+            client = hvac.Client(url=url, token=token)
+        self._transit = client.secrets.transit
+        self.key_name = key_name
+        self.mount = mount
+        self.source = f"vault transit key {mount}/{key_name}"
+
+    def wrap(self, key: bytes) -> bytes:
+        try:
+            out = self._transit.encrypt_data(
+                name=self.key_name, plaintext=base64.b64encode(key).decode("ascii"), mount_point=self.mount
+            )
+        except Exception as e:  # hvac.exceptions.VaultError and connection errors
+            raise KeyringError(
+                f"kms.key_name {self.key_name}: vault encrypt failed: {type(e).__name__}"
+            ) from None
+        return str(out["data"]["ciphertext"]).encode("ascii")
+
+    def unwrap(self, blob: bytes) -> bytes:
+        try:
+            out = self._transit.decrypt_data(
+                name=self.key_name, ciphertext=blob.decode("ascii"), mount_point=self.mount
+            )
+        except Exception as e:
+            raise KeyringError(f"cannot unwrap a data key with {self.source}: {type(e).__name__}") from None
+        return base64.b64decode(out["data"]["plaintext"])

@@ -68,7 +68,10 @@ PROCESSOR_ROLES: dict[str, tuple[str, list[str]]] = {
             "adds errorgate.redaction.count and errorgate.redaction.types",
         ],
     ),
-    "encrypt": ("encrypts", ["encrypts configured attribute keys to enc:v1 values"]),
+    "encrypt": (
+        "encrypts",
+        ["encrypts configured attribute keys to enc:v2 values (bound to tenant, service, signal and key)"],
+    ),
     "retention": (
         "reads, adds",
         [

@@ -1,15 +1,16 @@
-"""``encrypt``: field-level AEAD of configured attributes to ``enc:v1:<key-id>:<base64url>``.
+"""``encrypt``: field-level AEAD of configured attributes to ``enc:v2:<key-id>:<base64url>``.
 
 Rules select attributes by service (glob on the resource's ``service.name``), attribute
 key (glob; ``log.body`` selects log record bodies) and signal. The associated data binds
-tenant (a resource attribute, ``tenant.id`` by default), signal and attribute key, so a
-ciphertext copied into another field or tenant fails to decrypt. The tenant is read from
+tenant (a resource attribute, ``tenant.id`` by default), service, signal and attribute key, so a
+ciphertext copied into another field, tenant or service -- or decrypted with another service
+claimed -- fails to decrypt. The tenant is read from
 the telemetry itself, not from the connection, because whoever decrypts later only has
 the exported telemetry to reconstruct it from.
 
 Never encrypted, whatever the rules say: ``service.name`` and the tenant attribute (needed
 to route and to decrypt) and ``errorgate.*`` (PII-free annotations other tools read).
-Values already encrypted (``enc:v1:`` prefix, e.g. by redact's ``encrypt`` action) are left
+Values already encrypted (``enc:v2:``/``enc:v1:`` prefix, e.g. by redact's ``encrypt`` action) are left
 alone. Non-string values are encrypted as their JSON text. Within a matched attribute the
 whole value (including nested maps and arrays) is encrypted as one unit.
 """
@@ -67,7 +68,11 @@ class EncryptConfig(KeyringConfig):
     def keyring_settings(self) -> KeyringConfig:
         """The keyring these settings describe (the ``keyring`` extension they imply)."""
         return KeyringConfig(
-            keyring=self.keyring, master_key_env=self.master_key_env, master_key_file=self.master_key_file
+            keyring=self.keyring,
+            master_key_env=self.master_key_env,
+            master_key_file=self.master_key_file,
+            kms=self.kms,
+            audit=self.audit,
         )
 
     def implied_extensions(self) -> dict[str, ComponentConfig]:
@@ -79,8 +84,8 @@ class EncryptConfig(KeyringConfig):
         for rule in self.rules:
             lines.append(
                 f"encrypts keys {', '.join(rule.keys)} on services {', '.join(rule.services)} "
-                f"({', '.join(rule.signals)}) to enc:v1 (AES-256-GCM-SIV, bound to tenant "
-                f"'{self.tenant_attribute}', signal and key)"
+                f"({', '.join(rule.signals)}) to enc:v2 (AES-256-GCM-SIV, bound to tenant "
+                f"'{self.tenant_attribute}', service, signal and key)"
             )
         return lines
 
@@ -269,7 +274,9 @@ class _Encryptor:
             plaintext = json.dumps(
                 _jsonable(attributes.to_python(value)), separators=(",", ":"), ensure_ascii=False
             )
-        token = self.keyring.encrypt_field(plaintext, key=key, signal=self.signal, tenant=self.tenant)
+        token = self.keyring.encrypt_field(
+            plaintext, key=key, signal=self.signal, tenant=self.tenant, service=self.service
+        )
         value.Clear()
         value.string_value = token
         return 1

@@ -212,7 +212,7 @@ class RedactProcessor(Processor):
         self.ip_keep = KeyPolicy(config.ip.keep_keys, [])
         self.ip_peer = KeyPolicy(config.ip.server_peer_keys, [])
         self._keep_ips: dict[tuple[str, bool], bool] = {}  # (key, on a SERVER span) -> keep IPs
-        self._wheres: dict[tuple[str, str, str], Where] = {}
+        self._wheres: dict[tuple[str, str, str, str], Where] = {}
         # Characters of the attribute keys in each (keys run up to the validation limit, 64 KiB).
         self._keep_ips_chars = self._wheres_chars = 0
         from errorgate.processors.redaction.pool import Detector
@@ -315,7 +315,7 @@ class RedactProcessor(Processor):
         if not findings:
             return False
         try:
-            where = self._where(slot.key, batch)
+            where = self._where(slot.key, batch, service)
             new, drop = self.replacer.rewrite(text, findings, where, can_drop=slot.droppable)
         except Exception:
             owner.failed = True  # e.g. the keyring refused: never forward the original
@@ -325,9 +325,9 @@ class RedactProcessor(Processor):
             self._record(owner, f.entity_type, f.rule, service, tally)
         return drop
 
-    def _where(self, key: str, batch: Batch) -> Where:
+    def _where(self, key: str, batch: Batch, service: str) -> Where:
         # Where is frozen (immutable) and the same few keys repeat: build each once.
-        k = (key, batch.signal.value, batch.tenant)
+        k = (key, batch.signal.value, batch.tenant, service)
         where = self._wheres.get(k)
         if where is None:
             where = Where(*k)
@@ -335,7 +335,7 @@ class RedactProcessor(Processor):
                 self._wheres.clear()
                 self._wheres_chars = 0
             self._wheres[k] = where
-            self._wheres_chars += len(key) + len(batch.tenant)
+            self._wheres_chars += len(key) + len(batch.tenant) + len(service)
         return where
 
     def _ip_filter(self, slot: Slot, findings: tuple[Finding, ...]) -> tuple[Finding, ...]:

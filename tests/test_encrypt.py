@@ -87,11 +87,11 @@ def test_default_rules_encrypt_identity_fields_and_leave_the_rest(tmp_path: Path
     attrs = attributes.to_dict(span.attributes)
     ring = keyring_of(ctx)
     for key in ("enduser.id", "user.email", "user.id", "user.profile"):
-        assert str(attrs[key]).startswith(f"enc:v1:{ring.active_key_id()}:"), key
+        assert str(attrs[key]).startswith(f"enc:v2:{ring.active_key_id()}:"), key
     assert attrs["http.route"] == "/checkout"
     assert attrs["errorgate.error.template"] == "card declined for <EMAIL>"
     assert span.name == "POST /checkout"
-    ctx_ = {"signal": "traces", "tenant": "acme"}
+    ctx_ = {"signal": "traces", "tenant": "acme", "service": "checkout"}
     assert ring.decrypt_field(str(attrs["user.email"]), key="user.email", **ctx_) == "alice@example.com"
     assert ring.decrypt_field(str(attrs["enduser.id"]), key="enduser.id", **ctx_) == "customer-8812"
     # Non-string values come back as their JSON text.
@@ -101,7 +101,7 @@ def test_default_rules_encrypt_identity_fields_and_leave_the_rest(tmp_path: Path
     # Events, links and resource attributes are covered too; service.name and tenant are not touched.
     event_value = str(attributes.get(span.events[0].attributes, "user.email"))
     assert ring.decrypt_field(event_value, key="user.email", **ctx_) == "alice@example.com"
-    assert str(attributes.get(span.links[0].attributes, "enduser.id")).startswith("enc:v1:")
+    assert str(attributes.get(span.links[0].attributes, "enduser.id")).startswith("enc:v2:")
     resource = attributes.to_dict(out.batches[0].request.resource_spans[0].resource.attributes)
     assert resource["service.name"] == "checkout" and resource["tenant.id"] == "acme"
     assert ring.decrypt_field(str(resource["user.region"]), key="user.region", **ctx_) == "eu-west"
@@ -116,15 +116,21 @@ def test_ciphertext_moved_to_another_field_or_tenant_fails(tmp_path: Path) -> No
     ring = keyring_of(ctx)
     acme = proc.process(Batch.of(spans_request(tenant="acme"))).batches[0].request
     token = str(attributes.get(acme.resource_spans[0].scope_spans[0].spans[0].attributes, "user.email"))
-    assert ring.decrypt_field(token, key="user.email", signal="traces", tenant="acme") == "alice@example.com"
+    assert (
+        ring.decrypt_field(token, key="user.email", signal="traces", tenant="acme", service="checkout")
+        == "alice@example.com"
+    )
     with pytest.raises(DecryptError):
-        ring.decrypt_field(token, key="enduser.id", signal="traces", tenant="acme")
+        ring.decrypt_field(token, key="enduser.id", signal="traces", tenant="acme", service="checkout")
     with pytest.raises(DecryptError):
-        ring.decrypt_field(token, key="user.email", signal="traces", tenant="globex")
+        ring.decrypt_field(token, key="user.email", signal="traces", tenant="globex", service="checkout")
     # No tenant attribute: the tenant is "" (and still bound).
     bare = proc.process(Batch.of(spans_request(tenant=None))).batches[0].request
     token = str(attributes.get(bare.resource_spans[0].scope_spans[0].spans[0].attributes, "user.email"))
-    assert ring.decrypt_field(token, key="user.email", signal="traces", tenant="") == "alice@example.com"
+    assert (
+        ring.decrypt_field(token, key="user.email", signal="traces", tenant="", service="checkout")
+        == "alice@example.com"
+    )
 
 
 def test_already_encrypted_values_are_left_alone(tmp_path: Path) -> None:
@@ -145,12 +151,12 @@ def test_rules_by_service_glob_key_glob_and_signal(tmp_path: Path) -> None:
     proc, _ = make(tmp_path, settings)
     checkout = proc.process(Batch.of(spans_request("checkout"))).batches[0].request
     attrs = attributes.to_dict(checkout.resource_spans[0].scope_spans[0].spans[0].attributes)
-    assert str(attrs["http.route"]).startswith("enc:v1:")
+    assert str(attrs["http.route"]).startswith("enc:v2:")
     assert attrs["user.email"] == "alice@example.com"  # the billing rule does not apply to checkout
     billing = proc.process(Batch.of(spans_request("billing"))).batches[0].request
     attrs = attributes.to_dict(billing.resource_spans[0].scope_spans[0].spans[0].attributes)
     assert attrs["http.route"] == "/checkout"
-    assert str(attrs["user.email"]).startswith("enc:v1:")
+    assert str(attrs["user.email"]).startswith("enc:v2:")
 
 
 def test_protected_keys_are_never_encrypted(tmp_path: Path) -> None:
@@ -160,7 +166,7 @@ def test_protected_keys_are_never_encrypted(tmp_path: Path) -> None:
     assert resource["service.name"] == "checkout" and resource["tenant.id"] == "acme"
     attrs = attributes.to_dict(out.resource_spans[0].scope_spans[0].spans[0].attributes)
     assert attrs["errorgate.error.template"] == "card declined for <EMAIL>"
-    assert str(attrs["http.route"]).startswith("enc:v1:")
+    assert str(attrs["http.route"]).startswith("enc:v2:")
 
 
 def test_logs_body_and_metric_point_attributes(tmp_path: Path) -> None:
@@ -173,11 +179,14 @@ def test_logs_body_and_metric_point_attributes(tmp_path: Path) -> None:
     record.body.string_value = "login failed for alice@example.com"
     attributes.set_value(record.attributes, "user.email", "alice@example.com")
     out = proc.process(Batch.of(logs)).batches[0].request.resource_logs[0].scope_logs[0].log_records[0]
-    assert ring.decrypt_field(out.body.string_value, key="log.body", signal="logs", tenant="") == (
-        "login failed for alice@example.com"
-    )
+    assert ring.decrypt_field(
+        out.body.string_value, key="log.body", signal="logs", tenant="", service="checkout"
+    ) == ("login failed for alice@example.com")
     email = str(attributes.get(out.attributes, "user.email"))
-    assert ring.decrypt_field(email, key="user.email", signal="logs", tenant="") == "alice@example.com"
+    assert (
+        ring.decrypt_field(email, key="user.email", signal="logs", tenant="", service="checkout")
+        == "alice@example.com"
+    )
 
     metrics = ExportMetricsServiceRequest()
     rm = metrics.resource_metrics.add()
@@ -190,7 +199,7 @@ def test_logs_body_and_metric_point_attributes(tmp_path: Path) -> None:
     point_out = out_m.resource_metrics[0].scope_metrics[0].metrics[0].sum.data_points[0]
     assert point_out.as_int == 3 and attributes.get(point_out.attributes, "outcome") == "fail"
     token = str(attributes.get(point_out.attributes, "user.id"))
-    assert ring.decrypt_field(token, key="user.id", signal="metrics", tenant="") == "u-1"
+    assert ring.decrypt_field(token, key="user.id", signal="metrics", tenant="", service="checkout") == "u-1"
 
 
 def test_encrypted_values_are_counted_per_signal_and_service(tmp_path: Path) -> None:
@@ -260,4 +269,4 @@ def test_the_byte_check_only_skips_requests_no_rule_can_select(tmp_path: Path) -
     span = hit.resource_spans[0].scope_spans[0].spans[0]
     attributes.set_value(span.attributes, "app.secret_token", "s3cr3t")
     proc.process(Batch.of(hit))
-    assert str(attributes.get(span.attributes, "app.secret_token")).startswith("enc:v1:")
+    assert str(attributes.get(span.attributes, "app.secret_token")).startswith("enc:v2:")

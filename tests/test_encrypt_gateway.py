@@ -3,6 +3,8 @@ encrypted at rest with the same keyring, and the result decrypts only through th
 
 from __future__ import annotations
 
+import grp
+import os
 from pathlib import Path
 
 import grpc
@@ -20,9 +22,19 @@ EMAIL = "planted.person@example.com"
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for var in ("ERRORGATE_KEYRING", "ERRORGATE_ACCESS_POLICY", "ERRORGATE_DATA_DIR"):
         monkeypatch.delenv(var, raising=False)
+    # The bundled roles, held by this test's OS group (a deployment lists its real groups).
+    group = grp.getgrgid(os.getgid()).gr_name
+    policy = tmp_path / "access.yaml"
+    policy.write_text(
+        "roles:\n"
+        f"  security-oncall: {{groups: [{group}], services: ['*'], keys: ['user.*']}}\n"
+        f"  sre: {{groups: [{group}], services: [], keys: []}}\n"
+    )
+    policy.chmod(0o644)
+    monkeypatch.setenv("ERRORGATE_ACCESS_POLICY", str(policy))
 
 
 def request() -> ExportTraceServiceRequest:
@@ -67,7 +79,7 @@ def test_gateway_encrypts_fields_and_queue_at_rest(
     got = attributes.to_dict(span.attributes)
     assert got["http.route"] == "/checkout"
     token = str(got["user.email"])
-    assert token.startswith("enc:v1:") and EMAIL not in token
+    assert token.startswith("enc:v2:") and EMAIL not in token
     assert (data / "keys" / "keyring.json").stat().st_mode & 0o777 == 0o600
 
     common = ["decrypt", "--data-dir", str(data), "--service", "checkout", "--key", "user.email"]
@@ -77,4 +89,4 @@ def test_gateway_encrypts_fields_and_queue_at_rest(
     assert main([*common, "--role", "security-oncall"]) == 0
     assert capsys.readouterr().out == EMAIL + "\n"
     assert main(["audit", "verify", "--data-dir", str(data)]) == 0
-    assert "2 entries" in capsys.readouterr().out
+    assert "3 entries" in capsys.readouterr().out  # the policy seen first, then two attempts

@@ -15,7 +15,7 @@ from errorgate.governance.crypto import AeadCodec, DecryptError
 from errorgate.governance.keyring import Keyring, KeyringError
 from errorgate.governance.kms import LocalKms, encode_master_key
 
-CTX = {"key": "user.email", "signal": "traces", "tenant": "acme"}
+CTX = {"key": "user.email", "signal": "traces", "tenant": "acme", "service": "checkout"}
 
 
 @pytest.fixture(autouse=True)
@@ -47,7 +47,7 @@ def test_token_format_and_no_plaintext(tmp_path: Path) -> None:
     ring = open_ring(tmp_path / "keys")
     token = ring.encrypt_field("4111111111111111", **CTX)
     prefix, version, key_id, data = token.split(":")
-    assert (prefix, version, key_id) == ("enc", "v1", ring.active_key_id())
+    assert (prefix, version, key_id) == ("enc", "v2", ring.active_key_id())
     assert "4111" not in token and "=" not in data
     # Fresh nonce every time: equal plaintexts do not produce equal ciphertexts.
     assert ring.encrypt_field("4111111111111111", **CTX) != token
@@ -60,7 +60,7 @@ def test_rotation_keeps_old_ciphertexts_and_uses_new_key(tmp_path: Path) -> None
     new_id = ring.rotate()
     assert new_id != old_id and ring.active_key_id() == new_id
     new_token = ring.encrypt_field("new secret", **CTX)
-    assert new_token.startswith(f"enc:v1:{new_id}:")
+    assert new_token.startswith(f"enc:v2:{new_id}:")
     assert ring.decrypt_field(old_token, **CTX) == "old secret"
     assert ring.decrypt_field(new_token, **CTX) == "new secret"
     assert {k.id: k.status for k in ring.list()} == {old_id: "retired", new_id: "active"}
@@ -81,6 +81,7 @@ def test_rotation_by_another_process_is_picked_up(tmp_path: Path) -> None:
         {"key": "user.name"},  # moved to another attribute
         {"tenant": "globex"},  # moved to another tenant
         {"signal": "logs"},  # moved to another signal
+        {"service": "patient-records"},  # another service claimed (enc:v2 binds it)
     ],
 )
 def test_wrong_associated_data_is_rejected(tmp_path: Path, change: dict[str, str]) -> None:
@@ -297,3 +298,19 @@ def test_persistent_queue_files_unreadable_without_the_key(tmp_path: Path) -> No
     record = stranger.get(timeout=1)
     assert record is not None and record.corrupt and record.data is None
     stranger.close()
+
+
+def test_legacy_v1_values_still_decrypt_but_do_not_bind_the_service(tmp_path: Path) -> None:
+    from errorgate.governance.crypto import field_ad, field_version, seal
+
+    ring = open_ring(tmp_path / "keys")
+    kid, aead = ring.aead_for("field")
+    ad = field_ad(kid, tenant="acme", signal="traces", key="user.email")
+    blob = seal(aead, b"written before v2", ad)
+    token = "enc:v1:" + kid + ":" + base64.urlsafe_b64encode(blob).decode().rstrip("=")
+    assert field_version(token) == "v1"
+    assert ring.decrypt_field(token, **CTX) == "written before v2"
+    # v1 never bound the service: that is why such values are reported for re-encryption.
+    assert ring.decrypt_field(token, **{**CTX, "service": "anything"}) == "written before v2"
+    with pytest.raises(DecryptError, match="authentication failed"):
+        ring.decrypt_field(token, **{**CTX, "tenant": "globex"})

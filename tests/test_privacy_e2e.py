@@ -315,7 +315,7 @@ def test_backend_receives_everything_sent_and_nothing_in_clear(run: Run) -> None
     user_ids = [attributes.to_dict(s.attributes).get("user.id") for s in run.sink.spans()]
     user_ids = [u for u in user_ids if u is not None]
     assert len(user_ids) == len(run.sent)
-    assert all(str(u).startswith("enc:v1:") for u in user_ids), user_ids
+    assert all(str(u).startswith("enc:v2:") for u in user_ids), user_ids
 
 
 def test_decoys_survive_unchanged(run: Run) -> None:

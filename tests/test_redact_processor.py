@@ -46,7 +46,7 @@ class LocalKeyring:
     def hmac_key(self, purpose: str) -> tuple[str, bytes]:
         return "k1", hmac.new(self.secret, purpose.encode(), hashlib.sha256).digest()
 
-    def encrypt_field(self, plaintext: str, *, key: str, signal: str, tenant: str) -> str:
+    def encrypt_field(self, plaintext: str, *, key: str, signal: str, tenant: str, service: str) -> str:
         nonce = b"\x00" * 12  # fixed only because the test decrypts it right away
         ad = f"{tenant}|{signal}|{key}".encode()
         blob = AESGCM(self.secret).encrypt(nonce, plaintext.encode(), ad)
@@ -390,7 +390,7 @@ def test_failed_analysis_masks_the_item_and_counts_it(tmp_path: Path) -> None:
 
 def test_keyring_failure_fails_closed(tmp_path: Path) -> None:
     class BrokenKeyring(LocalKeyring):
-        def encrypt_field(self, plaintext: str, *, key: str, signal: str, tenant: str) -> str:
+        def encrypt_field(self, plaintext: str, *, key: str, signal: str, tenant: str, service: str) -> str:
             raise OSError("kms unavailable")
 
     proc = make(tmp_path, keyring=BrokenKeyring(), entities={"EMAIL_ADDRESS": {"action": "encrypt"}})

@@ -1,4 +1,6 @@
-"""``errorgate decrypt``: role-checked, reason-stated, audited decryption of ``enc:v1`` values.
+"""``errorgate decrypt``: role-checked, reason-stated, audited decryption of ``enc:v2`` (and
+legacy ``enc:v1``) values. The caller is the OS user and groups of this process, or the subject
+of a verified ID token -- never a name typed on the command line.
 
 Every attempt, allowed or not, is appended to ``<data_dir>/audit/decrypt.log`` *before* any
 plaintext is shown; if the audit entry cannot be written nothing is revealed.
@@ -11,7 +13,6 @@ supply the context themselves and are written back with the permitted values dec
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import sys
 from collections.abc import Iterator, MutableSequence
@@ -21,14 +22,29 @@ from typing import Any
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from errorgate import attributes
-from errorgate.governance.access import AccessPolicy, load_access_policy
+from errorgate.governance.access import AccessPolicy, AccessPolicyError, Decision, load_access_policy
 from errorgate.governance.audit_log import AuditLog, ciphertext_digest
-from errorgate.governance.crypto import DecryptError, is_encrypted, parse_field_token
+from errorgate.governance.crypto import (
+    DecryptError,
+    TamperError,
+    field_version,
+    is_encrypted,
+    parse_field_token,
+)
+from errorgate.governance.identity import Identity, IdentityError, os_identity, token_identity
 from errorgate.governance.keyring import Keyring
 from errorgate.governance.kms import write_private_file
 from errorgate.signals import Signal
 
-from .keys import add_location_args, open_keyring
+from ._governance import (
+    Settings,
+    actor,
+    add_location_args,
+    audit_writer,
+    open_keyring,
+    record_changes,
+    service_uid,
+)
 
 _POINT_KINDS = ("gauge", "sum", "histogram", "exponential_histogram", "summary")
 _SIGNAL_KEYS = {
@@ -39,45 +55,68 @@ _SIGNAL_KEYS = {
 
 
 class Decryptor:
-    """Checks policy, audits, decrypts: one ``attempt`` per value."""
+    """Checks reason, role membership and policy, audits, decrypts: one ``attempt`` per value."""
 
     def __init__(
-        self, keyring: Keyring, policy: AccessPolicy, audit: AuditLog, *, user: str, role: str, reason: str
+        self,
+        keyring: Keyring,
+        policy: AccessPolicy,
+        audit: AuditLog,
+        *,
+        identity: Identity,
+        role: str,
+        reason: str,
     ) -> None:
         self.keyring = keyring
         self.policy = policy
         self.audit = audit
-        self.user = user
+        self.identity = identity
         self.role = role
         self.reason = reason
-        self.counts = {"allowed": 0, "denied": 0, "failed": 0}
+        self.counts = {"allowed": 0, "denied": 0, "failed": 0, "tampered": 0}
+        self.legacy = 0
         self.last_detail = ""
+
+    def _decision(self, service: str, key: str) -> Decision:
+        decision = self.policy.check_reason(self.reason)
+        if decision.allowed:
+            decision = self.policy.check_role(self.identity, self.role)
+        if decision.allowed:
+            decision = self.policy.decide(self.role, service=service, key=key)
+        return decision
 
     def attempt(self, token: str, *, service: str, key: str, signal: str, tenant: str) -> str | None:
         try:
             key_id = parse_field_token(token)[0]
         except DecryptError:
             key_id = ""
-        decision = self.policy.check_reason(self.reason)
-        if decision.allowed:
-            decision = self.policy.decide(self.role, service=service, key=key)
+        decision = self._decision(service, key)
         plaintext: str | None = None
         outcome, detail = ("allowed", decision.detail) if decision.allowed else ("denied", decision.detail)
         if decision.allowed:
             try:
-                plaintext = self.keyring.decrypt_field(token, key=key, signal=signal, tenant=tenant)
+                plaintext = self.keyring.decrypt_field(
+                    token, key=key, signal=signal, tenant=tenant, service=service
+                )
+            except TamperError as e:
+                outcome, detail = "tampered", str(e)
             except DecryptError as e:
                 outcome, detail = "failed", str(e)
+        version = field_version(token)
+        if plaintext is not None and version == "v1":
+            self.legacy += 1
+            detail += "; enc:v1 value (service not bound): re-encrypt"
         self.audit.append(
             {
-                "user": self.user,
-                "os_user": _os_user(),
+                "event": "decrypt",
+                **actor(self.identity),
                 "role": self.role,
                 "service": service,
                 "field": key,
                 "signal": signal,
                 "tenant": tenant,
                 "key_id": key_id,
+                "format": version or "unknown",
                 "ciphertext_sha256": ciphertext_digest(token),
                 "outcome": outcome,
                 "detail": detail,
@@ -88,13 +127,6 @@ class Decryptor:
         self.counts[outcome] += 1
         self.last_detail = detail
         return plaintext
-
-
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
 
 
 # ---------------------------------------------------------------- OTLP/JSON files
@@ -175,30 +207,74 @@ def decrypt_otlp_line(line: str, dec: Decryptor, tenant_attribute: str) -> str:
 # ---------------------------------------------------------------- command
 
 
-def _run(args: argparse.Namespace) -> int:
+def _check_args(args: argparse.Namespace) -> str | None:
     if (args.value is None) == (args.file is None):
-        print("errorgate decrypt: give exactly one of VALUE or --file FILE", file=sys.stderr)
-        return 2
+        return "give exactly one of VALUE or --file FILE"
     if args.value is not None and (args.service is None or args.key is None):
-        print(
-            "errorgate decrypt: VALUE needs --service and --key (the ciphertext is bound to them)",
-            file=sys.stderr,
-        )
-        return 2
+        return "VALUE needs --service and --key (the ciphertext is bound to them)"
+    return None
+
+
+def _identity(args: argparse.Namespace, policy: AccessPolicy, audit: AuditLog) -> Identity | None:
+    """The caller: a verified ID token when one is given, else the OS user and groups. A token
+    that does not verify is refused and audited (None)."""
+    if not args.id_token_file:
+        return os_identity()
+    try:
+        text = sys.stdin.read() if args.id_token_file == "-" else Path(args.id_token_file).read_text()
+        return token_identity(text.strip(), policy.model.oidc, policy_source=policy.source)
+    except (IdentityError, OSError) as e:
+        detail = str(e) if isinstance(e, IdentityError) else f"--id-token-file: {e.strerror}"
+        refused = Identity("unverified-token", (), "oidc (refused)")
+        audit.append(
+            {"event": "decrypt", **actor(refused), "role": args.role, "outcome": "denied",
+             "detail": detail, "reason": args.reason, "policy_sha256": policy.sha256, "os_user": os_identity().user}
+        )  # fmt: skip
+        print(f"errorgate decrypt: denied: {detail} (attempt recorded)", file=sys.stderr)
+        return None
+
+
+def _open(args: argparse.Namespace) -> tuple[Decryptor, Settings] | None:
     keyring, settings = open_keyring(args)
-    policy = load_access_policy(args.policy)
-    audit = AuditLog.in_data_dir(settings.data_dir, keyring)
-    dec = Decryptor(keyring, policy, audit, user=args.user or _os_user(), role=args.role, reason=args.reason)
+    audit = audit_writer(settings)
+    try:
+        policy = load_access_policy(args.policy, service_uid=service_uid(settings))
+    except AccessPolicyError as e:
+        audit.append({"event": "policy_refused", **actor(), "role": args.role, "detail": str(e)})
+        raise
+
+    identity = _identity(args, policy, audit)
+    if identity is None:
+        return None
+    record_changes(audit, settings, policy, identity)
+    return Decryptor(keyring, policy, audit, identity=identity, role=args.role, reason=args.reason), settings
+
+
+def _run(args: argparse.Namespace) -> int:
+    problem = _check_args(args)
+    if problem:
+        print(f"errorgate decrypt: {problem}", file=sys.stderr)
+        return 2
+    opened = _open(args)
+    if opened is None:
+        return 1
+    dec = opened[0]
     if args.value is not None:
         plain = dec.attempt(
             args.value, service=args.service, key=args.key, signal=args.signal, tenant=args.tenant
         )
         if plain is None:
-            outcome = "denied" if dec.counts["denied"] else "failed"
+            outcome = next(o for o in ("tampered", "denied", "failed") if dec.counts[o])
             print(f"errorgate decrypt: {outcome}: {dec.last_detail} (attempt recorded)", file=sys.stderr)
             return 1
+        if dec.legacy:
+            print("errorgate decrypt: note: enc:v1 value (service not bound); re-encrypt it", file=sys.stderr)
         print(plain)
         return 0
+    return _run_file(args, dec)
+
+
+def _run_file(args: argparse.Namespace, dec: Decryptor) -> int:
     source = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
     results = []
     for number, line in enumerate(source.splitlines(), start=1):
@@ -215,8 +291,13 @@ def _run(args: argparse.Namespace) -> int:
         # Decrypted telemetry is sensitive: owner-only, like the keys.
         write_private_file(Path(args.output), "".join(results).encode("utf-8"))
     c = dec.counts
-    summary = f"decrypted {c['allowed']}, denied {c['denied']}, failed {c['failed']} (all attempts recorded)"
-    if c["denied"] or c["failed"]:
+    summary = (
+        f"decrypted {c['allowed']}, denied {c['denied']}, failed {c['failed']}, tampered {c['tampered']} "
+        f"(all attempts recorded)"
+    )
+    if dec.legacy:
+        summary += f"; {dec.legacy} enc:v1 values (service not bound) to re-encrypt"
+    if c["denied"] or c["failed"] or c["tampered"]:
         print(f"errorgate decrypt: {summary}; last refusal: {dec.last_detail}", file=sys.stderr)
         return 1
     print(f"errorgate decrypt: {summary}", file=sys.stderr)
@@ -226,16 +307,21 @@ def _run(args: argparse.Namespace) -> int:
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
         "decrypt",
-        help="decrypt enc:v1 values (role + reason required, audited)",
-        description="Decrypt enc:v1 values if the role's policy (governance/access.yaml) allows the service "
+        help="decrypt enc:v2/enc:v1 values (role + reason required, audited)",
+        description="Decrypt enc:v2 (and legacy enc:v1) values if the caller holds the role and the role's policy (governance/access.yaml) allows the service "
         "and attribute. Every attempt, allowed or denied, is recorded in <data-dir>/audit/decrypt.log.",
     )
-    p.add_argument("value", nargs="?", metavar="VALUE", help="one enc:v1:... value")
+    p.add_argument("value", nargs="?", metavar="VALUE", help="one enc:v2:... (or enc:v1:...) value")
     p.add_argument("--file", metavar="FILE", help="OTLP/JSON lines (file exporter output); '-' for stdin")
     p.add_argument("--output", metavar="FILE", help="with --file: where to write the result (default stdout)")
-    p.add_argument("--role", required=True, help="role from the access policy, e.g. security-oncall")
+    p.add_argument("--role", required=True, help="one of the roles your identity holds in the access policy")
     p.add_argument("--reason", required=True, help="why (ticket id and purpose); recorded in the audit log")
-    p.add_argument("--user", help="who is asking (default: the OS user; both are recorded)")
+    p.add_argument(
+        "--id-token-file",
+        metavar="FILE",
+        help="an OIDC ID token (JWT) to identify with instead of the OS user; verified against the "
+        "policy's oidc settings ('-' for stdin)",
+    )
     p.add_argument("--service", help="service.name the VALUE came from")
     p.add_argument("--key", help="attribute key the VALUE came from (log.body for a log body)")
     p.add_argument("--signal", choices=[s.value for s in Signal], default="traces", help="default traces")

@@ -8,68 +8,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 import sys
-from pathlib import Path
+from typing import Any
 
-from errorgate.governance.keyring import KEYRING_FILE, Keyring
-from errorgate.governance.kms import Kms, LocalKms
+from errorgate.extensions.keyring import KmsConfig, kms_from_config
+from errorgate.governance.keyring import KEYRING_FILE
 
-DATA_DIR_ENV = "ERRORGATE_DATA_DIR"
-MASTER_KEY_ENV = "ERRORGATE_KEYRING"
+from ._governance import Settings, actor, add_location_args, audit_writer, open_keyring, settings_from_args
 
-
-class _Settings:
-    def __init__(
-        self, data_dir: Path, keyring_dir: Path, master_env: str | None, master_file: str | None
-    ) -> None:
-        self.data_dir = data_dir
-        self.keyring_dir = keyring_dir
-        self.master_env = master_env
-        self.master_file = master_file
+__all__ = ["add_location_args", "open_keyring"]
 
 
-def add_location_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config", metavar="FILE", help="gateway config: data_dir and encrypt settings come from it"
-    )
-    parser.add_argument(
-        "--data-dir", metavar="DIR", help=f"data directory (default: ${DATA_DIR_ENV} or ./errorgate-data)"
-    )
-    parser.add_argument("--keyring", metavar="DIR", help="keyring directory (default: <data-dir>/keys)")
-
-
-def settings_from_args(args: argparse.Namespace) -> _Settings:
-    data_dir: str | None = args.data_dir
-    keyring_dir: str | None = args.keyring
-    master_env: str | None = MASTER_KEY_ENV
-    master_file: str | None = None
-    if args.config:
-        from errorgate.config import load_config
-
-        config = load_config(args.config)
-        data_dir = data_dir or config.service.data_dir
-        from errorgate.extensions.keyring import KeyringConfig
-
-        for cfg in config.enabled_extensions().values():
-            if isinstance(cfg, KeyringConfig):  # the keyring serve opens for this config
-                keyring_dir = keyring_dir or cfg.keyring
-                master_env = cfg.master_key_env
-                master_file = cfg.master_key_file
-                break
-    base = Path(data_dir or os.environ.get(DATA_DIR_ENV) or "./errorgate-data")
-    return _Settings(base, Path(keyring_dir) if keyring_dir else base / "keys", master_env, master_file)
-
-
-def open_keyring(args: argparse.Namespace, *, create: bool = False) -> tuple[Keyring, _Settings]:
-    settings = settings_from_args(args)
-    kms: Kms | None = LocalKms.from_env(settings.master_env) if settings.master_env else None
-    if kms is None and settings.master_file:
-        kms, _ = LocalKms.from_file(Path(settings.master_file), create=create)
-    logger = logging.getLogger("errorgate.keyring")
-    ring = Keyring.open(settings.keyring_dir, create=create, env_var=None, kms=kms, logger=logger)
-    return ring, settings
+def _audit_key_event(settings: Settings, event: str, **fields: Any) -> None:
+    """Key operations are governance events: signed into the audit log before returning."""
+    audit_writer(settings).append({"event": event, **fields, **actor()})
 
 
 # ---------------------------------------------------------------- commands
@@ -78,16 +30,19 @@ def open_keyring(args: argparse.Namespace, *, create: bool = False) -> tuple[Key
 def _init(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     existed = (settings.keyring_dir / KEYRING_FILE).exists()
-    ring, _ = open_keyring(args, create=True)
+    ring, settings = open_keyring(args, create=True)
     state = "already exists" if existed else "created"
+    if not existed:
+        _audit_key_event(settings, "key_init", key_id=ring.active_key_id(), keyring=str(ring.path))
     print(f"keyring {state} at {ring.path} (active key {ring.active_key_id()})")
     return 0
 
 
 def _rotate(args: argparse.Namespace) -> int:
-    ring, _ = open_keyring(args)
+    ring, settings = open_keyring(args)
     old = ring.active_key_id()
     new = ring.rotate()
+    _audit_key_event(settings, "key_rotate", key_id=new, previous_key_id=old, keyring=str(ring.path))
     print(f"rotated: new values are encrypted under {new}; {old} is retired (still decrypts)")
     print("running gateways pick the new key up on restart")
     return 0
@@ -113,9 +68,30 @@ def _disable(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    ring, _ = open_keyring(args)
+    ring, settings = open_keyring(args)
     ring.disable(args.key_id)
+    _audit_key_event(settings, "key_disable", key_id=args.key_id, keyring=str(ring.path))
     print(f"disabled {args.key_id}: key material deleted; its ciphertexts can no longer be decrypted")
+    return 0
+
+
+def _rewrap(args: argparse.Namespace) -> int:
+    ring, settings = open_keyring(args, local=args.from_local)
+    target_cfg = settings.keyring.kms
+    if args.to_key_id:
+        if target_cfg.provider != "aws":
+            raise ValueError(
+                "--to-key-id: only for kms.provider aws (vault rewraps to the newest key version)"
+            )
+        target_cfg = KmsConfig.model_validate({**target_cfg.model_dump(), "key_id": args.to_key_id})
+    target = kms_from_config(target_cfg)
+    if target is None:
+        raise ValueError("kms.provider: rewrap needs a cloud KMS (aws or vault) configured in --config")
+    count = ring.rewrap(target)
+    _audit_key_event(
+        settings, "key_rewrap", kms=target.name, kms_key=target_cfg.key_id or target_cfg.key_name, keys=count
+    )
+    print(f"re-wrapped {count} data keys with {target.name}; no data was re-encrypted")
     return 0
 
 
@@ -123,8 +99,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     keys = subparsers.add_parser(
         "keys",
         help="manage the encryption keyring",
-        description="Manage the keyring used for field encryption (enc:v1 values), redaction hashes/tokens, "
-        "encryption at rest of queues and dead letters, and the audit log's HMAC.",
+        description="Manage the keyring used for field encryption (enc:v2 values), redaction hashes/tokens, "
+        "encryption at rest of queues and dead letters, (the audit log is signed with its own key).",
     )
     sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
 
@@ -140,6 +116,20 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     add_location_args(p)
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=_list)
+
+    p = sub.add_parser(
+        "rewrap",
+        help="re-wrap every data key with the configured KMS key (after a KMS key rotation)",
+        description="Unwrap each data key with the KMS it was wrapped with and wrap it again with the "
+        "configured one (kms.* in --config, or --to-key-id for AWS). Field values and files at rest are "
+        "not touched: only the envelope changes.",
+    )
+    add_location_args(p)
+    p.add_argument("--to-key-id", metavar="KEY", help="aws: wrap with this KMS key instead of kms.key_id")
+    p.add_argument(
+        "--from-local", action="store_true", help="the keyring is still wrapped by the local master key"
+    )
+    p.set_defaults(func=_rewrap)
 
     p = sub.add_parser(
         "disable",

@@ -38,6 +38,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     )
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("--config", metavar="FILE", help="config file (default: the embedded default config)")
+    p.add_argument(
+        "--scan",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="OTLP/JSON lines (file exporter output, exports from a backend) to search for enc:v1 values, "
+        "whose service is not bound, to re-encrypt; repeatable",
+    )
     p.set_defaults(func=_audit)
 
     p = sub.add_parser(
@@ -74,8 +82,8 @@ class _EphemeralKeyring:
     def hmac_key(self, purpose: str) -> tuple[str, bytes]:
         return "ephemeral", hmac.new(self._key, purpose.encode(), hashlib.sha256).digest()
 
-    def encrypt_field(self, plaintext: str, *, key: str, signal: str, tenant: str) -> str:
-        return "enc:v1:ephemeral:" + hmac.new(self._key, plaintext.encode(), hashlib.sha256).hexdigest()[:24]
+    def encrypt_field(self, plaintext: str, *, key: str, signal: str, tenant: str, service: str) -> str:
+        return "enc:v2:ephemeral:" + hmac.new(self._key, plaintext.encode(), hashlib.sha256).hexdigest()[:24]
 
 
 # ----------------------------------------------------------------- audit
@@ -149,11 +157,69 @@ def audit_report(config_file: str | None) -> dict[str, Any]:
     return {"redact": instances}
 
 
+_RESOURCE_LISTS = ("resourceSpans", "resourceLogs", "resourceMetrics")
+
+
+def _legacy_values(node: Any, key: str, found: dict[str, int]) -> None:
+    """Count ``enc:v1:`` string values under ``node`` by attribute key (``log.body`` for bodies)."""
+    if isinstance(node, dict):
+        value = node.get("stringValue")
+        if isinstance(value, str) and value.startswith("enc:v1:"):
+            found[key] = found.get(key, 0) + 1
+        for name, child in node.items():
+            if name == "body":
+                _legacy_values(child, "log.body", found)
+            elif name == "value" and isinstance(node.get("key"), str):
+                _legacy_values(child, node["key"], found)
+            else:
+                _legacy_values(child, key, found)
+    elif isinstance(node, list):
+        for child in node:
+            _legacy_values(child, key, found)
+
+
+def scan_legacy(paths: list[str]) -> list[dict[str, Any]]:
+    """enc:v1 values per file, service and attribute key: what to re-encrypt as enc:v2."""
+    counts: dict[tuple[str, str, str], int] = {}
+    for path in paths:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ValueError(f"--scan {path}: {e.strerror}") from None
+        for line in text.splitlines():
+            if "enc:v1:" not in line:
+                continue
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                counts[(path, "?", "?")] = counts.get((path, "?", "?"), 0) + line.count("enc:v1:")
+                continue
+            for resource in (r for k in _RESOURCE_LISTS for r in doc.get(k, [])):
+                attrs = resource.get("resource", {}).get("attributes", [])
+                service = next(
+                    (a["value"].get("stringValue", "") for a in attrs if a.get("key") == "service.name"), ""
+                )
+                found: dict[str, int] = {}
+                _legacy_values(resource, "", found)
+                for key, n in found.items():
+                    counts[(path, service, key)] = counts.get((path, service, key), 0) + n
+    return [{"file": f, "service": s, "key": k, "values": n} for (f, s, k), n in sorted(counts.items())]
+
+
 def _audit(args: argparse.Namespace) -> int:
     report = audit_report(args.config)
+    if args.scan:
+        report["legacy_ciphertexts"] = scan_legacy(args.scan)
     if args.format == "json":
         print(json.dumps(report, indent=2))
         return 0
+    if args.scan:
+        legacy = report["legacy_ciphertexts"]
+        print(
+            f"== enc:v1 values (service not bound in the ciphertext; re-encrypt as enc:v2): {len(legacy)} groups"
+        )
+        for g in legacy:
+            print(f"  {g['file']}: service {g['service'] or '(none)'} key {g['key']}: {g['values']}")
     for inst in report["redact"]:
         print(f"== {inst['component']}  (score threshold {inst['score_threshold']})")
         print("packs:")

@@ -27,8 +27,8 @@ class Keyring(Protocol):
         """(key id, key bytes) of the active key for ``purpose``."""
         ...
 
-    def encrypt_field(self, plaintext: str, *, key: str, signal: str, tenant: str) -> str:
-        """AEAD-encrypt one value bound to its attribute key, signal and tenant: ``enc:v1:...``."""
+    def encrypt_field(self, plaintext: str, *, key: str, signal: str, tenant: str, service: str) -> str:
+        """AEAD-encrypt one value bound to its attribute key, signal, tenant and service: ``enc:v2:...``."""
         ...
 
 
@@ -39,6 +39,7 @@ class Where:
     key: str
     signal: str
     tenant: str
+    service: str
 
 
 class Replacer:
@@ -81,7 +82,9 @@ class Replacer:
         if action == "encrypt":
             if self.keyring is None:
                 raise RuntimeError("encrypt action needs a keyring")
-            return self.keyring.encrypt_field(text, key=where.key, signal=where.signal, tenant=where.tenant)
+            return self.keyring.encrypt_field(
+                text, key=where.key, signal=where.signal, tenant=where.tenant, service=where.service
+            )
         return f"<{entity_type}>"
 
     def _key(self, purpose: str) -> bytes:

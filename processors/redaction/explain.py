@@ -39,6 +39,7 @@ def explain(processor: RedactProcessor, batch: Batch) -> list[Explanation]:
     results = processor.detector.detect(keys) if keys else {}
     rows: list[Explanation] = []
     item = -1
+    services = processor._services(owners)
     for owner in owners:
         shared = owner.kind in ("resource", "scope")
         if not shared:
@@ -59,7 +60,7 @@ def explain(processor: RedactProcessor, batch: Batch) -> list[Explanation]:
                     Explanation(index, owner.kind, slot.key, "FAILED", "analysis", None, text, FAILED_MASK)
                 )
                 continue
-            where = Where(slot.key, batch.signal.value, batch.tenant)
+            where = Where(slot.key, batch.signal.value, batch.tenant, services.get(id(owner), ""))
             for f in processor._ip_filter(slot, findings):
                 value = text[f.start : f.end]
                 action = processor.replacer.action(f.entity_type)

@@ -42,6 +42,10 @@ def card_brand(digits: str) -> str | None:
         return "diners"
     if two == 62 and 16 <= n <= 19:
         return "unionpay"
+    if four in (2131, 1800) and n == 15:
+        return "jcb"  # JCB's older 15-digit numbers
+    if (two == 50 or 56 <= two <= 69) and 12 <= n <= 19:
+        return "maestro"  # Maestro: 50 and 56-69, 12 to 19 digits (the BINs not taken above)
     return None
 
 

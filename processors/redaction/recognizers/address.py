@@ -15,12 +15,33 @@ from errorgate.processors.redaction.recognizers.base import Gate, RegexRecognize
 # Romanian, Greek-transliterated...), and endings of compound street names (Germanic, Nordic,
 # Finnish, Hungarian, Turkish, Czech).
 SUFFIX_WORDS = (
-    "street", "st", "avenue", "ave", "road", "rd", "lane", "ln", "drive", "dr", "boulevard",
-    "blvd", "way", "court", "ct", "place", "pl", "terrace", "circle", "cir", "parkway", "pkwy",
-    "square", "sq", "highway", "hwy", "crescent", "close", "grove", "gardens", "row", "mews",
-    "hill", "trail", "path", "walk", "alley", "view", "park", "loop", "pike", "plaza", "point",
-    "crossing", "ridge", "heights", "estates", "center", "centre", "junction", "falls",
-    "caddesi", "sokak", "sokağı", "bulvarı", "utca", "út", "tér", "körút", "marg", "nagar", "road",
+    # USPS Publication 28 street suffixes and their common abbreviations
+    "alley", "annex", "arcade", "avenue", "ave", "bayou", "beach", "bend", "bluff", "bluffs",
+    "bottom", "boulevard", "blvd", "branch", "bridge", "brook", "brooks", "burg", "burgs", "bypass",
+    "camp", "canyon", "cape", "causeway", "center", "centre", "centers", "circle", "cir", "circles",
+    "cliff", "cliffs", "club", "common", "commons", "corner", "corners", "course", "court", "ct",
+    "courts", "cove", "coves", "creek", "crescent", "crest", "crossing", "crossroad", "curve",
+    "dale", "dam", "divide", "drive", "dr", "drives", "estate", "estates", "expressway",
+    "extension", "extensions", "falls", "ferry", "field", "fields", "flat", "flats", "ford",
+    "fords", "forest", "forge", "forges", "fork", "forks", "fort", "freeway", "garden", "gardens",
+    "gateway", "glen", "glens", "green", "greens", "grove", "groves", "harbor", "harbors",
+    "haven", "heights", "highway", "hwy", "hill", "hills", "hollow", "inlet", "island", "islands",
+    "isle", "junction", "junctions", "key", "keys", "knoll", "knolls", "lake", "lakes", "land",
+    "landing", "lane", "ln", "light", "lights", "loaf", "lock", "locks", "lodge", "loop", "mall",
+    "manor", "manors", "meadow", "meadows", "mews", "mill", "mills", "mission", "motorway",
+    "mount", "mountain", "mountains", "neck", "orchard", "oval", "overpass", "park", "parks",
+    "parkway", "pkwy", "pass", "passage", "path", "pike", "pine", "pines", "place", "pl", "plain",
+    "plains", "plaza", "point", "points", "port", "ports", "prairie", "radial", "ramp", "ranch",
+    "rapid", "rapids", "rest", "ridge", "ridges", "river", "road", "rd", "roads", "route", "row",
+    "run", "shoal", "shoals", "shore", "shores", "skyway", "spring", "springs", "spur", "spurs",
+    "square", "sq", "squares", "station", "stravenue", "stream", "street", "st", "streets",
+    "summit", "terrace", "throughway", "trace", "track", "trafficway", "trail", "trailer",
+    "tunnel", "turnpike", "underpass", "union", "unions", "valley", "valleys", "viaduct", "view",
+    "views", "village", "villages", "ville", "vista", "walk", "walks", "wall", "way", "ways",
+    "well", "wells", "close", "mews", "row",
+    # written after the name elsewhere
+    "caddesi", "sokak", "sokağı", "bulvarı", "utca", "út", "tér", "körút", "marg", "nagar",
+    "šetalište", "trg", "nábřeží",
 )  # fmt: skip
 PREFIX_WORDS = (
     "rua", "avenida", "av", "travessa", "largo", "praça", "praca", "alameda", "estrada", "rodovia",
@@ -28,7 +49,8 @@ PREFIX_WORDS = (
     "vicolo", "largo", "strada", "rue", "boulevard", "bd", "chemin", "allée", "allee", "impasse",
     "quai", "cours", "route", "ul", "ulica", "aleja", "al", "os", "osiedle", "plac", "calea",
     "aleea", "bulevardul", "bd-ul", "str", "strada", "piața", "ulice", "náměstí", "třída",
-    "ulitsa", "prospekt", "avinguda", "rambla",
+    "ulitsa", "prospekt", "avinguda", "rambla", "vial", "travesía", "glorieta", "pasaje",
+    "callejón", "cuesta", "urbanización", "aleja", "rond", "sentiero", "contrada", "borgo",
 )  # fmt: skip
 COMPOUND_ENDINGS = (
     "straße", "strasse", "str.", "weg", "gasse", "allee", "platz", "damm", "ufer",
@@ -42,16 +64,23 @@ COMPOUND_ENDINGS = (
 _NUM = r"\d{1,5}[A-Za-z]?(?:[/-]\d{1,4}[A-Za-z]?)?"
 _NAME = r"[\p{Lu}\p{Lo}\d][\p{L}'’.-]*"
 _LINK = r"(?:de la|della|delle|degli|dos|das|des|del|de|da|do|di|du|la|le|les|van|von|der|den|het|am|an|zu)\b"
-_UNIT = r"(?:,?[ \t]+(?:Suite|Ste\.?|Apt\.?|Apartment|Unit|Flat|Floor|Fl\.?|#)[ \t]*\w{1,6})?"
+_UNIT = (
+    r"(?:,?[ \t]+(?:Suite|Ste\.?|Apt\.?|Apartment|Unit|Flat|Floor|Fl\.?|#|Piso|Puerta|Planta|Bloco|Apto\.?"
+    r"|Andar|Étage|Etage|Stock|lgh\.?|Lgh\.?|Esc\.?|Escalera|Interior|Int\.?|Depto\.?|Casa)[ \t]*\w{1,6})?"
+)
 # Street words written in lower case too: the common French, Spanish, Portuguese... ones. Others
 # ("via", "route", "al", "str") are plain words or abbreviations in lower case.
 LOWER_OK = ("rue", "calle", "rua", "avenida", "avenue", "carrer", "ulica", "aleea", "strada",
-            "piazza", "viale", "allée", "chemin", "boulevard", "travessa", "alameda", "impasse")  # fmt: skip
+            "piazza", "viale", "allée", "chemin", "boulevard", "travessa", "alameda", "impasse",
+            "aleja", "ulica", "šetalište", "trg", "utca", "caddesi", "sokak")  # fmt: skip
+# Abbreviations taken in lower case only with their full stop ("al. Listopada 871", "ul. Polna 3").
+LOWER_WITH_DOT = ("al", "ul", "os", "av", "bd", "str")
 
 
 def _alt(words: tuple[str, ...]) -> str:
     """Title- and upper-case forms of ``words`` (lower case too for ``LOWER_OK``), longest first."""
     forms = {f for w in words for f in (w.title(), w.upper(), w) if f == w.title() or f == w.upper() or w in LOWER_OK}
+    forms |= {f"{w}." for w in words if w in LOWER_WITH_DOT}
     return "|".join(regex.escape(f) for f in sorted(forms, key=len, reverse=True))
 
 
@@ -66,7 +95,7 @@ _PREFIX_FIRST = (
     rf"(?<![\w.-])(?:{_alt(PREFIX_WORDS)})\.?[ \t]+(?:(?:{_LINK}|{_NAME}),?[ \t]+){{1,5}}"
     rf"(?:(?i:n[º°o.]?|nr\.?|no\.?)[ \t]*)?{_NUM}\b{_UNIT}"
 )
-_COMPOUND = rf"(?<![\w.-])\p{{Lu}}[\p{{L}}-]{{2,}}(?:{'|'.join(regex.escape(w) for w in COMPOUND_ENDINGS)})(?:[ \t]+(?:{_LINK}|{_NAME})){{0,2}},?[ \t]+(?:(?i:nr\.?|no\.?)[ \t]*)?{_NUM}\b{_UNIT}"
+_COMPOUND = rf"(?<![\w.-])\p{{Lu}}[\p{{L}}-]{{2,}}(?:{'|'.join(regex.escape(w) for w in COMPOUND_ENDINGS)}|-(?:{'|'.join(regex.escape(w.title()) for w in COMPOUND_ENDINGS)}))(?:[ \t]+(?:{_LINK}|{_NAME})){{0,2}},?[ \t]+(?:(?i:nr\.?|no\.?)[ \t]*)?{_NUM}\b{_UNIT}"
 _SUFFIX_THEN_NUMBER = (
     rf"(?<![\w.-])(?:{_NAME}[ \t]+){{1,3}}(?:{_alt(SUFFIX_WORDS)})\.?,?[ \t]+(?:(?i:nr\.?|no\.?)[ \t]*)?{_NUM}\b{_UNIT}"
 )

@@ -122,7 +122,7 @@ def _not_phone_shape(raw: str, context: bool = False) -> bool:
     groups = [len(g) for g in re.split(r"[-./]", raw)]
     if groups in _DATE_SHAPES or groups == [3, 2, 4]:  # dates, SSN-shaped
         return True
-    return "." in raw and "-" not in raw and groups != [3, 3, 4] and not (context and len(groups) >= 3)
+    return "." in raw and "-" not in raw and groups != [3, 3, 4] and not context
 
 
 @functools.lru_cache(maxsize=8192)

@@ -35,7 +35,7 @@ class DateOfBirthRecognizer(RegexRecognizer):
     PATTERNS = [
         (
             "birth_word_date",
-            rf"(?<!\w)(?:{BIRTH_WORDS})(?!\w)\W{{0,3}}(?:(?:on|am|le|el|em|il|the|is|was|den|d\.|dne|:)\W{{1,3}}){{0,2}}(?P<v>{_DATE})(?!\d)",
+            rf"(?<!\w)(?:{BIRTH_WORDS})(?!\w)\W{{0,3}}(?:(?:on|am|le|el|em|il|the|is|was|to|as|of|at|den|d\.|dne|:)\W{{1,3}}){{0,2}}(?P<v>{_DATE})(?!\d)",
             0.85,
         )
     ]

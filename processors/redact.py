@@ -63,6 +63,9 @@ BLOCKED_ENTITY = "BLOCKED_KEY"
 _KEY_CACHE_CHARS = 2 * 1024 * 1024  # per cache of attribute keys, beside its 10,000 entries
 
 
+_HIPAA_BY_SCOPE: dict[ComplianceScope, list[str]] = {"hipaa": ["hipaa"]}
+
+
 class IpPolicyConfig(ComponentConfig):
     """End-user IPs are personal data; infrastructure IPs are not."""
 
@@ -112,7 +115,7 @@ class RedactConfig(ComponentConfig):
     phone_context_regions: list[str] = Field(default_factory=lambda: list(DEFAULT_PHONE_CONTEXT_REGIONS))
     # Packs added when the service catalog has a service in that compliance scope (one policy
     # per processor: the stricter packs then cover every service it handles).
-    scope_packs: dict[ComplianceScope, list[str]] = Field(default_factory=lambda: {"hipaa": ["hipaa"]})
+    scope_packs: dict[ComplianceScope, list[str]] = Field(default_factory=lambda: _HIPAA_BY_SCOPE.copy())
     catalog: str | None = None  # service catalog path; null = the gateway's catalog, else the bundled one
     workers: Literal["auto"] | int = "auto"
     # Shipping values to workers costs more than analysing them here unless the miss set is big.

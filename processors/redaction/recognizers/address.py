@@ -79,14 +79,17 @@ LOWER_WITH_DOT = ("al", "ul", "os", "av", "bd", "str")
 
 def _alt(words: tuple[str, ...]) -> str:
     """Title- and upper-case forms of ``words`` (lower case too for ``LOWER_OK``), longest first."""
-    forms = {f for w in words for f in (w.title(), w.upper(), w) if f == w.title() or f == w.upper() or w in LOWER_OK}
+    forms = {
+        f
+        for w in words
+        for f in (w.title(), w.upper(), w)
+        if f == w.title() or f == w.upper() or w in LOWER_OK
+    }
     forms |= {f"{w}." for w in words if w in LOWER_WITH_DOT}
     return "|".join(regex.escape(f) for f in sorted(forms, key=len, reverse=True))
 
 
-_NUMBER_FIRST = (
-    rf"(?<![\w.-]){_NUM},?[ \t]+(?:{_NAME}[ \t]+){{0,4}}(?:{_alt(SUFFIX_WORDS)})\b\.?{_UNIT}"
-)
+_NUMBER_FIRST = rf"(?<![\w.-]){_NUM},?[ \t]+(?:{_NAME}[ \t]+){{0,4}}(?:{_alt(SUFFIX_WORDS)})\b\.?{_UNIT}"
 _NUMBER_THEN_PREFIX = (
     rf"(?<![\w.-]){_NUM},?[ \t]+(?:{_alt(PREFIX_WORDS)})\.?[ \t]+(?:(?:{_LINK}|{_NAME})[ \t]*){{1,5}}"
     r"(?<![ \t])"
@@ -96,9 +99,7 @@ _PREFIX_FIRST = (
     rf"(?:(?i:n[º°o.]?|nr\.?|no\.?)[ \t]*)?{_NUM}\b{_UNIT}"
 )
 _COMPOUND = rf"(?<![\w.-])\p{{Lu}}[\p{{L}}-]{{2,}}(?:{'|'.join(regex.escape(w) for w in COMPOUND_ENDINGS)}|-(?:{'|'.join(regex.escape(w.title()) for w in COMPOUND_ENDINGS)}))(?:[ \t]+(?:{_LINK}|{_NAME})){{0,2}},?[ \t]+(?:(?i:nr\.?|no\.?)[ \t]*)?{_NUM}\b{_UNIT}"
-_SUFFIX_THEN_NUMBER = (
-    rf"(?<![\w.-])(?:{_NAME}[ \t]+){{1,3}}(?:{_alt(SUFFIX_WORDS)})\.?,?[ \t]+(?:(?i:nr\.?|no\.?)[ \t]*)?{_NUM}\b{_UNIT}"
-)
+_SUFFIX_THEN_NUMBER = rf"(?<![\w.-])(?:{_NAME}[ \t]+){{1,3}}(?:{_alt(SUFFIX_WORDS)})\.?,?[ \t]+(?:(?i:nr\.?|no\.?)[ \t]*)?{_NUM}\b{_UNIT}"
 _GATE = regex.compile(r"\d")
 
 

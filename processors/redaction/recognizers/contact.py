@@ -67,11 +67,14 @@ class TelemetryPhoneRecognizer(RegexRecognizer):
     # The candidate's core ``\d[\d .-]{5,16}\d`` starts with seven such characters.
     GATE = r"(?<!\d)\d[\d .-]{6}"
     MIN_DIGITS = 8
+    # Word starts ("tel" also finds "telephone", "call" "called"), never inside an identifier
+    # ("long_number", "hotel"); "number" alone is too generic.
     CONTEXT_WORDS = (
-        "phone", "tel", "mobile", "cell", "sms", "fax", "call", "contact", "ring", "dial", "text",
-        "voicemail", "whatsapp", "reach", "number", "handy", "telefon", "téléphone", "teléfono",
-        "telefone", "telefono", "puhelin", "mobil", "numéro", "número", "numer", "tlf",
+        "phone", "tel", "mobile", "cell", "sms", "fax", "call", "contact", "ring", "dial",
+        "texting", "texted", "voicemail", "whatsapp", "reach", "handy", "telefon", "téléphone",
+        "teléfono", "telefone", "telefono", "puhelin", "mobil", "tlf",
     )  # fmt: skip
+    _CONTEXT = re.compile(rf"(?<![\w.-])(?:{'|'.join(CONTEXT_WORDS)})")
 
     def __init__(
         self, regions: Sequence[str] = DEFAULT_PHONE_REGIONS, context_regions: Sequence[str] = ()
@@ -95,7 +98,7 @@ class TelemetryPhoneRecognizer(RegexRecognizer):
             if not 8 <= digit_count(raw) <= 15:
                 continue
             before = text[max(0, cand.start() - 32) : cand.start()].lower()
-            context = any(w in before for w in self.CONTEXT_WORDS)
+            context = self._CONTEXT.search(before) is not None
             if _not_phone_shape(raw, context):
                 continue
             if raw.startswith("+") or any(c in raw for c in " -.()"):
@@ -107,7 +110,9 @@ class TelemetryPhoneRecognizer(RegexRecognizer):
             if _valid_phone(raw, self.regions):
                 found.append(result(self, self.ENTITY, cand.start(), cand.end(), score, rule))
             elif context and _valid_phone(raw, self.context_regions):
-                found.append(result(self, self.ENTITY, cand.start(), cand.end(), score, "national_with_context"))
+                found.append(
+                    result(self, self.ENTITY, cand.start(), cand.end(), score, "national_with_context")
+                )
         return found
 
 

@@ -54,7 +54,11 @@ class CardRecognizer(RegexRecognizer):
     PATTERNS = [
         ("card_luhn_bin", r"(?<![\d.-])(?:\d[ -]?){12,18}\d(?![\d-]|\.\d)", 0.9),
         # 12-digit Maestro numbers only right after a card word: bare 12-digit ids are common.
-        ("card_12_with_context", r"(?i:card|pan|maestro)\W{1,12}(?:\w+\W{1,3}){0,1}(?P<v>(?<![\d.-])\d{12})(?![\d-]|\.\d)", 0.8),
+        (
+            "card_12_with_context",
+            r"(?i:card|pan|maestro)\W{1,12}(?:\w+\W{1,3}){0,1}(?P<v>(?<![\d.-])\d{12})(?![\d-]|\.\d)",
+            0.8,
+        ),
     ]
     GATE = r"(?<!\d)(?:\d[ -]?){11}\d"
     MIN_DIGITS = 12

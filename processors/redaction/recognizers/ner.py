@@ -16,7 +16,6 @@ from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 _NOT_A_NAME = re.compile(r"[\d/_=@:\\<>{}\[\]#$%]|[a-z][A-Z]|^[A-Z0-9_ -]+$")
 
 
-
 class NameRecognizer(SpacyRecognizer):
     ENTITIES = ["PERSON", "LOCATION"]
 

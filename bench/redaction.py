@@ -165,7 +165,21 @@ def run(duration_s: float = 10) -> dict[str, Any]:
         f"errorgate steady : {steady_us:9.2f} µs/string  ({result['speedup_steady']}x, target >= 50x; "
         f"value cache hit ratio {result['cache_hit_ratio']})"
     )
+    result["held_out"] = held_out()
     return result
+
+
+def held_out(n: int = 500) -> dict[str, Any]:
+    """Leak per entity on the held-out multilingual splits (``bench/heldout``): dev (tuned on)
+    and test (other locales and templates, only reported), errorgate beside default Presidio."""
+    from bench.heldout.run import evaluate
+
+    out: dict[str, Any] = {}
+    for split in ("dev", "test"):
+        for label, report in evaluate(split, n).items():
+            print(report.line(f"{split} {label}"))
+            out[f"{split} {label}"] = report.as_dict()
+    return out
 
 
 if __name__ == "__main__":

@@ -29,7 +29,9 @@ from pydantic import Field, field_validator
 from errorgate import attributes
 from errorgate.component import Capabilities, ComponentConfig, ComponentContext, Factory, Output, Processor
 from errorgate.config import ConfigError, Duration
+from errorgate.extensions.catalog import shared_catalog
 from errorgate.extensions.keyring import KeyringExtension
+from errorgate.governance.catalog import CatalogError, ComplianceScope, ServiceCatalog, load_catalog
 from errorgate.processors.redaction.actions import (
     BLOCKED_MASK,
     FAILED_MASK,
@@ -47,12 +49,21 @@ if TYPE_CHECKING:
     from errorgate.processors.redaction.pool import Detector
 
 DEFAULT_PHONE_REGIONS = ("US", "GB", "DE", "FR")
+# Kept here, not imported from the recognizer module, so config validation does not load Presidio.
+DEFAULT_PHONE_CONTEXT_REGIONS = (
+    "AT", "BE", "BG", "CH", "CY", "CZ", "DK", "EE", "ES", "FI", "GR", "HR", "HU", "IE", "IS", "IT",
+    "LI", "LT", "LU", "LV", "MT", "NL", "NO", "PL", "PT", "RO", "SE", "SI", "SK", "TR", "UA",
+    "CA", "MX", "BR", "AR", "CL", "CO", "IN", "JP", "KR", "CN", "AU", "NZ", "ZA", "SG", "IL", "AE",
+)  # fmt: skip
 
 COUNT_ATTR = "errorgate.redaction.count"
 TYPES_ATTR = "errorgate.redaction.types"
 FAILED_ATTR = "errorgate.redaction.failed"
 BLOCKED_ENTITY = "BLOCKED_KEY"
 _KEY_CACHE_CHARS = 2 * 1024 * 1024  # per cache of attribute keys, beside its 10,000 entries
+
+
+_HIPAA_BY_SCOPE: dict[ComplianceScope, list[str]] = {"hipaa": ["hipaa"]}
 
 
 class IpPolicyConfig(ComponentConfig):
@@ -100,6 +111,12 @@ class RedactConfig(ComponentConfig):
     )
     ip: IpPolicyConfig = Field(default_factory=IpPolicyConfig)
     phone_regions: list[str] = Field(default_factory=lambda: list(DEFAULT_PHONE_REGIONS), min_length=1)
+    # Also tried for a national number right after a phone word ("call 0612 34 56 78").
+    phone_context_regions: list[str] = Field(default_factory=lambda: list(DEFAULT_PHONE_CONTEXT_REGIONS))
+    # Packs added when the service catalog has a service in that compliance scope (one policy
+    # per processor: the stricter packs then cover every service it handles).
+    scope_packs: dict[ComplianceScope, list[str]] = Field(default_factory=lambda: _HIPAA_BY_SCOPE.copy())
+    catalog: str | None = None  # service catalog path; null = the gateway's catalog, else the bundled one
     workers: Literal["auto"] | int = "auto"
     # Shipping values to workers costs more than analysing them here unless the miss set is big.
     pool_min_batch: int = Field(default=256, ge=1)
@@ -134,6 +151,17 @@ class RedactConfig(ComponentConfig):
                 raise ValueError(str(e).removeprefix("packs: ")) from None
         return value
 
+    @field_validator("scope_packs")
+    @classmethod
+    def _scope_packs_exist(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for scope, refs in value.items():
+            for ref in refs:
+                try:
+                    load_pack(ref)
+                except PolicyError as e:
+                    raise ValueError(f"{scope}: {str(e).removeprefix('packs: ')}") from None
+        return value
+
     def worker_count(self) -> int:
         if self.workers == "auto":
             return os.cpu_count() or 1
@@ -141,9 +169,15 @@ class RedactConfig(ComponentConfig):
             raise ConfigError("workers: must be auto, 0 (in-process) or a positive number")
         return self.workers
 
-    def effective_policy(self) -> Policy:
+    def scoped_packs(self, catalog: ServiceCatalog) -> list[str]:
+        """``packs`` plus the packs of every compliance scope a catalogued service declares."""
+        scopes = {s for entry in [catalog.default, *catalog.services.values()] for s in entry.compliance}
+        extra = [p for scope in sorted(scopes) for p in self.scope_packs.get(scope, [])]
+        return list(dict.fromkeys([*self.packs, *extra]))
+
+    def effective_policy(self, catalog: ServiceCatalog | None = None) -> Policy:
         return build_policy(
-            self.packs,
+            self.scoped_packs(catalog) if catalog is not None else self.packs,
             entities=self.entities,
             allow_keys=self.allow_keys,
             block_keys=self.block_keys,
@@ -179,6 +213,7 @@ class RedactConfig(ComponentConfig):
             nlp_model=self.nlp_model,
             ner=self.ner,
             phone_regions=tuple(self.phone_regions),
+            phone_context_regions=tuple(self.phone_context_regions),
         )
 
 
@@ -188,12 +223,16 @@ class RedactProcessor(Processor):
     capabilities = Capabilities(thread_safe=True)
 
     def __init__(
-        self, config: RedactConfig, context: ComponentContext, detector: Detector | None = None
+        self,
+        config: RedactConfig,
+        context: ComponentContext,
+        detector: Detector | None = None,
+        catalog: ServiceCatalog | None = None,
     ) -> None:
         self.config = config
         self.context = context
         try:
-            self.policy = config.effective_policy()
+            self.policy = config.effective_policy(catalog)
         except PolicyError as e:
             raise ConfigError(f"processors.{context.component_id}.{e}") from None
         shared = context.extension(KeyringExtension)
@@ -391,7 +430,13 @@ class RedactProcessor(Processor):
 
 
 def create_redact(config: RedactConfig, context: ComponentContext) -> Processor:
-    return RedactProcessor(config, context)
+    catalog = shared_catalog(context, config.catalog)
+    if catalog is None:
+        try:
+            catalog = load_catalog(config.catalog)
+        except CatalogError as e:
+            raise ConfigError(f"processors.{context.component_id}.catalog: {e}") from None
+    return RedactProcessor(config, context, catalog=catalog)
 
 
 factory: Factory[RedactConfig, Processor] = Factory("redact", RedactConfig, create_redact, RedactProcessor)

@@ -16,7 +16,7 @@ from errorgate import attributes as A
 from errorgate.component import ComponentContext
 from errorgate.processors.redact import RedactConfig, RedactProcessor
 from errorgate.processors.redaction.engine import _MODELS, AnalysisEngine, resolve_overlaps
-from errorgate.processors.redaction.recognizers.base import digit_count
+from errorgate.processors.redaction.recognizers.base import FreeTextRecognizer, digit_count
 from errorgate.signals import Batch
 from errorgate.telemetry import Telemetry
 from tests.redaction_corpus import build_corpus
@@ -25,6 +25,8 @@ EMAIL = "jane.doe@example.com"
 
 # Values built to sit right at the edge of each gate (case, separators, encodings, lengths).
 EDGE_CASES = [
+    "ship to 4412 Harbor View Road Suite 753",
+    "pump serial SN 4F9K2-88QX1 rebooted",
     "SSN 123456789",
     "Social Security Number: 123456789",
     "ssn=078-05-1120",
@@ -101,6 +103,8 @@ def test_gated_engine_finds_exactly_what_every_recognizer_finds() -> None:
     for value in _values():
         results = []
         for recognizer in engine._pattern_recognizers:
+            if isinstance(recognizer, FreeTextRecognizer):
+                continue  # structured values (free_text=False) skip them, as NER
             results.extend(recognizer.analyze(value, engine._supported, engine._empty))
         expected = resolve_overlaps(value, [r for r in results if engine._keep(r)])
         assert engine.analyze_one(value, False) == expected, value

@@ -336,11 +336,15 @@ def test_keyed_actions_without_keyring_are_config_errors(tmp_path: Path, action:
 
 
 def test_hipaa_pack_tokens_need_a_keyring(tmp_path: Path) -> None:
-    with pytest.raises(
-        ConfigError, match=r"HEALTH_PLAN_ID\.action: 'token' \(set by pack hipaa\) needs a keyring"
-    ):
-        make(tmp_path, packs=["secrets", "hipaa"])
-    proc = make(tmp_path, keyring=LocalKeyring(), packs=["secrets", "hipaa"], ner=False)
+    with pytest.raises(ConfigError, match=r"HEALTH_PLAN_ID\.action: 'token' needs a keyring"):
+        make(tmp_path, packs=["secrets", "hipaa"], entities={"HEALTH_PLAN_ID": {"action": "token"}})
+    proc = make(
+        tmp_path,
+        keyring=LocalKeyring(),
+        packs=["secrets", "hipaa"],
+        ner=False,
+        entities={"MEDICAL_RECORD_NUMBER": {"action": "token"}},
+    )
     span = proc.process(Batch.of(_span_with({"n": "patient mrn 00123456 admitted"}))).batches[0].request
     value = A.get(span.resource_spans[0].scope_spans[0].spans[0].attributes, "n")
     assert isinstance(value, str) and value.startswith("patient tok:MEDICAL_RECORD_NUMBER:")

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "errorgate.processors.redaction.recognizers"
 # Recognizer classes of the package that are not built-ins: the regex base class, and the class
 # behind recognizers declared in YAML.
-NOT_BUILTIN = frozenset({"RegexRecognizer", "YamlRecognizer"})
+NOT_BUILTIN = frozenset({"RegexRecognizer", "YamlRecognizer", "FreeTextRecognizer"})
 ENTITY_TYPE = re.compile(r"^[A-Z][A-Z0-9_]*$")  # as ``CustomRecognizerSpec.entity_type``
 
 

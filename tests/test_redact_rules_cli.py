@@ -42,7 +42,7 @@ def test_audit_text_shows_policy_and_gaps(capsys: pytest.CaptureFixture[str]) ->
     assert "PCI    covered" in out
     # hipaa is not in the default packs: its regime shows as not enabled, with what nothing covers.
     assert (
-        "HIPAA  NOT ENABLED (pack hipaa); uncovered: DATE_OF_BIRTH, DEVICE_SERIAL_NUMBER, HEALTH_PLAN_ID, MEDICAL_RECORD_NUMBER"
+        "HIPAA  NOT ENABLED (pack hipaa); uncovered: DEVICE_SERIAL_NUMBER, HEALTH_PLAN_ID, MEDICAL_RECORD_NUMBER"
         in out
     )
 
@@ -54,7 +54,7 @@ def test_audit_json_with_config(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert code == 0
     inst = json.loads(out)["redact"][0]
     assert [p["name"] for p in inst["packs"]] == ["secrets", "pci", "gdpr", "hipaa"]
-    assert inst["regimes"]["HIPAA"] == {"gaps": ["DEVICE_SERIAL_NUMBER"], "covered": False}
+    assert inst["regimes"]["HIPAA"] == {"gaps": [], "covered": True}
     assert inst["regimes"]["PCI"]["covered"] is True
     assert inst["regimes_not_enabled"] == {}
     assert inst["actions"]["MEDICAL_RECORD_NUMBER"] == "mask"

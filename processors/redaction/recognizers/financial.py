@@ -36,27 +36,39 @@ def card_brand(digits: str) -> str | None:
         four == 6011 or two == 65 or 644 <= int(digits[:3]) <= 649 or 622126 <= six <= 622925
     ) and 16 <= n <= 19:
         return "discover"
-    if 3528 <= four <= 3589 and 16 <= n <= 19:
-        return "jcb"
+    if two == 35 and 16 <= n <= 19:
+        return "jcb"  # JCB's 35 range (3528-3589 assigned, the rest of 35 reserved to it)
     if (300 <= int(digits[:3]) <= 305 or two in (36, 38, 39)) and 14 <= n <= 19:
         return "diners"
     if two == 62 and 16 <= n <= 19:
         return "unionpay"
+    if four in (2131, 1800) and n == 15:
+        return "jcb"  # JCB's older 15-digit numbers
+    if (two == 50 or 56 <= two <= 69) and 12 <= n <= 19:
+        return "maestro"  # Maestro: 50 and 56-69, 12 to 19 digits (the BINs not taken above)
     return None
 
 
 class CardRecognizer(RegexRecognizer):
     ENTITY = "CREDIT_CARD"
-    PATTERNS = [("card_luhn_bin", r"(?<![\d.-])(?:\d[ -]?){12,18}\d(?![\d-]|\.\d)", 0.9)]
-    GATE = r"(?<!\d)(?:\d[ -]?){12}\d"
-    MIN_DIGITS = 13
+    PATTERNS = [
+        ("card_luhn_bin", r"(?<![\d.-])(?:\d[ -]?){12,18}\d(?![\d-]|\.\d)", 0.9),
+        # 12-digit Maestro numbers only right after a card word: bare 12-digit ids are common.
+        (
+            "card_12_with_context",
+            r"(?i:card|pan|maestro)\W{1,12}(?:\w+\W{1,3}){0,1}(?P<v>(?<![\d.-])\d{12})(?![\d-]|\.\d)",
+            0.8,
+        ),
+    ]
+    GATE = r"(?<!\d)(?:\d[ -]?){11}\d"
+    MIN_DIGITS = 12
 
     def precheck(self, text: str) -> bool:
-        return digit_count(text) >= 13
+        return digit_count(text) >= 12
 
     def validate(self, value: str, text: str, start: int) -> bool:
         digits = value.replace(" ", "").replace("-", "")
-        if not 13 <= len(digits) <= 19:
+        if not 12 <= len(digits) <= 19:
             return False
         seps = {c for c in value if not c.isdigit()}
         if len(seps) > 1:

@@ -1,0 +1,31 @@
+"""Sentence templates of the dev split (tuning allowed). Slots: {full} given [initial] surname,
+{given}, {surname}, {street}, {phone}, {card}, {dob}; decoys {uuid} {host} {version}
+{duration} {route} {code} {id}."""
+
+TEMPLATES: tuple[str, ...] = (
+    "Payment declined for {full}: card {card} rejected by issuer ({code})",
+    "recipient {given} could not be notified, retry in {duration}",
+    "Ticket #{id}: customer {full} says the parcel never reached {street}",
+    "doctor {surname} requested records for patient {full}, DOB {dob}",
+    "caller {full} asked us to call back on {phone}",
+    "user {given} updated shipping address to {street} via {route}",
+    "Hi, this is {full}. My card {card} was charged twice on order {id}. Please call me at {phone}.",
+    "Exception in thread main: InvalidAddress: '{street}' rejected by geocoder {host}",
+    "mr {surname} (born {dob}) opened a claim, ref {uuid}",
+    "contacted {full} by phone {phone} about delivery {id}",
+    "ERROR [{host}] failed to verify cardholder {full} card={card} after {duration}",
+    "Support note: {given} from accounting wants the invoice sent to {street}",
+    "patient {full} DOB: {dob} admitted, monitor firmware {version}",
+    "courier left a note at {street} for {full}, tel {phone}",
+    "ValueError: phone number {phone} for customer {given} is not reachable",
+    "Refund of order {id} to card {card} approved by agent {full}",
+    "dr {surname} called from {phone} regarding case {code}",
+    "user profile update: name={full} address={street} build {version}",
+    "Please update my date of birth to {dob}, regards {full}",
+    "delivery failed: {full}, {street}, phone {phone} (route {route})",
+    "customer {surname} complained about release {version} on {host}",
+    "mrs {surname} asked to remove card ending {card} from account {uuid}",
+    "Webhook for {full} timed out after {duration} ({route})",
+    "KeyError while billing {full}: card {card} unknown in vault {host}",
+    "assigned to {given}; requester {full} reachable on mobile {phone}",
+)

@@ -21,7 +21,9 @@ class CommandError(Exception):
 def _serve(args: argparse.Namespace) -> int:
     from errorgate.logs import configure_logging
     from errorgate.service.gateway import Gateway
+    from errorgate.service.memory import limit_malloc_arenas
 
+    limit_malloc_arenas()
     config = load_config(args.config)
     logs = config.service.telemetry.logs
     configure_logging(logs.level, logs.encoding)

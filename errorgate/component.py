@@ -201,6 +201,11 @@ class Processor(ABC):
         """Release everything held (shutdown or drain)."""
         return Output()
 
+    def start(self) -> None:
+        """Called once in the process that runs the processor, after the pipeline is built and
+        before its first batch: start what it needs in the background (worker pools), so its
+        memory is taken at start-up rather than at whatever moment the first big batch comes."""
+
     def shutdown(self) -> None:
         """Free resources. Called once, after the final flush."""
 

@@ -118,6 +118,9 @@ class RedactConfig(ComponentConfig):
     scope_packs: dict[ComplianceScope, list[str]] = Field(default_factory=lambda: _HIPAA_BY_SCOPE.copy())
     catalog: str | None = None  # service catalog path; null = the gateway's catalog, else the bundled one
     workers: Literal["auto"] | int = "auto"
+    # "start": detection workers start with the pipeline, so the memory they take (a spaCy model
+    # each) is there from the first minute; "demand": on the first miss set of pool_min_batch.
+    start_workers: Literal["start", "demand"] = "start"
     # Shipping values to workers costs more than analysing them here unless the miss set is big.
     pool_min_batch: int = Field(default=256, ge=1)
     chunk_size: int = Field(default=64, ge=1)
@@ -424,6 +427,10 @@ class RedactProcessor(Processor):
                 for s in owner.shared[1:]:
                     out.setdefault(id(s), name)
         return out
+
+    def start(self) -> None:
+        if self.config.start_workers == "start":
+            self.detector.start_in_background()
 
     def shutdown(self) -> None:
         self.detector.shutdown()

@@ -64,6 +64,8 @@ class Gateway:
         self.worker = self.builder.start_worker()
         try:
             self.pipelines = [self.builder.build(name) for name in svc.pipelines]
+            for processor in self.builder.processors.values():
+                processor.start()  # those run here; the worker starts its own
         except BaseException:
             if self.worker is not None:
                 self.worker.close()

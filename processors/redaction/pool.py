@@ -2,7 +2,8 @@
 
 Workers (``forkserver``: no inherited locks or threads) end with their owner and with the
 gateway (``errorgate.lifeline``), and build the engine once in their initializer; the main process does cache lookups and sends only cache misses, in chunks.
-Workers start, on a background thread, on the first miss set of at least ``pool_min_batch``
+Workers start on a background thread when the processor starts (``start_workers: start``, the
+default, so their memory is there from the first minute) or on the first miss set of at least ``pool_min_batch``
 values. Small miss sets, and everything while workers are still starting or loading the model,
 run in-process, so no batch waits for a process start or a model load, nor hits the timeout
 because of one. The in-process engine's spaCy model is loaded when the processor is built
@@ -187,7 +188,7 @@ class Detector:
             pass  # e.g. the model is missing: building the engine fails per batch, which fails closed
         _freeze_startup_objects()
 
-    def _start_in_background(self) -> None:
+    def start_in_background(self) -> None:
         with self._pool_lock:
             if self._starting or self.pool is not None:
                 return
@@ -225,7 +226,7 @@ class Detector:
             return out
         pool = self.pool
         if len(misses) >= self.pool_min_batch and self.workers > 0 and pool is None:
-            self._start_in_background()
+            self.start_in_background()
         if pool is not None and len(misses) >= self.pool_min_batch and pool.ready():
             results = pool.analyze(misses, self.timeout, self.chunk_size)
         else:

@@ -61,6 +61,8 @@ def worker_main(conn: Connection, settings: WorkerSettings, guardians: tuple[int
         conn.send(("error", str(e)))
         return
     conn.send(("ready", {key: processor.signals for key, processor in processors.items()}))
+    for processor in processors.values():
+        processor.start()
     gc.collect()
     gc.freeze()  # what was built at start lives as long as the process (as in ``errorgate serve``)
     gc.set_threshold(20_000, *gc.get_threshold()[1:])

@@ -49,7 +49,8 @@ def _decode(payload: bytes | str | Mapping[str, Any], max_bytes: int) -> Any:
     if len(raw) > max_bytes:
         raise PayloadTooLarge(f"payload of {len(raw)} bytes exceeds the limit of {max_bytes} bytes")
     try:
-        return json.loads(raw)
+        # Decoded as UTF-8 first: ``json.loads(bytes)`` would guess UTF-16/32 from the first bytes.
+        return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
         raise ValidationError("payload is not UTF-8", [("", f"invalid byte at offset {e.start}")]) from None
     except json.JSONDecodeError as e:

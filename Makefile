@@ -37,6 +37,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy -p errorgate
+	$(BIN)/mypy kit/src/errorgate_kit kit/demo
 
 test: venv system-deps lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

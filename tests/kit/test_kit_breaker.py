@@ -7,11 +7,10 @@ from __future__ import annotations
 import threading
 
 import pytest
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, StatusCode
-
 from errorgate_kit.breaker import CircuitBreaker, CircuitBreakerOpen, State
 from errorgate_kit.bulkhead import Bulkhead, BulkheadPoolExhausted
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
 
 
 class Clock:

@@ -6,10 +6,9 @@ from __future__ import annotations
 import time
 
 import pytest
+from errorgate_kit import correlation, deadline
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode
-
-from errorgate_kit import correlation, deadline
 
 
 def test_deadline_travels_in_baggage_and_a_callee_stops_past_it(spans) -> None:
@@ -42,7 +41,9 @@ def test_grpc_metadata_carries_context_and_grpc_timeout() -> None:
         cid = correlation.correlation_id(correlation.ensure_correlation_id())
     keys = dict(metadata)
     assert "traceparent" in keys and keys["grpc-timeout"].endswith("m")
-    ctx = correlation.extract_grpc([("grpc-timeout", "500m"), *[(k, v) for k, v in metadata if k != "grpc-timeout"]])
+    ctx = correlation.extract_grpc(
+        [("grpc-timeout", "500m"), *[(k, v) for k, v in metadata if k != "grpc-timeout"]]
+    )
     assert deadline.remaining(ctx) <= 0.5
     assert correlation.correlation_id(ctx) is not None and cid is not None
     with pytest.raises(ValueError, match="malformed grpc-timeout"):

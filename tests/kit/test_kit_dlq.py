@@ -9,11 +9,10 @@ import uuid
 import pydantic
 import pytest
 import redis
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind
-
 from errorgate_kit.dlq import Delivery, StreamConsumer, parked, publish, replay
 from errorgate_kit.validation import parse
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 
 class Order(pydantic.BaseModel):
@@ -66,7 +65,7 @@ def test_transient_failure_retried_then_parked_after_max_deliveries_and_replayed
     for _ in range(5):
         consumer.poll()
     assert attempts == [1, 2, 3]  # bounded: never a 4th delivery
-    (dlq_id, fields), = parked(client, f"{stream}:dlq")  # fmt: skip
+    (_dlq_id, fields), = parked(client, f"{stream}:dlq")  # fmt: skip
     assert fields["dlq.reason"].startswith(b"max deliveries (3) exceeded; last error: ConnectionError")
     assert fields["dlq.deliveries"] == b"3"
     assert client.xpending(stream, "g")["pending"] == 0

@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from errorgate_kit.idempotency import IdempotencyMiddleware, WSGIIdempotencyMiddleware, parse_key
 from errorgate_kit.idempotency_store import store_from_url
 
@@ -34,7 +33,13 @@ class Shop:
         else:
             self.orders.append(body)
             status, out = 201, json.dumps({"order": len(self.orders)}).encode()
-        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
         await send({"type": "http.response.body", "body": out})
 
     def wsgi(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:

@@ -8,8 +8,6 @@ import logging
 
 import pytest
 import structlog
-from opentelemetry import trace
-
 from errorgate_kit.logging import (
     AddService,
     ContextFilter,
@@ -19,6 +17,7 @@ from errorgate_kit.logging import (
     pseudonymize,
     user_context,
 )
+from opentelemetry import trace
 
 KEY = b"k" * 32
 
@@ -82,8 +81,13 @@ def test_structlog_processors() -> None:
         raise structlog.DropEvent
 
     structlog.configure(
-        processors=[add_otel_context, AddService("orders", "checkout"), PseudonymizeUser(KEY),
-                    add_exception_attributes, capture],  # fmt: skip
+        processors=[
+            add_otel_context,
+            AddService("orders", "checkout"),
+            PseudonymizeUser(KEY),
+            add_exception_attributes,
+            capture,
+        ],
     )
     log = structlog.get_logger()
     with trace.get_tracer("t").start_as_current_span("op"):

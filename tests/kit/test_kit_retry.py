@@ -7,9 +7,6 @@ import random
 
 import pytest
 import tenacity
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, StatusCode
-
 from errorgate_kit import deadline
 from errorgate_kit.retry import (
     HTTPStatusError,
@@ -19,6 +16,8 @@ from errorgate_kit.retry import (
     raise_for_status,
     wait_decorrelated_jitter,
 )
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
 
 
 def flaky(failures: int, exc: Exception | None = None):  # type: ignore[no-untyped-def]
@@ -68,7 +67,9 @@ def test_non_retryable_status_is_not_retried(spans) -> None:
 
 def test_retry_after_is_honoured_but_capped(spans) -> None:
     slept: list[float] = []
-    policy = RetryPolicy(max_attempts=3, initial=0.001, max_backoff=0.01, max_retry_after=5, sleep=slept.append)
+    policy = RetryPolicy(
+        max_attempts=3, initial=0.001, max_backoff=0.01, max_retry_after=5, sleep=slept.append
+    )
     call, _ = flaky(2, RetryableError("slow down", status=429, retry_after=2.5))
     policy.call(call, span_name="op")
     assert slept == [2.5, 2.5]

@@ -11,9 +11,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from opentelemetry.trace import StatusCode
-
 from errorgate_kit.saga import Saga, SagaStore, Step
+from opentelemetry.trace import StatusCode
 
 
 def steps(log: list[str], fail_at: str | None = None) -> list[Step]:
@@ -39,7 +38,12 @@ def test_success_persists_and_a_rerun_does_nothing(spans, tmp_path: Path) -> Non
     assert result.status == "completed" and result.data["charge"] == "charge-ok"
     assert saga.run("order-1", {"order": 1}).status == "completed"
     assert log == ["do reserve", "do charge", "do ship"]
-    assert [s.name for s in spans.all()] == ["saga.step reserve", "saga.step charge", "saga.step ship", "saga checkout"]
+    assert [s.name for s in spans.all()] == [
+        "saga.step reserve",
+        "saga.step charge",
+        "saga.step ship",
+        "saga checkout",
+    ]
 
 
 def test_failure_compensates_lifo_with_events(spans) -> None:
@@ -50,7 +54,11 @@ def test_failure_compensates_lifo_with_events(spans) -> None:
     assert log == ["do reserve", "do charge", "do ship", "undo ship", "undo charge", "undo reserve"]
     top = spans.named("saga checkout")[0]
     assert top.status.status_code is StatusCode.ERROR and top.attributes["saga.status"] == "compensated"
-    assert [e.attributes["saga.step"] for e in top.events if e.name == "saga.compensation"] == ["ship", "charge", "reserve"]
+    assert [e.attributes["saga.step"] for e in top.events if e.name == "saga.compensation"] == [
+        "ship",
+        "charge",
+        "reserve",
+    ]
     assert spans.named("saga.step ship")[0].attributes["error.type"] == "ConnectionError"
 
 
@@ -99,8 +107,10 @@ def test_crash_mid_saga_is_compensated_on_recovery(spans, tmp_path: Path) -> Non
     undone: list[str] = []
     recovered = Saga(
         "checkout",
-        [Step(n, lambda d: pytest.fail("no step runs on recovery"), lambda d, n=n: undone.append(n))
-         for n in ("reserve", "charge", "ship")],  # fmt: skip
+        [
+            Step(n, lambda d: pytest.fail("no step runs on recovery"), lambda d, n=n: undone.append(n))
+            for n in ("reserve", "charge", "ship")
+        ],
         SagaStore(f"sqlite:///{db}"),
     )
     results = recovered.recover()

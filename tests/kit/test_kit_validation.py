@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pydantic
 import pytest
+from errorgate_kit.validation import PayloadTooLarge, ValidationError, check_schema, parse, validated
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode
-
-from errorgate_kit.validation import PayloadTooLarge, ValidationError, check_schema, parse, validated
 
 
 class Order(pydantic.BaseModel):
@@ -33,7 +32,10 @@ SCHEMA = {"title": "order", "type": "object", "required": ["sku", "qty"],
 def test_bad_messages_never_reach_the_handler(spans, schema, payload, message) -> None:
     handled = []
     handler = validated(schema, max_bytes=100)(handled.append)
-    with trace.get_tracer("t").start_as_current_span("consume"), pytest.raises(ValidationError, match=message):
+    with (
+        trace.get_tracer("t").start_as_current_span("consume"),
+        pytest.raises(ValidationError, match=message),
+    ):
         handler(payload)
     assert handled == []
     span = spans.named("consume")[0]

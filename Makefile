@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml kit/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]' -e './kit[redis]'
+	$(BIN)/python -m pip install -q -e '.[dev]' -e './kit[redis,test]'
 	rm -f $(VENV)/.installed-*; touch $@
 
 # Debian packages the tests run for real (Prometheus, Alertmanager, promtool, amtool).

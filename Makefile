@@ -3,28 +3,28 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
-APT_PKGS := prometheus prometheus-alertmanager
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml kit/pyproject.toml | sha1sum | cut -c1-12)
+APT_PKGS := prometheus prometheus-alertmanager redis-server
 
 .PHONY: run test lint bench demo venv system-deps clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml kit/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev]' -e './kit[redis,test]'
 	rm -f $(VENV)/.installed-*; touch $@
 
 # Debian packages the tests run for real (Prometheus, Alertmanager, promtool, amtool).
 system-deps:
-	@missing=""; for b in prometheus:prometheus promtool:prometheus alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager; do \
+	@missing=""; for b in prometheus:prometheus promtool:prometheus alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager redis-server:redis-server; do \
 	  command -v $${b%%:*} >/dev/null || missing="$$missing $${b##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
-	  for s in prometheus prometheus-alertmanager; do $$SUDO systemctl disable --now $$s >/dev/null 2>&1 || true; done; \
+	  for s in prometheus prometheus-alertmanager redis-server; do $$SUDO systemctl disable --now $$s >/dev/null 2>&1 || true; done; \
 	fi
 
 run: venv
@@ -37,6 +37,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy -p errorgate
+	$(BIN)/mypy kit/src/errorgate_kit kit/demo
 
 test: venv system-deps lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -161,7 +161,7 @@ class RedisStateExtension(Extension):
                 return list(pipe.execute())
             except Exception as e:
                 # After a Redis restart (or FLUSH) the scripts are gone: load them again, once.
-                if attempt or "NOSCRIPT" not in str(e):
+                if attempt or type(e).__name__ != "NoScriptError":
                     raise
                 for script, _, _ in calls:
                     script.sha = None

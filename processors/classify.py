@@ -280,24 +280,24 @@ class Classify(Processor):
             for incident in change.closed:
                 for service in incident.services:
                     self.metrics.incident_member(service, False)
-        failing: list[_Failing] = []
+        pending: list[_Failing] = []
         for span, attrs, service, version, error, ts, *_ in errors:
             assert attrs is not None and error is not None  # an error was found by decoding them
             found = analyses.get(span.trace_id)
             role = found.roles.get(span.span_id) if found else None
             retried = found.retried.get(span.span_id) if found else None
             route = str(attrs.get("http.route") or span.name)
-            failing.append(
+            pending.append(
                 self._group(span, attrs, error, service, version, ts, span.kind, route, role, retried)
             )
         # The batch's requests and failing items go to the state at once (one round trip when shared).
-        for f, seen in zip(failing, self._observe(records, failing), strict=True):
+        for f, seen in zip(pending, self._observe(records, pending), strict=True):
             self._settle(f, seen)
             role = f.role
             if self.config.max_correlated_spans and role is not None:
-                span = f.item
+                item = f.item  # a span: the traces path groups only spans
                 incident_id = str(f.attrs.get("errorgate.incident.id") or "")
-                self._remember((span.trace_id, span.span_id), (role.role, role.origin_service, incident_id))
+                self._remember((item.trace_id, item.span_id), (role.role, role.origin_service, incident_id))
         failed = frozenset([r[0].trace_id for r in errors])
         upstream = scan.fingerprinted_traces(batch.request, data, failed)  # type: ignore[arg-type]
         batch.notes[ERROR_TRACES_NOTE] = failed | upstream if upstream else failed

@@ -90,7 +90,7 @@ class RedisErrorState:
             burn_args += [service, repr(second), requests, failed]
         queried = sorted(services)
         burn_args += [len(queried), *queried]
-        calls = [(self._burn, (), burn_args)]
+        calls: list[tuple[Script, Sequence[str], Sequence[Any]]] = [(self._burn, (), burn_args)]
         if observations:
             keys = [f"{prefix}ep:{service}\x00{fp}" for service, fp, *_ in observations]
             args: list[Any] = list(self._episode_args)

@@ -48,7 +48,7 @@ class RedisServer:
                 "no",
                 "--protected-mode",
                 "yes",
-            ],  # fmt: skip
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
         )

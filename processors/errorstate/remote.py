@@ -14,7 +14,7 @@ from typing import Any
 from errorgate.extensions.shared_state import RedisStateExtension, Script
 from errorgate.processors.classification.episodes import Observation
 from errorgate.processors.classification.severity import BurnRates
-from errorgate.processors.errorstate import (
+from errorgate.processors.errorstate.base import (
     BurnInput,
     EpisodeInput,
     FloodInput,

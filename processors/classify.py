@@ -54,6 +54,7 @@ from __future__ import annotations
 
 from collections.abc import MutableSequence
 from operator import itemgetter
+from typing import NamedTuple
 
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
@@ -68,15 +69,16 @@ from errorgate.extensions.catalog import shared_catalog
 from errorgate.governance.catalog import CatalogError, load_catalog
 from errorgate.processors.classification import cascade, scan, spans
 from errorgate.processors.classification.detect import SEVERITY_ERROR, ErrorInfo, detect_log
-from errorgate.processors.classification.episodes import EpisodeParams, EpisodeTracker
+from errorgate.processors.classification.episodes import EpisodeParams, EpisodeTracker, Observation
 from errorgate.processors.classification.grouping import Grouping
 from errorgate.processors.classification.incidents import IncidentTracker
 from errorgate.processors.classification.metrics import ErrorMetrics
 from errorgate.processors.classification.settings import ClassifyConfig
 from errorgate.processors.classification.severity import Assessment, BurnRates, BurnRule
 from errorgate.processors.classification.tags import LOG_ATTRIBUTES, SPAN_ATTRIBUTES, Tag, TagWriter
-from errorgate.processors.classification.taxonomy import TaxonomyError, load_taxonomy
+from errorgate.processors.classification.taxonomy import Category, TaxonomyError, load_taxonomy
 from errorgate.processors.classification.template import parameterize
+from errorgate.processors.errorstate import BurnInput, LocalErrorState, error_state
 from errorgate.signals import ERROR_TRACES_NOTE, WIRE_NOTE, Batch, Signal
 from errorgate.telemetry import LabelCap
 
@@ -109,6 +111,24 @@ def _service_set_cost(key: tuple[str, str], value: frozenset[str]) -> int:
 
 def _correlated_cost(key: tuple[bytes, bytes], value: tuple[str, str, str]) -> int:
     return len(key[0]) + len(key[1]) + len(value[1]) + len(value[2]) + _CORRELATED_ENTRY
+
+
+class _Failing(NamedTuple):
+    """A failing item grouped, waiting for its batch's state (episodes, burn) to settle it."""
+
+    item: Span | LogRecord
+    attrs: dict[str, AttrValue]
+    service: str
+    version: str
+    ts: float
+    span_kind: int | None
+    role: cascade.Role | None
+    retried: str | None
+    template: str
+    category: Category
+    fp: str
+    domain: str
+    component: str
 
 
 def apply_label_caps(config: ClassifyConfig, cap: LabelCap) -> None:
@@ -167,6 +187,9 @@ class Classify(Processor):
             min_requests=config.severity.min_requests,
             max_services=config.max_services,
         )
+        # Episodes and burn windows in this process, or shared by replicas (the redis extension).
+        self.state = error_state(context, LocalErrorState(self.episodes, self.burn))
+        self._burn_view: BurnRates = self.burn  # the burn rates of the batch being classified
         # Gateway-wide caps (service.telemetry.metrics.label_caps) win over these defaults;
         # caps set here explicitly win over both.
         apply_label_caps(config, context.telemetry.cap)
@@ -225,9 +248,10 @@ class Classify(Processor):
         )
         # The request's bytes before any tag, for the search of upstream fingerprints below.
         data = wire if wire is not None else batch.request.SerializeToString()
+        records: list[BurnInput] = []
         for (service, version, second), (n_requests, n_failed) in requests.items():
             self.metrics.request(service, version, n_requests, n_failed)
-            self.burn.record(service, float(second), n_requests, n_failed)
+            records.append((service, float(second), n_requests, n_failed))
         analyses: dict[bytes, cascade.TraceAnalysis] = {}
         failing = {r[0].trace_id for r in errors} if errors and traces else _NO_IDS
         observe = self.incidents.observe
@@ -256,16 +280,24 @@ class Classify(Processor):
             for incident in change.closed:
                 for service in incident.services:
                     self.metrics.incident_member(service, False)
+        pending: list[_Failing] = []
         for span, attrs, service, version, error, ts, *_ in errors:
             assert attrs is not None and error is not None  # an error was found by decoding them
             found = analyses.get(span.trace_id)
             role = found.roles.get(span.span_id) if found else None
             retried = found.retried.get(span.span_id) if found else None
             route = str(attrs.get("http.route") or span.name)
-            self._classify(span, attrs, error, service, version, ts, span.kind, route, role, retried)
+            pending.append(
+                self._group(span, attrs, error, service, version, ts, span.kind, route, role, retried)
+            )
+        # The batch's requests and failing items go to the state at once (one round trip when shared).
+        for f, seen in zip(pending, self._observe(records, pending), strict=True):
+            self._settle(f, seen)
+            role = f.role
             if self.config.max_correlated_spans and role is not None:
-                incident_id = str(attrs.get("errorgate.incident.id") or "")
-                self._remember((span.trace_id, span.span_id), (role.role, role.origin_service, incident_id))
+                item = f.item  # a span: the traces path groups only spans
+                incident_id = str(f.attrs.get("errorgate.incident.id") or "")
+                self._remember((item.trace_id, item.span_id), (role.role, role.origin_service, incident_id))
         failed = frozenset([r[0].trace_id for r in errors])
         upstream = scan.fingerprinted_traces(batch.request, data, failed)  # type: ignore[arg-type]
         batch.notes[ERROR_TRACES_NOTE] = failed | upstream if upstream else failed
@@ -294,6 +326,7 @@ class Classify(Processor):
         full = bool(self.config.baggage)
         anywhere = wire is None or wire.find(b"exception.") >= 0
         n_records = 0
+        failing: list[_Failing] = []
         for rl in batch.request.resource_logs:  # type: ignore[union-attr]
             service, version = self._resource(rl.resource)
             for sl in rl.scope_logs:
@@ -326,12 +359,17 @@ class Classify(Processor):
                     )
                     if linked is not None:
                         role = cascade.Role(linked[0], linked[1], b"")
-                    self._classify(record, attrs, error, service, version, ts, None, route, role, None)
+                    failing.append(
+                        self._group(record, attrs, error, service, version, ts, None, route, role, None)
+                    )
+        if failing:
+            for f, seen in zip(failing, self._observe([], failing), strict=True):
+                self._settle(f, seen)
         return n_records
 
     # ------------------------------------------------------------------ one failing item
 
-    def _classify(
+    def _group(
         self,
         item: Span | LogRecord,
         attrs: dict[str, AttrValue],
@@ -343,16 +381,55 @@ class Classify(Processor):
         route: str,
         role: cascade.Role | None,
         retried: str | None,
-    ) -> None:
-        """One failing item: group it, settle its kind and severity, tag it, count it."""
-        # Group: the message's template, taxonomy category, fingerprint, domain, failing component.
+    ) -> _Failing:
+        """One failing item grouped: the message's template, taxonomy category, fingerprint,
+        domain, failing component."""
         template = parameterize(error.message)
         category, fp, domain, component = self._grouping(error, template, attrs, service, span_kind, route)
+        return _Failing(
+            item,
+            attrs,
+            service,
+            version,
+            ts,
+            span_kind,
+            role,
+            retried,
+            template,
+            category,
+            fp,
+            domain,
+            component,
+        )
+
+    def _observe(self, records: list[BurnInput], failing: list[_Failing]) -> list[Observation]:
+        """The batch's requests and failing items handed to the state at once; each item's
+        episode observation, in order (the burn rates to assess them by: ``_burn_view``)."""
+        observations = [
+            (f.service, f.fp, f.ts, f.category.deterministic, f.retried == "failed") for f in failing
+        ]
+        seen, self._burn_view = self.state.classify(records, observations, {f.service for f in failing})
+        return seen
+
+    def _settle(self, f: _Failing, seen: Observation) -> None:
+        """One failing item, observed: settle its kind and severity, tag it, count it."""
+        (
+            item,
+            attrs,
+            service,
+            version,
+            _,
+            span_kind,
+            role,
+            retried,
+            template,
+            category,
+            fp,
+            domain,
+            component,
+        ) = f
         # Kind: the episode's, unless the trace knows better (a retry that succeeded shows a
         # transient failure; a failure propagated from another service is part of a cascade).
-        seen = self.episodes.observe(
-            service, fp, ts, deterministic=category.deterministic, retry_failed=retried == "failed"
-        )
         kind = seen.kind
         if retried == "succeeded":
             kind = "transient"
@@ -409,7 +486,7 @@ class Classify(Processor):
         akey = (service, entry.tier, entry.slo, in_incident)
         assessment = self._assessments.get(akey)
         if assessment is None:
-            assessment = self._assessments[akey] = self.burn.assess(
+            assessment = self._assessments[akey] = self._burn_view.assess(
                 service, entry.tier, entry.slo, in_incident=in_incident
             )
         return assessment

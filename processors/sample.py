@@ -60,12 +60,13 @@ from prometheus_client import Counter
 from errorgate import attributes
 from errorgate.component import Capabilities, ComponentContext, Factory, Output, Processor
 from errorgate.pipeline.assembly.assembler import get_or_create
+from errorgate.processors.errorstate import LocalFloodState, flood_state
 from errorgate.processors.sampling import consistent, inplace, logs, traces
 from errorgate.processors.sampling.config import AttributeRule as AttributeRule  # public names, kept here
 from errorgate.processors.sampling.config import FloodConfig as FloodConfig
 from errorgate.processors.sampling.config import LogSamplingConfig as LogSamplingConfig
 from errorgate.processors.sampling.config import SampleConfig
-from errorgate.processors.sampling.flood import FloodLimiter
+from errorgate.processors.sampling.flood import FloodLimiter, FloodVerdict
 from errorgate.processors.sampling.mark import ADJUSTED_BYTES, Marker
 from errorgate.processors.sampling.mark import ADJUSTED_COUNT as ADJUSTED_COUNT  # public name, kept here too
 from errorgate.processors.sampling.rules import compile_rule
@@ -119,6 +120,10 @@ class SampleProcessor(Processor):
         self._flood = FloodLimiter(
             config.flood.first_n_per_minute, config.flood.rate_per_second_after, config.flood.max_fingerprints
         )
+        # Flood budgets in this process, or shared by replicas (the redis extension): a batch's
+        # error traces are admitted at once, before its decisions (``_flood_verdicts``).
+        self._floods = flood_state(context, LocalFloodState(self._flood))
+        self._verdicts: dict[bytes, FloodVerdict] = {}
         self._decisions: OrderedDict[bytes, Decision] = OrderedDict()
         self._error_logged: OrderedDict[bytes, None] = OrderedDict()  # traces an ERROR log marked for keeping
         self._rules = [compile_rule(r.key, r.values, r.pattern) for r in config.attribute_rules]
@@ -158,6 +163,7 @@ class SampleProcessor(Processor):
         noted = batch.notes.get(ERROR_TRACES_NOTE)
         facts = traces.gather(request, self._latency, noted if isinstance(noted, frozenset) else None)
         complete = bool(batch.notes.get("complete_traces"))
+        self._verdicts = self._flood_verdicts(facts, complete, batch.received_at)
         kept: dict[bytes, Decision] = {}
         adjusted_sum = 0.0
         # Spans per decision, counted by the decision's identity (most traces share one of two).
@@ -243,7 +249,9 @@ class SampleProcessor(Processor):
         if errors:
             times = facts.times[tid]
             end = times[1] / 1e9 or received_at
-            verdict = self._flood.admit(traces.primary_fingerprint(errors), end)
+            verdict = self._verdicts.pop(tid, None)
+            if verdict is None:  # (its cached decision was evicted meanwhile: admitted alone)
+                (verdict,) = self._floods.admit([(traces.primary_fingerprint(errors), end)])
             return Decision(verdict.keep, verdict.reason, verdict.adjusted * factor)
         if tid in self._error_logged:
             return Decision(True, "error", factor)
@@ -257,6 +265,28 @@ class SampleProcessor(Processor):
         ):
             return Decision(True, "rule", factor)
         return self._probability(tid, facts.first_state.get(tid, ""), upstream)
+
+    def _flood_verdicts(
+        self, facts: traces.Facts, complete: bool, received_at: float
+    ) -> dict[bytes, FloodVerdict]:
+        """Flood verdicts for the error traces ``_decide`` will meet, in the order it meets
+        them: those not following a cached decision to keep (``_trace_decision``)."""
+        pending: list[bytes] = []
+        for tid in facts.counts:
+            if not facts.errors.get(tid):
+                continue
+            if not complete and len(tid) == 16 and tid != _NO_TRACE:
+                cached = self._decisions.get(tid)
+                if cached is not None and cached.keep:
+                    continue
+            pending.append(tid)
+        if not pending:
+            return {}
+        admits = [
+            (traces.primary_fingerprint(facts.errors[tid]), facts.times[tid][1] / 1e9 or received_at)
+            for tid in pending
+        ]
+        return dict(zip(pending, self._floods.admit(admits), strict=True))
 
     def _probability(self, tid: bytes, tracestate: str, upstream: int) -> Decision:
         effective = max(self._threshold, upstream)

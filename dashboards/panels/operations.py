@@ -154,7 +154,27 @@ def _storage_and_memory(d: db.Dashboard) -> db.Dashboard:
         )
     )
     rss = f"sum by (instance) ({sel('errorgate_memory_rss_bytes', ENV)})"
-    return d.with_panel(ts("Memory of the process tree", "bytes", [(rss, "{{instance}}")], width=24))
+    d = d.with_panel(ts("Memory of the process tree", "bytes", [(rss, "{{instance}}")], width=24))
+    return _shared_state(d)
+
+
+def _shared_state(d: db.Dashboard) -> db.Dashboard:
+    """The redis extension: whether replicas share their error state, and its cost."""
+    d = d.with_row(db.Row("Shared state"))
+    up = f"min by (instance) ({sel('errorgate_shared_state_up', ENV)})"
+    d = d.with_panel(ts("Shared state reachable", "short", [(up, "{{instance}}")], width=8))
+    fallbacks = agg("errorgate_shared_state_fallbacks_total", "component", ENV)
+    d = d.with_panel(
+        ts(
+            "Batches on local state",
+            "cps",
+            [(fallbacks, "{{component}}")],
+            description="Redis did not answer in time: these batches used the replica's own state.",
+            width=8,
+        )
+    )
+    trips = agg("errorgate_shared_state_round_trips_total", "component", ENV)
+    return d.with_panel(ts("Redis round trips", "cps", [(trips, "{{component}}")], width=8))
 
 
 def privacy_governance() -> db.Dashboard:

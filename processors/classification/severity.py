@@ -99,6 +99,10 @@ class BurnRates:
         self._durations = sorted({w for r in rules for w in (r.long_window, r.short_window)})
         self._services: OrderedDict[str, _Service] = OrderedDict()
 
+    def durations(self) -> list[float]:
+        """The distinct window lengths the rules use, shortest first."""
+        return list(self._durations)
+
     def record(self, service: str, timestamp: float, requests: int, errors: int) -> None:
         state = self._services.get(service)
         if state is None:
@@ -119,11 +123,19 @@ class BurnRates:
             else:
                 window.add(timestamp, requests, errors)
 
-    def burn(self, service: str, window: float, slo: float) -> float:
+    def totals(self, service: str, window: float) -> tuple[int, int] | None:
+        """(requests, errors) in ``service``'s ``window`` ending at its newest telemetry time;
+        None when never seen (a shared state answers from its own windows instead)."""
         state = self._services.get(service)
         if state is None or window not in state.windows:
+            return None
+        return state.windows[window].totals(state.now)
+
+    def burn(self, service: str, window: float, slo: float) -> float:
+        found = self.totals(service, window)
+        if found is None:
             return 0.0
-        requests, errors = state.windows[window].totals(state.now)
+        requests, errors = found
         if requests < self.min_requests:
             return 0.0
         # Rounded so a burn exactly at a workbook factor (e.g. 14.4) is not lost to float error.

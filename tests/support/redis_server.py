@@ -1,0 +1,92 @@
+"""A real Redis (Debian's ``redis-server``) for tests, on a free loopback port with its own
+directory, stopped after; ``stop()`` / ``start()`` in between kill and bring it back on the
+same port (the shared-state failure tests).
+
+    with start_redis(tmp_path) as server:
+        client = server.client()
+        url = server.url  # redis://127.0.0.1:PORT/0
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.prometheus import free_port
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+class RedisServer:
+    def __init__(self, workdir: Path, port: int) -> None:
+        self.workdir = workdir
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115 (kept open by the server)
+        self.process = subprocess.Popen(
+            [
+                REDIS_SERVER,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.workdir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if self.client().ping():
+                    return
+            except Exception:
+                time.sleep(0.02)
+        raise RuntimeError(f"redis-server did not start: {(self.workdir / 'redis.log').read_text()[-500:]}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+
+    def commands(self) -> dict[str, int]:
+        """Calls per command since the last ``CONFIG RESETSTAT`` (``INFO commandstats``)."""
+        stats = self.client().info("commandstats")
+        return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+@contextmanager
+def start_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    if not Path(REDIS_SERVER).exists():
+        pytest.skip("redis-server not installed (Debian package redis-server)")
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    server = RedisServer(workdir, free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

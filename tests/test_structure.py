@@ -34,7 +34,7 @@ DECLARED = (
     | {n for n in vars(Extension) if not n.startswith("_")}
 )
 COMPONENT_TYPES = {
-    "classify", "sample", "redact", "encrypt", "retention", "file", "debug", "keyring", "catalog"
+    "classify", "sample", "redact", "encrypt", "retention", "file", "debug", "keyring", "catalog", "redis"
 }  # fmt: skip
 
 
@@ -249,7 +249,7 @@ def test_components_listed_once_and_loadable() -> None:
     expected = {
         PROCESSORS: {"classify", "encrypt", "redact", "retention", "sample"},
         EXPORTERS: {"debug", "file", "otlp"},
-        EXTENSIONS: {"catalog", "keyring"},
+        EXTENSIONS: {"catalog", "keyring", "redis"},
         RECEIVERS: {"otlp"},
     }
     for registry, names in expected.items():

@@ -59,6 +59,7 @@ class Incident:
     postmortem_status: str | None
     postmortem_done: bool
     silences: list[str] = field(default_factory=list)
+    paged: str = ""
 
     @classmethod
     def from_row(cls, row: Any) -> Incident:
@@ -255,7 +256,7 @@ class Engine:
                 title=f"{alertname} on {service}" if service else alertname,
                 services=json.dumps([service] if service else []),
                 first_error_at=first_error, fired_at=alert.starts_at, opened_at=now,
-                escalation_step=0, postmortem_done=False, silences="[]",
+                escalation_step=0, postmortem_done=False, silences="[]", paged="",
             )
         )  # fmt: skip
         incident_id = int(result.inserted_primary_key[0])

@@ -38,6 +38,8 @@ incidents = sa.Table(
     sa.Column("postmortem_status", sa.String(64)),
     sa.Column("postmortem_done", sa.Boolean, nullable=False),
     sa.Column("silences", sa.Text, nullable=False),
+    # What the paging tools were last told: "", "triggered", "acknowledged", "resolved".
+    sa.Column("paged", sa.String(16), nullable=False),
 )
 
 alerts = sa.Table(

@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("postmortem_status", sa.String(64)),
         sa.Column("postmortem_done", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("silences", sa.Text, nullable=False, server_default="[]"),
+        sa.Column("paged", sa.String(16), nullable=False, server_default=""),
     )
     op.create_table(
         "alerts",

@@ -93,6 +93,7 @@ class Postmortems:
             "labels": ["errorgate-postmortem", f"errorgate-incident-{inc.id}"],
         }
         issue = self.client.create_issue(fields=fields)
+        self.polled[inc.id] = self.engine.clock()  # just read back: the next look is a poll away
         status = str(issue.fields.status.name)
         self.engine.record(inc.id, "postmortem", "engine", f"postmortem {issue.key} filed in Jira",
                            postmortem_key=issue.key, postmortem_status=status, postmortem_done=False)  # fmt: skip

@@ -234,7 +234,7 @@ class SilenceConfig(_Strict):
 
     alertmanager: str
     min_services: int = Field(default=2, ge=1)
-    severities: list[Literal["P1", "P2", "P3", "P4"]] = Field(default_factory=lambda: ["P3", "P4"])
+    severities: list[Literal["P1", "P2", "P3", "P4"]] = Field(default=["P3", "P4"])
     token_env: str | None = None
 
 

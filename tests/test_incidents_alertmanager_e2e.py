@@ -40,11 +40,12 @@ def alertmanager(tmp_path: Path) -> Iterator[tuple[str, EngineServer]]:
     }  # fmt: skip
     (tmp_path / "am.yml").write_text(yaml.safe_dump(config))
     port = free_port()
+    log = (tmp_path / "am.log").open("wb")
     proc = subprocess.Popen(
         [ALERTMANAGER, f"--config.file={tmp_path / 'am.yml'}", f"--storage.path={tmp_path / 'am'}",
          f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
          "--log.level=warn"],
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "am.log", "wb"),
+        stdout=subprocess.DEVNULL, stderr=log,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
@@ -59,6 +60,7 @@ def alertmanager(tmp_path: Path) -> Iterator[tuple[str, EngineServer]]:
     yield url, srv
     proc.terminate()
     proc.wait(10)
+    log.close()
     srv.stop()
 
 

@@ -149,7 +149,7 @@ def _report(args: argparse.Namespace) -> int:
         raise CommandError(f"--since: {e}") from None
     engine = Engine(_store(load_config(args.config)))
     now = time.time()
-    report = build_report(engine.list(since=now - window), now - window, now)
+    report = build_report(engine.find(since=now - window), now - window, now)
     text = {"json": lambda: json.dumps(report, indent=2), "markdown": lambda: to_markdown(report),
             "html": lambda: to_html(report)}[args.format]()  # fmt: skip
     print(text)

@@ -145,7 +145,7 @@ class Engine:
             raise NotFound(f"incident {incident_id} does not exist")
         return Incident.from_row(row)
 
-    def list(self, statuses: Iterable[str] | None = None, since: float | None = None) -> list[Incident]:
+    def find(self, statuses: Iterable[str] | None = None, since: float | None = None) -> list[Incident]:
         query = sa.select(incidents).order_by(incidents.c.id.desc())
         if statuses is not None:
             query = query.where(incidents.c.status.in_(list(statuses)))
@@ -259,7 +259,9 @@ class Engine:
                 escalation_step=0, postmortem_done=False, silences="[]", paged="",
             )
         )  # fmt: skip
-        incident_id = int(result.inserted_primary_key[0])
+        inserted = result.inserted_primary_key
+        assert inserted is not None  # an INSERT of one row always has its key
+        incident_id = int(inserted[0])
         self._note(conn, incident_id, "opened", "engine", f"{severity} incident opened by {alertname}")
         self.metrics.detect.labels(severity, team).observe(max(0.0, now - first_error))
         return incident_id

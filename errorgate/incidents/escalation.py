@@ -39,7 +39,7 @@ class Escalator:
 
     def tick(self) -> None:
         """Page what is due, and tell the tools about acks and resolves."""
-        for inc in self.engine.list(statuses=("open", "acknowledged", "resolved", "closed")):
+        for inc in self.engine.find(statuses=("open", "acknowledged", "resolved", "closed")):
             if inc.status == "open":
                 self._escalate(inc)
             elif inc.status == "acknowledged" and inc.paged == "triggered":

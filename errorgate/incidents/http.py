@@ -94,7 +94,7 @@ class Api:
             return Response(200, {"status": "ok"})
         if req.method == "GET" and req.path == "/api/v1/incidents":
             statuses = req.query["status"].split(",") if req.query.get("status") else None
-            return Response(200, {"incidents": [i.to_json() for i in self.engine.list(statuses)]})
+            return Response(200, {"incidents": [i.to_json() for i in self.engine.find(statuses)]})
         m = re.fullmatch(r"/api/v1/incidents/(\d+)(?:/(ack|resolve|close|note))?", req.path)
         if m and req.method == "GET" and m.group(2) is None:
             incident_id = int(m.group(1))
@@ -209,7 +209,7 @@ class HttpServer:
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> None:
         self.thread.start()

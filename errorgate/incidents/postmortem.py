@@ -73,7 +73,7 @@ class Postmortems:
         self.polled: dict[int, float] = {}
 
     def tick(self) -> None:
-        for inc in self.engine.list(statuses=("open", "acknowledged", "resolved")):
+        for inc in self.engine.find(statuses=("open", "acknowledged", "resolved")):
             if inc.severity != "P1":
                 continue
             try:
@@ -103,7 +103,7 @@ class Postmortems:
         if now - self.polled.get(inc.id, 0.0) < self.cfg.poll_interval:
             return
         self.polled[inc.id] = now
-        issue = self.client.issue(inc.postmortem_key, fields="status")
+        issue = self.client.issue(str(inc.postmortem_key), fields="status")
         status = issue.raw["fields"]["status"]
         name = str(status.get("name", ""))
         category = str((status.get("statusCategory") or {}).get("key", ""))

@@ -115,8 +115,8 @@ def trend_svg(by_day: dict[str, dict[str, Any]], width: int = 640, height: int =
                 f'<polyline class="{key}" fill="none" stroke="{color}" stroke-width="2" points="{" ".join(points)}"/>'
             )
             for p in points:
-                x, y = p.split(",")
-                parts.append(f'<circle cx="{x}" cy="{y}" r="3" fill="{color}"/>')
+                cx, cy = p.split(",")
+                parts.append(f'<circle cx="{cx}" cy="{cy}" r="3" fill="{color}"/>')
         parts.append(
             f'<text x="{pad + 120 * list(colors).index(key)}" y="14" fill="{color}" font-size="12">'
             f"{key.split('_')[0].upper()}</text>"

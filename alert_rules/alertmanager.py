@@ -54,8 +54,7 @@ def team_channels(catalog: ServiceCatalog, policy: Policy) -> list[TeamChannels]
             or (entry.slack_channel if entry else None)
             or policy.routing.fallback_slack_channel
         )
-        levels = {"primary": esc.primary, "secondary": esc.secondary, "lead": esc.lead}
-        result.append(TeamChannels(name, esc, slack, {k: v for k, v in levels.items() if v}))
+        result.append(TeamChannels(name, esc, slack, esc.targets()))
     return result
 
 

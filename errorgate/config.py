@@ -186,6 +186,72 @@ def delivery_settings(config: ComponentConfig) -> DeliveryConfig:
     return config if isinstance(config, DeliveryConfig) else DeliveryConfig()
 
 
+# ---------------------------------------------------------------- incident engine (top-level ``incidents:``)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class JiraConfig(_Strict):
+    """Where P1 postmortems are filed (``incidents.jira``)."""
+
+    url: str
+    project: str = Field(min_length=1)
+    token_env: str = "ERRORGATE_JIRA_TOKEN"  # a Jira API/personal access token, sent as Bearer
+    issue_type: str = "Task"
+    done_statuses: list[str] = Field(default_factory=lambda: ["Done", "Closed", "Resolved"])
+    poll_interval: Duration = 60.0  # how often open postmortems are re-read (a Jira webhook is faster)
+
+
+class PagerDutyConfig(_Strict):
+    url: str = "https://events.pagerduty.com/v2/enqueue"
+    routing_key_env: str = "ERRORGATE_PAGERDUTY_ROUTING_KEY"
+    webhook_secret_env: str | None = None  # v3 webhook signing secret: acks in PagerDuty stop escalation
+
+
+class OpsgenieConfig(_Strict):
+    url: str = "https://api.opsgenie.com"
+    api_key_env: str = "ERRORGATE_OPSGENIE_API_KEY"
+
+
+class SlackConfig(_Strict):
+    webhook_url_env: str = "ERRORGATE_SLACK_WEBHOOK_URL"
+
+
+class EscalationDeliveryConfig(_Strict):
+    """How pages leave the engine. A channel left out is not used."""
+
+    check_interval: Duration = 5.0
+    pagerduty: PagerDutyConfig | None = None
+    opsgenie: OpsgenieConfig | None = None
+    slack: SlackConfig | None = None
+
+
+class SilenceConfig(_Strict):
+    """Alert-fatigue control: while an incident spans ``min_services`` or more services, minor
+    alerts of those services are silenced in this Alertmanager."""
+
+    alertmanager: str
+    min_services: int = Field(default=2, ge=1)
+    severities: list[Literal["P1", "P2", "P3", "P4"]] = Field(default=["P3", "P4"])
+    token_env: str | None = None
+
+
+class IncidentsConfig(_Strict):
+    endpoint: str = "127.0.0.1:9466"
+    token_env: str = "ERRORGATE_INCIDENTS_TOKEN"
+    # SQLAlchemy URL; None -> SQLite at <service.data_dir>/incidents.db
+    store: str | None = None
+    oncall: str | None = None  # path of oncall.yaml; None -> the bundled governance/oncall.yaml
+    catalog: str | None = None  # path of services.yaml; None -> the bundled one
+    escalation: EscalationDeliveryConfig = Field(default_factory=EscalationDeliveryConfig)
+    jira: JiraConfig | None = None
+    silence: SilenceConfig | None = None
+    # Ack/resolve/note links and the web page; the engine's own address when not set.
+    public_url: str | None = None
+
+
 # ---------------------------------------------------------------- top level
 
 
@@ -312,6 +378,8 @@ class Config(BaseModel):
     exporters: dict[str, Any] = Field(default_factory=dict)
     extensions: dict[str, Any] = Field(default_factory=dict)
     service: ServiceConfig
+    # The incident engine (``errorgate incidents serve``); absent -> its defaults.
+    incidents: IncidentsConfig = Field(default_factory=IncidentsConfig)
     source: str = "<embedded default>"
     # Per pipeline: the assembly settings that apply to it (``resolve_assembly``).
     _assembly: dict[str, AssemblyConfig] = PrivateAttr(default_factory=dict)

@@ -9,7 +9,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from errorgate.governance.yamlfile import load_model
 
@@ -44,14 +44,33 @@ class ServiceEntry(BaseModel):
 
 
 class EscalationPolicy(BaseModel):
+    """Who is paged. ``oncall: TEAM`` refers to the team's rotations in ``governance/oncall.yaml``
+    (the current form); fixed ``primary``/``secondary``/``lead`` names are still read."""
+
     model_config = ConfigDict(extra="forbid")
-    primary: str = Field(min_length=1)
+    oncall: str | None = None
+    primary: str | None = Field(default=None, min_length=1)
     secondary: str | None = None
     lead: str | None = None
     escalate_after: str = "15m"  # wait before the secondary is paged, then the lead
     pagerduty_service_key_env: str | None = None
     opsgenie_team: str | None = None
     slack_channel: str | None = None
+
+    @model_validator(mode="after")
+    def _someone(self) -> EscalationPolicy:
+        if not self.oncall and not self.primary:
+            raise ValueError("set oncall (a team in oncall.yaml) or primary")
+        return self
+
+    def targets(self) -> dict[str, str]:
+        """Level -> paging target name (PagerDuty routing-key file, Alertmanager receiver). With
+        ``oncall`` these are the rotation's targets ``<team>-primary`` etc.; the engine resolves
+        them to people from oncall.yaml."""
+        if self.oncall:
+            return {level: f"{self.oncall}-{level}" for level in ("primary", "secondary", "lead")}
+        levels = {"primary": self.primary, "secondary": self.secondary, "lead": self.lead}
+        return {k: v for k, v in levels.items() if v}
 
 
 class TeamEntry(BaseModel):

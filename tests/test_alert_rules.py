@@ -193,7 +193,11 @@ def _expected_receivers(team: str, severity: str, kind: str) -> str:
     }
     receivers = [r for channel in channels for r in names[channel]]
     if "pagerduty" in channels and policy["severities"][severity].get("escalate"):
-        receivers += [f"{team}-pagerduty-{level}" for level in ("secondary", "lead") if escalation.get(level)]
+        # An ``oncall:`` reference pages the rotation's secondary and lead levels (oncall.yaml).
+        levels = ("secondary", "lead")
+        receivers += [
+            f"{team}-pagerduty-{lv}" for lv in levels if escalation.get(lv) or escalation.get("oncall")
+        ]
     return ",".join(receivers)
 
 

@@ -38,6 +38,8 @@ class Captured:
             return "opsgenie"
         if self.path.startswith("/v2/alerts/") and self.path.endswith("/close"):
             return "opsgenie_close"
+        if self.path.startswith("/v2/alerts/") and self.path.endswith("/acknowledge"):
+            return "opsgenie_ack"
         if self.path.startswith("/slack"):
             return "slack"
         if self.path.startswith("/webhook"):
@@ -100,7 +102,7 @@ class CaptureServer:
                 "message": "Event processed",
                 "dedup_key": body.get("dedup_key"),
             }
-        if kind in ("opsgenie", "opsgenie_close"):
+        if kind in ("opsgenie", "opsgenie_close", "opsgenie_ack"):
             if not item.headers.get("Authorization", "").startswith("GenieKey "):
                 return 401, {"message": "Could not authenticate", "took": 0.0, "requestId": str(uuid.uuid4())}
             return 202, {"result": "Request will be processed", "took": 0.01, "requestId": str(uuid.uuid4())}

@@ -1,0 +1,187 @@
+"""``errorgate incidents serve|list|show|ack|resolve|close|note|report``: the incident engine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from errorgate.cli import CommandError
+from errorgate.config import Config, load_config, parse_duration
+
+
+def _store(config: Config):  # type: ignore[no-untyped-def]
+    from errorgate.incidents.store import Store, default_url
+
+    store = Store(config.incidents.store or default_url(config.service.data_dir))
+    store.upgrade()
+    return store
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from errorgate.incidents.engine import Engine
+    from errorgate.incidents.escalation import Escalator, Worker, pagerduty_webhook
+    from errorgate.incidents.http import Api, HttpServer
+    from errorgate.incidents.notify import DeliveryError, channels
+    from errorgate.logs import configure_logging
+
+    config = load_config(args.config)
+    inc = config.incidents
+    configure_logging(config.service.telemetry.logs.level, config.service.telemetry.logs.encoding)
+    oncall = _oncall(inc.oncall, inc.catalog)
+    try:
+        paging = channels(inc.escalation)
+    except DeliveryError as e:
+        raise CommandError(str(e)) from None
+    engine = Engine(_store(config))
+    api = Api(engine, os.environ.get(inc.token_env) or None, inc.token_env)
+    http = HttpServer(api, inc.endpoint)
+    escalator = Escalator(engine, oncall, paging, inc.public_url or http.url)
+    jobs = [escalator.tick, *_postmortem_jobs(config, engine)]
+    worker = Worker(jobs, inc.escalation.check_interval)
+    api.on_change = worker.wake
+    if inc.escalation.pagerduty and inc.escalation.pagerduty.webhook_secret_env:
+        secret = os.environ.get(inc.escalation.pagerduty.webhook_secret_env)
+        api.routes[("POST", "/api/v1/webhooks/pagerduty")] = pagerduty_webhook(engine, secret, worker.wake)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    http.start()
+    worker.start()
+    print(f"incident engine on {http.url} (store {engine.store.engine.url.render_as_string(hide_password=True)})",
+          flush=True)  # fmt: skip
+    stop.wait()
+    worker.stop()
+    http.stop()
+    return 0
+
+
+def _oncall(path: str | None, catalog: str | None):  # type: ignore[no-untyped-def]
+    from errorgate.governance.catalog import CatalogError, load_catalog
+    from errorgate.governance.oncall import OnCallError, load_oncall
+
+    try:
+        return load_oncall(path, load_catalog(catalog))
+    except (OnCallError, CatalogError) as e:
+        raise CommandError(f"incidents.oncall: {e}") from None
+
+
+def _postmortem_jobs(config: Config, engine: Any) -> list[Any]:
+    if config.incidents.jira is None:
+        return []
+    from errorgate.incidents.postmortem import Postmortems
+
+    pm = Postmortems(engine, config.incidents.jira)
+    return [pm.tick]
+
+
+def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    config = load_config(args.config)
+    base = args.url or f"http://{config.incidents.endpoint}"
+    req = urllib.request.Request(base.rstrip("/") + path, method=method,
+                                 data=json.dumps(body).encode() if body is not None else None)  # fmt: skip
+    token = os.environ.get(config.incidents.token_env)
+    if method == "POST":
+        if not token:
+            raise CommandError(
+                f"incidents.token_env: set {config.incidents.token_env} to the engine's API token"
+            )
+        req.add_header("Authorization", f"Bearer {token}")
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=15) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        try:
+            reason = json.loads(e.read()).get("error", e.reason)
+        except ValueError:
+            reason = e.reason
+        raise CommandError(f"HTTP {e.code}: {reason}") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise CommandError(f"--url {base}: cannot connect ({getattr(e, 'reason', e)})") from None
+
+
+def _list(args: argparse.Namespace) -> int:
+    doc = _api(args, "GET", "/api/v1/incidents" + (f"?status={args.status}" if args.status else ""))
+    if args.format == "json":
+        print(json.dumps(doc, indent=2))
+        return 0
+    for i in doc["incidents"]:
+        print(
+            f"{i['id']:>5} {i['severity']} {i['status']:<12} {i['opened_at']} {','.join(i['services'])}  {i['title']}"
+        )
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    doc = _api(args, "GET", f"/api/v1/incidents/{args.id}")
+    if args.format == "json":
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"incident {doc['id']} {doc['severity']} {doc['status']}: {doc['title']}")
+    for e in doc["timeline"]:
+        print(f"  {e['at']}  {e['kind']:<14} {e['actor']:<14} {e['message']}")
+    return 0
+
+
+def _change(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"by": args.by or os.environ.get("USER", "cli")}
+    if args.action == "note":
+        body["text"] = args.text
+    doc = _api(args, "POST", f"/api/v1/incidents/{args.id}/{args.action}", body)
+    print(f"incident {doc['id']}: {doc['status']}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from errorgate.incidents.engine import Engine
+    from errorgate.incidents.report import build_report, to_html, to_markdown
+
+    try:
+        window = parse_duration(args.since)
+    except ValueError as e:
+        raise CommandError(f"--since: {e}") from None
+    engine = Engine(_store(load_config(args.config)))
+    now = time.time()
+    report = build_report(engine.find(since=now - window), now - window, now)
+    text = {"json": lambda: json.dumps(report, indent=2), "markdown": lambda: to_markdown(report),
+            "html": lambda: to_html(report)}[args.format]()  # fmt: skip
+    print(text)
+    return 0
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("incidents", help="the incident engine: serve, list, ack, resolve, report",
+                              description="Incidents from alerts, with a timeline and MTTD/MTTA/MTTR.")  # fmt: skip
+    sub = p.add_subparsers(dest="incidents_command", metavar="ACTION", required=True)
+    s = sub.add_parser("serve", help="run the engine (HTTP on incidents.endpoint)")
+    s.set_defaults(func=_serve)
+    s = sub.add_parser("list", help="incidents, newest first")
+    s.add_argument("--status", help="comma-separated: open,acknowledged,resolved,closed")
+    s.add_argument("--format", choices=("text", "json"), default="text")
+    s.set_defaults(func=_list)
+    s = sub.add_parser("show", help="one incident and its timeline")
+    s.add_argument("id")
+    s.add_argument("--format", choices=("text", "json"), default="text")
+    s.set_defaults(func=_show)
+    for action in ("ack", "resolve", "close", "note"):
+        s = sub.add_parser(action, help=f"{action} an incident (needs the API token)")
+        s.add_argument("id")
+        if action == "note":
+            s.add_argument("text")
+        s.add_argument("--by", help="who acts (default $USER)")
+        s.set_defaults(func=_change, action=action)
+    s = sub.add_parser("report", help="MTTD/MTTA/MTTR medians, per team, service and severity")
+    s.add_argument("--since", default="30d", help="window, e.g. 30d (default 30d)")
+    s.add_argument("--format", choices=("json", "markdown", "html"), default="markdown")
+    s.set_defaults(func=_report)
+    for s in sub.choices.values():
+        s.add_argument("--config", metavar="FILE", help="config file (default: the embedded default)")
+        if s.get_default("func") not in (_serve, _report):
+            s.add_argument("--url", help="engine URL (default: http://<incidents.endpoint>)")

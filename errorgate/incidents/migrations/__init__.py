@@ -1,0 +1,1 @@
+"""Alembic migration environment of the incident store (run programmatically by ``Store.upgrade``)."""

@@ -1,0 +1,1 @@
+"""Bundled migration scripts; Alembic skips this file."""

@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml kit/pyproject.toml
 
 # Debian packages the tests run for real (Prometheus, Alertmanager, promtool, amtool).
 system-deps:
-	@missing=""; for b in prometheus:prometheus promtool:prometheus alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager redis-server:redis-server; do \
+	@missing=""; for b in prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager redis-server:redis-server; do \
 	  command -v $${b%%:*} >/dev/null || missing="$$missing $${b##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \

@@ -62,7 +62,15 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from errorgate.attributes import AttrValue, set_value, to_dict
 from errorgate.caches import MIB, ByteFifoMap, ByteLRU
-from errorgate.component import Capabilities, ComponentContext, Factory, Output, Processor
+from errorgate.component import (
+    Capabilities,
+    ComponentContext,
+    Factory,
+    HttpAnswer,
+    HttpQuery,
+    Output,
+    Processor,
+)
 from errorgate.config import ConfigError
 from errorgate.extensions.catalog import shared_catalog
 from errorgate.governance.catalog import CatalogError, load_catalog
@@ -77,6 +85,8 @@ from errorgate.processors.classification.severity import Assessment, BurnRates, 
 from errorgate.processors.classification.tags import LOG_ATTRIBUTES, SPAN_ATTRIBUTES, Tag, TagWriter
 from errorgate.processors.classification.taxonomy import TaxonomyError, load_taxonomy
 from errorgate.processors.classification.template import parameterize
+from errorgate.processors.deploys.routes import ROUTES, DeployRoutes
+from errorgate.processors.deploys.store import VersionStore
 from errorgate.signals import ERROR_TRACES_NOTE, WIRE_NOTE, Batch, Signal
 from errorgate.telemetry import LabelCap
 
@@ -129,6 +139,8 @@ class Classify(Processor):
         reads_wire_note=True,
         # The template replaces what patterns find; a personal name in a message needs redact's NER.
         writes_free_text=frozenset({"errorgate.error.template"}),
+        # Deploy verdicts and routing health from the per-version state (errorgate.processors.deploys).
+        http_routes=ROUTES,
     )
 
     def __init__(self, config: ClassifyConfig, context: ComponentContext) -> None:
@@ -172,6 +184,9 @@ class Classify(Processor):
         apply_label_caps(config, context.telemetry.cap)
         self.metrics = ErrorMetrics(context.telemetry.registry, context.telemetry.cap)
         self.metrics.describe_catalog(self.catalog)
+        # Per-(service, version) windows that age out; the version label follows them out.
+        self.deploys = VersionStore(config.deploys, on_expire=self._version_gone)
+        self.deploy_routes = DeployRoutes(config.deploys, self.deploys, lambda s: self.catalog.lookup(s).slo)
         # (trace id, span id) of failing spans -> (role, origin service, incident id) for log correlation.
         self._correlated: ByteLRU[tuple[bytes, bytes], tuple[str, str, str]] = ByteLRU(
             config.max_correlated_spans, _CORRELATED_BYTES, _correlated_cost
@@ -214,6 +229,7 @@ class Classify(Processor):
         late = batch.notes.get("late") is True
         received = batch.received_at
         copy = self._copy_baggage if self.config.baggage else None  # baggage reads every attribute
+        durations: dict[tuple[str, str, int], list[float]] = {}
         errors, traces, requests, n_spans = spans.scan(
             batch.request,  # type: ignore[arg-type]
             received,
@@ -222,12 +238,18 @@ class Classify(Processor):
             copy,
             self._span_bytes,
             wire,
+            durations,
         )
         # The request's bytes before any tag, for the search of upstream fingerprints below.
         data = wire if wire is not None else batch.request.SerializeToString()
         for (service, version, second), (n_requests, n_failed) in requests.items():
             self.metrics.request(service, version, n_requests, n_failed)
             self.burn.record(service, float(second), n_requests, n_failed)
+            if version:
+                key = (service, version, second)
+                self.deploys.record_requests(
+                    service, version, second, n_requests, n_failed, durations.get(key, ())
+                )
         analyses: dict[bytes, cascade.TraceAnalysis] = {}
         failing = {r[0].trace_id for r in errors} if errors and traces else _NO_IDS
         observe = self.incidents.observe
@@ -387,6 +409,9 @@ class Classify(Processor):
         # Count.
         if incident_id is not None:
             self.metrics.incident_member(service, True)
+        if version:
+            origin = role.origin_service if role is not None and role.role == "propagated" else ""
+            self.deploys.record_error(service, version, fp, ts, kind, origin)
         if seen.new_fingerprint:
             self.metrics.new_fingerprint(service)
         if seen.new_episode:
@@ -451,6 +476,15 @@ class Classify(Processor):
         if incident_id is not None:
             tags.append(("errorgate.incident.id", incident_id))
         return tuple(tags)
+
+    # ------------------------------------------------------------------ deploys
+
+    def answer(self, query: HttpQuery) -> HttpAnswer:
+        return self.deploy_routes.answer(query)
+
+    def _version_gone(self, service: str, version: str) -> None:
+        """A version aged out of the deploy windows: its metric label values go too."""
+        self.metrics.forget_version(service, version, still_used=self.deploys.in_use(version))
 
     # ------------------------------------------------------------------ helpers
 

@@ -84,7 +84,11 @@ class Gateway:
         metrics_endpoint = self.config.service.telemetry.metrics.endpoint
         if metrics_endpoint:
             self._observability = ObservabilityServer(
-                metrics_endpoint, self.telemetry.registry, self.readiness, __version__
+                metrics_endpoint,
+                self.telemetry.registry,
+                self.readiness,
+                __version__,
+                self.builder.http_routes(),
             )
             self._observability.start()
             if binds_all_interfaces(self._observability.host):

@@ -41,10 +41,12 @@ def scan(
     copy_baggage: CopyBaggage | None,
     checks: SpanBytes,
     wire: bytes | None = None,
+    durations: dict[tuple[str, str, int], list[float]] | None = None,
 ) -> tuple[list[Record], dict[bytes, list[Record]], dict[tuple[str, str, int], list[int]], int]:
     """(failing spans, spans by trace id (none when ``late``), [requests, failed] per
     (service, version, second), number of spans). ``wire``: ``request`` as upb serialized it, if at hand:
-    each span's bytes are then read out of it (``scope_items``) instead of serialized again."""
+    each span's bytes are then read out of it (``scope_items``) instead of serialized again.
+    ``durations``, if given, gets each request span's duration in seconds by the same key."""
     errors: list[Record] = []
     traces: dict[bytes, list[Record]] = {}
     requests: dict[tuple[str, str, int], list[int]] = {}
@@ -99,6 +101,10 @@ def scan(
                     counts = requests[(service, version, int(ts))] = [0, 0]
                 counts[0] += 1
                 counts[1] += error is not None
+                if durations is not None and end:
+                    durations.setdefault((service, version, int(ts)), []).append(
+                        max(0, end - span.start_time_unix_nano) / 1e9
+                    )
             record = (span, attrs, service, version, error, ts, peer, end, data)
             if error is not None:
                 errors.append(record)

@@ -160,7 +160,7 @@ def test_cli_exit_codes(
 def test_cli_with_config_and_bad_input(
     gateway: Gateway, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    host, _, port = gateway.metrics_endpoint.rpartition(":")
+    port = gateway.metrics_endpoint.rpartition(":")[2]
     config = tmp_path / "c.yaml"
     config.write_text(
         gateway_yaml(

@@ -86,20 +86,23 @@ def test_health_levels_from_burn_and_kinds() -> None:
     store.record_requests("c", "1", T0, 1000, 20)  # burn 20: fast
     body = health.assess("c", 0.999)
     assert body["status"] == "fail" and "fast burn" in body["output"]
-    store.record_requests("d", "1", T0, 1000, 0)
+    store.record_requests("d", "1", T0, 1000, 2)  # burn 2: kinds count
     store.record_error("d", "1", "fp1", T0, "intermittent")
     assert health.assess("d", 0.999)["status"] == "warn"
     store.record_error("d", "1", "fp2", T0, "persistent")
     assert health.assess("d", 0.999)["status"] == "fail"
-    store.record_requests("e", "1", T0, 1000, 0)
+    store.record_requests("e", "1", T0, 1000, 2)
     store.record_error("f", "1", "fp3", T0, "cascading", cascade_origin="e")
     assert health.assess("e", 0.999)["output"] == "origin of a cascading failure"
+    store.record_requests("g", "1", T0, 1000, 0)  # a persistent group costing no budget: no pull
+    store.record_error("g", "1", "fp4", T0, "persistent")
+    assert health.assess("g", 0.999)["status"] == "pass"
 
 
 def test_health_hysteresis_holds_a_worse_state() -> None:
     clock = [0.0]
     store, health = _health(clock)
-    store.record_requests("a", "1", T0, 100, 0)
+    store.record_requests("a", "1", T0, 100, 1)
     store.record_error("a", "1", "fp", T0, "persistent")
     assert health.assess("a", 0.999)["status"] == "fail"
     # The persistent group stops; the raw state recovers 5 minutes of telemetry later...

@@ -7,7 +7,7 @@ import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -17,6 +17,24 @@ from errorgate.component import HttpAnswer, HttpQuery, Route
 MAX_BODY_BYTES = 64 * 1024
 
 Readiness = Callable[[], tuple[str, dict[str, object]]]
+
+
+def route(
+    routes: Sequence[tuple[str, Route]], method: str, target: str, body: bytes = b""
+) -> HttpAnswer | None:
+    """The answer of the declared route ``target`` falls under, if any (``routes`` longest
+    prefix first)."""
+    parts = urlsplit(target)
+    path = unquote(parts.path)
+    for prefix, handler in routes:
+        if path == prefix or (prefix.endswith("/") and path.startswith(prefix)):
+            return handler(HttpQuery(method, path, dict(parse_qsl(parts.query)), body))
+    return None
+
+
+def service_health(routes: Sequence[tuple[str, Route]]) -> Callable[[str], HttpAnswer | None]:
+    """A service's routing health (``GET /api/v1/services/{name}/health``, CONVENTIONS) by name."""
+    return lambda name: route(routes, "GET", f"/api/v1/services/{quote(name, safe='')}/health")
 
 
 class ObservabilityServer:
@@ -33,8 +51,7 @@ class ObservabilityServer:
         self._registry = registry
         self._readiness = readiness
         self._version = version
-        # Longest prefix first, so "/api/v1/services/" is never shadowed by a shorter one.
-        self._routes = sorted(routes, key=lambda r: -len(r[0]))
+        self._routes = routes
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -50,13 +67,7 @@ class ObservabilityServer:
         return f"{host!s}:{port}"
 
     def route(self, method: str, target: str, body: bytes = b"") -> HttpAnswer | None:
-        """The answer of the declared route ``target`` falls under, if any."""
-        parts = urlsplit(target)
-        path = unquote(parts.path)
-        for prefix, handler in self._routes:
-            if path == prefix or (prefix.endswith("/") and path.startswith(prefix)):
-                return handler(HttpQuery(method, path, dict(parse_qsl(parts.query)), body))
-        return None
+        return route(self._routes, method, target, body)
 
     def start(self) -> None:
         outer = self

@@ -3,6 +3,7 @@
 - ``fail``: fast burn (both windows burn at least ``fail_burn_rate``), a persistent error
   group, or the service is where a cascade started (another service's failure propagated from it);
 - ``warn``: slow burn (``warn_burn_rate``) or an intermittent error group;
+  (error kinds count only while the service burns at least ``kind_min_burn``);
 - else ``pass``.
 
 Burn and kinds run on telemetry time. Hysteresis runs on the wall clock of the questions asked:
@@ -43,8 +44,11 @@ class RoutingHealth:
         c = self.config
         short, long = self._burn(service, c.short_window, slo), self._burn(service, c.long_window, slo)
         since = self.store.now - c.kind_window
-        kinds = self.store.kinds_since(service, since)
-        origin = self.store.cascade_origins.get(service, float("-inf")) >= since
+        kinds: set[str] = set()
+        origin = False
+        if short >= c.kind_min_burn:
+            kinds = self.store.kinds_since(service, since)
+            origin = self.store.cascade_origins.get(service, float("-inf")) >= since
         reasons: list[str] = []
         status = "pass"
         if min(short, long) >= c.fail_burn_rate:

@@ -30,6 +30,9 @@ class HealthConfig(ComponentConfig):
     min_requests: int = Field(default=10, ge=1)
     # Error kinds seen this recently count (intermittent → warn, persistent or cascade origin → fail).
     kind_window: Duration = 300.0
+    # ...while the service burns its budget at least this fast (short window): an error group
+    # that costs less than the SLO allows does not pull a route.
+    kind_min_burn: float = Field(default=1.0, ge=0)
     # A better state must hold this long (wall clock) before the route sees it: no flapping.
     recover_after: Duration = 30.0
     default_slo: float = Field(default=0.999, gt=0, lt=1)

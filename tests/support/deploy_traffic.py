@@ -27,6 +27,7 @@ class Traffic:
     latency: float = 0.05  # seconds
     fail_per_100: int = 0  # failures per hundred requests (overrides fail_every)
     span: float = 60.0  # seconds of telemetry time the requests are spread over, ending now
+    status_code: int = 500  # of the failures (500: a persistent kind soon; 503: transient)
 
 
 def _request(t: Traffic) -> ExportTraceServiceRequest:
@@ -61,7 +62,7 @@ def _request(t: Traffic) -> ExportTraceServiceRequest:
             set_value(event.attributes, "exception.message", "missing field sku in cart line")
         elif failing:
             s.status.code = Status.STATUS_CODE_ERROR
-            set_value(s.attributes, "http.response.status_code", 500)
+            set_value(s.attributes, "http.response.status_code", t.status_code)
     return req
 
 

@@ -19,9 +19,9 @@ from errorgate.intake.contract import AcceptResult
 from errorgate.intake.dedup import DedupCache
 from errorgate.intake.validation import validate_request
 from errorgate.pipeline.stages import Pipeline, poll_all
+from errorgate.service.agent import AgentCheckServer
 from errorgate.service.builder import PipelineBuilder
 from errorgate.service.memory import MemoryLimiter
-from errorgate.service.agent import AgentCheckServer
 from errorgate.service.observability import ObservabilityServer, service_health
 from errorgate.signals import Batch, ExportRequest, Signal, copy_request, count_items
 from errorgate.telemetry import Telemetry

@@ -237,8 +237,8 @@ class Classify(Processor):
             self._resource,
             copy,
             self._span_bytes,
-            wire,
             durations,
+            wire,
         )
         # The request's bytes before any tag, for the search of upstream fingerprints below.
         data = wire if wire is not None else batch.request.SerializeToString()

@@ -35,6 +35,17 @@ README (config keys and defaults)::
         metrics:
           label_caps: {service: 200, component: 200, domain: 20, kind: 10, severity: 10,
                        category: 50, version: 500, origin_service: 200, team: 50, tier: 10}
+        deploys:                 # per-(service, version) windows: verdicts and routing health
+          slot: 10s              # window resolution
+          retention: 1h          # longest window kept (verdict and health windows fit in it)
+          version_ttl: 6h        # a version not seen this long (telemetry time) ages out, with
+                                 # its errorgate_*_by_version series and its version label value
+          max_versions: 2000     # hard bound, least recently seen out first
+          max_fingerprints: 500  # error groups remembered per version
+          verdict: {window: 10m, min_requests: 500, alpha: 0.01, max_failure_increase: 0.01,
+                    new_fingerprint_min_count: 3, max_latency_increase: 0.25, latency_min_difference: 10ms}
+          health: {short_window: 5m, long_window: 1h, fail_burn_rate: 14.4, warn_burn_rate: 6,
+                   min_requests: 10, kind_window: 5m, kind_min_burn: 1, recover_after: 30s}
 
 Label caps are the cost/granularity trade-off: past a label's cap new values read ``_other``.
 

@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml kit/pyproject.toml | sha1sum | cut -c1-12)
-APT_PKGS := prometheus prometheus-alertmanager redis-server
+APT_PKGS := prometheus prometheus-alertmanager redis-server haproxy etcd-server etcd-client
 
 .PHONY: run test lint bench demo venv system-deps clean
 
@@ -16,15 +16,15 @@ $(STAMP): pyproject.toml kit/pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]' -e './kit[redis,test]'
 	rm -f $(VENV)/.installed-*; touch $@
 
-# Debian packages the tests run for real (Prometheus, Alertmanager, promtool, amtool).
+# Debian packages the tests run for real (Prometheus, Alertmanager, promtool, amtool, Redis, HAProxy, etcd).
 system-deps:
-	@missing=""; for b in prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager redis-server:redis-server; do \
+	@missing=""; for b in prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager redis-server:redis-server haproxy:haproxy etcd:etcd-server etcdctl:etcd-client; do \
 	  command -v $${b%%:*} >/dev/null || missing="$$missing $${b##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
-	  for s in prometheus prometheus-alertmanager redis-server; do $$SUDO systemctl disable --now $$s >/dev/null 2>&1 || true; done; \
+	  for s in prometheus prometheus-alertmanager redis-server haproxy etcd; do $$SUDO systemctl disable --now $$s >/dev/null 2>&1 || true; done; \
 	fi
 
 run: venv

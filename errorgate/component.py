@@ -79,6 +79,28 @@ class Capabilities:
     needs_whole_traces: bool = False
     # Attribute keys it writes whose text may quote personal names (a later stage should clean them).
     writes_free_text: frozenset[str] = frozenset()
+    # Path prefixes it answers on the metrics endpoint (``Processor.answer``), e.g. "/api/v1/verdict".
+    http_routes: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class HttpQuery:
+    """A request to a route a processor declared (plain data: it may cross to the worker)."""
+
+    method: str  # GET or POST
+    path: str
+    params: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    status: int
+    body: Mapping[str, object]  # sent as JSON
+    content_type: str = "application/json"
+
+
+Route = Callable[[HttpQuery], HttpAnswer]
 
 
 @dataclass(frozen=True)
@@ -205,6 +227,11 @@ class Processor(ABC):
         """Called once in the process that runs the processor, after the pipeline is built and
         before its first batch: start what it needs in the background (worker pools), so its
         memory is taken at start-up rather than at whatever moment the first big batch comes."""
+
+    def answer(self, query: HttpQuery) -> HttpAnswer:
+        """Answer a request to one of the declared ``Capabilities.http_routes``. Runs like
+        ``process`` (under the pipeline lock unless thread-safe; in the worker, between batches)."""
+        return HttpAnswer(404, {"error": f"no route {query.path}"})
 
     def shutdown(self) -> None:
         """Free resources. Called once, after the final flush."""

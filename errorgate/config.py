@@ -274,10 +274,20 @@ class LogsTelemetryConfig(BaseModel):
     encoding: Literal["console", "json"] = "console"
 
 
+class AgentCheckConfig(BaseModel):
+    """HAProxy ``agent-check`` answers from per-service routing health (``errorgate.service.agent``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    endpoint: str | None = None  # e.g. 127.0.0.1:9467; None: no agent
+    warn_weight: int = Field(default=50, ge=1, le=100)  # percent of its weight a ``warn`` service keeps
+    fail: Literal["down", "drain"] = "down"  # drain: no new sessions, established ones finish
+
+
 class TelemetryConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     metrics: MetricsTelemetryConfig = Field(default_factory=MetricsTelemetryConfig)
     logs: LogsTelemetryConfig = Field(default_factory=LogsTelemetryConfig)
+    agent_check: AgentCheckConfig = Field(default_factory=AgentCheckConfig)
 
 
 class ProcessorWorkerConfig(BaseModel):

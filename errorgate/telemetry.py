@@ -35,6 +35,11 @@ class LabelCap:
         """The caps set so far by label (labels not listed use the default cap)."""
         return dict(self._caps)
 
+    def release(self, label: str, value: str) -> None:
+        """Give a value's place back (its series are gone), so a later value can take it."""
+        with self._lock:
+            self._seen.get(label, set()).discard(value)
+
     def __call__(self, label: str, value: str) -> str:
         seen = self._seen.get(label)
         if seen is not None and value in seen:

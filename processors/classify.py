@@ -35,6 +35,17 @@ README (config keys and defaults)::
         metrics:
           label_caps: {service: 200, component: 200, domain: 20, kind: 10, severity: 10,
                        category: 50, version: 500, origin_service: 200, team: 50, tier: 10}
+        deploys:                 # per-(service, version) windows: verdicts and routing health
+          slot: 10s              # window resolution
+          retention: 1h          # longest window kept (verdict and health windows fit in it)
+          version_ttl: 6h        # a version not seen this long (telemetry time) ages out, with
+                                 # its errorgate_*_by_version series and its version label value
+          max_versions: 2000     # hard bound, least recently seen out first
+          max_fingerprints: 500  # error groups remembered per version
+          verdict: {window: 10m, min_requests: 500, alpha: 0.01, max_failure_increase: 0.01,
+                    new_fingerprint_min_count: 3, max_latency_increase: 0.25, latency_min_difference: 10ms}
+          health: {short_window: 5m, long_window: 1h, fail_burn_rate: 14.4, warn_burn_rate: 6,
+                   min_requests: 10, kind_window: 5m, kind_min_burn: 1, recover_after: 30s}
 
 Label caps are the cost/granularity trade-off: past a label's cap new values read ``_other``.
 
@@ -63,7 +74,15 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from errorgate.attributes import AttrValue, set_value, to_dict
 from errorgate.caches import MIB, ByteFifoMap, ByteLRU
-from errorgate.component import Capabilities, ComponentContext, Factory, Output, Processor
+from errorgate.component import (
+    Capabilities,
+    ComponentContext,
+    Factory,
+    HttpAnswer,
+    HttpQuery,
+    Output,
+    Processor,
+)
 from errorgate.config import ConfigError
 from errorgate.extensions.catalog import shared_catalog
 from errorgate.governance.catalog import CatalogError, load_catalog
@@ -78,6 +97,8 @@ from errorgate.processors.classification.severity import Assessment, BurnRates, 
 from errorgate.processors.classification.tags import LOG_ATTRIBUTES, SPAN_ATTRIBUTES, Tag, TagWriter
 from errorgate.processors.classification.taxonomy import Category, TaxonomyError, load_taxonomy
 from errorgate.processors.classification.template import parameterize
+from errorgate.processors.deploys.routes import ROUTES, DeployRoutes
+from errorgate.processors.deploys.store import VersionStore
 from errorgate.processors.errorstate import BurnInput, LocalErrorState, error_state
 from errorgate.signals import ERROR_TRACES_NOTE, WIRE_NOTE, Batch, Signal
 from errorgate.telemetry import LabelCap
@@ -149,6 +170,8 @@ class Classify(Processor):
         reads_wire_note=True,
         # The template replaces what patterns find; a personal name in a message needs redact's NER.
         writes_free_text=frozenset({"errorgate.error.template"}),
+        # Deploy verdicts and routing health from the per-version state (errorgate.processors.deploys).
+        http_routes=ROUTES,
     )
 
     def __init__(self, config: ClassifyConfig, context: ComponentContext) -> None:
@@ -195,6 +218,9 @@ class Classify(Processor):
         apply_label_caps(config, context.telemetry.cap)
         self.metrics = ErrorMetrics(context.telemetry.registry, context.telemetry.cap)
         self.metrics.describe_catalog(self.catalog)
+        # Per-(service, version) windows that age out; the version label follows them out.
+        self.deploys = VersionStore(config.deploys, on_expire=self._version_gone)
+        self.deploy_routes = DeployRoutes(config.deploys, self.deploys, lambda s: self.catalog.lookup(s).slo)
         # (trace id, span id) of failing spans -> (role, origin service, incident id) for log correlation.
         self._correlated: ByteLRU[tuple[bytes, bytes], tuple[str, str, str]] = ByteLRU(
             config.max_correlated_spans, _CORRELATED_BYTES, _correlated_cost
@@ -237,6 +263,7 @@ class Classify(Processor):
         late = batch.notes.get("late") is True
         received = batch.received_at
         copy = self._copy_baggage if self.config.baggage else None  # baggage reads every attribute
+        durations: dict[tuple[str, str, int], list[float]] = {}
         errors, traces, requests, n_spans = spans.scan(
             batch.request,  # type: ignore[arg-type]
             received,
@@ -244,6 +271,7 @@ class Classify(Processor):
             self._resource,
             copy,
             self._span_bytes,
+            durations,
             wire,
         )
         # The request's bytes before any tag, for the search of upstream fingerprints below.
@@ -252,6 +280,11 @@ class Classify(Processor):
         for (service, version, second), (n_requests, n_failed) in requests.items():
             self.metrics.request(service, version, n_requests, n_failed)
             records.append((service, float(second), n_requests, n_failed))
+            if version:
+                key = (service, version, second)
+                self.deploys.record_requests(
+                    service, version, second, n_requests, n_failed, durations.get(key, ())
+                )
         analyses: dict[bytes, cascade.TraceAnalysis] = {}
         failing = {r[0].trace_id for r in errors} if errors and traces else _NO_IDS
         observe = self.incidents.observe
@@ -464,6 +497,9 @@ class Classify(Processor):
         # Count.
         if incident_id is not None:
             self.metrics.incident_member(service, True)
+        if version:
+            origin = role.origin_service if role is not None and role.role == "propagated" else ""
+            self.deploys.record_error(service, version, fp, ts, kind, origin)
         if seen.new_fingerprint:
             self.metrics.new_fingerprint(service)
         if seen.new_episode:
@@ -528,6 +564,15 @@ class Classify(Processor):
         if incident_id is not None:
             tags.append(("errorgate.incident.id", incident_id))
         return tuple(tags)
+
+    # ------------------------------------------------------------------ deploys
+
+    def answer(self, query: HttpQuery) -> HttpAnswer:
+        return self.deploy_routes.answer(query)
+
+    def _version_gone(self, service: str, version: str) -> None:
+        """A version aged out of the deploy windows: its metric label values go too."""
+        self.metrics.forget_version(service, version, still_used=self.deploys.in_use(version))
 
     # ------------------------------------------------------------------ helpers
 

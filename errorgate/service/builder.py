@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,10 @@ from errorgate.component import (
     Extension,
     Extensions,
     Factory,
+    HttpAnswer,
+    HttpQuery,
     Processor,
+    Route,
     component_type,
     processor_capabilities,
     processor_signals,
@@ -251,6 +255,32 @@ class PipelineBuilder:
         if signal not in processor_signals(self._factory(component_id)):
             return  # e.g. a traces-only processor listed in a metrics pipeline: documented no-op
         stages.append(Stage(component_id, self._processor(key)))
+
+    def http_routes(self) -> list[tuple[str, Route]]:
+        """(path prefix, handler) of every route a built processor declares
+        (``Capabilities.http_routes``), wherever the processor runs."""
+        routes: list[tuple[str, Route]] = []
+        hosted = self.worker.signals if self.worker is not None else {}
+        for key in sorted(hosted):
+            worker = self.worker
+            assert worker is not None
+            for prefix in processor_capabilities(self._factory(key[0])).http_routes:
+                routes.append((prefix, partial(worker.answer, key)))
+        for key in sorted(self.processors):
+            processor = self.processors[key]
+            for prefix in processor.capabilities.http_routes:
+                routes.append((prefix, self._locked(processor)))
+        return routes
+
+    def _locked(self, processor: Processor) -> Route:
+        if processor.capabilities.thread_safe:
+            return processor.answer
+
+        def answer(query: HttpQuery) -> HttpAnswer:
+            with self.lock:  # as ``process`` runs: one at a time with the batches
+                return processor.answer(query)
+
+        return answer
 
     def _assembler(self, pipeline_name: str) -> TraceAssembler:
         context = self.context(f"assembly/{pipeline_name}")

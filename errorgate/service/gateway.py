@@ -19,9 +19,10 @@ from errorgate.intake.contract import AcceptResult
 from errorgate.intake.dedup import DedupCache
 from errorgate.intake.validation import validate_request
 from errorgate.pipeline.stages import Pipeline, poll_all
+from errorgate.service.agent import AgentCheckServer
 from errorgate.service.builder import PipelineBuilder
 from errorgate.service.memory import MemoryLimiter
-from errorgate.service.observability import ObservabilityServer
+from errorgate.service.observability import ObservabilityServer, service_health
 from errorgate.signals import Batch, ExportRequest, Signal, copy_request, count_items
 from errorgate.telemetry import Telemetry
 
@@ -50,6 +51,7 @@ class Gateway:
         self._last_backpressure = float("-inf")
         self._poll_thread: threading.Thread | None = None
         self._observability: ObservabilityServer | None = None
+        self._agent: AgentCheckServer | None = None
         self.builder = PipelineBuilder(config, self.data_dir, self.telemetry, self.lock, self._stopping)
         self.extensions = self.builder.extensions
         self.dlq = self.builder.dlq
@@ -83,10 +85,20 @@ class Gateway:
             exporter.start()
         if self.memory is not None:
             self.memory.start()
+        # Declared routes of the processors, longest prefix first (none shadows a longer one).
+        routes = sorted(self.builder.http_routes(), key=lambda r: -len(r[0]))
+        agent = self.config.service.telemetry.agent_check
+        if agent.endpoint:
+            self._agent = AgentCheckServer(agent, service_health(routes))
+            self._agent.start()
         metrics_endpoint = self.config.service.telemetry.metrics.endpoint
         if metrics_endpoint:
             self._observability = ObservabilityServer(
-                metrics_endpoint, self.telemetry.registry, self.readiness, __version__
+                metrics_endpoint,
+                self.telemetry.registry,
+                self.readiness,
+                __version__,
+                routes,
             )
             self._observability.start()
             if binds_all_interfaces(self._observability.host):
@@ -164,6 +176,8 @@ class Gateway:
             extension.shutdown()
         if self._observability is not None:
             self._observability.stop()
+        if self._agent is not None:
+            self._agent.stop()
         if self.memory is not None:
             self.memory.stop()
         self._stopped.set()
@@ -212,6 +226,11 @@ class Gateway:
     @property
     def http_endpoint(self) -> str:
         return self._receiver_endpoint("http")
+
+    @property
+    def agent_check_endpoint(self) -> str:
+        assert self._agent is not None, "service.telemetry.agent_check.endpoint is not set"
+        return self._agent.endpoint
 
     @property
     def metrics_endpoint(self) -> str:

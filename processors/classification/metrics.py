@@ -8,11 +8,12 @@ Every label value goes through the gateway's ``LabelCap`` (past a label's cap it
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from errorgate.governance.catalog import ServiceCatalog, ServiceEntry
+from errorgate.telemetry import OTHER, LabelCap
 
 _MAX_CHILDREN = 65536
 DEFAULT_LABEL_CAPS: dict[str, int] = {
@@ -30,7 +31,7 @@ DEFAULT_LABEL_CAPS: dict[str, int] = {
 
 
 class ErrorMetrics:
-    def __init__(self, registry: CollectorRegistry, cap: Callable[[str, str], str]) -> None:
+    def __init__(self, registry: CollectorRegistry, cap: LabelCap) -> None:
         self.cap = cap
         # In this order: a registry exposes its metrics in the order they were created.
         self._create_request_metrics(registry)
@@ -217,6 +218,27 @@ class ErrorMetrics:
         self._pending[(self.errors, found[0])] += 1
         if found[1] is not None:
             self._pending[(self.by_version, found[1])] += 1
+
+    def forget_version(self, service: str, version: str, still_used: bool) -> None:
+        """Remove a (service, version)'s series once its deploy state aged out; its version
+        label value is released for later deploys unless another service still uses it."""
+        self.flush()
+        svc = self.cap("service", service)
+        by_version = (self.by_version, self.requests_by_version, self.failed_requests_by_version)
+        for metric in by_version:
+            try:
+                metric.remove(svc, version)
+            except KeyError:
+                pass  # never counted (e.g. only requests, no errors)
+        for key in [k for k in self._children if k[0] in by_version and k[1] == (svc, version)]:
+            del self._children[key]
+        if not still_used:
+            self.cap.release("version", version)
+        # Memoized answers for this version, and those that read ``_other`` (a place is free now).
+        for raw in [
+            r for r, found in self._error_keys.items() if found[1] and found[1][1] in (version, OTHER)
+        ]:
+            del self._error_keys[raw]
 
     def episode(self, service: str, kind: str) -> None:
         self.episodes.labels(self.cap("service", service), self.cap("kind", kind)).inc()

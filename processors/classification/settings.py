@@ -10,6 +10,7 @@ from pydantic import Field
 from errorgate.component import ComponentConfig
 from errorgate.config import Duration
 from errorgate.processors.classification.metrics import DEFAULT_LABEL_CAPS
+from errorgate.processors.deploys.settings import DeploysConfig
 
 
 class EpisodesConfig(ComponentConfig):
@@ -69,6 +70,7 @@ class ClassifyConfig(ComponentConfig):
     incidents: IncidentsConfig = Field(default_factory=IncidentsConfig)
     severity: SeverityConfig = Field(default_factory=SeverityConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    deploys: DeploysConfig = Field(default_factory=DeploysConfig)
 
     def gateway_label_caps(self, gateway_caps: Mapping[str, int]) -> dict[str, int]:
         """Gateway-wide caps (service.telemetry.metrics.label_caps) win over classify's defaults;

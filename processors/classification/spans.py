@@ -40,11 +40,12 @@ def scan(
     resource_of: Callable[[Resource], tuple[str, str]],
     copy_baggage: CopyBaggage | None,
     checks: SpanBytes,
+    durations: dict[tuple[str, str, int], list[float]],
     wire: bytes | None = None,
 ) -> tuple[list[Record], dict[bytes, list[Record]], dict[tuple[str, str, int], list[int]], int]:
-    """(failing spans, spans by trace id (none when ``late``), [requests, failed] per
-    (service, version, second), number of spans). ``wire``: ``request`` as upb serialized it, if at hand:
-    each span's bytes are then read out of it (``scope_items``) instead of serialized again."""
+    """(failing spans, spans by trace id (none when ``late``), [requests, failed] per (service, version,
+    second) (``durations``: their durations in seconds), number of spans). ``wire``: ``request``
+    as upb serialized it, if at hand: span bytes are read out of it (``scope_items``), not serialized again."""
     errors: list[Record] = []
     traces: dict[bytes, list[Record]] = {}
     requests: dict[tuple[str, str, int], list[int]] = {}
@@ -94,11 +95,12 @@ def scan(
             ts = (end or span.start_time_unix_nano) / 1e9 or received
             if kind in ENTRY_KINDS or not span.parent_span_id:
                 # Aggregated per second: one update per (service, version, second), not per span.
-                counts = requests.get((service, version, int(ts)))
+                counts = requests.get(key := (service, version, int(ts)))
                 if counts is None:
-                    counts = requests[(service, version, int(ts))] = [0, 0]
+                    counts = requests[key] = [0, 0]
                 counts[0] += 1
                 counts[1] += error is not None
+                durations.setdefault(key, []).append(max(0, end - span.start_time_unix_nano) / 1e9)
             record = (span, attrs, service, version, error, ts, peer, end, data)
             if error is not None:
                 errors.append(record)

@@ -40,7 +40,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from errorgate import lifeline
-from errorgate.component import Capabilities, ComponentContext, Output, Processor
+from errorgate.component import Capabilities, ComponentContext, HttpAnswer, HttpQuery, Output, Processor
 from errorgate.config import ConfigError
 from errorgate.delivery.exporter import SerializedBatch
 from errorgate.pipeline.worker.process import worker_main
@@ -215,6 +215,15 @@ class ProcessorWorker:
             made.notes[WIRE_NOTE] = part  # a next stage that reads the bytes need not serialize again
             out.batches.append(made)
         return out, timings
+
+    def answer(self, key: Key, query: HttpQuery) -> HttpAnswer:
+        """A hosted processor's answer to an HTTP request on one of its declared routes."""
+        try:
+            reply = self._wait(self._submit(("answer", key, query)))
+        except WorkerFailed as e:
+            return HttpAnswer(503, {"error": f"processor worker unavailable: {e.error_type}"})
+        answer: HttpAnswer = reply[1]
+        return answer
 
     def metrics(self) -> list[Any]:
         if self._closed:

@@ -22,6 +22,8 @@ from errorgate.component import (
     ComponentContext,
     Extension,
     Extensions,
+    HttpAnswer,
+    HttpQuery,
     Processor,
     component_type,
 )
@@ -110,6 +112,8 @@ def _serve(
         kind = message[0]
         if kind == "run":
             conn.send_bytes(pack((sequence, _run(processors, *message[1:]))))
+        elif kind == "answer":
+            conn.send_bytes(pack((sequence, ("ok", _answer(processors, message[1], message[2])))))
         elif kind == "metrics":
             families = [m for m in telemetry.registry.collect() if m.name not in gateway_families]
             conn.send_bytes(pack((sequence, ("ok", families))))
@@ -117,6 +121,14 @@ def _serve(
             _shut_down(processors)
             conn.send_bytes(pack((sequence, ("ok",))))
             return
+
+
+def _answer(processors: dict[Key, Processor], key: Key, query: HttpQuery) -> HttpAnswer:
+    try:
+        return processors[key].answer(query)
+    except Exception as e:  # the route's fault, not the worker's: answer and carry on
+        log.error("route failed", extra={"component": key[0], "error_type": type(e).__name__})
+        return HttpAnswer(500, {"error": f"{key[0]}: {type(e).__name__}"})
 
 
 def _shut_down(processors: dict[Key, Processor]) -> None:

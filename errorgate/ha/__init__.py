@@ -1,0 +1,1 @@
+"""Leader election for errorgate's singleton roles (etcd leases, fencing tokens)."""

@@ -451,7 +451,7 @@ class Classify(Processor):
             attrs,
             service,
             version,
-            _,
+            ts,
             span_kind,
             role,
             retried,

@@ -276,15 +276,7 @@ class Classify(Processor):
         )
         # The request's bytes before any tag, for the search of upstream fingerprints below.
         data = wire if wire is not None else batch.request.SerializeToString()
-        records: list[BurnInput] = []
-        for (service, version, second), (n_requests, n_failed) in requests.items():
-            self.metrics.request(service, version, n_requests, n_failed)
-            records.append((service, float(second), n_requests, n_failed))
-            if version:
-                key = (service, version, second)
-                self.deploys.record_requests(
-                    service, version, second, n_requests, n_failed, durations.get(key, ())
-                )
+        records = self._record_requests(requests, durations)
         analyses: dict[bytes, cascade.TraceAnalysis] = {}
         failing = {r[0].trace_id for r in errors} if errors and traces else _NO_IDS
         observe = self.incidents.observe
@@ -335,6 +327,24 @@ class Classify(Processor):
         upstream = scan.fingerprinted_traces(batch.request, data, failed)  # type: ignore[arg-type]
         batch.notes[ERROR_TRACES_NOTE] = failed | upstream if upstream else failed
         return n_spans
+
+    def _record_requests(
+        self,
+        requests: dict[tuple[str, str, int], list[int]],
+        durations: dict[tuple[str, str, int], list[float]],
+    ) -> list[BurnInput]:
+        """Count the batch's requests per (service, version, second): metrics and per-version
+        deploy state now; the burn-rate inputs returned, for the state's one call per batch."""
+        records: list[BurnInput] = []
+        for (service, version, second), (n_requests, n_failed) in requests.items():
+            self.metrics.request(service, version, n_requests, n_failed)
+            records.append((service, float(second), n_requests, n_failed))
+            if version:
+                key = (service, version, second)
+                self.deploys.record_requests(
+                    service, version, second, n_requests, n_failed, durations.get(key, ())
+                )
+        return records
 
     def _services(self, service: str, peer: str) -> frozenset[str]:
         """The services a one-span trace touched (the same few sets repeat: cached, bounded)."""

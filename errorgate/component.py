@@ -79,6 +79,8 @@ class Capabilities:
     needs_whole_traces: bool = False
     # Attribute keys it writes whose text may quote personal names (a later stage should clean them).
     writes_free_text: frozenset[str] = frozenset()
+    # The reasons it reports in ``Output.dropped``: their counters are exported at 0 from start-up.
+    drop_reasons: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

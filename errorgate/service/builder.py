@@ -211,6 +211,13 @@ class PipelineBuilder:
                 self._add_trace_stage(stages, name, signal)
             self._add_processor_stage(stages, name, signal, component_id)
         self._warn_unclean_free_text(name, signal, spec.processors)
+        running = [c for c in spec.processors if signal in processor_signals(self._factory(c))]
+        self.telemetry.declare_pipeline(
+            signal.value,
+            running,
+            list(spec.exporters),
+            frozenset().union(*(processor_capabilities(self._factory(c)).drop_reasons for c in running)),
+        )
         return Pipeline(
             name=name,
             signal=signal,

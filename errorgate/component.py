@@ -100,6 +100,14 @@ class Extension:
         this extension provides one."""
         return None
 
+    def audit(self, record: Mapping[str, Any]) -> None:
+        """Record a governance event (dead letters expired...) if this extension keeps an audit
+        log. ``record`` carries no payload values. Must not raise: the caller goes on either way."""
+
+    def audit_change(self, event: str, key: str, value: str) -> None:
+        """Record ``event`` with ``key: value`` if ``value`` differs from the last one recorded
+        for that event (e.g. the processors' rules hash at start-up), if this extension audits."""
+
     def shutdown(self) -> None:
         """Free resources. Called once, after every component that uses it has shut down."""
 
@@ -130,6 +138,14 @@ class Extensions:
             if codec is not None:
                 return codec
         return None
+
+    def audit(self, record: Mapping[str, Any]) -> None:
+        for _, extension in self.items():
+            extension.audit(record)
+
+    def audit_change(self, event: str, key: str, value: str) -> None:
+        for _, extension in self.items():
+            extension.audit_change(event, key, value)
 
 
 @dataclass

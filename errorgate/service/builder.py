@@ -29,7 +29,7 @@ from errorgate.component import (
     processor_capabilities,
     processor_signals,
 )
-from errorgate.config import Config, needs_whole_traces
+from errorgate.config import Config, needs_whole_traces, rules_sha256
 from errorgate.delivery.disk import DiskGuard
 from errorgate.delivery.dlq import DeadLetterStore
 from errorgate.delivery.exporter import QueuedExporter
@@ -93,7 +93,10 @@ class PipelineBuilder:
             max_bytes=int(bounds.max_size_mib * 1048576),
             max_age=bounds.max_age,
             min_free_bytes=int(config.service.disk.min_free_mib * 1048576),
+            on_expired=self.extensions.audit,  # a signed audit event when a keyring extension runs
         )
+        # Rules changed since the audit log last saw them (first start included): recorded.
+        self.extensions.audit_change("rules_change", "rules_sha256", rules_sha256(config))
         self.exporters = self._build_exporters()
         self.processors: dict[Key, Processor] = {}
         self.assemblers: list[TraceAssembler] = []

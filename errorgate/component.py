@@ -219,6 +219,10 @@ class Processor(ABC):
         """Release everything held (shutdown or drain)."""
         return Output()
 
+    def reload(self) -> None:
+        """SIGHUP: re-read the files this processor's settings name (a policy, a list), keeping
+        what is in force when the new one does not load. Called where ``process`` runs."""
+
     def shutdown(self) -> None:
         """Free resources. Called once, after the final flush."""
 

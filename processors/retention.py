@@ -186,7 +186,9 @@ class RetentionProcessor(Processor):
             policy = load_policy(self._config.policy)
         except ConfigError as e:
             log.error(
-                "processors.%s.policy: reload failed, the policy in force stays: %s", self.context.component_id, e
+                "processors.%s.policy: reload failed, the policy in force stays: %s",
+                self.context.component_id,
+                e,
             )
             return
         self._use(policy)

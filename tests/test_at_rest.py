@@ -71,7 +71,7 @@ def test_encryption_off_and_no_keyring_write_plain_otlp_json(tmp_path: Path) -> 
     plain = _export(tmp_path / "a", _ring(tmp_path / "a"), encryption="off")
     assert EMAIL in plain.read_text()
     no_ring = _export(tmp_path / "b", Extensions())
-    assert [from_json(Signal.LOGS, line) for line in no_ring.read_text().splitlines()][0].resource_logs
+    assert next(from_json(Signal.LOGS, line) for line in no_ring.read_text().splitlines()).resource_logs
 
 
 def test_decrypt_file_opens_sealed_output_for_a_role_holder_and_audits(
@@ -86,9 +86,14 @@ def test_decrypt_file_opens_sealed_output_for_a_role_holder_and_audits(
     err = capsys.readouterr().err
     assert rc == 0, err
     requests = [from_json(Signal.LOGS, line) for line in target.read_text().splitlines()]
-    assert len(requests) == 2 and requests[0].resource_logs[0].scope_logs[0].log_records[0].body.string_value == EMAIL + "-0"
+    assert (
+        len(requests) == 2
+        and requests[0].resource_logs[0].scope_logs[0].log_records[0].body.string_value == EMAIL + "-0"
+    )
     assert target.stat().st_mode & 0o777 == 0o600
-    [event] = [e for e in AuditLog(tmp_path / "audit" / "decrypt.log").entries() if e["event"] == "decrypt_file"]
+    [event] = [
+        e for e in AuditLog(tmp_path / "audit" / "decrypt.log").entries() if e["event"] == "decrypt_file"
+    ]
     assert event["outcome"] == "allowed" and event["user"] == ME and event["lines"] == 2
     assert event["reason"] == REASON and EMAIL not in str(event)
 
@@ -101,10 +106,14 @@ def test_decrypt_file_refuses_and_audits_without_role_or_reason(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], role: str, reason: str, why: str
 ) -> None:
     path = _export(tmp_path, _ring(tmp_path))
-    rc = main(["decrypt", "--data-dir", str(tmp_path), "--file", str(path), "--role", role, "--reason", reason])
+    rc = main(
+        ["decrypt", "--data-dir", str(tmp_path), "--file", str(path), "--role", role, "--reason", reason]
+    )
     out, err = capsys.readouterr()
     assert rc == 1 and out == "" and EMAIL not in err and why in err
-    [event] = [e for e in AuditLog(tmp_path / "audit" / "decrypt.log").entries() if e["event"] == "decrypt_file"]
+    [event] = [
+        e for e in AuditLog(tmp_path / "audit" / "decrypt.log").entries() if e["event"] == "decrypt_file"
+    ]
     assert event["outcome"] == "denied"
 
 

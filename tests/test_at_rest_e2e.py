@@ -134,9 +134,7 @@ def test_sigkill_with_backend_down_leaves_nothing_in_clear_and_loses_nothing(tmp
                 Signal.LOGS: sent.log_records + sent2.log_records,
                 Signal.METRICS: sent.points + sent2.points,
             }
-            _wait(
-                lambda: all(sink.item_count(s) >= n for s, n in want.items()), 40, "the queue to drain"
-            )
+            _wait(lambda: all(sink.item_count(s) >= n for s, n in want.items()), 40, "the queue to drain")
             assert gw2.terminate() == 0
         finally:
             gw2.close()

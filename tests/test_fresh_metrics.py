@@ -14,7 +14,7 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from errorgate.config import default_config_text, parse_config
+from errorgate.config import default_config_text
 from errorgate.telemetry import DEAD_LETTER_REASONS
 from tests.support.gateway import running_gateway
 

@@ -70,7 +70,9 @@ def test_dead_letters_expired_by_age_are_audited(tmp_path: Path) -> None:
     [event] = _events(tmp_path, "dead_letter_expired")
     assert event["limit"] == "max_age" and event["config_key"] == "service.dead_letter.max_age"
     assert event["entries"] == 3 and event["items"] == {"traces": 6}
-    assert sorted(event["entry_ids"]) == sorted(ids) and event["identity_source"] == "gateway" and event["sig"]
+    assert (
+        sorted(event["entry_ids"]) == sorted(ids) and event["identity_source"] == "gateway" and event["sig"]
+    )
     assert list((tmp_path / "dlq").iterdir()) == []
 
 

@@ -41,7 +41,9 @@ def _retention(tmp_path: Path, policy: Path, **settings: object) -> object:
     factory = PROCESSORS.get("retention")
     assert factory is not None
     config = factory.config_model.model_validate({"policy": str(policy), **settings})
-    return factory.create(config, ComponentContext("retention", tmp_path, Telemetry(), logging.getLogger("t")))
+    return factory.create(
+        config, ComponentContext("retention", tmp_path, Telemetry(), logging.getLogger("t"))
+    )
 
 
 def _holds(processor: object) -> set[str]:
@@ -118,7 +120,11 @@ service:
             deadline = time.monotonic() + 10
             while True:
                 _send(gw, 1)
-                held = [r for r in sink.log_records() if attributes.to_dict(r.attributes).get("errorgate.legal_hold")]
+                held = [
+                    r
+                    for r in sink.log_records()
+                    if attributes.to_dict(r.attributes).get("errorgate.legal_hold")
+                ]
                 if held:
                     break
                 assert time.monotonic() < deadline, "SIGHUP did not apply the new legal hold"

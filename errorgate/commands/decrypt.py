@@ -363,7 +363,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         "and attribute. Every attempt, allowed or denied, is recorded in <data-dir>/audit/decrypt.log.",
     )
     p.add_argument("value", nargs="?", metavar="VALUE", help="one enc:v2:... (or enc:v1:...) value")
-    p.add_argument("--file", metavar="FILE", help="OTLP/JSON lines (file exporter output, also when encrypted at rest); '-' for stdin"
+    p.add_argument(
+        "--file",
+        metavar="FILE",
+        help="OTLP/JSON lines (file exporter output, also when encrypted at rest); '-' for stdin",
     )
     p.add_argument("--output", metavar="FILE", help="with --file: where to write the result (default stdout)")
     p.add_argument("--role", required=True, help="one of the roles your identity holds in the access policy")

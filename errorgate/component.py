@@ -81,6 +81,8 @@ class Capabilities:
     writes_free_text: frozenset[str] = frozenset()
     # Path prefixes it answers on the metrics endpoint (``Processor.answer``), e.g. "/api/v1/verdict".
     http_routes: frozenset[str] = frozenset()
+    # The reasons it reports in ``Output.dropped``: their counters are exported at 0 from start-up.
+    drop_reasons: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,14 @@ class Extension:
         this extension provides one."""
         return None
 
+    def audit(self, record: Mapping[str, Any]) -> None:
+        """Record a governance event (dead letters expired...) if this extension keeps an audit
+        log. ``record`` carries no payload values. Must not raise: the caller goes on either way."""
+
+    def audit_change(self, event: str, key: str, value: str) -> None:
+        """Record ``event`` with ``key: value`` if ``value`` differs from the last one recorded
+        for that event (e.g. the processors' rules hash at start-up), if this extension audits."""
+
     def shutdown(self) -> None:
         """Free resources. Called once, after every component that uses it has shut down."""
 
@@ -150,6 +160,14 @@ class Extensions:
             if codec is not None:
                 return codec
         return None
+
+    def audit(self, record: Mapping[str, Any]) -> None:
+        for _, extension in self.items():
+            extension.audit(record)
+
+    def audit_change(self, event: str, key: str, value: str) -> None:
+        for _, extension in self.items():
+            extension.audit_change(event, key, value)
 
 
 @dataclass
@@ -232,6 +250,10 @@ class Processor(ABC):
         """Answer a request to one of the declared ``Capabilities.http_routes``. Runs like
         ``process`` (under the pipeline lock unless thread-safe; in the worker, between batches)."""
         return HttpAnswer(404, {"error": f"no route {query.path}"})
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the files this processor's settings name (a policy, a list), keeping
+        what is in force when the new one does not load. Called where ``process`` runs."""
 
     def shutdown(self) -> None:
         """Free resources. Called once, after the final flush."""

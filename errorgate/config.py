@@ -7,7 +7,9 @@ model its factory registered. Every error names the key path that was wrong.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 import os
 import re
 from importlib import resources
@@ -427,6 +429,13 @@ def substitute_env(text: str, environ: dict[str, str] | None = None) -> str:
         stripped = line.lstrip()
         lines.append(line if stripped.startswith("#") else _ENV.sub(repl, line))
     return "".join(lines)
+
+
+def rules_sha256(config: Config) -> str:
+    """Hash of every processor's validated settings: the "rules" a ``rules_change`` audit event
+    tracks (the gateway at start-up and the governance commands compute it the same way)."""
+    rules = {cid: cfg.model_dump(mode="json") for cid, cfg in sorted(config.processors.items())}
+    return hashlib.sha256(json.dumps(rules, sort_keys=True).encode()).hexdigest()
 
 
 def default_config_text() -> str:

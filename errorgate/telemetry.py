@@ -18,6 +18,20 @@ from prometheus_client.metrics import MetricWrapperBase
 OTHER = "_other"
 DEFAULT_LABEL_CAP = 200
 
+# Reasons the core itself reports (components declare theirs: ``Capabilities.drop_reasons``).
+# Their counters exist at 0 from start-up, so ``rate()`` and ``increase()`` see the first event
+# and panels show 0 rather than "No data" (Prometheus' instrumentation guidance).
+DROP_REASONS = ("rejected_by_backend", "queue_record_unreadable", "duplicate", "no_pipeline")
+DEAD_LETTER_REASONS = (
+    "invalid_item",
+    "processor_error",
+    "queue_full",
+    "permanent_export_error",
+    "retry_disabled",
+    "max_elapsed_time",
+)
+EXPORT_OUTCOMES = ("success", "retryable", "permanent")
+
 
 class LabelCap:
     """Admits at most ``cap`` distinct values per label name; later ones become ``_other``."""
@@ -189,6 +203,24 @@ class Telemetry:
             # A race only fetches the same child twice: ``labels`` is idempotent.
             found = self._children[key] = metric.labels(*labels)
         return found
+
+    def declare_pipeline(
+        self, signal: str, processors: list[str], exporters: list[str], drop_reasons: frozenset[str]
+    ) -> None:
+        """Every label set a pipeline can report, at 0 (see ``DROP_REASONS``)."""
+        self.child(self.received, signal)
+        self.child(self.duplicate_batches, signal)
+        for reason in sorted(drop_reasons | set(DROP_REASONS)):
+            self.child(self.dropped, signal, self.cap("reason", reason))
+        for reason in DEAD_LETTER_REASONS:
+            self.child(self.dead_lettered, signal, self.cap("reason", reason))
+        for processor in processors:
+            self.child(self.processor_failures, processor, signal)
+        for exporter in exporters:
+            label = self.cap("exporter", exporter)
+            self.child(self.exported, signal, label)
+            for outcome in EXPORT_OUTCOMES:
+                self.child(self.export_attempts, label, outcome)
 
     def record_received(self, signal: str, n: int) -> None:
         if n:

@@ -5,6 +5,13 @@ Each batch is written and flushed to the OS before ``export`` returns. When a fi
 past ``rotation.max_megabytes`` it is renamed to ``<name>.1`` (older backups shift up to
 ``max_backups``; the oldest is deleted) and a new file is started, so a line is never split
 across files.
+
+Encrypted at rest whenever a keyring extension runs (``encryption: auto``, the default; the
+embedded default config has one): each line is then ``egrest:v1:<base64url>`` -- the OTLP/JSON
+line sealed with the keyring's at-rest key (AEAD) -- and ``errorgate decrypt --file`` opens it
+for a caller who holds a role in the access policy (audited). ``encryption: off`` writes plain
+OTLP/JSON lines for tools that read them directly (everything in them has been through the
+pipeline's redaction, but nothing else protects it on disk).
 """
 
 from __future__ import annotations
@@ -12,10 +19,11 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 from pydantic import Field
 
+from errorgate.codec import BytesCodec, encode_line
 from errorgate.component import ComponentConfig, ComponentContext, Exporter, ExportResult, Factory
 from errorgate.otlp.json_format import to_json
 from errorgate.signals import Batch, Signal
@@ -29,6 +37,9 @@ class RotationConfig(ComponentConfig):
 class FileExporterConfig(ComponentConfig):
     path: str  # a directory
     rotation: RotationConfig = Field(default_factory=RotationConfig)
+    encryption: Literal["auto", "off"] = Field(
+        default="auto", description="auto: lines sealed with the keyring's at-rest key when one runs"
+    )
 
 
 class FileExporter(Exporter):
@@ -43,12 +54,22 @@ class FileExporter(Exporter):
         self._lock = threading.Lock()
         self._files: dict[Signal, IO[bytes]] = {}
         self._sizes: dict[Signal, int] = {}
+        self._codec: BytesCodec | None = None
+        if config.encryption == "auto" and context is not None:
+            self._codec = context.extensions.at_rest_codec()
+
+    @property
+    def encrypted(self) -> bool:
+        return self._codec is not None
 
     def path_for(self, signal: Signal) -> Path:
         return self.directory / f"{signal.value}.jsonl"
 
     def export(self, batch: Batch, timeout: float) -> ExportResult:
-        line = (to_json(batch.request) + "\n").encode("utf-8")
+        line = to_json(batch.request).encode("utf-8")
+        if self._codec is not None:
+            line = encode_line(self._codec, line)
+        line += b"\n"
         try:
             with self._lock:
                 f = self._file(batch.signal)

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from errorgate.codec import BytesCodec
 from errorgate.component import ComponentConfig, ComponentContext, Extension, Factory
+from errorgate.governance.audit_log import AuditLog, AuditSigner
 from errorgate.governance.crypto import AeadCodec
+from errorgate.governance.identity import os_identity
 from errorgate.governance.keyring import Keyring
 from errorgate.governance.kms import AwsKms, KeyringError, Kms, LocalKms, VaultTransitKms
 
@@ -101,20 +105,80 @@ def open_keyring(config: KeyringConfig, data_dir: Path, logger: logging.Logger) 
     return Keyring.open(directory, create=True, env_var=None, kms=kms, logger=logger)
 
 
+def audit_log_for(config: AuditConfig, data_dir: Path) -> tuple[Path, Path, Path | None]:
+    """(log, signing key, witness) the ``audit`` settings name, with their defaults."""
+    base = Path(data_dir)
+    log = Path(config.log) if config.log else base / "audit" / "decrypt.log"
+    signing = Path(config.signing_key) if config.signing_key else base / "audit" / "signing.key"
+    return log, signing, Path(config.witness) if config.witness else None
+
+
 class KeyringExtension(Extension):
-    def __init__(self, keyring: Keyring) -> None:
+    """The keyring, the at-rest codec made from it, and the gateway's writer to the governance
+    audit log (the same signed log ``errorgate decrypt`` appends to)."""
+
+    def __init__(
+        self, keyring: Keyring, audit: AuditConfig | None = None, data_dir: Path | None = None
+    ) -> None:
         self.keyring = keyring
         self._codec: AeadCodec | None = None
+        self._audit_settings = (audit or AuditConfig()) if data_dir is not None else None
+        self._data_dir = data_dir
+        self._audit_log: AuditLog | None = None
+        self._audit_lock = threading.Lock()
+        self._log = logging.getLogger("errorgate.audit")
 
     def at_rest_codec(self) -> BytesCodec:
         if self._codec is None:  # made on first use: ``errorgate rules test`` stands a stub keyring in
             self._codec = AeadCodec(self.keyring, "at-rest")
         return self._codec
 
+    def _writer(self) -> AuditLog | None:
+        """Opened on first use (the signing key is created then, owner-only)."""
+        if self._audit_settings is None or self._data_dir is None:
+            return None  # a keyring opened by a command: the command writes its own audit entries
+        if self._audit_log is None:
+            log, signing, witness = audit_log_for(self._audit_settings, self._data_dir)
+            self._audit_log = AuditLog(
+                log,
+                signer=AuditSigner.open(signing, create=True),
+                witness=witness,
+                witness_every=self._audit_settings.witness_every,
+            )
+        return self._audit_log
+
+    def _append(self, record: Mapping[str, Any]) -> None:
+        who = os_identity()
+        entry = {**record, "user": who.user, "groups": list(who.groups), "identity_source": "gateway"}
+        try:
+            with self._audit_lock:
+                writer = self._writer()
+                if writer is not None:
+                    writer.append(entry)
+        except (OSError, ValueError) as e:
+            # The gateway goes on (the expiry happened, the rules run); the gap is visible here.
+            self._log.error("audit log: could not record %s: %s", record.get("event"), e)
+
+    def audit(self, record: Mapping[str, Any]) -> None:
+        self._append(record)
+
+    def audit_change(self, event: str, key: str, value: str) -> None:
+        try:
+            with self._audit_lock:
+                writer = self._writer()
+                last = writer.last_event(event) if writer is not None else None
+        except (OSError, ValueError) as e:
+            self._log.error("audit log: could not read the last %s: %s", event, e)
+            return
+        previous = last.get(key) if last else None
+        if previous != value:
+            self._append({"event": event, key: value, "previous_sha256": previous})
+
 
 def create_keyring(config: KeyringConfig, context: ComponentContext) -> Extension:
     # The logger keeps the name it had before the keyring was an extension.
-    return KeyringExtension(open_keyring(config, context.data_dir, logging.getLogger("errorgate.keyring")))
+    ring = open_keyring(config, context.data_dir, logging.getLogger("errorgate.keyring"))
+    return KeyringExtension(ring, config.audit, context.data_dir)
 
 
 factory: Factory[KeyringConfig, Extension] = Factory(

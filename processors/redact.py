@@ -282,6 +282,8 @@ class RedactProcessor(Processor):
             ["signal"],
             registry=registry,
         )
+        for signal in self.signals:  # at 0 from start-up: the first failure must alert (rate())
+            self.failures.labels(signal.value)
 
     # ------------------------------------------------------------------ processing
 

@@ -12,6 +12,12 @@ does). An active legal hold — judged by the item's own timestamp (span start, 
 time it was received) so replays are tagged as live traffic was — sets ``errorgate.legal_hold``
 and moves the item to the hold's class; a hold never shortens retention.
 
+The policy file (``policy``) is re-read without a restart: on SIGHUP (``Processor.reload``) and
+when its modification time, size or inode changes (checked at most every ``watch_interval``).
+New items are tagged by the new policy -- a legal hold added to the file applies within seconds.
+A file that does not load (bad YAML, an unknown key, a hold naming an unknown class) is logged
+with its error and the policy in force stays.
+
 Metric data points are passed through untagged: their attributes are series identity, so adding
 retention attributes would split every series downstream; metric retention is set per stream in
 the metrics backend.
@@ -21,7 +27,10 @@ Metrics: ``errorgate_retention_items_total{signal,class}``, ``errorgate_legal_ho
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import time
 from collections import Counter as Tally
 from typing import Any, cast
 
@@ -32,10 +41,11 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from prometheus_client import Counter
+from pydantic import Field
 
 from errorgate import attributes
 from errorgate.component import ComponentConfig, ComponentContext, Factory, Output, Processor
-from errorgate.config import ConfigError
+from errorgate.config import ConfigError, Duration
 from errorgate.extensions.catalog import shared_catalog
 from errorgate.governance.catalog import ServiceCatalog, load_catalog
 from errorgate.pipeline.assembly.assembler import get_or_create
@@ -72,8 +82,12 @@ LEGAL_HOLD = "errorgate.legal_hold"
 class RetentionConfig(ComponentConfig):
     policy: str | None = None
     catalog: str | None = None
+    watch_interval: Duration = Field(
+        default=2.0, ge=0, description="how often the policy file's mtime is checked (0: SIGHUP only)"
+    )
 
 
+log = logging.getLogger(__name__)
 _OURS = re.compile(re.escape(b"errorgate.retention.") + b"|" + re.escape(LEGAL_HOLD.encode()))
 _PREFIX = b"errorgate."  # every wanted key and every tag of ours starts with it
 _ERROR = Status.STATUS_CODE_ERROR
@@ -85,10 +99,43 @@ _ERROR = Status.STATUS_CODE_ERROR
 class RetentionProcessor(Processor):
     signals = frozenset(Signal)
 
-    def __init__(self, policy: RetentionPolicy, catalog: ServiceCatalog, context: ComponentContext) -> None:
-        self.policy = policy
+    def __init__(
+        self,
+        policy: RetentionPolicy,
+        catalog: ServiceCatalog,
+        context: ComponentContext,
+        config: RetentionConfig | None = None,
+    ) -> None:
         self.catalog = catalog
         self.context = context
+        self._config = config or RetentionConfig()
+        self._watched = _file_state(self._config.policy)
+        self._next_check = time.monotonic() + self._config.watch_interval
+        self._use(policy)
+        self._children: dict[tuple[str, str], Any] = {}  # metric children by labels
+        self._resources: dict[bytes, tuple[str, frozenset[str]]] = {}
+        registry = context.telemetry.registry
+        self._items: Counter = get_or_create(
+            registry,
+            "errorgate_retention_items",
+            lambda: Counter(
+                "errorgate_retention_items",
+                "Items tagged per retention class",
+                ["signal", "class"],
+                registry=registry,
+            ),
+        )
+        self._holds: Counter = get_or_create(
+            registry,
+            "errorgate_legal_hold_items",
+            lambda: Counter(
+                "errorgate_legal_hold_items", "Items under a legal hold", ["hold"], registry=registry
+            ),
+        )
+
+    def _use(self, policy: RetentionPolicy) -> None:
+        """Make ``policy`` the one in force, with everything derived from it."""
+        self.policy = policy
         self._days = {name: c.days for name, c in policy.classes.items()}
         self._compliance: dict[str, frozenset[str]] = {}
         self._memo: dict[tuple[object, ...], str] = {}
@@ -111,26 +158,45 @@ class RetentionProcessor(Processor):
         # error flag, log severity and the wanted attributes: requests without any of those
         # attributes (nor tags of ours) are tagged per scope, not per item.
         self._per_scope = self._memoizable and not policy.legal_holds
-        self._children: dict[tuple[str, str], Any] = {}  # metric children by labels
-        self._resources: dict[bytes, tuple[str, frozenset[str]]] = {}
         self._by_service: dict[tuple[str, frozenset[str]], tuple[str, str]] = {}
-        registry = context.telemetry.registry
-        self._items: Counter = get_or_create(
-            registry,
-            "errorgate_retention_items",
-            lambda: Counter(
-                "errorgate_retention_items",
-                "Items tagged per retention class",
-                ["signal", "class"],
-                registry=registry,
-            ),
-        )
-        self._holds: Counter = get_or_create(
-            registry,
-            "errorgate_legal_hold_items",
-            lambda: Counter(
-                "errorgate_legal_hold_items", "Items under a legal hold", ["hold"], registry=registry
-            ),
+
+    # ---------------------------------------------------------------- reload
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the policy file now."""
+        self._load_policy()
+
+    def _watch(self) -> None:
+        """Re-read the policy file when it changed (a stat at most every ``watch_interval``)."""
+        if self._config.policy is None or self._config.watch_interval <= 0:
+            return
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + self._config.watch_interval
+        state = _file_state(self._config.policy)
+        if state != self._watched:
+            self._load_policy()
+
+    def _load_policy(self) -> None:
+        if self._config.policy is None:
+            return  # the bundled policy changes only with errorgate itself
+        self._watched = _file_state(self._config.policy)
+        try:
+            policy = load_policy(self._config.policy)
+        except ConfigError as e:
+            log.error(
+                "processors.%s.policy: reload failed, the policy in force stays: %s",
+                self.context.component_id,
+                e,
+            )
+            return
+        self._use(policy)
+        log.info(
+            "processors.%s.policy: reloaded (%d rules, %d legal holds)",
+            self.context.component_id,
+            len(policy.rules),
+            len(policy.legal_holds),
         )
 
     def classify(self, item: Item) -> tuple[str, str | None]:
@@ -167,7 +233,12 @@ class RetentionProcessor(Processor):
             self._memo[key] = chosen
         return chosen
 
+    def poll(self, now: float) -> Output:
+        self._watch()
+        return Output()
+
     def process(self, batch: Batch) -> Output:
+        self._watch()
         tally: Tally[str] = Tally()
         holds: Tally[str] = Tally()
         if batch.signal is Signal.TRACES:
@@ -341,7 +412,18 @@ def create_retention(config: RetentionConfig, context: ComponentContext) -> Proc
             catalog = load_catalog(config.catalog)
         except ValueError as e:
             raise ConfigError(f"processors.{context.component_id}.catalog: {e}") from None
-    return RetentionProcessor(policy, catalog, context)
+    return RetentionProcessor(policy, catalog, context, config)
+
+
+def _file_state(path: str | None) -> tuple[int, int, int] | None:
+    """What tells a changed file: (mtime in ns, size, inode); None when absent or unreadable."""
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
 
 
 factory: Factory[RetentionConfig, Processor] = Factory(

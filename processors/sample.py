@@ -97,8 +97,8 @@ def _follow(cached: Decision) -> Decision:
 
 class SampleProcessor(Processor):
     signals = frozenset({Signal.TRACES, Signal.LOGS})
-    # Tail sampling decides on whole traces.
-    capabilities = Capabilities(needs_whole_traces=True)
+    # Tail sampling decides on whole traces; what it does not keep is dropped as "sampled".
+    capabilities = Capabilities(needs_whole_traces=True, drop_reasons=frozenset({"sampled"}))
 
     def __init__(
         self, config: SampleConfig, context: ComponentContext, rng: random.Random | None = None

@@ -5,8 +5,6 @@ and recording policy and rules changes as audit events when a command first sees
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -55,9 +53,9 @@ def add_location_args(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     data_dir: str | None = args.data_dir
     keyring = KeyringConfig()
-    rules_sha256 = None
+    rules_hash = None
     if args.config:
-        from errorgate.config import load_config
+        from errorgate.config import load_config, rules_sha256
 
         config = load_config(args.config)
         data_dir = data_dir or config.service.data_dir
@@ -65,15 +63,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             if isinstance(cfg, KeyringConfig):  # the keyring serve opens for this config
                 keyring = cfg
                 break
-        rules = {cid: cfg.model_dump(mode="json") for cid, cfg in sorted(config.processors.items())}
-        rules_sha256 = hashlib.sha256(json.dumps(rules, sort_keys=True).encode()).hexdigest()
+        rules_hash = rules_sha256(config)
     base = Path(data_dir or os.environ.get(DATA_DIR_ENV) or "./errorgate-data")
     keyring_dir = Path(args.keyring or keyring.keyring or base / "keys")
     audit: AuditConfig = keyring.audit
     log = Path(audit.log) if audit.log else base / "audit" / "decrypt.log"
     signing = Path(args.audit_key or audit.signing_key or base / "audit" / "signing.key")
     witness = Path(audit.witness) if audit.witness else None
-    return Settings(base, keyring_dir, keyring, log, signing, witness, rules_sha256)
+    return Settings(base, keyring_dir, keyring, log, signing, witness, rules_hash)
 
 
 def open_keyring(

@@ -7,12 +7,16 @@ plaintext is shown; if the audit entry cannot be written nothing is revealed.
 
 A single VALUE needs its context (``--service``, ``--key``, ``--signal``, ``--tenant``): the
 ciphertext is bound to it. With ``--file``, OTLP/JSON lines (the file exporter's format)
-supply the context themselves and are written back with the permitted values decrypted.
+supply the context themselves and are written back with the permitted values decrypted. Lines
+the file exporter sealed at rest (``egrest:v1:``) are opened first, once the caller's reason and
+role check out; opening the file is itself an audited ``decrypt_file`` event, and the values
+encrypted inside still need their own per-service, per-attribute permission.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from collections.abc import Iterator, MutableSequence
@@ -22,6 +26,8 @@ from typing import Any
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from errorgate import attributes
+from errorgate.codec import decode_line, is_sealed_line
+from errorgate.extensions.keyring import KeyringExtension
 from errorgate.governance.access import AccessPolicy, AccessPolicyError, Decision, load_access_policy
 from errorgate.governance.audit_log import AuditLog, ciphertext_digest
 from errorgate.governance.crypto import (
@@ -127,6 +133,32 @@ class Decryptor:
         self.counts[outcome] += 1
         self.last_detail = detail
         return plaintext
+
+    def open_file(self, name: str, data: bytes, sealed_lines: int) -> bool:
+        """May the caller open a file sealed at rest? Reason and role, audited either way
+        (before anything is revealed)."""
+        decision = self.policy.check_reason(self.reason)
+        if decision.allowed:
+            decision = self.policy.check_role(self.identity, self.role)
+        outcome = "allowed" if decision.allowed else "denied"
+        self.audit.append(
+            {
+                "event": "decrypt_file",
+                **actor(self.identity),
+                "role": self.role,
+                "file": name,
+                "file_sha256": hashlib.sha256(data).hexdigest(),
+                "lines": sealed_lines,
+                "outcome": outcome,
+                "detail": decision.detail,
+                "reason": self.reason,
+                "policy_sha256": self.policy.sha256,
+            }
+        )
+        if not decision.allowed:
+            self.counts["denied"] += 1
+            self.last_detail = decision.detail
+        return decision.allowed
 
 
 # ---------------------------------------------------------------- OTLP/JSON files
@@ -274,12 +306,31 @@ def _run(args: argparse.Namespace) -> int:
     return _run_file(args, dec)
 
 
+def _open_lines(args: argparse.Namespace, dec: Decryptor) -> list[str] | None:
+    """The file's OTLP/JSON lines, lines sealed at rest opened (None: refused, or unreadable)."""
+    data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    raw = [line for line in data.splitlines() if line.strip()]
+    sealed = sum(1 for line in raw if is_sealed_line(line))
+    if sealed and not dec.open_file(args.file, data, sealed):
+        print(f"errorgate decrypt: denied: {dec.last_detail} (attempt recorded)", file=sys.stderr)
+        return None
+    codec = KeyringExtension(dec.keyring).at_rest_codec()
+    lines = []
+    for number, line in enumerate(raw, start=1):
+        try:
+            lines.append(decode_line(codec, line).decode("utf-8"))
+        except ValueError as e:  # tampered, wrong keyring, damaged: say which line, reveal nothing
+            print(f"errorgate decrypt: {args.file} line {number}: {e}", file=sys.stderr)
+            return None
+    return lines
+
+
 def _run_file(args: argparse.Namespace, dec: Decryptor) -> int:
-    source = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+    lines = _open_lines(args, dec)
+    if lines is None:
+        return 1
     results = []
-    for number, line in enumerate(source.splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, line in enumerate(lines, start=1):
         try:
             results.append(decrypt_otlp_line(line, dec, args.tenant_attribute) + "\n")
         except ValueError as e:
@@ -312,7 +363,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         "and attribute. Every attempt, allowed or denied, is recorded in <data-dir>/audit/decrypt.log.",
     )
     p.add_argument("value", nargs="?", metavar="VALUE", help="one enc:v2:... (or enc:v1:...) value")
-    p.add_argument("--file", metavar="FILE", help="OTLP/JSON lines (file exporter output); '-' for stdin")
+    p.add_argument(
+        "--file",
+        metavar="FILE",
+        help="OTLP/JSON lines (file exporter output, also when encrypted at rest); '-' for stdin",
+    )
     p.add_argument("--output", metavar="FILE", help="with --file: where to write the result (default stdout)")
     p.add_argument("--role", required=True, help="one of the roles your identity holds in the access policy")
     p.add_argument("--reason", required=True, help="why (ticket id and purpose); recorded in the audit log")

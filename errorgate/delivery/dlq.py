@@ -8,7 +8,9 @@ exactly when both are complete; a crash in between leaves an orphan ``.bin`` tha
 start removes.
 
 The store is bounded (``service.dead_letter``): past ``max_size_mib`` or ``max_age`` the oldest
-entries are removed, counted (``errorgate_dead_letter_expired_items_total{limit}``) and logged.
+entries are removed, counted (``errorgate_dead_letter_expired_items_total{limit}``), logged and
+audited (``on_expired``: the gateway hands it to its extensions, so a keyring extension writes a
+``dead_letter_expired`` event to the signed audit log -- the core never imports governance).
 It also gives way to the queue: when its directory falls below the free-space floor
 (``service.disk.min_free_mib``), older entries are removed (``limit="disk_space"``) until the
 floor is met again, so dead letters never take the room that live, acknowledged data needs. A write that fails leaves no partial entry
@@ -23,8 +25,8 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from google.protobuf.message import DecodeError
@@ -38,6 +40,7 @@ from errorgate.telemetry import Telemetry
 log = logging.getLogger(__name__)
 
 _MAX_DETAIL = 500
+_MAX_AUDITED_IDS = 100  # entry ids named per audit event (the count is always exact)
 # The config key behind each expiry reason (the metric's ``limit`` label), for the log line.
 _LIMIT_KEYS = {
     "max_size_mib": "service.dead_letter.max_size_mib",
@@ -75,6 +78,7 @@ class DeadLetterStore:
         min_free_bytes: int = 0,
         clock: Callable[[], float] = time.time,
         free_bytes: Callable[[Path], int] | None = None,
+        on_expired: Callable[[Mapping[str, object]], None] | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -86,6 +90,7 @@ class DeadLetterStore:
         self.min_free_bytes = min_free_bytes
         self._clock = clock
         self._free_bytes = free_bytes or statvfs_free
+        self._on_expired = on_expired
         self._cleanup()
         # Oldest first (ids start with the time): id -> (bytes on disk, signal, items).
         self._sizes: dict[str, tuple[int, str, int]] = self._scan_sizes()
@@ -146,7 +151,7 @@ class DeadLetterStore:
     def expire(self) -> None:
         """Remove the oldest entries past ``max_age`` or while over ``max_bytes``; counted, logged."""
         now = self._clock()
-        removed: dict[str, list[int]] = {}
+        removed: dict[str, _Removed] = {}
         while True:
             with self._lock:
                 oldest = next(iter(self._sizes), None)
@@ -164,7 +169,7 @@ class DeadLetterStore:
         written) until the floor is met: the queue's live data comes before dead letters."""
         if self.min_free_bytes <= 0:
             return
-        removed: dict[str, list[int]] = {}
+        removed: dict[str, _Removed] = {}
         while self._below_floor():
             with self._lock:
                 oldest = next(iter(self._sizes), None)
@@ -179,20 +184,22 @@ class DeadLetterStore:
         except OSError:
             return False  # unreadable free space: the disk guard reports it; keep the entries
 
-    def _expire_one(self, entry_id: str, limit: str, removed: dict[str, list[int]]) -> None:
+    def _expire_one(self, entry_id: str, limit: str, removed: dict[str, _Removed]) -> None:
         found = self.remove(entry_id)
         if found is None:
             return
         _size, signal, items = found
         self._telemetry.child(self._telemetry.dead_letter_expired, signal, limit).inc(items)
-        tally = removed.setdefault(limit, [0, 0])
-        tally[0] += 1
-        tally[1] += items
+        tally = removed.setdefault(limit, _Removed())
+        tally.ids.append(entry_id)
+        tally.items[signal] = tally.items.get(signal, 0) + items
 
-    def _expired(self, removed: dict[str, list[int]]) -> None:
-        """One log line per limit and call, not per entry: under disk pressure hundreds go at once."""
+    def _expired(self, removed: dict[str, _Removed]) -> None:
+        """One log line and one audit event per limit and call, not per entry: under disk
+        pressure hundreds go at once."""
         self._telemetry.dead_letter_bytes.set(self._total)
-        for limit, (entries, items) in removed.items():
+        for limit, tally in removed.items():
+            entries, items = len(tally.ids), sum(tally.items.values())
             log.warning(
                 "dead-letter store: %d oldest entr%s (%d item(s)) removed by %s",
                 entries,
@@ -200,6 +207,17 @@ class DeadLetterStore:
                 items,
                 _LIMIT_KEYS[limit],
             )
+            if self._on_expired is not None:
+                self._on_expired(
+                    {
+                        "event": "dead_letter_expired",
+                        "limit": limit,
+                        "config_key": _LIMIT_KEYS[limit],
+                        "entries": entries,
+                        "items": dict(sorted(tally.items.items())),
+                        "entry_ids": tally.ids[:_MAX_AUDITED_IDS],
+                    }
+                )
 
     def _scan_sizes(self) -> dict[str, tuple[int, str, int]]:
         sizes: dict[str, tuple[int, str, int]] = {}
@@ -273,6 +291,14 @@ class DeadLetterStore:
                 self._total -= found[0]
         self._telemetry.dead_letter_bytes.set(self._total)
         return found
+
+
+@dataclass
+class _Removed:
+    """What one expiry pass removed under one limit."""
+
+    ids: list[str] = field(default_factory=list)
+    items: dict[str, int] = field(default_factory=dict)  # by signal
 
 
 def _entry_time(entry_id: str) -> float:

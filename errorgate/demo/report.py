@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from errorgate import attributes
+from errorgate.codec import BytesCodec, decode_line
 from errorgate.signals import Signal, count_items, iter_log_records, iter_spans
 
 if TYPE_CHECKING:
@@ -31,20 +32,21 @@ def _sum_by(values: dict[tuple[tuple[str, str], ...], float], label: str) -> Cou
     return c
 
 
-def read_output(out_dir: Path) -> dict[Signal, list[Any]]:
+def read_output(out_dir: Path, codec: BytesCodec | None = None) -> dict[Signal, list[Any]]:
+    """The file exporter's requests; ``codec`` opens lines it sealed at rest (the gateway's)."""
     from errorgate.otlp.json_format import from_json
 
     requests: dict[Signal, list[Any]] = {s: [] for s in Signal}
     for signal in Signal:
         for path in sorted(out_dir.glob(f"{signal.value}*.jsonl*")):
-            for line in path.read_text(encoding="utf-8").splitlines():
+            for line in path.read_bytes().splitlines():
                 if line.strip():
-                    requests[signal].append(from_json(signal, line))
+                    requests[signal].append(from_json(signal, decode_line(codec, line).decode("utf-8")))
     return requests
 
 
 def print_report(sent: Counter[str], gateway: Gateway, out_dir: Path) -> None:
-    out = read_output(out_dir)
+    out = read_output(out_dir, gateway.extensions.at_rest_codec())
     received = _sum_by(_metric(gateway, "errorgate_received_items_total"), "signal")
     exported = _sum_by(_metric(gateway, "errorgate_exported_items_total"), "signal")
     dropped = _metric(gateway, "errorgate_dropped_items_total")

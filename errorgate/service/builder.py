@@ -33,7 +33,7 @@ from errorgate.component import (
     processor_capabilities,
     processor_signals,
 )
-from errorgate.config import Config, needs_whole_traces
+from errorgate.config import Config, needs_whole_traces, rules_sha256
 from errorgate.delivery.disk import DiskGuard
 from errorgate.delivery.dlq import DeadLetterStore
 from errorgate.delivery.exporter import QueuedExporter
@@ -97,7 +97,10 @@ class PipelineBuilder:
             max_bytes=int(bounds.max_size_mib * 1048576),
             max_age=bounds.max_age,
             min_free_bytes=int(config.service.disk.min_free_mib * 1048576),
+            on_expired=self.extensions.audit,  # a signed audit event when a keyring extension runs
         )
+        # Rules changed since the audit log last saw them (first start included): recorded.
+        self.extensions.audit_change("rules_change", "rules_sha256", rules_sha256(config))
         self.exporters = self._build_exporters()
         self.processors: dict[Key, Processor] = {}
         self.assemblers: list[TraceAssembler] = []
@@ -215,6 +218,13 @@ class PipelineBuilder:
                 self._add_trace_stage(stages, name, signal)
             self._add_processor_stage(stages, name, signal, component_id)
         self._warn_unclean_free_text(name, signal, spec.processors)
+        running = [c for c in spec.processors if signal in processor_signals(self._factory(c))]
+        self.telemetry.declare_pipeline(
+            signal.value,
+            running,
+            list(spec.exporters),
+            frozenset().union(*(processor_capabilities(self._factory(c)).drop_reasons for c in running)),
+        )
         return Pipeline(
             name=name,
             signal=signal,

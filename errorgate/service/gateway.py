@@ -48,6 +48,7 @@ class Gateway:
         self.dedup = DedupCache(svc.dedup_window)
         self._stopping = threading.Event()
         self._stopped = threading.Event()
+        self._reload_requested = threading.Event()
         self._last_backpressure = float("-inf")
         self._poll_thread: threading.Thread | None = None
         self._observability: ObservabilityServer | None = None
@@ -184,8 +185,20 @@ class Gateway:
         log.info("errorgate stopped", extra={"drained": drained})
         return drained
 
+    def reload(self) -> None:
+        """Processors re-read their files (SIGHUP): here under the pipeline lock, and in the worker."""
+        log.info("reloading processor files")
+        with self.lock:
+            for processor in self.builder.processors.values():
+                try:
+                    processor.reload()
+                except Exception as e:  # one processor's reload must not stop the others'
+                    log.error("processor reload failed", extra={"error_type": type(e).__name__})
+        if self.worker is not None:
+            self.worker.reload()
+
     def run_until_signalled(self) -> int:
-        """Block until SIGTERM/SIGINT, then stop cleanly. Returns the process exit code."""
+        """Block until SIGTERM/SIGINT, then stop cleanly (SIGHUP reloads). Returns the exit code."""
         got = threading.Event()
 
         def handler(signum: int, frame: object) -> None:
@@ -194,6 +207,8 @@ class Gateway:
 
         os_signal.signal(os_signal.SIGTERM, handler)
         os_signal.signal(os_signal.SIGINT, handler)
+        # The poll thread does the reload: a signal handler must not take the pipeline lock.
+        os_signal.signal(os_signal.SIGHUP, lambda signum, frame: self._reload_requested.set())
         while not got.wait(0.5):
             pass
         self.stop()
@@ -204,6 +219,9 @@ class Gateway:
         next_expiry = time.monotonic() + DLQ_EXPIRY_SECONDS
         while not self._stopping.wait(interval):
             try:
+                if self._reload_requested.is_set():
+                    self._reload_requested.clear()
+                    self.reload()
                 poll_all(self.pipelines, time.time())
                 if time.monotonic() >= next_expiry:
                     next_expiry = time.monotonic() + DLQ_EXPIRY_SECONDS

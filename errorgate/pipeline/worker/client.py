@@ -225,6 +225,15 @@ class ProcessorWorker:
         answer: HttpAnswer = reply[1]
         return answer
 
+    def reload(self) -> None:
+        """Ask every processor in the worker to re-read its files (SIGHUP at the gateway)."""
+        if self._closed:
+            return
+        try:
+            self._wait(self._submit(("reload",), urgent=False))
+        except WorkerFailed:
+            log.error("processor worker did not take the reload; it re-reads its files when restarted")
+
     def metrics(self) -> list[Any]:
         if self._closed:
             return self._final_metrics

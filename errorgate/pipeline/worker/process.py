@@ -52,6 +52,8 @@ def worker_main(conn: Connection, settings: WorkerSettings, guardians: tuple[int
     # process to flush held traces; the worker ends on "shutdown", or with the gateway.
     os_signal.signal(os_signal.SIGINT, os_signal.SIG_IGN)
     os_signal.signal(os_signal.SIGTERM, os_signal.SIG_IGN)
+    # A SIGHUP to the process group is the gateway's too: it forwards a reload message.
+    os_signal.signal(os_signal.SIGHUP, os_signal.SIG_IGN)
     os.environ.clear()
     os.environ.update(settings.environ)
     configure_logging(settings.log_level, settings.log_encoding)
@@ -117,6 +119,9 @@ def _serve(
         elif kind == "metrics":
             families = [m for m in telemetry.registry.collect() if m.name not in gateway_families]
             conn.send_bytes(pack((sequence, ("ok", families))))
+        elif kind == "reload":
+            _reload(processors)
+            conn.send_bytes(pack((sequence, ("ok",))))
         elif kind == "shutdown":
             _shut_down(processors)
             conn.send_bytes(pack((sequence, ("ok",))))
@@ -129,6 +134,14 @@ def _answer(processors: dict[Key, Processor], key: Key, query: HttpQuery) -> Htt
     except Exception as e:  # the route's fault, not the worker's: answer and carry on
         log.error("route failed", extra={"component": key[0], "error_type": type(e).__name__})
         return HttpAnswer(500, {"error": f"{key[0]}: {type(e).__name__}"})
+
+
+def _reload(processors: dict[Key, Processor]) -> None:
+    for processor in processors.values():
+        try:
+            processor.reload()
+        except Exception as e:  # one processor's reload must not stop the others'
+            log.error("processor reload failed", extra={"error_type": type(e).__name__})
 
 
 def _shut_down(processors: dict[Key, Processor]) -> None:

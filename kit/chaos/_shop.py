@@ -38,7 +38,8 @@ def save(configuration: Configuration, state: dict[str, Any]) -> None:
     tmp.replace(path)  # atomic: the launcher may read it while stopping
 
 
-def queue(state: dict[str, Any]) -> redis.Redis:
+def queue(state: dict[str, Any]) -> Any:
+    # Any: redis-py types every reply as a union of sync/async and bytes/str; the probes read bytes.
     return redis.Redis.from_url(state["queue"]["url"], socket_timeout=5)
 
 
@@ -49,8 +50,12 @@ class Answer:
     seconds: float
 
 
-def http(url: str, body: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 15) -> Answer:
-    request = urllib.request.Request(url, data=body, headers={"content-type": "application/json", **(headers or {})})
+def http(
+    url: str, body: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 15
+) -> Answer:
+    request = urllib.request.Request(
+        url, data=body, headers={"content-type": "application/json", **(headers or {})}
+    )
     started = time.monotonic()
     try:
         with urllib.request.urlopen(request, timeout=timeout) as r:
@@ -61,7 +66,9 @@ def http(url: str, body: bytes | None = None, headers: dict[str, str] | None = N
         parsed = json.loads(raw) if raw else {}
     except ValueError:
         parsed = {"raw": raw.decode(errors="replace")}
-    return Answer(status, parsed if isinstance(parsed, dict) else {"value": parsed}, time.monotonic() - started)
+    return Answer(
+        status, parsed if isinstance(parsed, dict) else {"value": parsed}, time.monotonic() - started
+    )
 
 
 def order(state: dict[str, Any], key: str | None = None, headers: dict[str, str] | None = None) -> Answer:

@@ -43,7 +43,9 @@ def ledger_balanced(within: float = 10.0, configuration: Configuration = None) -
 
     def balanced() -> bool:
         pending = client.xpending("orders", "billing")["pending"] if client.exists("orders") else 0
-        return bool(client.xlen("orders") == client.llen("charges") + client.xlen("orders:dlq") and pending == 0)
+        return bool(
+            client.xlen("orders") == client.llen("charges") + client.xlen("orders:dlq") and pending == 0
+        )
 
     return bool(_shop.poll(balanced, within))
 

@@ -38,9 +38,12 @@ def saga_compensated(step: str = "ship", configuration: Configuration = None) ->
     log = [e.decode().partition(" ")[2] for e in _shop.queue(state).lrange("saga:log", 0, -1)
            if e.decode().startswith(f"{saga_id} ")]  # fmt: skip
     expected = ["do reserve", "do charge", "undo ship", "undo charge", "undo reserve"]
-    if answer.status != 409 or answer.body.get("status") != "compensated" or log != expected[: len(log)] or len(
-        log
-    ) != len(expected):
+    if (
+        answer.status != 409
+        or answer.body.get("status") != "compensated"
+        or log != expected[: len(log)]
+        or len(log) != len(expected)
+    ):
         raise ActivityFailed(f"saga {saga_id}: {answer.status} {answer.body}, log {log}, expected {expected}")
     return {"saga": saga_id, "log": log}
 

@@ -72,7 +72,11 @@ def run_one(path: Path) -> tuple[dict[str, Any], float]:
 
 def outputs(journal: dict[str, Any]) -> dict[str, Any]:
     """Each method probe's output: the figures the report shows."""
-    return {r["activity"]["name"]: r.get("output") for r in journal.get("run") or [] if r["activity"]["type"] == "probe"}
+    return {
+        r["activity"]["name"]: r.get("output")
+        for r in journal.get("run") or []
+        if r["activity"]["type"] == "probe"
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-breaker", action="store_true", help="orders without its breaker (must fail)")
     args = p.parse_args(argv)
     failed = 0
-    with tempfile.TemporaryDirectory(prefix="errorgate-chaos-") as tmp, running_shop(Path(tmp), args.no_breaker):
+    with (
+        tempfile.TemporaryDirectory(prefix="errorgate-chaos-") as tmp,
+        running_shop(Path(tmp), args.no_breaker),
+    ):
         journals = args.journals or Path(tmp) / "journals"
         journals.mkdir(parents=True, exist_ok=True)
         for path in args.experiments:

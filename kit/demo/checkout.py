@@ -57,7 +57,9 @@ def checkout_app(client: redis.Redis, store_url: str) -> Callable[..., Iterable[
         saga_id = uuid.uuid4().hex
         result = saga.run(saga_id, {"saga_id": saga_id})
         status = "201 Created" if result.status == "completed" else "409 Conflict"
-        return _json(start_response, status, {"saga": saga_id, "status": result.status, "error": result.error})
+        return _json(
+            start_response, status, {"saga": saga_id, "status": result.status, "error": result.error}
+        )
 
     return app
 

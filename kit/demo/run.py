@@ -71,7 +71,9 @@ def redis_argv(port: int, workdir: Path) -> list[str]:
             "--save", "", "--appendonly", "no"]  # fmt: skip
 
 
-def spawn(argv: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    argv: list[str], env: dict[str, str] | None = None, log: Path | None = None
+) -> subprocess.Popen[bytes]:
     # A session of its own: Ctrl-C reaches only the launcher, which stops the children in order.
     out = log.open("ab") if log else subprocess.DEVNULL
     return subprocess.Popen(argv, env=env, cwd=ROOT, stdout=out, stderr=out, start_new_session=True)
@@ -178,7 +180,9 @@ def smoke(state: dict[str, Any]) -> int:
 
     redis.Redis.from_url(state["stock-db"]["url"]).set("stock:A1", 1000)
     request = urllib.request.Request(
-        f"{state['orders']['url']}/orders", data=b'{"sku": "A1", "qty": 1}', headers={"content-type": "application/json"}
+        f"{state['orders']['url']}/orders",
+        data=b'{"sku": "A1", "qty": 1}',
+        headers={"content-type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10) as r:
         return int(r.status)
@@ -198,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.state:
                 args.state.write_text(json.dumps(state, indent=2))
             print(f"first order: HTTP {smoke(state)}", flush=True)
-            print(f"orders    {state['orders']['url']}/orders  (POST {{\"sku\": \"A1\", \"qty\": 1}})")
+            print(f'orders    {state["orders"]["url"]}/orders  (POST {{"sku": "A1", "qty": 1}})')
             print(f"inventory {state['inventory']['url']}/stock/A1")
             print(f"errorgate OTLP 127.0.0.1:{state['errorgate']['grpc']}, "
                   f"metrics http://127.0.0.1:{state['errorgate']['metrics']}/metrics")  # fmt: skip

@@ -27,6 +27,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pydantic
 import redis
+from checkout import checkout_app  # the sibling module: shop.py runs as a script
 from errorgate_kit import correlation, deadline, dlq
 from errorgate_kit._otel import record_error
 from errorgate_kit.breaker import CircuitBreaker, CircuitBreakerOpen
@@ -39,8 +40,6 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind
-
-from checkout import checkout_app  # the sibling module: shop.py runs as a script
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -85,7 +84,11 @@ def respond(start_response: Callable[..., Any], status: str, body: dict[str, Any
 
 
 def orders_app(
-    inventory: str, stream_client: redis.Redis, *, use_breaker: bool = True, saga_db: str = "sqlite:///:memory:"
+    inventory: str,
+    stream_client: redis.Redis,
+    *,
+    use_breaker: bool = True,
+    saga_db: str = "sqlite:///:memory:",
 ) -> WSGIApp:
     policy = RetryPolicy(max_attempts=4, initial=0.05, max_backoff=0.5, jitter="decorrelated")
     breaker = CircuitBreaker("inventory", window_size=20, minimum_calls=10, open_duration=5)
@@ -130,7 +133,9 @@ def orders_app(
         return respond(start_response, "201 Created", {"order": msg_id})
 
     ordering = traced(lambda path: "/orders", WSGIIdempotencyMiddleware(app))
-    stats = {"breaker": lambda: breaker.state.value if use_breaker else "disabled"}
+    stats: dict[str, Callable[[], object]] = {
+        "breaker": lambda: breaker.state.value if use_breaker else "disabled"
+    }
     saga = traced(lambda path: path, checkout_app(stream_client, saga_db))
 
     def routed(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

@@ -195,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-breaker", action="store_true", help="orders without its circuit breaker")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Explicit: a launcher started in the background by a script inherits SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with tempfile.TemporaryDirectory(prefix="errorgate-shop-") as tmp:
         stack = Stack(Path(tmp), args.gateway_config, args.no_breaker)
         state = stack.start()

@@ -6,14 +6,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml kit/pyproject.toml | sha1sum | cut -c1-12)
 APT_PKGS := prometheus prometheus-alertmanager redis-server haproxy etcd-server etcd-client
 
-.PHONY: run test lint bench demo venv system-deps clean
+.PHONY: run test lint bench demo demo-shop chaos venv system-deps clean
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml kit/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]' -e './kit[redis,test]'
+	$(BIN)/python -m pip install -q -e '.[dev]' -e './kit[redis,test,chaos]'
 	rm -f $(VENV)/.installed-*; touch $@
 
 # Debian packages the tests run for real (Prometheus, Alertmanager, promtool, amtool, Redis, HAProxy, etcd).
@@ -33,11 +33,20 @@ run: venv
 demo: venv
 	$(BIN)/errorgate demo
 
+# The demo shop in one command: errorgate, two redis-servers, orders/inventory/billing; Ctrl-C stops all.
+demo-shop: venv system-deps
+	$(BIN)/python -m kit.demo $(SHOP_ARGS)
+
+# The Chaos Toolkit experiments (kit/chaos/experiments) against a fresh shop; bounded at 3 minutes.
+chaos: venv system-deps
+	timeout 180 $(BIN)/python -m kit.chaos.run $(CHAOS_ARGS)
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy -p errorgate
 	$(BIN)/mypy kit/src/errorgate_kit kit/demo
+	MYPYPATH=kit/src $(BIN)/mypy -p kit.chaos
 
 test: venv system-deps lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -27,9 +27,10 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pydantic
 import redis
+from checkout import checkout_app  # the sibling module: shop.py runs as a script
 from errorgate_kit import correlation, deadline, dlq
 from errorgate_kit._otel import record_error
-from errorgate_kit.breaker import CircuitBreaker
+from errorgate_kit.breaker import CircuitBreaker, CircuitBreakerOpen
 from errorgate_kit.idempotency import WSGIIdempotencyMiddleware
 from errorgate_kit.retry import RetryPolicy, raise_for_status
 from errorgate_kit.validation import ValidationError, parse, validated
@@ -82,9 +83,21 @@ def respond(start_response: Callable[..., Any], status: str, body: dict[str, Any
     return [json.dumps(body).encode()]
 
 
-def orders_app(inventory: str, stream_client: redis.Redis) -> WSGIApp:
+def orders_app(
+    inventory: str,
+    stream_client: redis.Redis,
+    *,
+    use_breaker: bool = True,
+    saga_db: str = "sqlite:///:memory:",
+) -> WSGIApp:
     policy = RetryPolicy(max_attempts=4, initial=0.05, max_backoff=0.5, jitter="decorrelated")
     breaker = CircuitBreaker("inventory", window_size=20, minimum_calls=10, open_duration=5)
+
+    def through_breaker(sku: str) -> int:
+        kwargs: dict[str, Any] = {"span_name": "GET /stock", "attributes": {"peer.service": "inventory"}}
+        if not use_breaker:  # --no-breaker: the chaos suite shows its hypothesis fails without one
+            return policy.call(get_stock, sku, **kwargs)
+        return breaker.call(policy.call, get_stock, sku, **kwargs)
 
     def get_stock(sku: str) -> int:
         request = urllib.request.Request(f"{inventory}/stock/{sku}", headers=correlation.inject_http({}))
@@ -103,13 +116,14 @@ def orders_app(inventory: str, stream_client: redis.Redis) -> WSGIApp:
             return respond(start_response, "422 Unprocessable Content", {"error": str(e)})
         with deadline.budget(3.0):
             try:
-                stock = breaker.call(
-                    policy.call,
-                    get_stock,
-                    order.sku,
-                    span_name="GET /stock",
-                    attributes={"peer.service": "inventory"},
+                stock = through_breaker(order.sku)
+            except CircuitBreakerOpen:
+                # The fallback: answer at once (no call to inventory) and say when to come back.
+                start_response(
+                    "503 Service Unavailable",
+                    [("content-type", "application/json"), ("retry-after", str(int(breaker.open_duration)))],
                 )
+                return [json.dumps({"error": "inventory unavailable", "fallback": "circuit open"}).encode()]
             except Exception as exc:
                 record_error(trace.get_current_span(), exc)
                 return respond(start_response, "503 Service Unavailable", {"error": "inventory unavailable"})
@@ -118,11 +132,34 @@ def orders_app(inventory: str, stream_client: redis.Redis) -> WSGIApp:
         msg_id = dlq.publish(stream_client, "orders", order.model_dump_json())
         return respond(start_response, "201 Created", {"order": msg_id})
 
-    return traced(lambda path: "/orders", WSGIIdempotencyMiddleware(app))
+    ordering = traced(lambda path: "/orders", WSGIIdempotencyMiddleware(app))
+    stats: dict[str, Callable[[], object]] = {
+        "breaker": lambda: breaker.state.value if use_breaker else "disabled"
+    }
+    saga = traced(lambda path: path, checkout_app(stream_client, saga_db))
+
+    def routed(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") in ("/checkout", "/_admin/fail-step"):
+            return saga(environ, start_response)
+        return ordering(environ, start_response)
+
+    return admin_routes(stats, routed)
+
+
+def admin_routes(stats: dict[str, Callable[[], object]], app: WSGIApp) -> WSGIApp:
+    """``GET /_admin/stats``: what the chaos probes read (breaker state, request counts)."""
+
+    def routed(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/_admin/stats":
+            return respond(start_response, "200 OK", {k: f() for k, f in stats.items()})
+        return app(environ, start_response)
+
+    return routed
 
 
 def inventory_app(stock_db: redis.Redis) -> WSGIApp:
     shed = {"n": 0}
+    seen = {"requests": 0}  # every stock request that reached this process: the herd counter
     lock = threading.Lock()
 
     def handle(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -145,7 +182,11 @@ def inventory_app(stock_db: redis.Redis) -> WSGIApp:
             with lock:
                 shed["n"] = int(environ.get("QUERY_STRING", "n=1").partition("=")[2] or 1)
             return respond(start_response, "200 OK", {"shedding": shed["n"]})
+        if environ.get("PATH_INFO") == "/_admin/stats":
+            with lock:
+                return respond(start_response, "200 OK", dict(seen))
         with lock:
+            seen["requests"] += 1
             shedding = shed["n"] > 0
             shed["n"] -= shedding
         if shedding:  # before the instrumented handler: the caller's client span has no server child
@@ -184,6 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="the queue (orders, billing)")
     p.add_argument("--stock-db", default="redis://127.0.0.1:6380/0", help="inventory's database")
     p.add_argument("--inventory", default="http://127.0.0.1:8081")
+    p.add_argument("--no-breaker", action="store_true", help="orders calls inventory without a breaker")
     args = p.parse_args(argv)
     provider = setup_otel(args.role, args.otlp)
     stop = threading.Event()
@@ -200,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     timeouts = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
     app = (
-        orders_app(args.inventory, queue)
+        orders_app(args.inventory, queue, use_breaker=not args.no_breaker)
         if args.role == "orders"
         else inventory_app(redis.Redis.from_url(args.stock_db, **timeouts))
     )

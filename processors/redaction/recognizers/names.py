@@ -441,14 +441,19 @@ def _provider_lists(attrs: tuple[str, ...]) -> frozenset[str]:
 
 
 def _held_out_words(attrs: tuple[str, ...]) -> set[str]:
-    """Every name word the held-out locales' providers can produce: their own lists and the
-    ones they inherit (``es_MX`` draws from ``es``), of both given names and surnames."""
+    """Every name word the held-out locales' person providers can produce: their own lists and
+    the ones they inherit (``es_MX`` draws from ``es``), of both given names and surnames. The
+    provider is the one Faker itself picks for the locale (``it_CH`` has none of its own)."""
+    from faker import Faker
+
     out: set[str] = set()
     for locale in filter(None, os.environ.get(HELD_OUT_ENV, "").split(",")):
-        provider = _provider(locale)
-        for attr in attrs:
-            for cls in provider.__mro__:
-                out |= _words(_strings(vars(cls).get(attr)))
+        for provider in Faker(locale).providers:
+            if not type(provider).__module__.startswith("faker.providers.person"):
+                continue
+            for attr in attrs:
+                for cls in type(provider).__mro__:
+                    out |= _words(_strings(vars(cls).get(attr)))
     return out
 
 

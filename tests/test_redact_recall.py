@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.heldout.corpus import build
-from bench.heldout.run import errorgate_detector
-from bench.heldout.score import Report, errorgate_redactor, score
+from bench.heldout.run import errorgate_report
+from bench.heldout.score import Report
 from errorgate.processors.redact import RedactConfig
 from errorgate.processors.redaction.engine import AnalysisEngine
 from tests.redaction_corpus import luhn_complete
@@ -209,8 +208,9 @@ def test_the_redact_processor_reads_the_catalog(tmp_path: Path) -> None:
 
 
 def _held_out_test_report() -> Report:
-    items = build("test", 200)
-    return score(items, errorgate_redactor(errorgate_detector())([i.text for i in items]))
+    """200 items of the test split, scored with the test locales' names held out of the name
+    lists (the corpus' people come from the same Faker lists)."""
+    return errorgate_report("test", 200)
 
 
 def test_held_out_test_split_does_not_regress() -> None:
@@ -218,12 +218,19 @@ def test_held_out_test_split_does_not_regress() -> None:
     split tuned on), at the levels reached when it was first scored: a regression guard."""
     report = _held_out_test_report()
     assert report.leak() <= 0.08, report.as_dict()
-    assert all(report.leak(e) <= 0.30 for e in report.values), report.as_dict()
+    assert all(report.leak(e) <= 0.15 for e in report.values), report.as_dict()
     assert report.words_kept / report.words >= 0.95
     assert report.decoys_kept == report.decoys
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15's done-when not reached yet on the test split")
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "issue 15's done-when not reached on the test split with the test locales' names held out "
+        "of the name lists: overall leak 9.1 % (7.5 % on this subset) > 5 %; on the whole split "
+        "STREET_ADDRESS 14.7 % and PERSON 10.0 % are at or over 10 %"
+    ),
+)
 def test_held_out_test_split_meets_the_issue_targets() -> None:
     report = _held_out_test_report()
     assert report.leak() <= 0.05, report.as_dict()

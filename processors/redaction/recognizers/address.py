@@ -5,6 +5,10 @@ View Road Suite 753", "12, rue des Lilas"), street word before the name and the 
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from typing import ClassVar
+
 import regex
 from presidio_analyzer import RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
@@ -329,44 +333,124 @@ def _plausible(span: str) -> bool:
     return not (len(words) > 1 and len(words[0]) <= 3 and words[1].lower() in COMMON_WORDS)
 
 
+_LETTERS = re.compile(r"[^\W\d_]+")
+
+
+def _words_of(words: tuple[str, ...]) -> frozenset[str]:
+    """The lower-case letter runs a lexicon's entries consist of ("bd-ul" -> "bd", "ul")."""
+    return frozenset(w for entry in words for w in _LETTERS.findall(entry.lower()))
+
+
+def _ends(endings: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("(?:" + "|".join(re.escape(e) for e in sorted(endings, key=len, reverse=True)) + r")\b")
+
+
+# Per shape, a necessary condition checked first, in C: a word of its lexicon among the
+# value's lower-case words, or a stdlib search. Most values pass none, and the ``regex`` module
+# searches (Unicode classes, lookbehinds) run only for the shapes a value can match.
+_SUFFIX_SET = _words_of(SUFFIX_WORDS)
+_PREFIX_SET = _words_of(PREFIX_WORDS)
+_UNIT_SET = frozenset({"flat", "studio", "apartment", "apt", "unit", "suite", "room"})
+_ENDINGS = tuple({e.rstrip(".").lower() for e in COMPOUND_ENDINGS})
+_CUE_STEMS = (
+    "addr", "adres", "adress", "anschrift", "indirizzo", "direcci", "endere", "morada", "domicil",
+    "cím", "cim", "osoite", "lakcím", "bydli", "wohnort", "residen", "resid", "ship", "deliver",
+    "send", "sent", "mail", "mov", "relocat", "live", "living", "located", "reach", "arriv",
+    "return", "left", "dropped", "pick", "collect", "bill", "street", "straße", "strasse", "calle", "rua",
+)  # fmt: skip
+_SLAVIC_PREPOSITIONS = frozenset(
+    {"na", "u", "k", "ke", "v", "ve", "za", "pod", "nad", "před", "pred", "při", "pri", "ob", "pot",
+     "mezi", "do", "od", "ul", "ulica", "ulice"}
+)  # fmt: skip
+_SLAVIC_ENDINGS = ("ová", "ova", "eva", "ská", "ska", "cká", "cka", "ní", "ná", "ého", "ovo", "evo",
+                   "čka", "ička", "ího", "owa", "ego", "iego")  # fmt: skip
+_STRONG_SET = frozenset(
+    {"rue", "rua", "calle", "avenida", "travessa", "alameda", "carrer", "strada", "ulica", "chemin",
+     "allée", "impasse", "quai", "boulevard", "avenue", "piazza", "viale", "praça", "calea", "aleea",
+     "bulevardul", "rambla", "callejón", "cerrada", "privada", "calzada", "avinguda"}
+)  # fmt: skip
+_BOX_SET = frozenset({"box", "postfach", "apartado", "caixa", "casilla", "boîte", "boite", "bp",
+                      "postboks", "skrytka", "postbus"})  # fmt: skip
+_POSTCODE_GATE = re.compile(r"\d[^\W\d_]?,?[ \t]{1,2}(?:[A-Z]{1,2}-)?\d{2,5}(?:[ -]\d{2,3})?[ \t]+[^\W\d_]")
+_CJK_GATE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]")
+_HANGUL_GATE = re.compile(r"[\uac00-\ud7af]")
+_CYRILLIC_GATE = re.compile(r"[\u0400-\u04ff]")
+_GRID_GATE = re.compile(r"#|N[º°o]")
+ShapeGate = Callable[[str, str, frozenset[str]], bool]
+
+
+def _lexicon(words: frozenset[str]) -> ShapeGate:
+    return lambda text, lower, found: not words.isdisjoint(found)
+
+
+def _word_ends(endings: tuple[str, ...]) -> ShapeGate:
+    return lambda text, lower, found: any(w.endswith(endings) for w in found)
+
+
+def _substrings(stems: tuple[str, ...]) -> ShapeGate:
+    return lambda text, lower, found: any(stem in lower for stem in stems)
+
+
+def _slavic(text: str, lower: str, found: frozenset[str]) -> bool:
+    return not _SLAVIC_PREPOSITIONS.isdisjoint(found) or any(w.endswith(_SLAVIC_ENDINGS) for w in found)
+
+
+def _search(rx: re.Pattern[str], on_lower: bool = False) -> ShapeGate:
+    search = rx.search
+    if on_lower:
+        return lambda text, lower, found: search(lower) is not None
+    return lambda text, lower, found: search(text) is not None
+
+
 class StreetAddressRecognizer(RegexRecognizer):
     """A street (of the shapes above) with its house number; a street name without a number is
     too often a plain word ("via", "place", "route"), except after a unit ("Flat 36, Patricia
-    Park"). Scored above NER, which reads "Rua Mathias Moritz" as a person."""
+    Park") or for street words that are no English word ("rue de Boillat"). Scored above NER and
+    the name recognizers, which read "Rua Mathias Moritz" as a person."""
 
     ENTITY = "STREET_ADDRESS"
     PATTERNS = []
     MIN_DIGITS = 1
-    SHAPES = (
-        ("number_first", regex.compile(_NUMBER_FIRST), 0.9),
-        ("number_then_street_word", regex.compile(_NUMBER_THEN_PREFIX), 0.9),
-        ("street_word_first", regex.compile(_PREFIX_FIRST), 0.9),
-        ("compound_street", regex.compile(_COMPOUND), 0.9),
-        ("street_then_number", regex.compile(_SUFFIX_THEN_NUMBER), 0.9),
-        ("unit_first", regex.compile(_UNIT_FIRST), 0.9),
-        ("house_number_label", regex.compile(_HOUSE_NUMBER), 0.9),
-        ("after_address_word", regex.compile(_AFTER_CUE), 0.9),
-        ("street_before_postcode", regex.compile(_BEFORE_POSTCODE), 0.9),
-        ("postcode_city", regex.compile(_POSTCODE_AFTER_STREET), 0.8),
-        ("japanese", regex.compile(_JAPANESE), 0.9),
-        ("cjk_street", regex.compile(_CJK_STREET), 0.9),
-        ("korean_street", regex.compile(_KOREAN), 0.9),
-        ("cyrillic_street", regex.compile(_CYRILLIC), 0.9),
-        ("grid_number", regex.compile(_GRID), 0.9),
-        ("slavic_street", regex.compile(_SLAVIC), 0.88),
-        ("street_word_no_number", regex.compile(_STREET_NO_NUMBER), 0.9),
-        ("post_box", regex.compile(_POST_BOX), 0.9),
+    # (rule, pattern, score, necessary condition)
+    SHAPES: ClassVar[tuple[tuple[str, regex.Pattern[str], float, ShapeGate], ...]] = (
+        ("number_first", regex.compile(_NUMBER_FIRST), 0.9, _lexicon(_SUFFIX_SET)),
+        ("number_then_street_word", regex.compile(_NUMBER_THEN_PREFIX), 0.9, _lexicon(_PREFIX_SET)),
+        ("street_word_first", regex.compile(_PREFIX_FIRST), 0.9, _lexicon(_PREFIX_SET)),
+        ("compound_street", regex.compile(_COMPOUND), 0.9, _word_ends(_ENDINGS)),
+        ("street_then_number", regex.compile(_SUFFIX_THEN_NUMBER), 0.9, _lexicon(_SUFFIX_SET)),
+        ("unit_first", regex.compile(_UNIT_FIRST), 0.9, _lexicon(_UNIT_SET)),
+        ("house_number_label", regex.compile(_HOUSE_NUMBER), 0.9, _lexicon(frozenset({"no"}))),
+        ("after_address_word", regex.compile(_AFTER_CUE), 0.9, _substrings(_CUE_STEMS)),
+        ("street_before_postcode", regex.compile(_BEFORE_POSTCODE), 0.9, _search(_POSTCODE_GATE)),
+        ("postcode_city", regex.compile(_POSTCODE_AFTER_STREET), 0.8, _search(_POSTCODE_GATE)),
+        ("japanese", regex.compile(_JAPANESE), 0.9, _search(_CJK_GATE)),
+        ("cjk_street", regex.compile(_CJK_STREET), 0.9, _search(_CJK_GATE)),
+        ("korean_street", regex.compile(_KOREAN), 0.9, _search(_HANGUL_GATE)),
+        ("cyrillic_street", regex.compile(_CYRILLIC), 0.9, _search(_CYRILLIC_GATE)),
+        ("grid_number", regex.compile(_GRID), 0.9, _search(_GRID_GATE)),
+        ("slavic_street", regex.compile(_SLAVIC), 0.88, _slavic),
+        ("street_word_no_number", regex.compile(_STREET_NO_NUMBER), 0.9, _lexicon(_STRONG_SET)),
+        ("post_box", regex.compile(_POST_BOX), 0.9, _lexicon(_BOX_SET)),
     )
     CHECKED = frozenset({"after_address_word", "street_before_postcode", "slavic_street"})
 
     def gate(self) -> Gate:
-        return lambda text, lower, digits: digits >= 1 and len(text) >= 6
+        # Every shape but the street word without a number needs a digit.
+        letters, strong = _LETTERS.findall, _STRONG_SET
+        return lambda text, lower, digits: (
+            len(text) >= 6 and (digits >= 1 or not strong.isdisjoint(letters(lower)))
+        )
 
     def analyze(
         self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
     ) -> list[RecognizerResult]:
+        lower = text.lower()
+        found = frozenset(_LETTERS.findall(lower))
+        digits = any(c.isdigit() for c in text)
         out = []
-        for rule, rx, score in self.SHAPES:
+        for rule, rx, score, necessary in self.SHAPES:
+            if (not digits and rule != "street_word_no_number") or not necessary(text, lower, found):
+                continue
             for m in rx.finditer(text, overlapped=False):
                 start, end = m.span("v") if "v" in rx.groupindex else m.span()
                 if rule in self.CHECKED and not _plausible(text[start:end]):

@@ -28,15 +28,25 @@ PROFILES: dict[str, list[str]] = {
     "bare": [],
     "intelligence": ["classify", "sample", "retention"],
     "full": ["classify", "sample", "redact", "encrypt", "retention"],
+    # Nothing sampled away (issue 15): every item reaches redact, as in a logs-only pipeline, a
+    # compliance archive or a team that keeps all traces.
+    "redact": ["redact"],
+    "keepall": ["classify", "sample", "redact", "encrypt", "retention"],
 }
-TARGETS = {"bare": 0.8, "intelligence": 0.7, "full": 0.5}  # issue targets: ratio vs proxy
+# Issue targets: ratio vs proxy.
+TARGETS = {"bare": 0.8, "intelligence": 0.7, "full": 0.5, "redact": 0.8, "keepall": 0.5}
+# Processor settings per profile (default: ``{}``; sample's decision_wait is always 1s).
+KEEP_ALL_SAMPLE = (
+    "{decision_wait: 1s, healthy_keep_probability: 1.0, "
+    "flood: {first_n_per_minute: 1000000000, rate_per_second_after: 1000000000}}"
+)
 
 
 def gateway_config(profile: str, port: int, metrics_port: int, sink_port: int, data_dir: Path) -> str:
     procs = PROFILES[profile]
     proc_cfg = {
         "classify": "{}",
-        "sample": "{decision_wait: 1s}",
+        "sample": KEEP_ALL_SAMPLE if profile == "keepall" else "{decision_wait: 1s}",
         "redact": "{}",
         "encrypt": "{}",
         "retention": "{}",
@@ -186,7 +196,7 @@ def main() -> int:
     # median worth quoting.
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--concurrency", type=int, default=8)
-    ap.add_argument("--profiles", default="bare,intelligence,full")
+    ap.add_argument("--profiles", default="bare,intelligence,full,redact,keepall")
     ap.add_argument(
         "--memory-run", type=float, default=0, help="extra seconds-long run of 'bare' to watch memory"
     )

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.heldout.corpus import build
-from bench.heldout.run import errorgate_detector
-from bench.heldout.score import Report, errorgate_redactor, score
+from bench.heldout.run import errorgate_report
+from bench.heldout.score import Report
 from errorgate.processors.redact import RedactConfig
 from errorgate.processors.redaction.engine import AnalysisEngine
 from tests.redaction_corpus import luhn_complete
@@ -82,6 +81,24 @@ def test_surname_after_a_title(engine: AnalysisEngine, text: str, name: str) -> 
         ("geocoder rejected 'Lindenstraße 12a'", "Lindenstraße 12a"),
         ("sent to Calle de Alcalá 45 yesterday", "Calle de Alcalá 45"),
         ("moved to 12, rue des Lilas", "12, rue des Lilas"),
+        # number after the street, no street word: found by an address word or verb before it
+        ("parcel never reached Svibovac 33", "Svibovac 33"),
+        ("InvalidAddress: 'Kožarska 4a' rejected", "Kožarska 4a"),
+        ("ship to Na Příkopě 12 today", "Na Příkopě 12"),
+        # street words of other languages, unit words, postcodes and cities
+        ("Kossuth Lajos utca 12. is closed", "Kossuth Lajos utca 12"),
+        ("Atatürk Cad. No:12 D:3 bulunamadı", "Atatürk Cad. No:12 D:3"),
+        ("Mannerheimintie 12 A 5 not found", "Mannerheimintie 12 A 5"),
+        ("Strada Gloria, 87 Appartamento 8 unknown", "Strada Gloria, 87 Appartamento 8"),
+        ("Storgata 5, 0155 Oslo", "Storgata 5, 0155 Oslo"),
+        ("Vodičkova 681/14, 110 00 Praha", "Vodičkova 681/14, 110 00 Praha"),
+        ("sent to Flat 36, Patricia Park", "Flat 36, Patricia Park"),
+        ("H.No. 12-3-45, Banjara Hills", "H.No. 12-3-45, Banjara Hills"),
+        ("courier at Calle 6ª # 7-81 Sur", "Calle 6ª # 7-81 Sur"),
+        ("returned from PO Box 80", "PO Box 80"),
+        ("geocoder: 新生路87號", "新生路87號"),
+        ("geocoder: 芝公園1丁目2番3号", "芝公園1丁目2番3号"),
+        ("geocoder: пер. Садовый, д. 594 стр. 5", "пер. Садовый, д. 594 стр. 5"),
     ],
 )
 def test_international_street_addresses(engine: AnalysisEngine, text: str, street: str) -> None:
@@ -99,6 +116,18 @@ def test_international_street_addresses(engine: AnalysisEngine, text: str, stree
 )
 def test_national_phone_formats_with_context(engine: AnalysisEngine, text: str, phone: str) -> None:
     assert covered(engine, text, phone, "PHONE_NUMBER")
+
+
+def test_street_shapes_keep_telemetry_words(engine: AnalysisEngine) -> None:
+    """Context and shape rules stay off versions, steps, hosts, routes and durations."""
+    for text in (
+        "upgrade to Python 3 failed, moved to Version 12",
+        "shipped to Node 18 runtime on api-7.eu-west-1.internal",
+        "address Line 2 of config is empty",
+        "retry 3 of 5 after 1532ms on /api/v1/orders/{id}/status",
+        "uuid 3f2a1c9e-7d4b-4e8a-9c1d-2b3e4f5a6b7c build 2024-03-02",
+    ):
+        assert not [f for f in engine.analyze_one(text, True) if f.entity_type == "STREET_ADDRESS"], text
 
 
 def test_national_phone_shapes_without_context_are_kept(engine: AnalysisEngine) -> None:
@@ -179,8 +208,9 @@ def test_the_redact_processor_reads_the_catalog(tmp_path: Path) -> None:
 
 
 def _held_out_test_report() -> Report:
-    items = build("test", 200)
-    return score(items, errorgate_redactor(errorgate_detector())([i.text for i in items]))
+    """200 items of the test split, scored with the test locales' names held out of the name
+    lists (the corpus' people come from the same Faker lists)."""
+    return errorgate_report("test", 200)
 
 
 def test_held_out_test_split_does_not_regress() -> None:
@@ -188,12 +218,19 @@ def test_held_out_test_split_does_not_regress() -> None:
     split tuned on), at the levels reached when it was first scored: a regression guard."""
     report = _held_out_test_report()
     assert report.leak() <= 0.08, report.as_dict()
-    assert all(report.leak(e) <= 0.30 for e in report.values), report.as_dict()
+    assert all(report.leak(e) <= 0.15 for e in report.values), report.as_dict()
     assert report.words_kept / report.words >= 0.95
     assert report.decoys_kept == report.decoys
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15's done-when not reached yet on the test split")
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "issue 15's done-when not reached on the test split with the test locales' names held out "
+        "of the name lists: overall leak 9.1 % (7.5 % on this subset) > 5 %; on the whole split "
+        "STREET_ADDRESS 14.7 % and PERSON 10.0 % are at or over 10 %"
+    ),
+)
 def test_held_out_test_split_meets_the_issue_targets() -> None:
     report = _held_out_test_report()
     assert report.leak() <= 0.05, report.as_dict()

@@ -4,13 +4,20 @@ fetched). Only Latin-script entries are kept: telemetry text is matched word by 
 
 Names that are also everyday English or telemetry words ("Will", "May", "Service", "Cache")
 are dropped: a dictionary hit alone must not redact a plain word.
+
+``held_out_locales`` removes, for a while, every name that some locales' providers can produce
+(their inherited lists included): the held-out benchmark's test split draws its people from
+Faker too, and a figure measured with the very lists the test names came from flatters.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from functools import cache
 
 # Latin letters (with diacritics), apostrophes and inner hyphens: "Hauserová", "O'Neil", "Jean-Luc".
@@ -401,27 +408,78 @@ def _strings(value: object) -> list[str]:
     return []
 
 
+# Comma-separated Faker locales whose names are held out (set by ``held_out_locales``, and so
+# inherited by pool workers started meanwhile).
+HELD_OUT_ENV = "ERRORGATE_NAMES_HELD_OUT_LOCALES"
+GIVEN_ATTRS = (
+    "first_names", "first_names_male", "first_names_female", "first_names_nonbinary",
+    "first_romanized_names", "first_romanized_names_male", "first_romanized_names_female",
+)  # fmt: skip
+SURNAME_ATTRS = ("last_names", "last_names_male", "last_names_female", "last_romanized_names")
+
+
+def _words(names: Iterable[str]) -> set[str]:
+    return {w for name in names for w in name.split() if _LATIN_WORD.fullmatch(w) and len(w) > 1}
+
+
+def _provider(locale: str) -> type:
+    import faker.providers.person as person
+
+    return importlib.import_module(f"{person.__name__}.{locale}").Provider  # type: ignore[no-any-return]
+
+
 def _provider_lists(attrs: tuple[str, ...]) -> frozenset[str]:
     import faker.providers.person as person
 
     out: set[str] = set()
     for module in pkgutil.iter_modules(person.__path__):
-        provider = importlib.import_module(f"{person.__name__}.{module.name}").Provider
+        provider = _provider(module.name)
         for attr in attrs:
             # Class attributes read from the class dict: some providers define properties.
-            for name in _strings(vars(provider).get(attr)):
-                out.update(w for w in name.split() if _LATIN_WORD.fullmatch(w) and len(w) > 1)
+            out |= _words(_strings(vars(provider).get(attr)))
     return frozenset(w for w in out if w.lower() not in COMMON_WORDS and w[0].isupper())
 
 
+def _held_out_words(attrs: tuple[str, ...]) -> set[str]:
+    """Every name word the held-out locales' person providers can produce: their own lists and
+    the ones they inherit (``es_MX`` draws from ``es``), of both given names and surnames. The
+    provider is the one Faker itself picks for the locale (``it_CH`` has none of its own)."""
+    from faker import Faker
+
+    out: set[str] = set()
+    for locale in filter(None, os.environ.get(HELD_OUT_ENV, "").split(",")):
+        for provider in Faker(locale).providers:
+            if not type(provider).__module__.startswith("faker.providers.person"):
+                continue
+            for attr in attrs:
+                for cls in type(provider).__mro__:
+                    out |= _words(_strings(vars(cls).get(attr)))
+    return out
+
+
 @cache
+def _lists(held_out: str) -> tuple[frozenset[str], frozenset[str]]:
+    drop = _held_out_words(GIVEN_ATTRS + SURNAME_ATTRS) if held_out else set()
+    return _provider_lists(GIVEN_ATTRS) - drop, _provider_lists(SURNAME_ATTRS) - drop
+
+
 def given_names() -> frozenset[str]:
-    return _provider_lists(
-        ("first_names", "first_names_male", "first_names_female", "first_names_nonbinary",
-         "first_romanized_names", "first_romanized_names_male", "first_romanized_names_female")
-    )  # fmt: skip
+    return _lists(os.environ.get(HELD_OUT_ENV, ""))[0]
 
 
-@cache
 def surnames() -> frozenset[str]:
-    return _provider_lists(("last_names", "last_names_male", "last_names_female", "last_romanized_names"))
+    return _lists(os.environ.get(HELD_OUT_ENV, ""))[1]
+
+
+@contextmanager
+def held_out_locales(locales: Iterable[str]) -> Iterator[None]:
+    """Within the block, the name lists lack every name of ``locales``' person providers."""
+    before = os.environ.get(HELD_OUT_ENV)
+    os.environ[HELD_OUT_ENV] = ",".join(sorted(locales))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(HELD_OUT_ENV, None)
+        else:
+            os.environ[HELD_OUT_ENV] = before

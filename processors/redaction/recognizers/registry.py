@@ -46,6 +46,7 @@ BUILTIN_RECOGNIZERS: tuple[Registered, ...] = (
     Registered("ListedNameRecognizer", ("PERSON",), "people"),
     Registered("StreetAddressRecognizer", ("STREET_ADDRESS",), "address"),
     Registered("DateOfBirthRecognizer", ("DATE_OF_BIRTH",), "identity"),
+    Registered("NationalIdRecognizer", ("NATIONAL_ID",), "national_ids"),
     Registered("JwtRecognizer", ("JWT",), "secrets"),
     Registered("AuthHeaderRecognizer", ("AUTH_CREDENTIAL",), "secrets"),
     Registered("AwsKeyRecognizer", ("AWS_ACCESS_KEY",), "secrets"),

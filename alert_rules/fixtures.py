@@ -37,7 +37,9 @@ def _first_error_series(service: str) -> list[dict[str, str]]:
     ]
 
 
-def _expected(spec: AlertSpec, series_labels: dict[str, str], first_error: int | None = None) -> dict[str, Any]:
+def _expected(
+    spec: AlertSpec, series_labels: dict[str, str], first_error: int | None = None
+) -> dict[str, Any]:
     labels = series_labels | spec.labels
     annotations = {"summary": _render(spec.summary, labels)}
     if spec.first_error:
@@ -147,7 +149,9 @@ def error_rate_tests(catalog: ServiceCatalog, policy: Policy, specs: list[AlertS
                             FIRST_ERROR_AT,
                         ),
                         _expected(
-                            alert, {"service": service, "kind": "transient", "category": "timeout"}, FIRST_ERROR_AT
+                            alert,
+                            {"service": service, "kind": "transient", "category": "timeout"},
+                            FIRST_ERROR_AT,
                         ),
                     ]
                 },

@@ -29,6 +29,7 @@ def _serve(args: argparse.Namespace) -> int:
     from errorgate.incidents.escalation import Escalator, Worker, pagerduty_webhook
     from errorgate.incidents.http import Api, HttpServer
     from errorgate.incidents.notify import DeliveryError, channels
+    from errorgate.incidents.web import WebPage
     from errorgate.logs import configure_logging
 
     config = load_config(args.config)
@@ -42,6 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
     engine = Engine(_store(config))
     api = Api(engine, os.environ.get(inc.token_env) or None, inc.token_env)
     http = HttpServer(api, inc.endpoint)
+    WebPage(api, lambda at: [oncall.now(team, at) for team in sorted(oncall.spec.teams)]).install()
     escalator = Escalator(engine, oncall, paging, inc.public_url or http.url)
     jobs = [escalator.tick, *_postmortem_jobs(config, engine), *_silence_jobs(config, engine)]
     worker = Worker(jobs, inc.escalation.check_interval)

@@ -151,10 +151,18 @@ def _receivers(policy: Policy, tc: TeamChannels) -> list[dict[str, Any]]:
     out.append(
         {
             "name": f"{tc.team}-webhook",
-            "webhook_configs": [{"url": policy.routing.webhook_url, "send_resolved": True, "max_alerts": 0}],
+            "webhook_configs": [_webhook(policy, max_alerts=0)],
         }
     )
     return out
+
+
+def _webhook(policy: Policy, **extra: Any) -> dict[str, Any]:
+    """The incident engine's webhook; its changes need the engine's API token (a file, so the
+    token never sits in alertmanager.yml)."""
+    token_file = f"{policy.routing.secrets_dir}/errorgate-incidents-token"
+    return {"url": policy.routing.webhook_url, "send_resolved": True, **extra,
+            "http_config": {"authorization": {"credentials_file": token_file}}}  # fmt: skip
 
 
 def _fmt_seconds(total: float) -> str:
@@ -228,7 +236,7 @@ def build_alertmanager_config(catalog: ServiceCatalog, policy: Policy) -> dict[s
                     "receivers (add a channel, or give the team an opsgenie_team)"
                 )
     receivers: list[dict[str, Any]] = [
-        {"name": FALLBACK_RECEIVER, "webhook_configs": [{"url": rp.webhook_url, "send_resolved": True}]},
+        {"name": FALLBACK_RECEIVER, "webhook_configs": [_webhook(policy)]},
         # No integrations: the incident marker alert exists only to drive inhibition.
         {"name": MARKER_RECEIVER},
     ]

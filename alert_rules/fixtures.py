@@ -25,9 +25,27 @@ def _render(template: str, labels: dict[str, str]) -> str:
     return re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels.get(m.group(1), ""), template)
 
 
-def _expected(spec: AlertSpec, series_labels: dict[str, str]) -> dict[str, Any]:
+# The first error two replicas saw (classify's gauge); the annotation holds the earlier one.
+FIRST_ERROR_AT = 1765000000
+
+
+def _first_error_series(service: str) -> list[dict[str, str]]:
+    gauge = "errorgate_first_error_timestamp_seconds"
+    return [
+        {"series": f'{gauge}{{service="{service}",instance="a"}}', "values": f"{FIRST_ERROR_AT + 90}x30"},
+        {"series": f'{gauge}{{service="{service}",instance="b"}}', "values": f"{FIRST_ERROR_AT}x30"},
+    ]
+
+
+def _expected(
+    spec: AlertSpec, series_labels: dict[str, str], first_error: int | None = None
+) -> dict[str, Any]:
     labels = series_labels | spec.labels
-    return {"exp_labels": labels, "exp_annotations": {"summary": _render(spec.summary, labels)}}
+    annotations = {"summary": _render(spec.summary, labels)}
+    if spec.first_error:
+        # Without classify's gauge the annotation is empty (the engine then uses startsAt).
+        annotations["first_error_at"] = "" if first_error is None else str(first_error)
+    return {"exp_labels": labels, "exp_annotations": annotations}
 
 
 def _find(specs: list[AlertSpec], alertname: str, service: str, **labels: str) -> AlertSpec:
@@ -121,13 +139,20 @@ def error_rate_tests(catalog: ServiceCatalog, policy: Policy, specs: list[AlertS
                     {"series": _err_series(service, "transient", "timeout"), "values": f"0+{half}x30"},
                     {"series": _err_series(service, "persistent", "validation"), "values": f"0+{half}x30"},
                     {"series": _err_series(service, "persistent", "not_failing"), "values": "0x30"},
+                    *_first_error_series(service),
                 ],
                 {
                     "ErrorgateErrorRateHigh": [
                         _expected(
-                            alert, {"service": service, "kind": "persistent", "category": "validation"}
+                            alert,
+                            {"service": service, "kind": "persistent", "category": "validation"},
+                            FIRST_ERROR_AT,
                         ),
-                        _expected(alert, {"service": service, "kind": "transient", "category": "timeout"}),
+                        _expected(
+                            alert,
+                            {"service": service, "kind": "transient", "category": "timeout"},
+                            FIRST_ERROR_AT,
+                        ),
                     ]
                 },
             )

@@ -13,6 +13,15 @@ FAMILY_FILES = {
     "pipeline": "errorgate-pipeline.rules.yml",
 }
 
+# Unix seconds of the first error of the alerting service's current run of errors, read from
+# classify's gauge (the earliest over replicas). Empty (so Prometheus drops the annotation)
+# when the gauge is absent. Grafana's annotation templates cannot query, so this is
+# Prometheus-only; the engine falls back to the alert's start then.
+FIRST_ERROR_AT = (
+    '{{ with printf "min(errorgate_first_error_timestamp_seconds{service=%q})" $labels.service | query }}'
+    '{{ . | first | value | printf "%.0f" }}{{ end }}'
+)
+
 
 def _rule(spec: AlertSpec) -> dict[str, Any]:
     rule: dict[str, Any] = {"alert": spec.alertname, "expr": spec.expr}
@@ -22,6 +31,8 @@ def _rule(spec: AlertSpec) -> dict[str, Any]:
         rule["keep_firing_for"] = spec.keep_firing_for
     rule["labels"] = dict(spec.labels)
     rule["annotations"] = {"summary": spec.summary}
+    if spec.first_error:
+        rule["annotations"]["first_error_at"] = FIRST_ERROR_AT
     return rule
 
 

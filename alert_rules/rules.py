@@ -32,6 +32,9 @@ class AlertSpec:
     summary: str  # template over $labels only: payload values never reach a notification
     no_data: str = "ok"
     key: str = ""  # stable identity -> Grafana uid
+    # The alert's series carry ``service``: Prometheus adds a ``first_error_at`` annotation
+    # (see prometheus_rules.FIRST_ERROR_AT) that the incident engine reads for MTTD.
+    first_error: bool = False
 
     @property
     def uid(self) -> str:
@@ -120,6 +123,7 @@ def build_specs(catalog: ServiceCatalog, policy: Policy) -> list[AlertSpec]:
                 " ({{ $labels.kind }}/{{ $labels.category }})",
                 no_data=er.no_data,
                 key=f"error-rate-alert/{scope.name}",
+                first_error=True,
             )
         )
         specs.append(
@@ -137,6 +141,7 @@ def build_specs(catalog: ServiceCatalog, policy: Policy) -> list[AlertSpec]:
                 " ({{ $labels.kind }}/{{ $labels.category }})",
                 no_data=er.no_data,
                 key=f"error-rate-review/{scope.name}",
+                first_error=True,
             )
         )
     br = policy.burn_rate
@@ -160,6 +165,7 @@ def build_specs(catalog: ServiceCatalog, policy: Policy) -> list[AlertSpec]:
                     f" ({window.long} and {window.short} windows)",
                     no_data=br.no_data,
                     key=f"burn/{window_name}/{scope.name}",
+                    first_error=True,
                 )
             )
     inc = policy.incident
@@ -176,6 +182,7 @@ def build_specs(catalog: ServiceCatalog, policy: Policy) -> list[AlertSpec]:
                 labels=_labels(scope, inc.severity, "cascading", "incident"),
                 summary="{{ $labels.service }} is part of an active multi-service incident",
                 key=f"incident/{scope.name}",
+                first_error=True,
             )
         )
     specs.extend(_pipeline_specs(policy))

@@ -238,6 +238,9 @@ class SilenceConfig(_Strict):
     min_services: int = Field(default=2, ge=1)
     severities: list[Literal["P1", "P2", "P3", "P4"]] = Field(default=["P3", "P4"])
     token_env: str | None = None
+    # Each silence lasts this long and is renewed at half-time: an engine that stops leaves
+    # nothing silenced for longer.
+    duration: Duration = 7200.0
 
 
 class IncidentsConfig(_Strict):

@@ -523,6 +523,7 @@ class Classify(Processor):
             "category": category.name,
         }
         self.metrics.error(labels, version)
+        self.metrics.error_at(service, f.ts)
 
     def _assessment(self, service: str, in_incident: bool) -> Assessment:
         """The service's severity, impact and urgency now (its catalog entry exported on first sight)."""

@@ -76,6 +76,9 @@ def derive_test_config(config: dict[str, Any], capture_url: str, secrets: Path) 
             og["api_key_file"] = str(secrets / "opsgenie.key")
         for wh in receiver.get("webhook_configs", []):
             wh["url"] = f"{capture_url}/webhook/{receiver['name']}"
+            token = secrets / Path(wh["http_config"]["authorization"]["credentials_file"]).name
+            token.write_text("engine-token")  # the incident engine's API token
+            wh["http_config"]["authorization"]["credentials_file"] = str(token)
     return cfg
 
 
@@ -288,7 +291,8 @@ def test_minor_alerts_of_services_in_an_incident_are_inhibited(am: AM, capture: 
     am.post({"alertname": "ErrorgateErrorRateHigh", "severity": "P2", "service": "frontend", **base})
     # The unrelated service's P3 and the incident service's P2 are delivered...
     capture.wait_for("slack", lambda r: _slack_title(r).startswith("[P3] catalog"))
-    capture.wait_for("webhook", lambda r: r.body.get("groupLabels", {}).get("service") == "catalog")
+    [hook] = capture.wait_for("webhook", lambda r: r.body.get("groupLabels", {}).get("service") == "catalog")
+    assert hook.headers["Authorization"] == "Bearer engine-token"  # the engine refuses webhooks without it
     capture.wait_for("opsgenie", lambda r: r.body["message"].startswith("[P2] frontend"))
     # ... by then the inhibited P3 group had several flushes (group_interval 1s) and sent nothing.
     time.sleep(3)

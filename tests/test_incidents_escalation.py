@@ -221,3 +221,12 @@ def test_a_missing_channel_secret_is_an_error_naming_the_key(monkeypatch: pytest
     monkeypatch.delenv("ERRORGATE_PAGERDUTY_ROUTING_KEY", raising=False)
     with pytest.raises(Exception, match=r"incidents\.escalation\.pagerduty\.routing_key_env"):
         channels(EscalationDeliveryConfig.model_validate({"pagerduty": {}}))
+
+
+def test_p4_review_items_are_queued_not_paged(world: tuple[EngineServer, CaptureServer, Escalator]) -> None:
+    srv, capture, esc = world
+    srv.post_alerts(alertmanager_payload(alert(severity="P4", alertname="ErrorgateErrorRateReview")))
+    [inc] = srv.incidents()
+    esc.tick()
+    assert capture.requests == []
+    assert inc["status"] == "open" and srv.engine.get(int(inc["id"])).escalation_step == 0

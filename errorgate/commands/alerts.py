@@ -15,7 +15,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from errorgate.cli import CommandError
@@ -70,24 +70,10 @@ def silence_body(
     incident: str | None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """The silence that stands in for the inhibition rule (see alert_rules/alertmanager.yml)."""
-    start = now or datetime.now(UTC)
-    matchers = [
-        {"name": "service", "value": "|".join(services), "isRegex": len(services) > 1, "isEqual": True},
-        {"name": "severity", "value": "|".join(severities), "isRegex": len(severities) > 1, "isEqual": True},
-        # The marker itself is not an alert anyone acts on; it must keep firing for dashboards.
-        {"name": "alertname", "value": "ErrorgateServiceInIncident", "isRegex": False, "isEqual": False},
-    ]
-    comment = "minor alerts held back during a multi-service incident"
-    if incident:
-        comment += f" (incident {incident})"
-    return {
-        "matchers": matchers,
-        "startsAt": start.isoformat().replace("+00:00", "Z"),
-        "endsAt": (start + timedelta(seconds=duration_s)).isoformat().replace("+00:00", "Z"),
-        "createdBy": CREATED_BY,
-        "comment": comment,
-    }
+    """The silence that stands in for the inhibition rule (the engine makes the same one)."""
+    from errorgate.incidents.silences import silence_body as body
+
+    return body(services, severities, duration_s, incident, now, created_by=CREATED_BY)
 
 
 def _suppress(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ def _serve(args: argparse.Namespace) -> int:
     from errorgate.incidents.escalation import Escalator, Worker, pagerduty_webhook
     from errorgate.incidents.http import Api, HttpServer
     from errorgate.incidents.notify import DeliveryError, channels
+    from errorgate.incidents.web import WebPage
     from errorgate.logs import configure_logging
 
     config = load_config(args.config)
@@ -42,8 +43,9 @@ def _serve(args: argparse.Namespace) -> int:
     engine = Engine(_store(config))
     api = Api(engine, os.environ.get(inc.token_env) or None, inc.token_env)
     http = HttpServer(api, inc.endpoint)
+    WebPage(api, lambda at: [oncall.now(team, at) for team in sorted(oncall.spec.teams)]).install()
     escalator = Escalator(engine, oncall, paging, inc.public_url or http.url)
-    jobs = [escalator.tick, *_postmortem_jobs(config, engine)]
+    jobs = [escalator.tick, *_postmortem_jobs(config, engine), *_silence_jobs(config, engine)]
     worker = Worker(jobs, inc.escalation.check_interval)
     api.on_change = worker.wake
     if inc.escalation.pagerduty and inc.escalation.pagerduty.webhook_secret_env:
@@ -79,6 +81,18 @@ def _postmortem_jobs(config: Config, engine: Any) -> list[Any]:
 
     pm = Postmortems(engine, config.incidents.jira)
     return [pm.tick]
+
+
+def _silence_jobs(config: Config, engine: Any) -> list[Any]:
+    silence = config.incidents.silence
+    if silence is None:
+        return []
+    from errorgate.incidents.silences import AlertmanagerSilences, Silencer
+
+    if not silence.alertmanager.startswith(("http://", "https://")):
+        raise CommandError(f"incidents.silence.alertmanager: {silence.alertmanager!r} is not an http(s) URL")
+    token = os.environ.get(silence.token_env) if silence.token_env else None
+    return [Silencer(engine, silence, AlertmanagerSilences(silence.alertmanager, token)).tick]
 
 
 def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:

@@ -58,7 +58,8 @@ class Incident:
     postmortem_key: str | None
     postmortem_status: str | None
     postmortem_done: bool
-    silences: list[str] = field(default_factory=list)
+    # Alertmanager silences held for this incident: {id, services, severities, until}.
+    silences: list[dict[str, Any]] = field(default_factory=list)
     paged: str = ""
 
     @classmethod
@@ -288,13 +289,16 @@ class Engine:
         )
 
     def _resolve_when_quiet(self, conn: Connection, incident_id: int) -> None:
-        firing = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(alerts)
-            .where(alerts.c.incident_id == incident_id, alerts.c.status == "firing")
-        ).scalar_one()
         inc = self._get(conn, incident_id)
-        if firing == 0 and inc.status in ACTIVE:
+        # Alerts this incident's own silences hold back never send their resolve: they do not
+        # keep it open (the silence ends with the incident, and Alertmanager re-notifies then).
+        muted = {(svc, sev) for s in inc.silences for svc in s["services"] for sev in s["severities"]}
+        query = sa.select(alerts.c.labels).where(
+            alerts.c.incident_id == incident_id, alerts.c.status == "firing"
+        )
+        firing = [json.loads(r.labels) for r in conn.execute(query)]
+        held = [(labels.get("service"), labels.get("severity")) not in muted for labels in firing]
+        if not any(held) and inc.status in ACTIVE:
             self._set_resolved(conn, inc, "engine", "all alerts resolved")
 
     def _set_resolved(self, conn: Connection, inc: Incident, actor: str, message: str) -> None:

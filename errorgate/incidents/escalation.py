@@ -19,6 +19,9 @@ from errorgate.incidents.notify import Channel, DeliveryError, Page
 
 log = logging.getLogger("errorgate.incidents")
 
+# P4 incidents are the review queue (P4 and review alerts are routed here): read in
+# `errorgate report retro` and the web page, never paged.
+REVIEW_SEVERITY = "P4"
 Chain = tuple[list[tuple[float, list[str]]], int, list[str]]  # (wait, targets) per level, repeat, channels
 
 
@@ -40,7 +43,7 @@ class Escalator:
     def tick(self) -> None:
         """Page what is due, and tell the tools about acks and resolves."""
         for inc in self.engine.find(statuses=("open", "acknowledged", "resolved", "closed")):
-            if inc.status == "open":
+            if inc.status == "open" and inc.severity != REVIEW_SEVERITY:
                 self._escalate(inc)
             elif inc.status == "acknowledged" and inc.paged == "triggered":
                 self._follow_up(inc, "acknowledged")

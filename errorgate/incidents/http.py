@@ -45,6 +45,7 @@ class Response:
     body: Any = None
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
+    cookies: list[str] = field(default_factory=list)  # one Set-Cookie header each
 
 
 Route = Callable[[Request], Response]
@@ -59,6 +60,8 @@ class Api:
         self.token_env = token_env
         # Extra routes (PagerDuty webhook, web page, report) by (method, path).
         self.routes: dict[tuple[str, str], Route] = {}
+        # Routes with an id in the path (the web page's incident pages), by (method, regex).
+        self.patterns: list[tuple[str, re.Pattern[str], Route]] = []
         self.on_change: Callable[[], None] = lambda: None
 
     def authorize(self, req: Request, action: str, target: str) -> Response | None:
@@ -88,6 +91,9 @@ class Api:
         route = self.routes.get((req.method, req.path))
         if route is not None:
             return route(req)
+        for method, pattern, handler in self.patterns:
+            if method == req.method and pattern.fullmatch(req.path):
+                return handler(req)
         if req.method == "GET" and req.path == "/metrics":
             return Response(200, generate_latest(self.engine.registry), CONTENT_TYPE_LATEST)
         if req.method == "GET" and req.path == "/healthz":
@@ -190,6 +196,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         for k, v in resp.headers.items():
             self.send_header(k, v)
+        for cookie in resp.cookies:
+            self.send_header("Set-Cookie", cookie)
         self.end_headers()
         self.wfile.write(payload)
 

@@ -60,7 +60,7 @@ def build_report(items: list[Incident], since: float, now: float) -> dict[str, A
     return report
 
 
-def _fmt(seconds: float | None) -> str:
+def fmt_seconds(seconds: float | None) -> str:
     if seconds is None:
         return "–"
     if seconds < 120:
@@ -86,8 +86,8 @@ def to_markdown(report: dict[str, Any]) -> str:
     ]
     for dim, name, r in _rows(report):
         lines.append(
-            f"| {dim} | {name} | {r['incidents']} | {_fmt(r['mttd_seconds'])} | "
-            f"{_fmt(r['mtta_seconds'])} | {_fmt(r['mttr_seconds'])} |"
+            f"| {dim} | {name} | {r['incidents']} | {fmt_seconds(r['mttd_seconds'])} | "
+            f"{fmt_seconds(r['mtta_seconds'])} | {fmt_seconds(r['mttr_seconds'])} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -121,14 +121,14 @@ def trend_svg(by_day: dict[str, dict[str, Any]], width: int = 640, height: int =
             f'<text x="{pad + 120 * list(colors).index(key)}" y="14" fill="{color}" font-size="12">'
             f"{key.split('_')[0].upper()}</text>"
         )
-    parts.append(f'<text x="2" y="{pad}" font-size="10">{html.escape(_fmt(peak))}</text></svg>')
+    parts.append(f'<text x="2" y="{pad}" font-size="10">{html.escape(fmt_seconds(peak))}</text></svg>')
     return "".join(parts)
 
 
 def to_html(report: dict[str, Any]) -> str:
     rows = "".join(
         f"<tr><td>{html.escape(dim)}</td><td>{html.escape(name)}</td><td>{r['incidents']}</td>"
-        f"<td>{_fmt(r['mttd_seconds'])}</td><td>{_fmt(r['mtta_seconds'])}</td><td>{_fmt(r['mttr_seconds'])}</td></tr>"
+        f"<td>{fmt_seconds(r['mttd_seconds'])}</td><td>{fmt_seconds(r['mtta_seconds'])}</td><td>{fmt_seconds(r['mttr_seconds'])}</td></tr>"
         for dim, name, r in _rows(report)
     )
     return (

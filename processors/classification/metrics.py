@@ -16,6 +16,9 @@ from errorgate.governance.catalog import ServiceCatalog, ServiceEntry
 from errorgate.telemetry import OTHER, LabelCap
 
 _MAX_CHILDREN = 65536
+# Errors this far apart belong to separate runs (``errorgate_first_error_timestamp_seconds``):
+# the error-rate alerts' default window, so a run that stops firing them also ends here.
+RUN_QUIET_SECONDS = 300.0
 DEFAULT_LABEL_CAPS: dict[str, int] = {
     "service": 200,
     "component": 200,
@@ -102,6 +105,17 @@ class ErrorMetrics:
         self.new_fingerprints = Counter(
             "errorgate_new_fingerprints", "First sightings of an error fingerprint", ["service"], registry=r
         )
+        # Per service, not per fingerprint: fingerprints are unbounded, and an alert names a
+        # service. The incident engine reads it (through the alert's ``first_error_at``
+        # annotation) as the start of the incident, for MTTD.
+        self.first_error = Gauge(
+            "errorgate_first_error_timestamp_seconds",
+            "Unix time of the first error of the service's current run of errors",
+            ["service"],
+            registry=r,
+        )
+        # (start, last error) of each service's current run, by capped service.
+        self._runs: dict[str, list[float]] = {}
 
     def _create_cascade_metrics(self, r: CollectorRegistry) -> None:
         """What the trace analysis finds: cascade roles, multi-service incidents, retries."""
@@ -242,6 +256,20 @@ class ErrorMetrics:
 
     def episode(self, service: str, kind: str) -> None:
         self.episodes.labels(self.cap("service", service), self.cap("kind", kind)).inc()
+
+    def error_at(self, service: str, ts: float) -> None:
+        """One error at telemetry time ``ts``: a run of errors starts after ``RUN_QUIET_SECONDS``
+        without one, and the gauge holds the run's first error."""
+        svc = self.cap("service", service)
+        run = self._runs.get(svc)
+        if run is None or ts - run[1] > RUN_QUIET_SECONDS:
+            self._runs[svc] = [ts, ts]
+            self.first_error.labels(svc).set(ts)
+        elif ts > run[1]:
+            run[1] = ts
+        elif ts < run[0] and run[0] - ts <= RUN_QUIET_SECONDS:  # a late item of the same run
+            run[0] = ts
+            self.first_error.labels(svc).set(ts)
 
     def new_fingerprint(self, service: str) -> None:
         self.new_fingerprints.labels(self.cap("service", service)).inc()

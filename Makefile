@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml kit/pyproject.toml | sha1sum | cut -c1-12)
-APT_PKGS := prometheus prometheus-alertmanager redis-server haproxy etcd-server etcd-client
+APT_PKGS := prometheus prometheus-alertmanager redis-server haproxy etcd-server etcd-client chromium
 
 .PHONY: run test lint bench demo demo-shop chaos venv system-deps clean
 
@@ -16,9 +16,9 @@ $(STAMP): pyproject.toml kit/pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]' -e './kit[redis,test,chaos]'
 	rm -f $(VENV)/.installed-*; touch $@
 
-# Debian packages the tests run for real (Prometheus, Alertmanager, promtool, amtool, Redis, HAProxy, etcd).
+# Debian packages the tests run for real (Prometheus, Alertmanager, promtool, amtool, Redis, HAProxy, etcd, Chromium).
 system-deps:
-	@missing=""; for b in prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager redis-server:redis-server haproxy:haproxy etcd:etcd-server etcdctl:etcd-client; do \
+	@missing=""; for b in prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager redis-server:redis-server haproxy:haproxy etcd:etcd-server etcdctl:etcd-client chromium:chromium; do \
 	  command -v $${b%%:*} >/dev/null || missing="$$missing $${b##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \

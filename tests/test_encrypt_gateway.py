@@ -89,4 +89,5 @@ def test_gateway_encrypts_fields_and_queue_at_rest(
     assert main([*common, "--role", "security-oncall"]) == 0
     assert capsys.readouterr().out == EMAIL + "\n"
     assert main(["audit", "verify", "--data-dir", str(data)]) == 0
-    assert "3 entries" in capsys.readouterr().out  # the policy seen first, then two attempts
+    # The gateway's rules at start-up, the policy seen first, then the two attempts.
+    assert "4 entries" in capsys.readouterr().out

@@ -138,7 +138,7 @@ def test_catalog_extension_reaches_classify(tmp_path: Path) -> None:
         (
             "extensions:\n  vault: {}\n",
             "",
-            r"extensions\.vault: unknown extension type 'vault' \(known: catalog, keyring\)",
+            r"extensions\.vault: unknown extension type 'vault' \(known: catalog, keyring, redis\)",
         ),
         (
             "extensions:\n  catalog: {paht: x}\n",

@@ -75,6 +75,16 @@ def error_overview() -> db.Dashboard:
             bars=True,
         )
     )
+    since = f"time() - min by (service) ({sel('errorgate_first_error_timestamp_seconds')})"
+    d = d.with_panel(
+        top_table(
+            "Failing for",
+            "s",
+            since,
+            description="Time since the first error of each service's current run of errors (a run "
+            "ends after 5 minutes without one): the start the incident engine measures MTTD from.",
+        )
+    )
     by_version = agg("errorgate_errors_by_version_total", "service, version")
     d = d.with_panel(
         ts(

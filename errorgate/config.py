@@ -257,6 +257,31 @@ class IncidentsConfig(_Strict):
     public_url: str | None = None
 
 
+# ---------------------------------------------------------------- high availability
+
+
+class EtcdEndpointsConfig(_Strict):
+    endpoints: list[str] = Field(min_length=1)  # client URLs, e.g. http://etcd-0:2379
+    timeout: Duration = 2.0  # per request, before the next member is tried
+
+    @field_validator("endpoints")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not re.match(r"^https?://[^/\s]+", url):
+                raise ValueError(f"{url!r} is not an http(s) URL of an etcd client endpoint")
+        return value
+
+
+class HaConfig(_Strict):
+    """Leader election for the singleton roles (rollback trigger, DLQ replay): ``errorgate.ha``."""
+
+    etcd: EtcdEndpointsConfig
+    lease_ttl: int = Field(default=3, ge=1, le=60)  # seconds: how fast a standby takes over
+    prefix: str = Field(default="/errorgate", min_length=1)  # instances with one prefix elect one leader
+    identity: str | None = None  # what the leader key holds; default host:pid
+
+
 # ---------------------------------------------------------------- top level
 
 
@@ -395,6 +420,8 @@ class Config(BaseModel):
     service: ServiceConfig
     # The incident engine (``errorgate incidents serve``); absent -> its defaults.
     incidents: IncidentsConfig = Field(default_factory=IncidentsConfig)
+    # Leader election on etcd; absent -> every instance acts alone (one instance only).
+    ha: HaConfig | None = None
     source: str = "<embedded default>"
     # Per pipeline: the assembly settings that apply to it (``resolve_assembly``).
     _assembly: dict[str, AssemblyConfig] = PrivateAttr(default_factory=dict)

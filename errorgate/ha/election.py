@@ -67,6 +67,27 @@ class Election:
         except EtcdUnavailable:
             return False
 
+    def act_once(
+        self, name: str, value: str, cooldown: tuple[str, float] | None = None, token: int | None = None
+    ) -> tuple[bool, str]:
+        """Record action ``name`` unless it ever was, fenced by ``token`` (default: ours); with
+        ``cooldown = (group, seconds)`` also unless another action of ``group`` was recorded
+        within ``seconds``. (recorded, why not: "standby", "stale", "done", "cooldown" or
+        "unavailable")."""
+        token = self.token if token is None else token
+        if not token:
+            return False, "standby"
+        expiring = None
+        if cooldown is not None and cooldown[1] > 0:
+            expiring = (f"{self.prefix}/cooldown/{cooldown[0]}", max(1, round(cooldown[1])))
+        try:
+            done, why = self.client.put_once_if_owner(
+                self.key, token, f"{self.prefix}/actions/{name}", value, expiring
+            )
+        except EtcdUnavailable:
+            return False, "unavailable"
+        return done, "cooldown" if why == "expiring" else why
+
     def run(self) -> None:
         while not self._stop.is_set():
             self.step()

@@ -93,6 +93,40 @@ class EtcdClient:
         )
         return bool(answer.get("succeeded"))
 
+    def put_once_if_owner(
+        self, owner_key: str, token: int, key: str, value: str, expiring: tuple[str, int] | None = None
+    ) -> tuple[bool, str]:
+        """Write ``key`` only while ``owner_key`` has create revision ``token`` and ``key`` was
+        never written, in one transaction (so two leaders in turn cannot both record it); with
+        ``expiring = (other, ttl)``, also require ``other`` absent and write it under a lease of
+        ``ttl`` seconds (a cooldown every instance sees). (written, why not: "stale", "done" or
+        "expiring")."""
+        compare = [
+            {"key": _b64(owner_key), "target": "CREATE", "result": "EQUAL", "create_revision": str(token)},
+            {"key": _b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"},
+        ]
+        success: list[dict[str, Any]] = [{"request_put": {"key": _b64(key), "value": _b64(value)}}]
+        failure: list[dict[str, Any]] = [
+            {"request_range": {"key": _b64(owner_key)}},
+            {"request_range": {"key": _b64(key)}},
+        ]
+        if expiring is not None:
+            other, ttl = expiring
+            lease = self.grant(ttl)
+            compare.append(
+                {"key": _b64(other), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
+            )
+            success.append({"request_put": {"key": _b64(other), "value": _b64(value), "lease": str(lease)}})
+            failure.append({"request_range": {"key": _b64(other)}})
+        answer = self.call("kv/txn", {"compare": compare, "success": success, "failure": failure})
+        if answer.get("succeeded"):
+            return True, ""
+        found = [bool(r["response_range"].get("kvs")) for r in answer.get("responses", [])]
+        owner = answer["responses"][0]["response_range"].get("kvs", [])
+        if not owner or int(owner[0]["create_revision"]) != token:
+            return False, "stale"
+        return False, "done" if found[1] else "expiring"
+
     def get(self, key: str) -> str | None:
         kvs = self.call("kv/range", {"key": _b64(key)}).get("kvs", [])
         return base64.b64decode(kvs[0].get("value", "")).decode() if kvs else None

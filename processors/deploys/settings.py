@@ -6,6 +6,7 @@ from pydantic import Field, model_validator
 
 from errorgate.component import ComponentConfig
 from errorgate.config import Duration
+from errorgate.processors.deploys.actions import Action, GrafanaAnnotation
 
 
 class VerdictConfig(ComponentConfig):
@@ -38,6 +39,22 @@ class HealthConfig(ComponentConfig):
     default_slo: float = Field(default=0.999, gt=0, lt=1)
 
 
+class RollbackConfig(ComponentConfig):
+    enabled: bool = False
+    dry_run: bool = False
+    check_interval: Duration = 30.0
+    cooldown: Duration = 1800.0  # per service, after a rollback fired
+    services: list[str] = Field(default_factory=list)  # empty: every service
+    actions: list[Action] = Field(default_factory=list)
+    grafana: GrafanaAnnotation | None = None
+
+    @model_validator(mode="after")
+    def _something_to_call(self) -> RollbackConfig:
+        if self.enabled and not self.actions and not self.dry_run:
+            raise ValueError("deploys.rollback.actions: enabled, but no action is configured")
+        return self
+
+
 class DeploysConfig(ComponentConfig):
     slot: Duration = 10.0
     retention: Duration = 3600.0
@@ -46,6 +63,7 @@ class DeploysConfig(ComponentConfig):
     max_fingerprints: int = Field(default=500, ge=1)
     verdict: VerdictConfig = Field(default_factory=VerdictConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    rollback: RollbackConfig = Field(default_factory=RollbackConfig)
 
     @model_validator(mode="after")
     def _windows_fit(self) -> DeploysConfig:

@@ -213,7 +213,7 @@ def test_dry_run_fires_nothing_and_reports_what_it_would_do(capture: Capture) ->
 
 def test_cooldown_holds_a_second_bad_deploy_of_the_service(capture: Capture) -> None:
     clock = [0.0]
-    trigger, audit, deploys = trigger_for(rollback_config(capture.url, grafana=None), clock)
+    trigger, _, deploys = trigger_for(rollback_config(capture.url, grafana=None), clock)
     store = VersionStore(deploys)
     bad_deploy(store)
     assert evaluate(trigger, store, deploys) == 1

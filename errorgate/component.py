@@ -179,6 +179,9 @@ class ComponentContext:
     telemetry: Telemetry
     logger: logging.Logger
     extensions: Extensions = field(default_factory=Extensions)
+    # The top-level ``ha:`` settings (``errorgate.config.HaConfig``): a singleton role (rollback)
+    # elects a leader with them (``errorgate.ha``); None: this instance acts alone.
+    ha: Any = None
 
     @property
     def type_name(self) -> str:

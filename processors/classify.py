@@ -97,6 +97,7 @@ from errorgate.processors.classification.severity import Assessment, BurnRates, 
 from errorgate.processors.classification.tags import LOG_ATTRIBUTES, SPAN_ATTRIBUTES, Tag, TagWriter
 from errorgate.processors.classification.taxonomy import Category, TaxonomyError, load_taxonomy
 from errorgate.processors.classification.template import parameterize
+from errorgate.processors.deploys.rollback import build_trigger
 from errorgate.processors.deploys.routes import ROUTES, DeployRoutes
 from errorgate.processors.deploys.store import VersionStore
 from errorgate.processors.errorstate import BurnInput, LocalErrorState, error_state
@@ -220,6 +221,8 @@ class Classify(Processor):
         self.metrics.describe_catalog(self.catalog)
         # Per-(service, version) windows that age out; the version label follows them out.
         self.deploys = VersionStore(config.deploys, on_expire=self._version_gone)
+        # Rollback of a failing newest version (off unless deploys.rollback.enabled).
+        self.rollback = build_trigger(config.deploys.rollback, context)
         self.deploy_routes = DeployRoutes(config.deploys, self.deploys, lambda s: self.catalog.lookup(s).slo)
         # (trace id, span id) of failing spans -> (role, origin service, incident id) for log correlation.
         self._correlated: ByteLRU[tuple[bytes, bytes], tuple[str, str, str]] = ByteLRU(
@@ -580,6 +583,20 @@ class Classify(Processor):
 
     def answer(self, query: HttpQuery) -> HttpAnswer:
         return self.deploy_routes.answer(query)
+
+    def start(self) -> None:
+        if self.rollback is not None:
+            self.rollback.start()
+
+    def poll(self, now: float) -> Output:
+        # Judged here (the state is read under the pipeline lock), acted on in the trigger's thread.
+        if self.rollback is not None and self.rollback.due(now):
+            self.rollback.submit(self.rollback.failing(self.deploys, self.config.deploys.verdict))
+        return Output()
+
+    def shutdown(self) -> None:
+        if self.rollback is not None:
+            self.rollback.stop()
 
     def _version_gone(self, service: str, version: str) -> None:
         """A version aged out of the deploy windows: its metric label values go too."""

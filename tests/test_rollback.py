@@ -280,3 +280,40 @@ def test_ha_section_needs_endpoints(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             load_config(path)
     logging.getLogger(__name__).debug("ok")
+
+
+def test_classify_polls_the_trigger_and_audits_through_the_extension_hook(
+    capture: Capture, tmp_path: Path
+) -> None:
+    import time
+
+    from errorgate.component import ComponentContext, Extension, Extensions
+    from errorgate.processors.classify import Classify, ClassifyConfig
+    from errorgate.telemetry import Telemetry
+
+    class Recorder(Extension):  # stands for the keyring extension's signed audit log
+        def __init__(self) -> None:
+            self.records: list[Mapping[str, Any]] = []
+
+        def audit(self, record: Mapping[str, Any]) -> None:
+            self.records.append(record)
+
+    recorder = Recorder()
+    config = ClassifyConfig(deploys={"rollback": rollback_config(capture.url)})
+    context = ComponentContext(
+        "classify", tmp_path, Telemetry(), logging.getLogger("t"), extensions=Extensions({"r": recorder})
+    )
+    processor = Classify(config, context)
+    processor.start()
+    try:
+        bad_deploy(processor.deploys)
+        for second in range(0, 60, 2):  # polled every 2 s; judged every check_interval (10 s)
+            processor.poll(1000.0 + second)
+        deadline = time.monotonic() + 10
+        while len(capture.requests) < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)
+    finally:
+        processor.shutdown()
+    assert len(capture.requests) == 5
+    assert [r["event"] for r in recorder.records] == ["rollback"]

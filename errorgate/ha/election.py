@@ -10,12 +10,22 @@ the leader also stops believing it leads once ``ttl`` has passed since its last 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
+from typing import Any
 
 from errorgate.ha.etcd import EtcdClient, EtcdUnavailable
 
 log = logging.getLogger("errorgate.ha")
+
+
+def from_config(ha: Any, role: str) -> Election:
+    """An election for ``role`` from the ``ha:`` settings (``errorgate.config.HaConfig``)."""
+    identity = ha.identity or f"{socket.gethostname()}:{os.getpid()}"
+    client = EtcdClient(list(ha.etcd.endpoints), timeout=ha.etcd.timeout)
+    return Election(client, f"{ha.prefix.rstrip('/')}/{role}", identity, ttl=ha.lease_ttl)
 
 
 class Election:

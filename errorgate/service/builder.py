@@ -114,6 +114,7 @@ class PipelineBuilder:
             telemetry=self.telemetry,
             logger=logging.getLogger(f"errorgate.{component_id}"),
             extensions=self.extensions,
+            ha=self.config.ha,
         )
 
     # ------------------------------------------------------------ shared parts
@@ -199,6 +200,7 @@ class PipelineBuilder:
                 timeout=svc.processor_worker.timeout,
                 extensions=self.config.enabled_extensions(),
                 environ=dict(os.environ),
+                ha=self.config.ha,
             ),
             restarts=self.telemetry.worker_restarts,
         )

@@ -19,12 +19,14 @@ nothing: it logs and audits what it would send, once per bad deploy.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from errorgate.ha.election import Election
+from errorgate.component import ComponentContext
+from errorgate.ha.election import Election, from_config
 from errorgate.processors.deploys import actions
 from errorgate.processors.deploys.settings import RollbackConfig, VerdictConfig
 from errorgate.processors.deploys.store import VersionStore
@@ -85,6 +87,35 @@ class RollbackTrigger:
         self._settled: set[tuple[str, str]] = set()  # deploys this instance need not try again
         self._next_check = 0.0
         self.reports: list[dict[str, Any]] = []  # what fired or would have (dry run), newest last
+        self.election: Election | None = None  # set when the ledger is fenced (started with us)
+        self._inbox: queue.Queue[Verdict | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Calls go out from a thread of their own: the pipeline (which finds the verdicts,
+        under its lock) never waits for a CI/CD API."""
+        if self.election is not None:
+            self.election.start()
+        self._thread = threading.Thread(target=self._run, name="errorgate-rollback", daemon=True)
+        self._thread.start()
+
+    def submit(self, verdicts: list[Verdict]) -> None:
+        for verdict in verdicts:
+            self._inbox.put(verdict)
+
+    def _run(self) -> None:
+        while (verdict := self._inbox.get()) is not None:
+            try:
+                self.consider(verdict)
+            except Exception:  # one bad call must not end the role
+                self.log.exception("rollback: acting on a failing verdict")
+
+    def stop(self) -> None:
+        self._inbox.put(None)
+        if self._thread is not None:
+            self._thread.join(5)
+        if self.election is not None:
+            self.election.stop()
 
     def due(self, now: float) -> bool:
         if not self.config.enabled or now < self._next_check:
@@ -147,6 +178,18 @@ class RollbackTrigger:
         self.log.warning("%s: %s %s -> %s", event, facts["service"], facts["candidate"], facts["baseline"])
         self.audit({k: v for k, v in report.items() if k != "calls"} | {"calls": _brief(calls)})
         return report
+
+
+def build_trigger(config: RollbackConfig, context: ComponentContext) -> RollbackTrigger | None:
+    """The trigger ``config`` describes (None when disabled): fenced by a leader election on
+    etcd when the file has an ``ha:`` section, else acting alone."""
+    if not config.enabled:
+        return None
+    election = from_config(context.ha, "rollback") if context.ha is not None else None
+    ledger: Ledger = FencedLedger(election) if election is not None else LocalLedger()
+    trigger = RollbackTrigger(config, ledger, context.extensions.audit, context.logger)
+    trigger.election = election
+    return trigger
 
 
 def _payload(facts: Mapping[str, str], verdict: Verdict, at: float) -> dict[str, Any]:

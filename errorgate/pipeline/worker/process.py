@@ -84,6 +84,7 @@ def _build_processors(settings: WorkerSettings, telemetry: Telemetry) -> dict[Ke
             telemetry=telemetry,
             logger=logging.getLogger(f"errorgate.{component_id}"),
             extensions=extensions,
+            ha=settings.ha,
         )
 
     built: dict[str, Extension] = {}

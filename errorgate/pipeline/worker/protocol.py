@@ -29,6 +29,8 @@ class WorkerSettings:
     # The gateway's environment now (keys may come from it); the worker process is forked from
     # a server started earlier, whose environment may be older.
     environ: dict[str, str] = field(default_factory=dict, repr=False)
+    # The top-level ``ha:`` settings (``errorgate.config.HaConfig``) for singleton roles; None: alone.
+    ha: Any = None
 
 
 class WorkerFailed(Exception):

@@ -46,6 +46,15 @@ README (config keys and defaults)::
                     new_fingerprint_min_count: 3, max_latency_increase: 0.25, latency_min_difference: 10ms}
           health: {short_window: 5m, long_window: 1h, fail_burn_rate: 14.4, warn_burn_rate: 6,
                    min_requests: 10, kind_window: 5m, kind_min_burn: 1, recover_after: 30s}
+          rollback:              # a failing newest version -> actions, once per (service, version)
+            enabled: false
+            dry_run: false       # log and audit what would be sent; send nothing
+            check_interval: 30s  # newest version vs the one before, per service
+            cooldown: 30m        # per service, after a rollback fired (shared in etcd with ha:)
+            services: []         # empty: every service
+            actions:             # kinds: webhook, github, gitlab, argo_rollouts (deploys/actions.py)
+              - {kind: github, repository: acme/checkout, workflow: rollback.yml, ref: main}
+            grafana: {url: http://grafana:3000, dashboard_uid: null, tags: [errorgate, rollback]}
 
 Label caps are the cost/granularity trade-off: past a label's cap new values read ``_other``.
 

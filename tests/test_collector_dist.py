@@ -111,3 +111,22 @@ def test_validate_rejects_a_broken_config(tmp_path: Path) -> None:
     result = validate(broken)
     assert result.returncode != 0
     assert "otlp/nowhere" in result.stderr
+
+
+def test_make_collector_reuses_the_build_until_the_manifest_changes(tmp_path: Path) -> None:
+    """`make collector` is a no-op while the binary was built from this manifest (the stamp is
+    keyed on its hash); an edited manifest makes it rebuild. `make -q` asks without building."""
+    cache = otelcol_binary().parents[1]
+    same = subprocess.run(
+        ["make", "-q", "collector", f"COLLECTOR_CACHE={cache}"], cwd=ROOT, capture_output=True, check=False
+    )
+    assert same.returncode == 0, same.stdout
+    edited = tmp_path / "builder.yaml"
+    edited.write_text(MANIFEST.read_text() + "# an edit\n")
+    changed = subprocess.run(
+        ["make", "-q", "collector", f"COLLECTOR_CACHE={cache}", f"OTELCOL_MANIFEST={edited}"],
+        cwd=ROOT,
+        capture_output=True,
+        check=False,
+    )
+    assert changed.returncode == 1

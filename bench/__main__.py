@@ -19,6 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from bench import collector
 from bench.procs import free_port, tree_cpu_s, tree_rss_mib, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,7 +106,11 @@ def run_target(
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     metrics_port = None
     with tempfile.TemporaryDirectory(prefix=f"eg-bench-{name}-") as tmp:
-        if name == "proxy":
+        if name in collector.PEERS:
+            # The Go Collector answers its health check only when every pipeline runs; the
+            # receiver's port is what the load generator needs, as for the other peers.
+            cmd = collector.command(name, port, sink_port, free_port(), Path(tmp))
+        elif name == "proxy":
             cmd = [
                 PY,
                 "-m",
@@ -202,6 +207,12 @@ def main() -> int:
     )
     ap.add_argument("--skip-redaction", action="store_true", help="skip the per-string redaction benchmark")
     ap.add_argument(
+        "--collector",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="the Go Collector peers (make collector): auto = when the binary is built",
+    )
+    ap.add_argument(
         "--soak",
         type=float,
         default=0,
@@ -228,7 +239,11 @@ def main() -> int:
         return soak_main(args)
 
     profiles = [p for p in args.profiles.split(",") if p]
-    results: dict[str, list[dict]] = {"proxy": [], **{p: [] for p in profiles}}
+    if args.collector == "on" and not collector.available():
+        print(f"no Collector binary at {collector.binary()}: run make collector", file=sys.stderr)
+        return 2
+    peers = collector.PEERS if args.collector != "off" and collector.available() else []
+    results: dict[str, list[dict]] = {"proxy": [], **{p: [] for p in peers}, **{p: [] for p in profiles}}
     sink_port = free_port()
     with tempfile.TemporaryDirectory(prefix="eg-bench-sink-") as tmp:
         count_file = Path(tmp) / "count"
@@ -241,7 +256,7 @@ def main() -> int:
         try:
             wait_port(sink_port)
             for r in range(args.rounds):
-                for name in ["proxy", *profiles]:
+                for name in ["proxy", *peers, *profiles]:
                     print(
                         f"round {r + 1}/{args.rounds}: {name} ({args.duration:.0f}s)...",
                         file=sys.stderr,
@@ -272,7 +287,7 @@ def main() -> int:
         f"{'ratio':>8}{'goal':>7}{'CPU ms/1k':>11}"
     )
     summary: dict[str, object] = {}
-    for name in ["proxy", *profiles]:
+    for name in ["proxy", *peers, *profiles]:
         ips = best(name, "items_per_s")
         ratio = ips / base if base else float("nan")
         goal = TARGETS.get(name)
@@ -301,6 +316,33 @@ def main() -> int:
             )
             summary[name]["ratio_per_round"] = paired  # type: ignore[index]
             summary[name]["ratio_per_round_median"] = statistics.median(paired)  # type: ignore[index]
+    if peers:
+        # errorgate beside the Go Collector, paired within each round like the proxy ratio:
+        # below 1.0 the Collector moved more items per second than errorgate.
+        print("\n== errorgate vs the Go Collector (items/s ratio per round; median) ==")
+        print(f"{'profile':<14}{'vs proxy':>10}" + "".join(f"{'vs ' + p:>24}" for p in peers))
+        for name in profiles:
+            row = f"{name:<14}{summary[name].get('ratio_per_round_median', float('nan')):>10.2f}"  # type: ignore[union-attr]
+            for peer in peers:
+                paired = [
+                    g["items_per_s"] / c["items_per_s"]
+                    for c, g in zip(results[peer], results[name], strict=False)
+                    if c["items_per_s"]
+                ]
+                summary[name][f"ratio_to_{peer}_per_round"] = paired  # type: ignore[index]
+                cell = "/".join(f"{r:.2f}" for r in paired) + (
+                    f" ({statistics.median(paired):.2f})" if paired else ""
+                )
+                row += f"{cell:>24}"
+            print(row)
+        for peer in peers:
+            paired = [
+                c["items_per_s"] / p["items_per_s"]
+                for p, c in zip(results["proxy"], results[peer], strict=False)
+                if p["items_per_s"]
+            ]
+            print(f"{peer}: ratio to the Python proxy per round " + ", ".join(f"{r:.2f}" for r in paired))
+            summary[peer]["ratio_per_round"] = paired  # type: ignore[index]
     if "memory_run" in results:
         m = results["memory_run"][0]
         print(
@@ -316,6 +358,9 @@ def main() -> int:
         if redaction is not None:
             print("\n== redaction engine vs default Presidio (per string) ==")
             summary["redaction"] = redaction.run()
+            if peers:
+                print("\n== the Go Collector's redaction processor on the held-out corpus ==")
+                summary["collector_redaction_held_out"] = collector.heldout()
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -153,7 +153,7 @@ def test_loadbalancing_routes_whole_traces_to_one_errorgate_replica() -> None:
     lb = _load("loadbalanced.yaml")
     exporter = lb["exporters"]["loadbalancing/errorgate"]
     assert exporter["routing_key"] == "traceID"
-    assert exporter["resolver"]["dns"] == {"hostname": "errorgate", "port": 4317, "interval": "5s"}
+    assert exporter["resolver"]["dns"] == {"hostname": "errorgate", "port": "4317", "interval": "5s"}
     assert lb["service"]["pipelines"]["traces"]["exporters"] == ["loadbalancing/errorgate"]
     assert exporter["protocol"]["otlp"]["retry_on_failure"]["max_elapsed_time"] == "0s"
 

@@ -244,6 +244,9 @@ class SilenceConfig(_Strict):
 
 
 class IncidentsConfig(_Strict):
+    # Whether ``errorgate serve`` also runs the engine: None -> yes when the file has an
+    # ``incidents:`` section (``errorgate incidents serve`` runs it either way).
+    enabled: bool | None = None
     endpoint: str = "127.0.0.1:9466"
     token_env: str = "ERRORGATE_INCIDENTS_TOKEN"
     # SQLAlchemy URL; None -> SQLite at <service.data_dir>/incidents.db

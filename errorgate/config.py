@@ -221,6 +221,20 @@ class SlackConfig(_Strict):
     webhook_url_env: str = "ERRORGATE_SLACK_WEBHOOK_URL"
 
 
+class SmtpConfig(_Strict):
+    """E-mail pages (``incidents.escalation.smtp``); ``to`` maps the paged person to an address."""
+
+    host: str
+    port: int = Field(default=25, ge=1, le=65535)
+    from_addr: str = Field(min_length=3)
+    to: str = Field(
+        default="{person}@example.com", description="address template; {person} is the on-call name"
+    )
+    starttls: bool = False
+    username_env: str | None = None  # with password_env: SMTP AUTH after STARTTLS
+    password_env: str | None = None
+
+
 class EscalationDeliveryConfig(_Strict):
     """How pages leave the engine. A channel left out is not used."""
 
@@ -228,6 +242,7 @@ class EscalationDeliveryConfig(_Strict):
     pagerduty: PagerDutyConfig | None = None
     opsgenie: OpsgenieConfig | None = None
     slack: SlackConfig | None = None
+    smtp: SmtpConfig | None = None
 
 
 class SilenceConfig(_Strict):

@@ -8,14 +8,47 @@ import gc
 import importlib
 import pkgutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from types import ModuleType
+from typing import Protocol
 
 from errorgate import __version__
-from errorgate.config import ConfigError, load_config
+from errorgate.config import Config, ConfigError, load_config
 
 
 class CommandError(Exception):
     """A failure to report as one line on stderr with a non-zero exit."""
+
+
+class ServiceRole(Protocol):
+    """Something ``errorgate serve`` runs next to the gateway, in the same process (the incident
+    engine). A command module declares its roles with ``service_roles(config) -> list[ServiceRole]``,
+    so the gateway itself never learns about them."""
+
+    name: str
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def _command_modules() -> Iterator[ModuleType]:
+    import errorgate.commands as commands
+
+    for module in pkgutil.iter_modules(commands.__path__):
+        if not module.name.startswith("_"):
+            yield importlib.import_module(f"errorgate.commands.{module.name}")
+
+
+def service_roles(config: Config) -> list[ServiceRole]:
+    """Every role the config turns on. Built before anything listens: a bad role setting stops
+    ``serve`` before the gateway accepts data."""
+    roles: list[ServiceRole] = []
+    for mod in _command_modules():
+        declare = getattr(mod, "service_roles", None)
+        if declare is not None:
+            roles.extend(declare(config))
+    return roles
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -27,10 +60,21 @@ def _serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     logs = config.service.telemetry.logs
     configure_logging(logs.level, logs.encoding)
+    roles = service_roles(config)
     gateway = Gateway(config)
     gateway.start()
-    _tune_gc()
-    return gateway.run_until_signalled()
+    started: list[ServiceRole] = []
+    try:
+        for role in roles:
+            role.start()
+            started.append(role)
+        _tune_gc()
+        return gateway.run_until_signalled()
+    finally:
+        # After the gateway stopped (or failed to start a role): the roles go with it.
+        gateway.stop()  # a no-op when it already stopped
+        for role in reversed(started):
+            role.stop()
 
 
 def _tune_gc() -> None:
@@ -101,12 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress indicator")
     p.set_defaults(func=_demo)
 
-    import errorgate.commands as commands
-
-    for module in pkgutil.iter_modules(commands.__path__):
-        if module.name.startswith("_"):
-            continue
-        mod = importlib.import_module(f"errorgate.commands.{module.name}")
+    for mod in _command_modules():
         add = getattr(mod, "add_commands", None)
         if add is not None:
             add(sub)

@@ -221,6 +221,20 @@ class SlackConfig(_Strict):
     webhook_url_env: str = "ERRORGATE_SLACK_WEBHOOK_URL"
 
 
+class SmtpConfig(_Strict):
+    """E-mail pages (``incidents.escalation.smtp``); ``to`` maps the paged person to an address."""
+
+    host: str
+    port: int = Field(default=25, ge=1, le=65535)
+    from_addr: str = Field(min_length=3)
+    to: str = Field(
+        default="{person}@example.com", description="address template; {person} is the on-call name"
+    )
+    starttls: bool = False
+    username_env: str | None = None  # with password_env: SMTP AUTH after STARTTLS
+    password_env: str | None = None
+
+
 class EscalationDeliveryConfig(_Strict):
     """How pages leave the engine. A channel left out is not used."""
 
@@ -228,6 +242,7 @@ class EscalationDeliveryConfig(_Strict):
     pagerduty: PagerDutyConfig | None = None
     opsgenie: OpsgenieConfig | None = None
     slack: SlackConfig | None = None
+    smtp: SmtpConfig | None = None
 
 
 class SilenceConfig(_Strict):
@@ -244,6 +259,9 @@ class SilenceConfig(_Strict):
 
 
 class IncidentsConfig(_Strict):
+    # Whether ``errorgate serve`` also runs the engine: None -> yes when the file has an
+    # ``incidents:`` section (``errorgate incidents serve`` runs it either way).
+    enabled: bool | None = None
     endpoint: str = "127.0.0.1:9466"
     token_env: str = "ERRORGATE_INCIDENTS_TOKEN"
     # SQLAlchemy URL; None -> SQLite at <service.data_dir>/incidents.db

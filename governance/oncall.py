@@ -103,7 +103,7 @@ class TeamOnCall(_Strict):
     primary: str
     secondary: str | None = None
     escalation: EscalationChain
-    channels: list[Literal["pagerduty", "opsgenie", "slack"]] = Field(default=["pagerduty"])
+    channels: list[Literal["pagerduty", "opsgenie", "slack", "email"]] = Field(default=["pagerduty"])
 
 
 class OnCallFile(_Strict):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import threading
@@ -15,6 +16,8 @@ from typing import Any
 from errorgate.cli import CommandError
 from errorgate.config import Config, load_config, parse_duration
 
+log = logging.getLogger(__name__)
+
 
 def _store(config: Config):  # type: ignore[no-untyped-def]
     from errorgate.incidents.store import Store, default_url
@@ -24,43 +27,90 @@ def _store(config: Config):  # type: ignore[no-untyped-def]
     return store
 
 
+class EngineRole:
+    """The incident engine as one unit (store, API, web page, escalation worker): ``errorgate
+    incidents serve`` runs it alone, ``errorgate serve`` next to the gateway (a service role).
+    Everything that can fail on the config fails here, before anything listens."""
+
+    name = "incidents"
+
+    def __init__(self, config: Config) -> None:
+        self.started = False
+        from errorgate.incidents.engine import Engine
+        from errorgate.incidents.escalation import Escalator, Worker, pagerduty_webhook
+        from errorgate.incidents.http import Api, HttpServer
+        from errorgate.incidents.notify import DeliveryError, channels
+        from errorgate.incidents.web import WebPage
+
+        inc = config.incidents
+        oncall = _oncall(inc.oncall, inc.catalog)
+        try:
+            paging = channels(inc.escalation)
+        except DeliveryError as e:
+            raise CommandError(str(e)) from None
+        self.engine = Engine(_store(config))
+        api = Api(self.engine, os.environ.get(inc.token_env) or None, inc.token_env)
+        try:
+            self.http = HttpServer(api, inc.endpoint)
+        except OSError as e:
+            raise CommandError(f"incidents.endpoint: cannot listen on {inc.endpoint}: {e.strerror}") from None
+        WebPage(api, lambda at: [oncall.now(team, at) for team in sorted(oncall.spec.teams)]).install()
+        escalator = Escalator(self.engine, oncall, paging, inc.public_url or self.http.url)
+        jobs = [escalator.tick, *_postmortem_jobs(config, self.engine), *_silence_jobs(config, self.engine)]
+        self.worker = Worker(jobs, inc.escalation.check_interval)
+        api.on_change = self.worker.wake
+        if inc.escalation.pagerduty and inc.escalation.pagerduty.webhook_secret_env:
+            secret = os.environ.get(inc.escalation.pagerduty.webhook_secret_env)
+            api.routes[("POST", "/api/v1/webhooks/pagerduty")] = pagerduty_webhook(
+                self.engine, secret, self.worker.wake
+            )
+
+    @property
+    def url(self) -> str:
+        return str(self.http.url)
+
+    def describe(self) -> str:
+        store = self.engine.store.engine.url.render_as_string(hide_password=True)
+        return f"incident engine on {self.url} (store {store})"
+
+    def start(self) -> None:
+        self.http.start()
+        self.worker.start()
+        self.started = True
+        log.info("incident engine started", extra={"url": self.url})
+
+    def stop(self) -> None:
+        if self.started:
+            self.worker.stop()
+            self.http.stop()
+        else:  # built, never started (another role failed): free the socket all the same
+            self.http.server.server_close()
+        self.engine.store.dispose()
+        log.info("incident engine stopped")
+
+
+def service_roles(config: Config) -> list[EngineRole]:
+    """The roles ``errorgate serve`` runs next to the gateway: the engine when the file has an
+    ``incidents:`` section (``enabled: false`` opts out) or says ``enabled: true``."""
+    enabled = config.incidents.enabled
+    if enabled is None:
+        enabled = "incidents" in config.model_fields_set
+    return [EngineRole(config)] if enabled else []
+
+
 def _serve(args: argparse.Namespace) -> int:
-    from errorgate.incidents.engine import Engine
-    from errorgate.incidents.escalation import Escalator, Worker, pagerduty_webhook
-    from errorgate.incidents.http import Api, HttpServer
-    from errorgate.incidents.notify import DeliveryError, channels
-    from errorgate.incidents.web import WebPage
     from errorgate.logs import configure_logging
 
     config = load_config(args.config)
-    inc = config.incidents
     configure_logging(config.service.telemetry.logs.level, config.service.telemetry.logs.encoding)
-    oncall = _oncall(inc.oncall, inc.catalog)
-    try:
-        paging = channels(inc.escalation)
-    except DeliveryError as e:
-        raise CommandError(str(e)) from None
-    engine = Engine(_store(config))
-    api = Api(engine, os.environ.get(inc.token_env) or None, inc.token_env)
-    http = HttpServer(api, inc.endpoint)
-    WebPage(api, lambda at: [oncall.now(team, at) for team in sorted(oncall.spec.teams)]).install()
-    escalator = Escalator(engine, oncall, paging, inc.public_url or http.url)
-    jobs = [escalator.tick, *_postmortem_jobs(config, engine), *_silence_jobs(config, engine)]
-    worker = Worker(jobs, inc.escalation.check_interval)
-    api.on_change = worker.wake
-    if inc.escalation.pagerduty and inc.escalation.pagerduty.webhook_secret_env:
-        secret = os.environ.get(inc.escalation.pagerduty.webhook_secret_env)
-        api.routes[("POST", "/api/v1/webhooks/pagerduty")] = pagerduty_webhook(engine, secret, worker.wake)
+    role = EngineRole(config)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    http.start()
-    worker.start()
-    print(f"incident engine on {http.url} (store {engine.store.engine.url.render_as_string(hide_password=True)})",
-          flush=True)  # fmt: skip
+    role.start()
+    print(role.describe(), flush=True)
     stop.wait()
-    worker.stop()
-    http.stop()
+    role.stop()
     return 0
 
 

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import json
 import os
+import smtplib
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from email.message import EmailMessage
 from typing import Any, Protocol
 
-from errorgate.config import EscalationDeliveryConfig, OpsgenieConfig, PagerDutyConfig, SlackConfig
+from errorgate.config import (
+    EscalationDeliveryConfig,
+    OpsgenieConfig,
+    PagerDutyConfig,
+    SlackConfig,
+    SmtpConfig,
+)
 from errorgate.incidents.engine import Incident
 
 PAGERDUTY_SEVERITY = {"P1": "critical", "P2": "error", "P3": "warning", "P4": "info"}
@@ -169,4 +177,68 @@ def channels(cfg: EscalationDeliveryConfig) -> dict[str, Channel]:
         out["opsgenie"] = Opsgenie(cfg.opsgenie)
     if cfg.slack:
         out["slack"] = Slack(cfg.slack)
+    if cfg.smtp:
+        out["email"] = Email(cfg.smtp)
     return out
+
+
+class Email:
+    """Pages by SMTP. The Message-ID is derived from the dedup key, the state and the level, so a
+    re-sent page is the same message to a mail system that deduplicates; acknowledge/resolve
+    thread under the first page (``In-Reply-To``); the subject and ``X-Errorgate-Dedup-Key``
+    carry ``errorgate-incident-<id>`` for filters."""
+
+    name = "email"
+
+    def __init__(self, cfg: SmtpConfig) -> None:
+        self.cfg = cfg
+        self.login: tuple[str, str] | None = None
+        if cfg.username_env and cfg.password_env:
+            self.login = (
+                _secret(cfg.username_env, "incidents.escalation.smtp.username_env"),
+                _secret(cfg.password_env, "incidents.escalation.smtp.password_env"),
+            )
+        self.people: dict[int, str] = {}  # incident -> last paged address, for the follow-ups
+
+    def _domain(self) -> str:
+        return self.cfg.from_addr.rpartition("@")[2] or "errorgate"
+
+    def _send(self, incident: Incident, to: str, state: str, body: str, level: int = 1) -> None:
+        msg = EmailMessage()
+        msg["From"], msg["To"] = self.cfg.from_addr, to
+        msg["Subject"] = f"[{incident.dedup_key}] {state}: {incident.severity} {incident.title}"
+        first = f"<{incident.dedup_key}.triggered.1@{self._domain()}>"
+        suffix = f".{level}" if state == "triggered" else ""
+        msg["Message-ID"] = f"<{incident.dedup_key}.{state}{suffix}@{self._domain()}>"
+        if msg["Message-ID"] != first:
+            msg["In-Reply-To"] = msg["References"] = first
+        msg["X-Errorgate-Dedup-Key"] = incident.dedup_key
+        msg.set_content(body)
+        try:
+            with smtplib.SMTP(self.cfg.host, self.cfg.port, timeout=10) as smtp:
+                if self.cfg.starttls:
+                    smtp.starttls()
+                if self.login:
+                    smtp.login(*self.login)
+                smtp.send_message(msg)
+        except (smtplib.SMTPException, OSError) as e:
+            raise DeliveryError(f"email: {type(e).__name__}") from None
+
+    def trigger(self, page: Page) -> None:
+        inc = page.incident
+        to = self.cfg.to.format(person=page.person)
+        self.people[inc.id] = to
+        body = f"{inc.severity} incident {inc.id}: {inc.title}\nservices: {', '.join(inc.services)}\n"
+        self._send(inc, to, "triggered", body + f"escalation level {page.level}\n{page.link}\n", page.level)
+
+    def acknowledge(self, incident: Incident) -> None:
+        if incident.id in self.people:
+            self._send(
+                incident, self.people[incident.id], "acknowledged", f"incident {incident.id} acknowledged\n"
+            )
+
+    def resolve(self, incident: Incident) -> None:
+        if incident.id in self.people:
+            self._send(
+                incident, self.people.pop(incident.id), "resolved", f"incident {incident.id} resolved\n"
+            )

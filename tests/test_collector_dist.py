@@ -121,6 +121,16 @@ def test_make_collector_reuses_the_build_until_the_manifest_changes(tmp_path: Pa
         ["make", "-q", "collector", f"COLLECTOR_CACHE={cache}"], cwd=ROOT, capture_output=True, check=False
     )
     assert same.returncode == 0, same.stdout
+    # A fresh clone's manifest is newer than the cached build: the same content must not rebuild.
+    fresh = tmp_path / "fresh-clone-builder.yaml"
+    fresh.write_text(MANIFEST.read_text())
+    cloned = subprocess.run(
+        ["make", "-q", "collector", f"COLLECTOR_CACHE={cache}", f"OTELCOL_MANIFEST={fresh}"],
+        cwd=ROOT,
+        capture_output=True,
+        check=False,
+    )
+    assert cloned.returncode == 0, cloned.stdout
     edited = tmp_path / "builder.yaml"
     edited.write_text(MANIFEST.read_text() + "# an edit\n")
     changed = subprocess.run(

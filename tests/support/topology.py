@@ -113,7 +113,7 @@ def replica_yaml(
     service_extra = "  assembly: {decision_wait: 1s}"
     if shared_state == "redis":
         # The shared-state extension of issue 20's second half; its settings are its own.
-        extensions = f"extensions:\n  redis: {{url: {redis_url!r}}}\n"
+        extensions = f"extensions:\n  redis: {{endpoint: {redis_url!r}}}\n"
         service_extra += "\n  extensions: [redis]"
     return gateway_yaml(
         data_dir,

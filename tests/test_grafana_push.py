@@ -162,7 +162,7 @@ def test_first_push_creates_everything_with_exact_calls(stub: GrafanaStub, prov:
     assert sorted(st.dashboards) == sorted(d["uid"] for d in dashboards())
     assert {d["meta"]["folderUid"] for d in st.dashboards.values()} == {"errorgate"}
     overview = st.dashboards["errorgate-errors"]["dashboard"]
-    assert overview["title"] == "errorgate / Error overview" and len(overview["panels"]) == 14
+    assert overview["title"] == "errorgate / Error overview" and len(overview["panels"]) == 15
     # Rules move into the target folder, whatever folder the generator named.
     group = st.rule_groups[("errorgate", "errorgate-error-rate")]
     assert group["folderUid"] == "errorgate"

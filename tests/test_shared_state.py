@@ -11,6 +11,7 @@ batch costs one round trip."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import multiprocessing
 import random
@@ -33,7 +34,7 @@ from errorgate.processors.sampling.flood import FloodLimiter
 from errorgate.telemetry import Telemetry
 from tests.support.redis_server import RedisServer, start_redis
 from tests.test_classify_scenarios import _cascade_trace
-from tests.test_classify_support import CLIENT, T0, S, new_id, run, total, trace_batch
+from tests.test_classify_support import CLIENT, T0, S, run, total, trace_batch
 
 EXTENSIONS.register(shared_state.factory)  # the installed metadata may predate the entry point
 
@@ -151,11 +152,22 @@ def _span_error(service: str, route: str, at: float, message: str, status: int =
     )  # fmt: skip
 
 
+# The scenario's ids restart at 1 for every call: the split by trace id (and so what each
+# replica sees) must not depend on how many ids earlier tests in the session took.
+_scenario_ids = itertools.count(1)
+
+
+def new_id() -> int:
+    return next(_scenario_ids)
+
+
 def scenario_batches() -> list[list[S]]:
     """Labelled traffic in 20 s batches of whole traces over 16 minutes: healthy requests of
     every service, a one-minute transient blip (catalog), a payments bug failing 4 times a
     minute from minute 2 on (persistent), recommendations failing every other minute
     (intermittent), and a database outage cascading through three services (minutes 9-10)."""
+    global _scenario_ids
+    _scenario_ids = itertools.count(1)
     batches: list[list[S]] = []
     for step in range(16 * 3):
         at = T0 + step * 20

@@ -15,6 +15,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from errorgate.config import default_config_text
+from errorgate.receiver.common import REJECTION_REASONS
 from errorgate.telemetry import DEAD_LETTER_REASONS
 from tests.support.gateway import running_gateway
 
@@ -101,6 +102,7 @@ def test_counters_of_known_label_sets_start_at_zero(fresh_metrics: dict[str, lis
             *[("errorgate_dropped_items", {"signal": s, "reason": "rejected_by_backend"}) for s in signals],
             *[("errorgate_processor_failures", {"signal": "traces", "processor": p}) for p in ("classify", "sample", "redact", "encrypt", "retention")],
             ("errorgate_export_attempts", {"exporter": "file", "outcome": "retryable"}),
+            *[("errorgate_rejected_requests", {"receiver": "otlp", "reason": r}) for r in REJECTION_REASONS],
         ]
         if not has(family, **labels)
     ]  # fmt: skip

@@ -7,7 +7,7 @@ import logging
 from errorgate.config import AuthConfig, binds_all_interfaces
 from errorgate.intake.contract import Intake
 from errorgate.receiver.auth import BearerAuth
-from errorgate.receiver.common import parse_endpoint
+from errorgate.receiver.common import REJECTION_REASONS, parse_endpoint
 from errorgate.receiver.config import RequestLimitsConfig
 from errorgate.receiver.limits import RequestLimits
 from errorgate.telemetry import Telemetry
@@ -34,6 +34,8 @@ class ReceiverBase:
         self._host, self._port = parse_endpoint(endpoint, f"{self._key_path}.endpoint")
         self._auth = BearerAuth(auth, logger, f"receivers.{receiver_id}.auth") if auth else None
         self._limits = RequestLimits(limits or RequestLimitsConfig(), f"receivers.{receiver_id}.limits")
+        for reason in REJECTION_REASONS:  # at 0 from start-up, so rate() sees the first refusal
+            telemetry.rejected_batches.labels(receiver_id, reason)
 
     @property
     def key_path(self) -> str:

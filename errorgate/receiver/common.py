@@ -34,6 +34,18 @@ UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
 INTERNAL = "internal"
 TIMEOUT = "timeout"  # HTTP: headers or body not received within their timeout
 TOO_MANY_CONNECTIONS = "too_many_connections"  # HTTP: a connection over max_connections
+# All of them: each receiver's counters exist at 0 from start-up, so rate() sees the first refusal.
+REJECTION_REASONS = (
+    UNAUTHENTICATED,
+    TOO_LARGE,
+    MALFORMED,
+    BACKPRESSURE,
+    PROCESSING_FAILED,
+    UNSUPPORTED_MEDIA_TYPE,
+    INTERNAL,
+    TIMEOUT,
+    TOO_MANY_CONNECTIONS,
+)
 
 MIB = 1024 * 1024
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -14,12 +13,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import yaml
 
 from errorgate.cli import main
 from errorgate.config import default_config_text
+from tests.support.alertmanager import start_alertmanager
 from tests.support.incidents import TOKEN, EngineServer, call
-from tests.support.prometheus import free_port
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 pytestmark = pytest.mark.skipif(
@@ -38,30 +36,11 @@ def alertmanager(tmp_path: Path) -> Iterator[tuple[str, EngineServer]]:
             "url": f"{srv.url}/api/v1/alerts/alertmanager", "send_resolved": True,
             "http_config": {"authorization": {"credentials_file": str(tmp_path / "token")}}}]}],
     }  # fmt: skip
-    (tmp_path / "am.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    log = (tmp_path / "am.log").open("wb")
-    proc = subprocess.Popen(
-        [ALERTMANAGER, f"--config.file={tmp_path / 'am.yml'}", f"--storage.path={tmp_path / 'am'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
-         "--log.level=warn"],
-        stdout=subprocess.DEVNULL, stderr=log,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/-/ready", timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise AssertionError((tmp_path / "am.log").read_text()) from None
-            time.sleep(0.1)
-    yield url, srv
-    proc.terminate()
-    proc.wait(10)
-    log.close()
-    srv.stop()
+    try:
+        with start_alertmanager(tmp_path, config) as am:
+            yield am.url, srv
+    finally:
+        srv.stop()
 
 
 def _post_alert(url: str, starts: datetime, ends: datetime | None, first_error: datetime) -> None:

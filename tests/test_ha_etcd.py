@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from errorgate.ha.etcd import EtcdClient, EtcdUnavailable
+from errorgate.ha.etcd import EtcdClient
+from tests.support.etcd import wait_until_writable
 from tests.support.gateway import ROOT, free_port
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
@@ -55,15 +56,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[list[str], list[subprocess.Popen[b
             )
         )
     endpoints = [f"http://127.0.0.1:{client[n]}" for n in names]
-    c = EtcdClient(endpoints, timeout=0.5)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            c.call("kv/put", {"key": "aGVsbG8=", "value": "d29ybGQ="})
-            break
-        except EtcdUnavailable:
-            assert time.monotonic() < deadline, "etcd cluster did not form"
-            time.sleep(0.2)
+    wait_until_writable(endpoints, "etcd cluster")
     try:
         yield endpoints, procs
     finally:

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from errorgate.ha.election import Election
-from errorgate.ha.etcd import EtcdClient, EtcdUnavailable
+from errorgate.ha.etcd import EtcdClient
 from errorgate.processors.deploys.rollback import FencedLedger, RollbackTrigger
 from errorgate.processors.deploys.settings import DeploysConfig, RollbackConfig
 from errorgate.processors.deploys.store import VersionStore
+from tests.support.etcd import wait_until_writable
 from tests.support.gateway import free_port
 from tests.test_rollback import Audit, Capture, bad_deploy, capture, rollback_config  # noqa: F401
 
@@ -45,15 +45,7 @@ def etcd(tmp_path: Path) -> Iterator[list[str]]:
         stderr=subprocess.DEVNULL,
     )
     endpoints = [f"http://127.0.0.1:{client}"]
-    c = EtcdClient(endpoints, timeout=0.5)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            c.call("kv/put", {"key": "aGVsbG8=", "value": "d29ybGQ="})
-            break
-        except EtcdUnavailable:
-            assert time.monotonic() < deadline, "etcd did not start"
-            time.sleep(0.1)
+    wait_until_writable(endpoints, "etcd")
     try:
         yield endpoints
     finally:

@@ -135,8 +135,8 @@ class _Policy:
             self.store.complete(key, Record(fingerprint, status, headers, body), self.ttl)
 
 
-class IdempotencyMiddleware:
-    """ASGI middleware (see the module docstring)."""
+class _Middleware:
+    """What the ASGI and WSGI middleware share: the wrapped app and the policy (same arguments)."""
 
     def __init__(
         self,
@@ -152,6 +152,10 @@ class IdempotencyMiddleware:
     ) -> None:
         self.app = app
         self.policy = _Policy(store_url, store, methods, required, max_body_bytes, ttl, lease)
+
+
+class IdempotencyMiddleware(_Middleware):
+    """ASGI middleware (see the module docstring)."""
 
     async def __call__(
         self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
@@ -256,23 +260,8 @@ _REASONS = {
 }
 
 
-class WSGIIdempotencyMiddleware:
+class WSGIIdempotencyMiddleware(_Middleware):
     """The WSGI twin of ``IdempotencyMiddleware`` (same arguments, same answers)."""
-
-    def __init__(
-        self,
-        app: Callable[..., Any],
-        store_url: str = "sqlite:///:memory:",
-        *,
-        store: Store | None = None,
-        methods: Iterable[str] = ("POST", "PATCH"),
-        required: bool = False,
-        max_body_bytes: int = 1024 * 1024,
-        ttl: float = 24 * 3600.0,
-        lease: float = 60.0,
-    ) -> None:
-        self.app = app
-        self.policy = _Policy(store_url, store, methods, required, max_body_bytes, ttl, lease)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")

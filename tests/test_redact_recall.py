@@ -12,10 +12,17 @@ from pathlib import Path
 import pytest
 
 from bench.heldout.run import errorgate_report
-from bench.heldout.score import Report
 from errorgate.processors.redact import RedactConfig
 from errorgate.processors.redaction.engine import AnalysisEngine
+from errorgate.processors.redaction.recognizers.names import held_out_locales
 from tests.redaction_corpus import luhn_complete
+
+
+def held_out_all_names() -> object:
+    """The name lists without any locale's names: detection by shape and context alone."""
+    from faker.config import AVAILABLE_LOCALES
+
+    return held_out_locales(AVAILABLE_LOCALES)
 
 
 @pytest.fixture(scope="module")
@@ -207,31 +214,111 @@ def test_the_redact_processor_reads_the_catalog(tmp_path: Path) -> None:
 # ----------------------------------------------------------------- held-out test split
 
 
-def _held_out_test_report() -> Report:
-    """200 items of the test split, scored with the test locales' names held out of the name
-    lists (the corpus' people come from the same Faker lists)."""
-    return errorgate_report("test", 200)
-
-
-def test_held_out_test_split_does_not_regress() -> None:
-    """A fixed subset of the held-out test split (other locales and templates than the dev
-    split tuned on), at the levels reached when it was first scored: a regression guard."""
-    report = _held_out_test_report()
-    assert report.leak() <= 0.08, report.as_dict()
-    assert all(report.leak(e) <= 0.15 for e in report.values), report.as_dict()
-    assert report.words_kept / report.words >= 0.95
-    assert report.decoys_kept == report.decoys
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "issue 15's done-when not reached on the test split with the test locales' names held out "
-        "of the name lists: overall leak 9.1 % (7.5 % on this subset) > 5 %; on the whole split "
-        "STREET_ADDRESS 14.7 % and PERSON 10.0 % are at or over 10 %"
-    ),
-)
 def test_held_out_test_split_meets_the_issue_targets() -> None:
-    report = _held_out_test_report()
+    """Issue 15's done-when on the whole held-out test split (other locales and templates than
+    the dev and wide splits tuned on, the test locales' names held out of the name lists):
+    overall leak <= 5 %, each entity <= 10 %, plain words >= 95 %, every decoy kept. Measured
+    when first met: 2.6 % overall, STREET_ADDRESS 9.6 %, PHONE_NUMBER 5.1 %, CREDIT_CARD 4.3 %,
+    PERSON 0.0 %, DOB 0.0 %; plain words 99.1 %."""
+    report = errorgate_report("test", 500)
     assert report.leak() <= 0.05, report.as_dict()
     assert all(report.leak(e) <= 0.10 for e in report.values), report.as_dict()
+    assert report.words_kept / report.words >= 0.95, report.as_dict()
+    assert report.decoys_kept == report.decoys, report.as_dict()
+
+
+# ------------------------------------------ misses found on the wide tuning split (round 2)
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("Payment declined for Amra Grob: card rejected", "Amra Grob"),
+        ("Webhook for Leszek Ditschlerin timed out after 30s", "Leszek Ditschlerin"),
+        ("Payment declined for Nikki de Leeuw: card rejected", "Nikki de Leeuw"),
+        ("requester Joy McLeod reachable on mobile", "Joy McLeod"),
+        ("customer O'Goldrick complained about release v5.21.8", "O'Goldrick"),
+        ("regards Maria A Druart", "Maria A Druart"),
+        ("customer Peace O Ibrahim says the parcel never arrived", "Peace O Ibrahim"),
+    ],
+)
+def test_names_no_list_knows(engine: AnalysisEngine, text: str, name: str) -> None:
+    """Capitalised words in running text that are no English word are a name even when no
+    name list has them (the lists never hold every country's names)."""
+    with held_out_all_names():
+        assert covered(engine, text, name, "PERSON"), engine.analyze_one(text, True)
+
+
+@pytest.mark.parametrize(
+    ("text", "name"), [("dr Little called from the ward", "Little"), ("mrs Wood asked for a refund", "Wood")]
+)
+def test_surname_that_is_an_english_word_after_a_title(engine: AnalysisEngine, text: str, name: str) -> None:
+    assert covered(engine, text, name, "PERSON"), engine.analyze_one(text, True)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Kafka Connect worker restarted after rebalance",
+        "Grafana Loki query timed out",
+        "ERROR Internal Server Error from upstream",
+        "Payment Declined by issuer",
+        "Spring Boot application started in 3.2 seconds",
+    ],
+)
+def test_capitalised_english_and_product_words_are_kept(engine: AnalysisEngine, text: str) -> None:
+    """Neither the proper-name check nor NER (which reads "Kafka Connect" as a person) takes
+    product names and capitalised English words for people."""
+    assert not [f for f in engine.analyze_one(text, True) if f.entity_type == "PERSON"], text
+
+
+@pytest.mark.parametrize(
+    ("text", "street"),
+    [
+        ("invoice sent to 73 Jennifer Colonnade", "73 Jennifer Colonnade"),
+        ("the parcel never reached 7 AZADLIQ", "7 AZADLIQ"),
+        ("delivery failed: X, 0 Collins Rotary, phone unknown", "0 Collins Rotary"),
+        ("delivery failed: 650 route Daigle, phone unknown", "650 route Daigle"),
+        ("address=Số 5 Ngõ 82 đường Huỳnh Văn Bánh build 7", "Số 5 Ngõ 82"),
+        ("never reached pl. Maja 573", "pl. Maja 573"),
+    ],
+)
+def test_street_shapes_of_more_countries(engine: AnalysisEngine, text: str, street: str) -> None:
+    assert covered(engine, text, street, "STREET_ADDRESS"), engine.analyze_one(text, True)
+
+
+def test_no_part_of_two_disagreeing_findings_is_left_in_clear(engine: AnalysisEngine) -> None:
+    """Two recognizers read different ends of one value; the union is masked."""
+    text = "delivery failed: Rachel C. Wilcox, 59307 Bell Forks, phone unknown"
+    found = engine.analyze_one(text, True)
+    masked = {i for f in found for i in range(f.start, f.end)}
+    for value in ("Rachel", "Wilcox", "59307", "Bell", "Forks"):
+        start = text.index(value)
+        assert set(range(start, start + len(value))) <= masked, (value, found)
+
+
+@pytest.mark.parametrize(
+    ("text", "phone"),
+    [
+        ("caller asked us to call back on 611-1234", "611-1234"),
+        ("dr X called from (0-607) 27533 regarding case E92951", "(0-607) 27533"),
+        ("caller asked us to call back on (0414) 37930", "(0414) 37930"),
+        ("phone number 611 1234 is not reachable", "611 1234"),
+    ],
+)
+def test_any_country_phone_grouping_right_after_a_phone_word(
+    engine: AnalysisEngine, text: str, phone: str
+) -> None:
+    assert covered(engine, text, phone, "PHONE_NUMBER"), engine.analyze_one(text, True)
+
+
+def test_an_id_further_after_a_phone_word_is_kept(engine: AnalysisEngine) -> None:
+    text = "contacted her by phone 611 1234 about delivery 48943081"
+    found = engine.analyze_one(text, True)
+    assert "48943081" not in [text[f.start : f.end] for f in found], found
+
+
+def test_old_maestro_range_after_a_card_word(engine: AnalysisEngine) -> None:
+    number = luhn_complete("0604", 12, random.Random(15))
+    text = f"Refund to card {number} approved"
+    assert covered(engine, text, number, "CREDIT_CARD"), engine.analyze_one(text, True)

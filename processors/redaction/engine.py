@@ -251,13 +251,35 @@ def _rule(r: RecognizerResult) -> str:
 
 def resolve_overlaps(value: str, results: list[RecognizerResult]) -> Findings:
     """Non-overlapping findings: higher score first, then the longer span (a card number wins
-    over the phone number inside it; a JWT over the high-entropy check)."""
+    over the phone number inside it; a JWT over the high-entropy check). What a losing finding
+    covers beyond the winners stays a finding of its own type: two recognizers that disagree
+    on where a value ends ("C. Wilcox, 59307" and "59307 Bell Forks") must not leave the
+    difference in clear."""
     chosen: list[Finding] = []
     for r in sorted(results, key=lambda r: (-r.score, -(r.end - r.start), r.start)):
-        if any(r.start < c.end and c.start < r.end for c in chosen):
-            continue
-        chosen.append(Finding(r.entity_type, r.start, r.end, round(float(r.score), 3), _rule(r)))
+        for start, end in _uncovered(value, r.start, r.end, chosen):
+            chosen.append(Finding(r.entity_type, start, end, round(float(r.score), 3), _rule(r)))
     return tuple(sorted(chosen, key=lambda f: f.start))
+
+
+def _uncovered(value: str, start: int, end: int, chosen: list[Finding]) -> list[tuple[int, int]]:
+    """The parts of ``value[start:end]`` no chosen finding covers, each trimmed of spaces and
+    punctuation where a chosen finding cut it, kept when they still hold a letter or digit."""
+    pieces = [(start, end)]
+    for c in chosen:
+        if c.start < end and start < c.end:
+            pieces = [p for a, b in pieces for p in ((a, min(b, c.start)), (max(a, c.end), b)) if p[0] < p[1]]
+    if pieces == [(start, end)]:
+        return pieces
+    out = []
+    for a, b in pieces:
+        while a > start and a < b and not value[a].isalnum():
+            a += 1
+        while b < end and b > a and not value[b - 1].isalnum():
+            b -= 1
+        if any(ch.isalnum() for ch in value[a:b]):
+            out.append((a, b))
+    return out
 
 
 # What a cached result costs beyond its value's characters (measured with tracemalloc, rounded

@@ -14,6 +14,7 @@ from presidio_analyzer import RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
 
 from errorgate.processors.redaction.recognizers.base import Gate, RegexRecognizer, result
+from errorgate.processors.redaction.recognizers.dictionary import english_words
 from errorgate.processors.redaction.recognizers.names import COMMON_WORDS
 
 # Street-type words written after the name (English) or before it (Romance, Slavic, Baltic,
@@ -51,6 +52,11 @@ SUFFIX_WORDS = (
     "glade", "gully", "heath", "boardwalk", "circus", "dell", "dene", "downs", "entrance",
     "fairway", "frontage", "lookout", "pathway", "ramble", "strand", "turn", "woods", "amble",
     "brace", "cross", "grange", "link", "nook", "quays", "vale",
+    # the rest of Australia's street types (AS/NZS 4819) that are no everyday English word
+    "artery", "colonnade", "rosebowl", "rotary", "anchorage", "basin", "brae", "brow", "byway",
+    "centreway", "circlet", "copse", "corso", "deviation", "easement", "firetrail",
+    "interchange", "laneway", "meander", "serviceway", "siding", "tollway", "walkway",
+    "thoroughfare", "quadrant", "boulevarde",
     # written after the name elsewhere: Turkish, Hungarian, South Asian, Slavic, Romance
     "caddesi", "cadde", "cad", "cd", "sokak", "sokağı", "sok", "sk", "bulvarı", "blv", "yolu",
     "meydanı", "mahallesi", "mah", "utca", "u", "út", "útja", "tér", "tere", "körút", "köz",
@@ -73,6 +79,9 @@ PREFIX_WORDS = (
     "chácara", "condomínio", "loteamento", "residencial", "núcleo", "vereda", "trecho", "viela",
     "vila", "jardim", "ladeira", "passarela", "pátio", "parque", "recanto", "beco", "caminho",
     "rotunda", "calçada", "escadinhas", "quinta", "bairro", "urbanização",
+    # Québec's rural roads, Vietnamese and Indonesian/Malay street words
+    "rang", "montée", "côte", "phố", "ngõ", "ngách", "hẻm", "đường", "số", "jalan", "jl", "gang", "gg",
+    "lorong", "tr", "pl",
     # Italian, French, Romanian, Polish, Czech, Turkish-before
     "canale", "rotonda", "incrocio", "stretto", "piazzale", "lungomare", "vico", "salita",
     "traversa", "località", "passage", "place", "square", "avenue", "faubourg", "sentier",
@@ -121,13 +130,17 @@ LOWER_OK = ("rue", "calle", "rua", "avenida", "avenue", "carrer", "ulica", "alee
             "rakpart", "naselje", "cesta", "ulice", "plac", "nábřeží", "náměstí", "calea",
             "bulevardul", "splaiul", "șoseaua", "intrarea", "piața", "rambla", "paseo", "camino",
             "carretera", "cerrada", "privada", "calzada", "andador", "largo", "estrada", "avinguda",
-            "skwer", "rondo", "marg", "nagar")  # fmt: skip
+            "skwer", "rondo", "marg", "nagar", "rang", "montée", "côte")  # fmt: skip
+# Lower case only between a house number and a capitalised name ("650 route Daigle", Québec):
+# elsewhere "route" is a telemetry word ("14 route=/users").
+AFTER_NUMBER_LOWER = ("route",)
 # Abbreviations taken in lower case only with their full stop ("al. Listopada 871", "ul. Polna 3").
 LOWER_WITH_DOT = ("al", "ul", "os", "av", "bd", "str", "cad", "cd", "sok", "sk", "mah", "blv", "u",
-                  "nám", "bdul", "sos", "c")  # fmt: skip
+                  "nám", "bdul", "sos", "c", "pl", "jl", "gg", "tr")  # fmt: skip
 # Short abbreviations that are words or letters without their stop: only with it ("C. de Mónica
 # Ballesteros 4", "Atatürk Cad. 12", "Petőfi u. 3").
-DOT_ONLY = ("c", "u", "cd", "cad", "sk", "sok", "mah", "blv", "sos", "bdul", "nám", "bd", "av")
+DOT_ONLY = ("c", "u", "cd", "cad", "sk", "sok", "mah", "blv", "sos", "bdul", "nám", "bd", "av", "jl",
+            "gg", "tr")  # fmt: skip
 
 
 def _alt(words: tuple[str, ...]) -> str:
@@ -153,7 +166,8 @@ _CITY = r"\p{Lu}[\p{L}'’.-]+(?:[ \t]+(?:\p{Lu}[\p{L}'’.-]*|\d{1,2}))?"
 _UNIT_BEFORE = r"(?:(?:Suite|Unit|Level|Flat|Apt\.?|Apartment|Shop|Lot)[ \t]+\w{1,5},?[ \t]+)?"
 _NUMBER_FIRST = rf"(?<![\w.-]){_UNIT_BEFORE}{_NUM},?[ \t]+(?:{_NAME}[ \t]+){{0,4}}(?:{_alt(SUFFIX_WORDS)}){_END}\.?{_UNIT}"
 _NUMBER_THEN_PREFIX = (
-    rf"(?<![\w.-]){_NUM},?[ \t]+(?:{_alt(PREFIX_WORDS)}){_END}\.?[ \t]+(?:(?:{_LINK}|{_NAME})[ \t]*){{1,5}}"
+    rf"(?<![\w.-]){_NUM},?[ \t]+(?:{_alt(PREFIX_WORDS)}|{'|'.join(AFTER_NUMBER_LOWER)}){_END}\.?[ \t]+"
+    rf"(?:(?:{_LINK}|{_NAME})[ \t]*){{1,5}}"
     r"(?<![ \t])"
 )
 _PREFIX_FIRST = (
@@ -181,7 +195,7 @@ _BEFORE_POSTCODE = rf"(?<![\w.-])(?:(?:{_LINK}|{_NAME})[ \t]+){{0,4}}{_NAME}[ \t
 # the cross street and the distance ("Calle 6ª # 7-81 Sur", "Cr. 20D # 9-83", "Av. Tolima # 13-62").
 _GRID = (
     r"(?<![\w.-])(?:Calle|Cl\.|Cll\.?|Carrera|Cra\.?|Cr\.|Kr\.?|Avenida(?:[ \t]+(?:calle|carrera))?|Av\.|Diagonal"
-    r"|Dg\.|Transversal|Tv\.|Circular|Circunvalar)[ \t]+[\p{L}\d ªº°.]{1,30}?[ \t]*(?:#|N[º°o]\.?)[ \t]*\d{1,3}[A-Z]?"
+    r"|Dg\.|Transversal|Tv\.|Tr\.|Circular|Circunvalar)[ \t]+[\p{L}\d ªº°.]{1,30}?[ \t]*(?:#|N[º°o]\.?)[ \t]*\d{1,3}[A-Z]?"
     r"(?:[ \t]*(?:Bis)?[ \t]*-[ \t]*\d{1,3}[A-Z]?)?(?:[ \t]+(?:Sur|Este|Norte|Oeste|Bis))?"
 )
 # A Slavic preposition before the street ("Na Příkopě 12", "V Sige 4b", "Pod zidom 159", "U
@@ -253,6 +267,20 @@ _AFTER_CUE = (
     rf"(?P<v>(?:{_alt(PREFIX_WORDS)}){{0,1}}{_END}\.?[ \t]*"
     rf"{_NAME}(?:[ \t]+(?:{_LINK}|{_NAME}|\p{{Ll}}[\p{{L}}'’]+)){{0,4}},?[ \t]+{_NO}{_NUM}(?![\w/-]){_UNIT}"
     rf"(?:,?[ \t]+{_POSTCODE}[ \t]+{_CITY})?)"
+)
+# A house number first after an address word ("sent to 73 Jennifer Colonnade", "reached 7
+# AZADLIQ", "address=6/71/838 Phố Nguyễn Thị Minh Khai"): the cue says it, so any capitalised or
+# upper-case words after the number are the street.
+_NUMBER_AFTER_CUE = (
+    rf"(?i:(?:{ADDRESS_CUES}))(?i:[ \t]+(?:is|was|to|at|changed[ \t]+to|updated[ \t]+to|set[ \t]+to))?"
+    r"[ \t]*[:=]?[ \t]*['\"(«„“]?"
+    rf"(?P<v>{_UNIT_BEFORE}{_NUM}(?:/\d{{1,4}}){{0,2}},?[ \t]+{_NAME}(?:[ \t]+(?:{_LINK}|{_NAME})){{0,5}}{_UNIT})"
+)
+# A house number and two to four capitalised words of which one at least is no English word
+# ("0 Collins Rotary", "59307 Bell Forks"): a street of a type no list has. Checked in analyze.
+_NUMBER_THEN_PROPER = (
+    rf"(?<![\w.-]){_NUM}(?:/\d{{1,4}}){{0,2}},?[ \t]+(?P<w>\p{{Lu}}\p{{Ll}}[\p{{L}}'’-]*"
+    rf"(?:[ \t]+(?:{_LINK}[ \t]+)?\p{{Lu}}\p{{Ll}}[\p{{L}}'’-]*){{1,3}}){_UNIT}"
 )
 _POSTCODE_AFTER_STREET = rf"(?<=\d[A-Za-z]?,[ \t]?|\d[A-Za-z]?[ \t]{{2}}){_POSTCODE}[ \t]+{_CITY}"
 
@@ -334,6 +362,16 @@ def _plausible(span: str) -> bool:
 
 
 _LETTERS = re.compile(r"[^\W\d_]+")
+_NUMBER_WORDS_GATE = re.compile(r"\d,?[ \t]+[A-ZÀ-ÖØ-Þ][a-zß-öø-ÿ]\w*[ \t]+(?:\w+[ \t]+)?[A-ZÀ-ÖØ-Þ]")
+
+
+def _has_proper_word(words: str) -> bool:
+    """One word at least that is no English word (SCOWL) nor a telemetry word."""
+    english = english_words()
+    return any(
+        w.lower() not in english and w.lower() not in COMMON_WORDS and w.lower() not in NOT_STREET
+        for w in _LETTERS.findall(words)
+    )
 
 
 def _words_of(words: tuple[str, ...]) -> frozenset[str]:
@@ -421,6 +459,8 @@ class StreetAddressRecognizer(RegexRecognizer):
         ("unit_first", regex.compile(_UNIT_FIRST), 0.9, _lexicon(_UNIT_SET)),
         ("house_number_label", regex.compile(_HOUSE_NUMBER), 0.9, _lexicon(frozenset({"no"}))),
         ("after_address_word", regex.compile(_AFTER_CUE), 0.9, _substrings(_CUE_STEMS)),
+        ("number_after_address_word", regex.compile(_NUMBER_AFTER_CUE), 0.9, _substrings(_CUE_STEMS)),
+        ("number_then_proper_words", regex.compile(_NUMBER_THEN_PROPER), 0.6, _search(_NUMBER_WORDS_GATE)),
         ("street_before_postcode", regex.compile(_BEFORE_POSTCODE), 0.9, _search(_POSTCODE_GATE)),
         ("postcode_city", regex.compile(_POSTCODE_AFTER_STREET), 0.8, _search(_POSTCODE_GATE)),
         ("japanese", regex.compile(_JAPANESE), 0.9, _search(_CJK_GATE)),
@@ -432,7 +472,9 @@ class StreetAddressRecognizer(RegexRecognizer):
         ("street_word_no_number", regex.compile(_STREET_NO_NUMBER), 0.9, _lexicon(_STRONG_SET)),
         ("post_box", regex.compile(_POST_BOX), 0.9, _lexicon(_BOX_SET)),
     )
-    CHECKED = frozenset({"after_address_word", "street_before_postcode", "slavic_street"})
+    CHECKED = frozenset(
+        {"after_address_word", "number_after_address_word", "street_before_postcode", "slavic_street"}
+    )
 
     def gate(self) -> Gate:
         # Every shape but the street word without a number needs a digit.
@@ -454,6 +496,8 @@ class StreetAddressRecognizer(RegexRecognizer):
             for m in rx.finditer(text, overlapped=False):
                 start, end = m.span("v") if "v" in rx.groupindex else m.span()
                 if rule in self.CHECKED and not _plausible(text[start:end]):
+                    continue
+                if rule == "number_then_proper_words" and not _has_proper_word(m.group("w")):
                     continue
                 out.append(result(self, self.ENTITY, start, end, score, rule))
         return out

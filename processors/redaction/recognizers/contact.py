@@ -52,7 +52,12 @@ class EncodedEmailRecognizer(RegexRecognizer):
 
 
 _PHONE_CANDIDATE = re.compile(
-    r"(?<![\w.+/:-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d[\d .-]{5,16}\d(?![\w/:-]|\.\d)"
+    r"(?<![\w.+/:-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}(?:[ -]\d{1,4})?\)[ .-]?)?\d[\d .-]{3,16}\d(?![\w/:-]|\.\d)"
+)
+# A phone word right before the number, with at most a few linking words between ("call back
+# on", "phone number:", "reachable on mobile", "tel"): the number's shape is then enough.
+_ADJACENT_TAIL = re.compile(
+    r"\w*\.?(?:[ \t]+(?:number|no\.?|nr\.?|num|on|at|is|me|us|back|from|via|of|to|me at|us at))*[ \t]*[:=#]?[ \t]*$"
 )
 
 
@@ -65,8 +70,8 @@ class TelemetryPhoneRecognizer(RegexRecognizer):
     ENTITY = "PHONE_NUMBER"
     PATTERNS = []
     # The candidate's core ``\d[\d .-]{5,16}\d`` starts with seven such characters.
-    GATE = r"(?<!\d)\d[\d .-]{6}"
-    MIN_DIGITS = 8
+    GATE = r"(?<!\d)\d[\d .()-]{5}"
+    MIN_DIGITS = 7
     # Word starts ("tel" also finds "telephone", "call" "called"), never inside an identifier
     # ("long_number", "hotel"); "number" alone is too generic.
     CONTEXT_WORDS = (
@@ -85,7 +90,7 @@ class TelemetryPhoneRecognizer(RegexRecognizer):
         super().__init__()
 
     def precheck(self, text: str) -> bool:
-        return digit_count(text) >= 8
+        return digit_count(text) >= 7
 
     def analyze(
         self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
@@ -95,25 +100,51 @@ class TelemetryPhoneRecognizer(RegexRecognizer):
         found: list[RecognizerResult] = []
         for cand in _PHONE_CANDIDATE.finditer(text):
             raw = cand.group()
-            if not 8 <= digit_count(raw) <= 15:
+            if not 7 <= digit_count(raw) <= 15:
                 continue
             before = text[max(0, cand.start() - 32) : cand.start()].lower()
             context = self._CONTEXT.search(before) is not None
             if _not_phone_shape(raw, context):
                 continue
-            if raw.startswith("+") or any(c in raw for c in " -.()"):
-                score, rule = 0.75, "phone_formatted"
-            elif context:
-                score, rule = 0.6, "phone_digits_with_context"
-            else:
-                continue
-            if _valid_phone(raw, self.regions):
-                found.append(result(self, self.ENTITY, cand.start(), cand.end(), score, rule))
-            elif context and _valid_phone(raw, self.context_regions):
+            adjacent = context and self._right_after_phone_word(before)
+            rule = self._validated_rule(raw, context, adjacent)
+            if rule is not None:
+                found.append(result(self, self.ENTITY, cand.start(), cand.end(), *rule))
+            elif adjacent and _grouped(raw):
+                # A national number of any country, in its own grouping, right after a phone
+                # word: no region list is complete, and the word says what the digits are.
                 found.append(
-                    result(self, self.ENTITY, cand.start(), cand.end(), score, "national_with_context")
+                    result(self, self.ENTITY, cand.start(), cand.end(), 0.7, "phone_shape_after_phone_word")
                 )
         return found
+
+    def _validated_rule(self, raw: str, context: bool, adjacent: bool) -> tuple[float, str] | None:
+        """Score and rule of a number libphonenumber validates, if it does."""
+        if digit_count(raw) < 8:
+            return None
+        if raw.startswith("+") or any(c in raw for c in " -.()"):
+            score, rule = 0.75, "phone_formatted"
+        elif adjacent:  # a bare digit run further on is an id ("by phone ... about order 48943081")
+            score, rule = 0.6, "phone_digits_with_context"
+        else:
+            return None
+        if _valid_phone(raw, self.regions):
+            return score, rule
+        if context and _valid_phone(raw, self.context_regions):
+            return score, "national_with_context"
+        return None
+
+    def _right_after_phone_word(self, before: str) -> bool:
+        """The last phone word in ``before`` is followed only by linking words."""
+        ends = [m.end() for m in self._CONTEXT.finditer(before)]
+        return bool(ends) and _ADJACENT_TAIL.match(before, ends[-1]) is not None
+
+
+def _grouped(raw: str) -> bool:
+    """Digits in groups of 2 to 5 (a leading trunk prefix or area code of 1 to 4), as phone
+    numbers are written; not a single run (an id), not a decimal or a version."""
+    groups = [g for g in re.split(r"[^\d]+", raw) if g]
+    return len(groups) >= 2 and all(len(g) <= 5 for g in groups[1:]) and len(groups[0]) <= 5
 
 
 _DATE_SHAPES = ([4, 2, 2], [2, 2, 4], [4, 1, 1], [1, 1, 4], [4, 2, 1], [4, 1, 2], [2, 1, 4], [1, 2, 4])

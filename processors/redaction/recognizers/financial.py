@@ -44,8 +44,10 @@ def card_brand(digits: str) -> str | None:
         return "unionpay"
     if four in (2131, 1800) and n == 15:
         return "jcb"  # JCB's older 15-digit numbers
-    if (two == 50 or 56 <= two <= 69) and 12 <= n <= 19:
-        return "maestro"  # Maestro: 50 and 56-69, 12 to 19 digits (the BINs not taken above)
+    if (two == 50 or 56 <= two <= 69 or four == 604) and 12 <= n <= 19:
+        # Maestro: 50 and 56-69, 12 to 19 digits (the BINs not taken above), and the old 0604
+        # range that card-number references (and Faker's Maestro provider) still list.
+        return "maestro"
     return None
 
 

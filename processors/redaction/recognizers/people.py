@@ -12,12 +12,17 @@ from presidio_analyzer import RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
 
 from errorgate.processors.redaction.recognizers.base import FreeTextRecognizer, Gate, result
+from errorgate.processors.redaction.recognizers.dictionary import english_words
 from errorgate.processors.redaction.recognizers.names import COMMON_WORDS, given_names, surnames
 
 # A name word: capitalised, letters of any script with apostrophes and inner hyphens; or an initial.
 # Lower-case particles of surnames ("da Rocha", "van der Klijn", "le Guellec") belong to the word after them.
 _PARTICLES = r"(?:(?:van|von|der|den|de|da|das|dos|do|del|della|di|du|le|la|ten|ter|zu|bin|al)[ \t]+){0,2}"
-_WORD = rf"{_PARTICLES}\p{{Lu}}[\p{{Ll}}\p{{Lo}}'’]+(?:-\p{{Lu}}[\p{{Ll}}'’]+)*"
+# Gaelic and Scottish prefixes carry a second capital ("O'Goldrick", "McLeod", "MacNeil").
+_WORD = (
+    rf"{_PARTICLES}(?:O['’]|D['’]|Mc|Mac(?=\p{{Lu}})|Fitz(?=\p{{Lu}}))?\p{{Lu}}[\p{{Ll}}\p{{Lo}}'’]+"
+    r"(?:-\p{Lu}[\p{Ll}'’]+)*"
+)
 _INITIAL = r"\p{Lu}\.?"
 _PART = regex.compile(rf"{_WORD}|{_INITIAL}")
 
@@ -33,12 +38,19 @@ ROLE_WORDS = (
     "pan", "pani", "contacted", "spoke with", "called", "emailed", "regards", "thanks",
     "cheers", "attn", "cc", "assigned to", "name", "named",
 )  # fmt: skip
+# Courtesy and academic titles: the word after one is a name even when it is also an English
+# word ("dr Little", "mrs Wood").
+TITLE_WORDS = frozenset(
+    {"doctor", "dr", "prof", "professor", "mr", "mrs", "ms", "miss", "mx", "sir", "madam", "herr",
+     "frau", "sr", "sra", "srta", "mme", "mlle", "monsieur", "madame", "signor", "signora", "dhr",
+     "mevr", "pan", "pani"}
+)  # fmt: skip
 _ROLE_NAME = regex.compile(
-    rf"(?i:(?<![\w.-])(?:{'|'.join(ROLE_WORDS)}))\.?[:=,]?[ \t]+(?P<v>(?:{_WORD}|{_INITIAL})(?:[ \t]+(?:{_WORD}|{_INITIAL})){{0,3}})"
+    rf"(?i:(?<![\w.-])(?P<role>{'|'.join(ROLE_WORDS)}))\.?[:=,]?[ \t]+(?P<v>(?:{_WORD}|{_INITIAL})(?:[ \t]+(?:{_WORD}|{_INITIAL})){{0,3}})"
 )
 _ROLE_GATE = re.compile(rf"(?<![\w.-])(?:{'|'.join(ROLE_WORDS)})\b")  # on the lower-cased value
 _FULL_NAME = regex.compile(rf"(?<![\w.-]){_WORD}(?:[ \t]+(?:{_WORD}|{_INITIAL})){{1,3}}")
-_FULL_GATE = regex.compile(r"\p{Lu}\p{Ll}+[ \t]+\p{Lu}")
+_FULL_GATE = regex.compile(r"\p{Lu}\p{Ll}+[ \t]+(?:\p{Ll}{1,4}[ \t]+){0,2}\p{Lu}")
 
 
 def _is_name_word(word: str) -> bool:
@@ -47,14 +59,27 @@ def _is_name_word(word: str) -> bool:
     return bool(bare) and bare.lower() not in COMMON_WORDS and not (len(bare) > 1 and bare.isupper())
 
 
-def _name_parts(text: str, start: int, end: int) -> tuple[int, int] | None:
+def _is_initial(word: str) -> bool:
+    return len(word.rstrip(".")) == 1
+
+
+def _name_parts(text: str, start: int, end: int, first_any: bool = False) -> tuple[int, int] | None:
     """The span of the leading run of name words in ``text[start:end]`` (a trailing full stop
-    ends a sentence unless it follows an initial)."""
+    ends a sentence unless it follows an initial). An initial counts only between name words
+    ("Maria A Druart"; "A" alone is the article). ``first_any``: the first word is a name even
+    when it is an English word (after a title: "dr Little")."""
+    parts = list(_PART.finditer(text, start, end))
     last = None
-    for m in _PART.finditer(text, start, end):
-        if not _is_name_word(m.group()):
+    for i, m in enumerate(parts):
+        word = m.group()
+        if _is_initial(word):
+            if i + 1 >= len(parts) or not _is_name_word(parts[i + 1].group()):
+                break
+            continue
+        title_named = i == 0 and first_any and not word.isupper()
+        if not (_is_name_word(word) or title_named):
             break
-        last = m.end() - (1 if m.group().endswith(".") and len(m.group()) > 2 else 0)
+        last = m.end() - (1 if word.endswith(".") and len(word) > 2 else 0)
     return (start, last) if last is not None else None
 
 
@@ -84,7 +109,8 @@ class RoleNameRecognizer(FreeTextRecognizer):
     ) -> list[RecognizerResult]:
         out = []
         for m in _ROLE_NAME.finditer(text):
-            span = _name_parts(text, *m.span("v"))
+            start, end = m.span("v")
+            span = _name_parts(text, start, end, first_any=m.group("role").lower() in TITLE_WORDS)
             if span is not None:
                 out.append(result(self, self.ENTITY, *span, self.SCORE, "role_word"))
         return out
@@ -123,4 +149,68 @@ class ListedNameRecognizer(FreeTextRecognizer):
             if len(tail) < 2 or not (tail[-1] in family or tail[-1] in given or _is_name_word(tail[-1])):
                 continue
             out.append(result(self, self.ENTITY, *span, self.SCORE, "listed_given_name"))
+        return out
+
+
+def _is_english(word: str, english: frozenset[str]) -> bool:
+    bare = word.rstrip(".").lower()
+    return bare in english or bare in COMMON_WORDS
+
+
+_SENTENCE_START = regex.compile(r"(?:^|[.:;!?\n]['\"“(\[]?[ \t]*|['\"“(\[][ \t]*)$")
+
+
+def _first_name_part(
+    text: str, parts: list[regex.Match[str]], english: frozenset[str], given: frozenset[str]
+) -> int:
+    """Index of the first word of the name in a capitalised run. At the start of a sentence a
+    capitalised English word is just capitalised ("Webhook Amra Grob", "Payment Declined"), so
+    such words are skipped unless they are a known given name or an initial and a name follow
+    ("Peace O Ibrahim"); inside a sentence the capital marks a name ("for Joy McLeod")."""
+    first = 0
+    while first < len(parts):
+        word = parts[first].group()
+        if _is_initial(word):
+            first += 1
+            continue
+        if not _is_english(word, english) or word in given:
+            break
+        at_start = _SENTENCE_START.search(text, 0, parts[first].start()) is not None
+        middle_initial = first + 2 < len(parts) and _is_initial(parts[first + 1].group())
+        if not at_start or middle_initial:
+            break
+        first += 1
+    return first
+
+
+class ProperNameRecognizer(FreeTextRecognizer):
+    """Two to four capitalised words in running text (initials between them allowed), at least
+    one of which is no English word: names the lists do not know ("Amra Grob", "Leszek
+    Ditschlerin", "Nikki de Leeuw"). A capitalised run of English words ("Payment Declined",
+    "Spring Boot") is not one, nor is a word in capitals (codes, constants). Leading English
+    words are left out of the span ("Webhook Amra Grob"), unless they are a known given name
+    ("Hope Ibrahim"). Below the other name recognizers and NER: it knows the least."""
+
+    ENTITY = "PERSON"
+    SCORE: ClassVar[float] = 0.7
+
+    def gate(self) -> Gate:
+        search = _FULL_GATE.search
+        return lambda text, lower, digits: search(text) is not None
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
+        english, given = english_words(), given_names()
+        out = []
+        for m in _FULL_NAME.finditer(text):
+            parts = list(_PART.finditer(text, *m.span()))
+            first = _first_name_part(text, parts, english, given)
+            words = [p for p in parts[first:] if not _is_initial(p.group())]
+            if len(words) < 2 or any(w.group().isupper() for w in words):
+                continue
+            if all(_is_english(w.group(), english) for w in words):
+                continue
+            end = words[-1].end() - (1 if words[-1].group().endswith(".") else 0)
+            out.append(result(self, self.ENTITY, parts[first].start(), end, self.SCORE, "proper_name"))
         return out

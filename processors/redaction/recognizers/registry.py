@@ -44,6 +44,7 @@ BUILTIN_RECOGNIZERS: tuple[Registered, ...] = (
     Registered("NameRecognizer", ("PERSON", "LOCATION"), "ner"),
     Registered("RoleNameRecognizer", ("PERSON",), "people"),
     Registered("ListedNameRecognizer", ("PERSON",), "people"),
+    Registered("ProperNameRecognizer", ("PERSON",), "people"),
     Registered("StreetAddressRecognizer", ("STREET_ADDRESS",), "address"),
     Registered("DateOfBirthRecognizer", ("DATE_OF_BIRTH",), "identity"),
     Registered("NationalIdRecognizer", ("NATIONAL_ID",), "national_ids"),

@@ -172,6 +172,7 @@ def run(duration_s: float = 10) -> dict[str, Any]:
 def held_out(n: int = 500) -> dict[str, Any]:
     """Leak per entity on the held-out multilingual splits (``bench/heldout``): dev (tuned on)
     and test (other locales and templates, only reported), errorgate beside default Presidio."""
+    from bench.heldout import structured
     from bench.heldout.run import evaluate
 
     out: dict[str, Any] = {}
@@ -179,6 +180,13 @@ def held_out(n: int = 500) -> dict[str, Any]:
         for label, report in evaluate(split, n).items():
             print(report.line(f"{split} {label}"))
             out[f"{split} {label}"] = report.as_dict()
+        attrs = structured.evaluate(split)
+        print(attrs.line(f"{split} errorgate"))
+        out[f"{split} errorgate structured"] = {
+            "leak_overall": round(attrs.leak(), 4),
+            "leak_by_entity": {e: round(attrs.leak(e), 4) for e in sorted(attrs.values)},
+            "decoys_kept": f"{attrs.decoys_kept}/{attrs.decoys}",
+        }
     return out
 
 

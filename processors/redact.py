@@ -39,6 +39,7 @@ from errorgate.processors.redaction.actions import (
     Where,
     set_attributes,
 )
+from errorgate.processors.redaction.keyhints import KeyHint
 from errorgate.processors.redaction.policy import KeyPolicy, Policy, PolicyError, build_policy, load_pack
 from errorgate.processors.redaction.specs import KEYED_ACTIONS, CustomRecognizerSpec, EntityRule, Finding
 from errorgate.processors.redaction.walker import DROP_MARK, Owner, Slot, Walker, sweep_dropped
@@ -250,6 +251,8 @@ class RedactProcessor(Processor):
                 )
         self.replacer = Replacer({k: v.action for k, v in self.policy.entities.items()}, keyring)  # type: ignore[arg-type]
         self.keys = KeyPolicy(self.policy.allow_keys, self.policy.block_keys)
+        # Key hints only for what the packs detect: no DOB hint without the HIPAA pack.
+        self.hinted_entities = frozenset(self.policy.covered_entities())
         self.walker = Walker(self.keys.decide, frozenset(config.free_text_keys))
         self.ip_keep = KeyPolicy(config.ip.keep_keys, [])
         self.ip_peer = KeyPolicy(config.ip.server_peer_keys, [])
@@ -355,6 +358,8 @@ class RedactProcessor(Processor):
         if findings is None:
             owner.failed = True
             return False
+        if slot.hint is not None and slot.hint.entity in self.hinted_entities:
+            findings = _hinted(slot.hint, text, findings)
         findings = self._ip_filter(slot, findings)
         if not findings:
             return False
@@ -436,6 +441,14 @@ class RedactProcessor(Processor):
 
     def shutdown(self) -> None:
         self.detector.shutdown()
+
+
+def _hinted(hint: KeyHint, text: str, findings: tuple[Finding, ...]) -> tuple[Finding, ...]:
+    """The whole value as the key's entity when its shape fits (``customer.phone: 611 1234``);
+    else the recognizers' findings."""
+    if not hint.value_fits(text):
+        return findings
+    return (Finding(hint.entity, 0, len(text), 0.95, hint.rule),)
 
 
 def create_redact(config: RedactConfig, context: ComponentContext) -> Processor:

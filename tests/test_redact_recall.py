@@ -322,3 +322,15 @@ def test_old_maestro_range_after_a_card_word(engine: AnalysisEngine) -> None:
     number = luhn_complete("0604", 12, random.Random(15))
     text = f"Refund to card {number} approved"
     assert covered(engine, text, number, "CREDIT_CARD"), engine.analyze_one(text, True)
+
+
+def test_held_out_structured_attributes_meet_the_issue_targets() -> None:
+    """Issue 15's structured target: the test split's people, streets, phones, cards and dates
+    of birth as attribute values under the field names of public schemas (Stripe, Shopify,
+    schema.org, FHIR, Adyen, Braintree), beside decoy attributes, through the redact processor:
+    leak <= 1 %, every decoy kept. Measured before key hints: 34.2 % (PERSON 63 %); after: 0 %."""
+    from bench.heldout.structured import evaluate
+
+    report = evaluate("test", 300)
+    assert report.leak() <= 0.01, report.line("test")
+    assert report.decoys_kept == report.decoys, report.line("test")

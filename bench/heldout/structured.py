@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import sys
 import tempfile
 from collections import Counter
@@ -25,7 +26,21 @@ from bench.heldout.corpus import DEV_LOCALES, SEEDS, TEST_LOCALES, WIDE_LOCALES,
 from bench.heldout.corpus import _decoy as decoy_value
 from bench.heldout.score import leaked
 
-# Entity -> attribute keys, per split (the test keys were written apart and never tuned on).
+_DIGITS = re.compile(r"\D+")
+
+
+def card_leaked(value: str, output: str) -> bool:
+    """More of the card number than PCI DSS allows to show (the last four digits) is left:
+    any five of its digits in a row, separators ignored."""
+    digits, out = _DIGITS.sub("", value), output.replace(" ", "").replace("-", "")
+    return any(digits[i : i + 5] in out for i in range(len(digits) - 4))
+
+
+# Entity -> attribute keys, per split. Dev: written for tuning. Test: field names of public
+# schemas, taken as they are and never tuned on: Stripe (billing_details.*, card.number),
+# Shopify (shipping_address.*, customer.phone), schema.org (streetAddress, telephone,
+# birthDate), FHIR Patient (name.text, birthDate), Adyen (paymentMethod.number), Braintree
+# (credit_card.number).
 DEV_KEYS: dict[str, tuple[str, ...]] = {
     "PERSON": ("customer.name", "user.full_name", "recipient", "cardholder_name"),
     "STREET_ADDRESS": ("shipping.address", "billing.street", "address_line1"),
@@ -34,11 +49,11 @@ DEV_KEYS: dict[str, tuple[str, ...]] = {
     "DATE_OF_BIRTH": ("patient.dob", "birth_date"),
 }
 TEST_KEYS: dict[str, tuple[str, ...]] = {
-    "PERSON": ("enduser.display_name", "account.holder", "consignee", "passenger.name"),
-    "STREET_ADDRESS": ("delivery.street_address", "customer.addr", "geo.street"),
-    "PHONE_NUMBER": ("msisdn", "callback.number", "mobile"),
-    "CREDIT_CARD": ("cc", "payment.instrument.number", "card.pan"),
-    "DATE_OF_BIRTH": ("member.birthdate", "date_of_birth"),
+    "PERSON": ("billing_details.name", "shipping_address.name", "patient.name.text"),
+    "STREET_ADDRESS": ("billing_details.address.line1", "shipping_address.address1", "streetAddress"),
+    "PHONE_NUMBER": ("billing_details.phone", "customer.phone", "telephone"),
+    "CREDIT_CARD": ("card.number", "paymentMethod.number", "credit_card.number"),
+    "DATE_OF_BIRTH": ("birthDate", "patient.birthDate"),
 }
 DECOY_KEYS = {
     "id": "order.id", "uuid": "request.id", "route": "http.route", "version": "service.version",
@@ -147,7 +162,8 @@ def evaluate(split: str, n: int = 300) -> StructuredReport:
         attrs = {kv.key: kv.value.string_value for kv in log.attributes}
         for entity, key, value in record.pii:
             report.values[entity] += 1
-            report.leaks[entity] += key in attrs and leaked(value, attrs[key])
+            judge = card_leaked if entity == "CREDIT_CARD" else leaked
+            report.leaks[entity] += key in attrs and judge(value, attrs[key])
         for key, value in record.decoys:
             report.decoys += 1
             report.decoys_kept += attrs.get(key) == value

@@ -25,6 +25,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from errorgate.processors.redaction.keyhints import KeyHint, hint_for
 from errorgate.processors.redaction.memo import CleanItems, log_signature, span_signature
 from errorgate.signals import Batch, Signal, iter_log_records, iter_metrics, iter_spans
 
@@ -66,6 +67,7 @@ class Slot:
     droppable: bool = False  # an attribute (not a name/body/array element): ``drop`` removes it
     peer_on_server: bool = False  # set on every slot of a SERVER span (IP policy)
     known: str | None = None  # the current text, when the walker already read it
+    hint: KeyHint | None = None  # the key says what the value is (``customer.phone``)
 
     def text(self) -> str:
         if self.known is not None:
@@ -139,6 +141,7 @@ class Walker:
         self.free_text_keys = free_text_keys
         # attribute key -> (decision, free text, may hold PII itself)
         self._keys: dict[str, tuple[str, bool, bool]] = {}
+        self._hints: dict[str, KeyHint] = {}
         self._allowed: set[str] = set()  # keys decided "allow": one set lookup skips them
         # Characters of the keys memoised: keys are as long as validation lets strings be, so
         # the count alone allowed gigabytes of hostile keys. Past either bound keys are decided
@@ -278,7 +281,15 @@ class Walker:
         if found is None:
             leaf = key.rsplit(".", 1)[-1] if "." in key else key
             is_free = key in self.free_text_keys or leaf in self.free_text_keys
-            found = (self.decide(key), is_free, key_may_hold_pii(key))
+            decision = self.decide(key)
+            hint = hint_for(key) if decision == "scan" else None
+            if hint is not None:
+                # Never skipped as known clean: "Linda Thompson" is clean text but not under
+                # ``customer.name``. Bounded like the key memo (hints are few and keys repeat).
+                decision = "hint"
+                if len(self._hints) < _MAX_KEYS:
+                    self._hints[key] = hint
+            found = (decision, is_free, key_may_hold_pii(key))
             if len(self._keys) < _MAX_KEYS and self._key_chars + len(key) <= _MAX_KEY_CHARS:
                 self._key_chars += len(key)
                 self._keys[key] = found
@@ -342,6 +353,10 @@ class Walker:
             yield Slot(key, value, blocked=True, droppable=droppable)
             return
         kind = value.WhichOneof("value")
+        if decision == "hint" and kind == "string_value":
+            hint = self._hints.get(key) or hint_for(key)
+            yield Slot(key, value, free_text=key_free, droppable=droppable, hint=hint)
+            return
         if kind == "string_value":
             is_free = free_text if free_text is not None else key_free
             if clean is None or not clean((value.string_value, is_free)):

@@ -215,6 +215,8 @@ class PagerDutyConfig(_Strict):
 class OpsgenieConfig(_Strict):
     url: str = "https://api.opsgenie.com"
     api_key_env: str = "ERRORGATE_OPSGENIE_API_KEY"
+    # Shared token Opsgenie's outgoing webhook sends in X-Errorgate-Token: acks there stop escalation.
+    webhook_token_env: str | None = None
 
 
 class SlackConfig(_Strict):

@@ -8,6 +8,7 @@ is an hour shorter or longer). Later layers win where they are active; overrides
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -106,9 +107,28 @@ class TeamOnCall(_Strict):
     channels: list[Literal["pagerduty", "opsgenie", "slack", "email"]] = Field(default=["pagerduty"])
 
 
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+class Person(_Strict):
+    """How a rotation member is known to the paging tools: ``errorgate oncall sync`` finds the
+    PagerDuty user and the Opsgenie user (its username) by this e-mail address."""
+
+    email: str
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        if not _EMAIL.fullmatch(value):
+            raise ValueError("expected an e-mail address like alice@example.com")
+        return value
+
+
 class OnCallFile(_Strict):
     rotations: dict[str, Rotation] = Field(default_factory=dict)
     teams: dict[str, TeamOnCall] = Field(default_factory=dict)
+    # Optional: only ``errorgate oncall sync`` needs them (members and user:NAME targets).
+    people: dict[str, Person] = Field(default_factory=dict)
 
 
 @dataclass
@@ -232,6 +252,16 @@ class OnCall:
             return target[5:]
         rotation = {"primary": entry.primary, "secondary": entry.secondary}.get(target, target)
         return on_call(self.spec.rotations[rotation], when).who if rotation else None
+
+    def email(self, person: str, where: str) -> str:
+        """``person``'s e-mail from ``people:``; an error naming the key when it is missing."""
+        entry = self.spec.people.get(person)
+        if entry is None:
+            raise OnCallError(
+                f"{self.source}: people.{person}.email: {person!r} ({where}) has no e-mail; "
+                "the paging tools find users by it"
+            )
+        return entry.email
 
     def chain(self, team: str) -> tuple[list[tuple[float, list[str]]], int, list[str]] | None:
         entry = self.spec.teams.get(team)

@@ -37,7 +37,7 @@ class EngineRole:
     def __init__(self, config: Config) -> None:
         self.started = False
         from errorgate.incidents.engine import Engine
-        from errorgate.incidents.escalation import Escalator, Worker, pagerduty_webhook
+        from errorgate.incidents.escalation import Escalator, Worker, opsgenie_webhook, pagerduty_webhook
         from errorgate.incidents.http import Api, HttpServer
         from errorgate.incidents.notify import DeliveryError, channels
         from errorgate.incidents.web import WebPage
@@ -63,6 +63,11 @@ class EngineRole:
             secret = os.environ.get(inc.escalation.pagerduty.webhook_secret_env)
             api.routes[("POST", "/api/v1/webhooks/pagerduty")] = pagerduty_webhook(
                 self.engine, secret, self.worker.wake
+            )
+        if inc.escalation.opsgenie and inc.escalation.opsgenie.webhook_token_env:
+            token = os.environ.get(inc.escalation.opsgenie.webhook_token_env)
+            api.routes[("POST", "/api/v1/webhooks/opsgenie")] = opsgenie_webhook(
+                self.engine, token, self.worker.wake
             )
 
     @property

@@ -1,10 +1,14 @@
-"""``errorgate oncall now|next|ical``: who is on call, from ``governance/oncall.yaml``."""
+"""``errorgate oncall now|next|ical|sync``: who is on call, from ``governance/oncall.yaml``, and
+the rotations written into PagerDuty or Opsgenie."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 from errorgate.cli import CommandError
 
@@ -64,11 +68,83 @@ def _ical(args: argparse.Namespace) -> int:
     return 0
 
 
+def _token(args: argparse.Namespace, default_env: str) -> str:
+    """The API token from ``--token-file`` or the environment; never from the command line,
+    where other users of the machine could read it."""
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise CommandError(f"--token-file {args.token_file}: cannot read it ({e.strerror})") from None
+        if not token:
+            raise CommandError(f"--token-file {args.token_file}: the file is empty")
+        return token
+    env = args.token_env or default_env
+    token = os.environ.get(env, "").strip()
+    if not token:
+        raise CommandError(f"--token-env: set {env} to the {args.target} API token (or use --token-file)")
+    return token
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from errorgate.governance.oncall import OnCallError
+    from errorgate.governance.oncall_sync import Plan, SyncError, opsgenie, pagerduty, teams_for
+
+    oncall = _load(args)
+    vendor = pagerduty if args.target == "pagerduty" else opsgenie
+    try:
+        teams = teams_for(oncall, args.target, args.team)
+    except OnCallError as e:
+        raise CommandError(str(e)) from None
+    if not teams:
+        raise CommandError(f"--team: no team in {oncall.source} lists {args.target} under channels")
+    http = vendor.connect(args.url or vendor.API, _token(args, vendor.TOKEN_ENV), timeout=args.timeout)
+    plan = Plan(sys.stdout, args.dry_run)
+    runner = pagerduty.PagerDutySync if args.target == "pagerduty" else opsgenie.OpsgenieSync
+    try:
+        runner(http, oncall, plan, _at(args.at)).run(teams)
+    except SyncError as e:
+        raise CommandError(str(e)) from None
+    finally:
+        http.close()
+    print(("dry run: " if args.dry_run else "") + plan.result.summary())
+    return 0
+
+
+def _add_sync(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    s = sub.add_parser(
+        "sync",
+        help="write the rotations and escalation chains into PagerDuty or Opsgenie",
+        description="Reads the tool's schedules and escalation policies first, prints what differs "
+        "(create/update/unchanged per object) and writes only that; --dry-run writes nothing. "
+        "Objects are named errorgate-<rotation|team> and tagged in their description; hand-made "
+        "objects are never changed. Members need people.<name>.email in oncall.yaml.",
+    )
+    s.add_argument("--target", required=True, choices=("pagerduty", "opsgenie"))
+    s.add_argument("--team", help="only this team (default: every team whose channels list the target)")
+    s.add_argument("--dry-run", action="store_true", help="print the plan and diffs, write nothing")
+    s.add_argument(
+        "--url", help="API base URL (default https://api.pagerduty.com / https://api.opsgenie.com)"
+    )
+    s.add_argument(
+        "--token-env",
+        help="environment variable with the API token (default ERRORGATE_PAGERDUTY_API_TOKEN / "
+        "ERRORGATE_OPSGENIE_API_KEY)",
+    )
+    s.add_argument("--token-file", help="file holding the API token (instead of the environment)")
+    s.add_argument("--timeout", type=float, default=15.0, help="seconds per HTTP request (default 15)")
+    s.add_argument("--at", help="instant overrides are compared with (ISO 8601 with offset; default now)")
+    s.add_argument("--file", help="oncall.yaml (default: the bundled governance/oncall.yaml)")
+    s.add_argument("--catalog", help="services.yaml (default: the bundled governance/services.yaml)")
+    s.set_defaults(func=_sync)
+
+
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "oncall",
         help="who is on call (rotations in governance/oncall.yaml)",
-        description="On-call rotations as code: who is on call now or next, and an iCalendar export.",
+        description="On-call rotations as code: who is on call now or next, an iCalendar export, and a "
+        "sync into PagerDuty or Opsgenie.",
     )
     sub = p.add_subparsers(dest="oncall_command", metavar="ACTION", required=True)
     for name, helptext in (("now", "who is on call now (or --at)"), ("next", "who takes over next")):
@@ -83,3 +159,4 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         s.add_argument("--at", help="instant (ISO 8601 with offset; default now)")
         s.add_argument("--file", help="oncall.yaml (default: the bundled governance/oncall.yaml)")
         s.add_argument("--catalog", help="services.yaml (default: the bundled governance/services.yaml)")
+    _add_sync(sub)

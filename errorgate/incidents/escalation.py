@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable
 from typing import Protocol
@@ -152,17 +153,71 @@ def pagerduty_webhook(
             key = str(data.get("incident_key") or "")
         except (ValueError, KeyError, TypeError) as e:
             return Response(400, {"error": f"event: not a PagerDuty v3 webhook ({type(e).__name__}: {e})"})
-        if not key.startswith("errorgate-incident-") or not key.removeprefix("errorgate-incident-").isdigit():
-            return Response(202, {"ignored": "not an errorgate incident"})
-        incident_id = int(key.removeprefix("errorgate-incident-"))
         agent = str((event.get("agent") or {}).get("summary") or "pagerduty")[:64]
-        if kind == "incident.acknowledged":
-            engine.acknowledge(incident_id, agent, via="PagerDuty")
-        elif kind == "incident.resolved":
-            engine.resolve(incident_id, agent)
-        else:
-            return Response(202, {"ignored": kind})
-        on_change()
-        return Response(200, {"incident": str(incident_id)})
+        actions = {"incident.acknowledged": "ack", "incident.resolved": "resolve"}
+        return _tool_action(engine, key, actions.get(kind), kind, agent, "PagerDuty", on_change)
+
+    return handle
+
+
+def _tool_action(
+    engine: Engine,
+    key: str,
+    action: str | None,
+    kind: str,
+    agent: str,
+    via: str,
+    on_change: Callable[[], None],
+) -> Response:
+    """An ack or resolve a paging tool reports for the alert with dedup key ``key``: applied
+    here, so escalation stops everywhere. Keys errorgate did not make and other kinds are
+    answered 202 (the tool must not retry them) and change nothing."""
+    if not key.startswith("errorgate-incident-") or not key.removeprefix("errorgate-incident-").isdigit():
+        return Response(202, {"ignored": "not an errorgate incident"})
+    if action is None:
+        return Response(202, {"ignored": kind})
+    incident_id = int(key.removeprefix("errorgate-incident-"))
+    if action == "ack":
+        engine.acknowledge(incident_id, agent, via=via)
+    else:
+        engine.resolve(incident_id, agent)
+    on_change()
+    return Response(200, {"incident": str(incident_id)})
+
+
+OPSGENIE_TOKEN_HEADER = "x-errorgate-token"
+_OPSGENIE_ACTIONS = {"Acknowledge": "ack", "Close": "resolve"}
+
+
+def opsgenie_webhook(
+    engine: Engine, token: str | None, on_change: Callable[[], None]
+) -> Callable[[Request], Response]:
+    """``POST /api/v1/webhooks/opsgenie``: Opsgenie's outgoing webhook integration (alert
+    actions). Opsgenie cannot sign, so the integration sends a shared token as the custom header
+    ``X-Errorgate-Token``. ``Acknowledge`` / ``Close`` of an alert whose alias is our dedup key
+    acknowledge / resolve the incident here."""
+
+    def handle(req: Request) -> Response:
+        if not token:
+            return Response(401, {"error": "incidents.escalation.opsgenie.webhook_token_env is not set"})
+        given = req.headers.get(OPSGENIE_TOKEN_HEADER, "")
+        if not given or not hmac.compare_digest(given.encode(), token.encode()):
+            engine.audit_denied("opsgenie", "webhook:opsgenie", "-")
+            reason = "missing" if not given else "does not match"
+            return Response(401, {"error": f"X-Errorgate-Token: {reason}"})
+        try:
+            doc = json.loads(req.body)
+        except (ValueError, UnicodeDecodeError):
+            return Response(400, {"error": "request body is not JSON"})
+        alert = doc.get("alert") if isinstance(doc, dict) else None
+        if not isinstance(doc, dict) or not isinstance(doc.get("action"), str):
+            return Response(400, {"error": "action: missing; not an Opsgenie webhook payload"})
+        if not isinstance(alert, dict) or not isinstance(alert.get("alias"), str):
+            return Response(400, {"error": "alert.alias: missing; not an Opsgenie webhook payload"})
+        # Opsgenie usernames are e-mail addresses: the timeline keeps the name part only.
+        user = str(alert.get("username") or "opsgenie").partition("@")[0]
+        agent = re.sub(r"[^A-Za-z0-9_. -]", "", user)[:64] or "opsgenie"
+        action = _OPSGENIE_ACTIONS.get(doc["action"])
+        return _tool_action(engine, alert["alias"], action, doc["action"][:40], agent, "Opsgenie", on_change)
 
     return handle

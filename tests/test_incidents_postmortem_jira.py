@@ -214,3 +214,33 @@ def test_the_reviewer_check_flags_blame_and_names_by_position_never_echoing_the_
         "h2. Contributing factors\nThe deploy tool allowed it.\n"
     )
     assert main(["incidents", "postmortem", "check", incident, "--url", world.srv.url]) == 0
+
+
+def test_the_engine_serves_the_webhook_only_with_its_secret_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from errorgate.cli import CommandError
+    from errorgate.commands.incidents import EngineRole
+    from errorgate.config import parse_config
+
+    monkeypatch.setenv("JIRA_TOKEN", "jira-pat")
+    monkeypatch.delenv("JIRA_HOOK", raising=False)
+    text = default_config_text() + (
+        f"\nincidents:\n  endpoint: 127.0.0.1:0\n  store: sqlite:///{tmp_path / 'i.db'}\n"
+        "  jira: {url: http://127.0.0.1:9, project: OPS, token_env: JIRA_TOKEN, webhook_secret_env: JIRA_HOOK}\n"
+    )
+    with pytest.raises(
+        CommandError, match=r"incidents\.jira\.webhook_secret_env: environment variable JIRA_HOOK"
+    ):
+        EngineRole(parse_config(text))
+    monkeypatch.setenv("JIRA_HOOK", SECRET)
+    role = EngineRole(parse_config(text))
+    role.start()
+    try:
+        body = b'{"webhookEvent": "jira:issue_updated"}'
+        assert call("POST", f"{role.url}/api/v1/webhooks/jira", raw=body, token=None).status == 401
+        signed = {"X-Hub-Signature": "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()}
+        reply = call("POST", f"{role.url}/api/v1/webhooks/jira", raw=body, token=None, headers=signed)
+        assert reply.status == 400 and reply.body["error"] == "issue: missing"
+    finally:
+        role.stop()

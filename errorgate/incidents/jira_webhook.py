@@ -37,9 +37,11 @@ def _authentic(req: Request, secret: str) -> bool:
 
 def _field(doc: Any, path: str, kind: type) -> Any:
     node = doc
-    for part in path.split("."):
+    parts = path.split(".")
+    for i, part in enumerate(parts):
         if not isinstance(node, dict) or part not in node:
-            raise PayloadError(f"{path}: missing")
+            # name the first missing level ("issue", not "issue.key", when there is no issue)
+            raise PayloadError(f"{'.'.join(parts[: i + 1])}: missing")
         node = node[part]
     if not isinstance(node, kind):
         raise PayloadError(f"{path}: must be a {'string' if kind is str else 'JSON object'}")

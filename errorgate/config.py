@@ -204,6 +204,13 @@ class JiraConfig(_Strict):
     issue_type: str = "Task"
     done_statuses: list[str] = Field(default_factory=lambda: ["Done", "Closed", "Resolved"])
     poll_interval: Duration = 60.0  # how often open postmortems are re-read (a Jira webhook is faster)
+    # Secret of the Jira webhook (POST /api/v1/webhooks/jira): Jira Cloud signs with it
+    # (X-Hub-Signature), Data Center sends it as ?token=; unset -> no webhook route.
+    webhook_secret_env: str | None = None
+    # How action items are linked to their postmortem (an issue link type name in Jira).
+    action_link_type: str = Field(default="Relates", min_length=1)
+    # Reviewer check (blame wording, personal names) before a postmortem is filed.
+    review: bool = True
 
 
 class PagerDutyConfig(_Strict):

@@ -168,7 +168,8 @@ def test_a_store_that_is_down_answers_503_and_the_retry_is_kept(srv: EngineServe
 def test_migrations_are_bundled_and_rerunnable(srv: EngineServer) -> None:
     srv.store.upgrade()
     with srv.store.begin() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0001"
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0002"
+        assert "action_items" in sa.inspect(conn).get_table_names()
 
 
 def test_tokens_are_never_logged(srv: EngineServer, caplog: pytest.LogCaptureFixture) -> None:

@@ -1,4 +1,5 @@
-"""``errorgate incidents serve|list|show|ack|resolve|close|note|report``: the incident engine."""
+"""``errorgate incidents serve|list|show|ack|resolve|close|note|report|action|postmortem``: the
+incident engine."""
 
 from __future__ import annotations
 
@@ -56,7 +57,11 @@ class EngineRole:
             raise CommandError(f"incidents.endpoint: cannot listen on {inc.endpoint}: {e.strerror}") from None
         WebPage(api, lambda at: [oncall.now(team, at) for team in sorted(oncall.spec.teams)]).install()
         escalator = Escalator(self.engine, oncall, paging, inc.public_url or self.http.url)
-        jobs = [escalator.tick, *_postmortem_jobs(config, self.engine), *_silence_jobs(config, self.engine)]
+        jobs = [
+            escalator.tick,
+            *_postmortem_jobs(config, self.engine, api),
+            *_silence_jobs(config, self.engine),
+        ]
         self.worker = Worker(jobs, inc.escalation.check_interval)
         api.on_change = self.worker.wake
         if inc.escalation.pagerduty and inc.escalation.pagerduty.webhook_secret_env:
@@ -129,13 +134,51 @@ def _oncall(path: str | None, catalog: str | None):  # type: ignore[no-untyped-d
         raise CommandError(f"incidents.oncall: {e}") from None
 
 
-def _postmortem_jobs(config: Config, engine: Any) -> list[Any]:
-    if config.incidents.jira is None:
-        return []
-    from errorgate.incidents.postmortem import Postmortems
+def _postmortem_jobs(config: Config, engine: Any, api: Any) -> list[Any]:
+    """Postmortems, action items and the Jira webhook (action items are taken without Jira too,
+    and wait in the store until it is configured)."""
+    jira = config.incidents.jira
+    if jira is None:
+        from errorgate.incidents.actions import ActionItems
 
-    pm = Postmortems(engine, config.incidents.jira)
+        ActionItems(engine).install(api)
+        return []
+    from errorgate.incidents.jira_webhook import jira_webhook
+    from errorgate.incidents.postmortem import Postmortems
+    from errorgate.incidents.review import Reviewer
+
+    pm = Postmortems(engine, jira, reviewer=Reviewer(redact_person_spans) if jira.review else None)
+    pm.install(api)
+    if jira.webhook_secret_env:
+        secret = os.environ.get(jira.webhook_secret_env)
+        if not secret:
+            raise CommandError(
+                f"incidents.jira.webhook_secret_env: environment variable {jira.webhook_secret_env} is not set"
+            )
+        jira_webhook(api, secret, pm.apply_status)
     return [pm.tick]
+
+
+def redact_person_spans() -> Any:
+    """PERSON spans as the redact processor finds them (its default policy and recognizers, in
+    process; the model loads on the first check), for the postmortem reviewer check."""
+    from errorgate.processors.redact import RedactConfig
+    from errorgate.processors.redaction.pool import Detector
+
+    config = RedactConfig(workers=0)
+    detector = Detector(
+        config.engine_settings(config.effective_policy()), workers=0, cache_size=0, timeout=60.0
+    )
+    lock = threading.Lock()
+
+    def spans(text: str) -> list[tuple[int, int]]:
+        with lock:
+            found = detector.detect([(text, True)]).get((text, True))
+        if found is None:  # analysis failed: say so rather than call the text clean
+            raise RuntimeError("name detection failed")
+        return [(f.start, f.end) for f in found if f.entity_type == "PERSON"]
+
+    return spans
 
 
 def _silence_jobs(config: Config, engine: Any) -> list[Any]:
@@ -208,7 +251,49 @@ def _change(args: argparse.Namespace) -> int:
     return 0
 
 
+def _action_add(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {
+        "team": args.team,
+        "summary": args.summary,
+        "by": args.by or os.environ.get("USER", "cli"),
+    }
+    if args.due:
+        body["due"] = args.due
+    doc = _api(args, "POST", f"/api/v1/incidents/{args.id}/actions", body)
+    print(f"incident {doc['incident']}: action item {doc['id']} for team {doc['team']} ({doc['status']})")
+    return 0
+
+
+def _action_list(args: argparse.Namespace) -> int:
+    doc = _api(args, "GET", f"/api/v1/incidents/{args.id}/actions")
+    if args.format == "json":
+        print(json.dumps(doc, indent=2))
+        return 0
+    for a in doc["action_items"]:
+        late = " OVERDUE" if a["overdue"] else ""
+        print(
+            f"{a['id']:>5} {a['key'] or '-':<10} {a['status'] or '-':<12} {a['team']:<14} due {a['due'] or '-'}{late}  {a['summary']}"
+        )
+    return 0
+
+
+def _postmortem_check(args: argparse.Namespace) -> int:
+    """Exit 0 when the postmortem reads blameless, 1 with findings (positions, never names)."""
+    doc = _api(args, "GET", f"/api/v1/incidents/{args.id}/postmortem/check")
+    if args.format == "json":
+        print(json.dumps(doc, indent=2))
+    else:
+        print(
+            f"postmortem {doc['postmortem']} of incident {doc['incident']}: {len(doc['findings'])} finding(s)"
+        )
+        for f in doc["findings"]:
+            what = f"blame wording '{f['term']}'" if f["kind"] == "blame" else "personal name"
+            print(f"  {f['line']}:{f['column']} {what} ({f['length']} chars): {f['why']}")
+    return 1 if doc["findings"] else 0
+
+
 def _report(args: argparse.Namespace) -> int:
+    from errorgate.incidents.actions import ActionItems
     from errorgate.incidents.engine import Engine
     from errorgate.incidents.report import build_report, to_html, to_markdown
 
@@ -218,7 +303,9 @@ def _report(args: argparse.Namespace) -> int:
         raise CommandError(f"--since: {e}") from None
     engine = Engine(_store(load_config(args.config)))
     now = time.time()
-    report = build_report(engine.find(since=now - window), now - window, now)
+    found = engine.find(since=now - window)
+    actions = ActionItems(engine).find([i.id for i in found])
+    report = build_report(found, now - window, now, actions)
     text = {"json": lambda: json.dumps(report, indent=2), "markdown": lambda: to_markdown(report),
             "html": lambda: to_html(report)}[args.format]()  # fmt: skip
     print(text)
@@ -246,11 +333,40 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
             s.add_argument("text")
         s.add_argument("--by", help="who acts (default $USER)")
         s.set_defaults(func=_change, action=action)
+    _add_postmortem_commands(sub)
     s = sub.add_parser("report", help="MTTD/MTTA/MTTR medians, per team, service and severity")
     s.add_argument("--since", default="30d", help="window, e.g. 30d (default 30d)")
     s.add_argument("--format", choices=("json", "markdown", "html"), default="markdown")
     s.set_defaults(func=_report)
     for s in sub.choices.values():
+        if s.get_default("func") is None:
+            continue  # a group (action, postmortem): its own commands take the options
         s.add_argument("--config", metavar="FILE", help="config file (default: the embedded default)")
         if s.get_default("func") not in (_serve, _report):
+            s.add_argument("--url", help="engine URL (default: http://<incidents.endpoint>)")
+
+
+def _add_postmortem_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("action", help="a postmortem's action items (linked Jira issues)")
+    actions = p.add_subparsers(dest="action_command", metavar="ACTION", required=True)
+    s = actions.add_parser("add", help="add an action item owned by a team (needs the API token)")
+    s.add_argument("id")
+    s.add_argument("--team", required=True, help="the owning team")
+    s.add_argument("--summary", required=True, help="what is to be done (no personal names)")
+    s.add_argument("--due", help="due date, YYYY-MM-DD")
+    s.add_argument("--by", help="who adds it (default $USER)")
+    s.set_defaults(func=_action_add)
+    s = actions.add_parser("list", help="an incident's action items and their Jira state")
+    s.add_argument("id")
+    s.add_argument("--format", choices=("text", "json"), default="text")
+    s.set_defaults(func=_action_list)
+    p = sub.add_parser("postmortem", help="the P1 postmortem in Jira")
+    pm = p.add_subparsers(dest="postmortem_command", metavar="ACTION", required=True)
+    s = pm.add_parser("check", help="reviewer check: blame wording and personal names (exit 1 on findings)")
+    s.add_argument("id")
+    s.add_argument("--format", choices=("text", "json"), default="text")
+    s.set_defaults(func=_postmortem_check)
+    for group in (actions, pm):
+        for s in group.choices.values():
+            s.add_argument("--config", metavar="FILE", help="config file (default: the embedded default)")
             s.add_argument("--url", help="engine URL (default: http://<incidents.endpoint>)")

@@ -1,13 +1,18 @@
 """Mandatory, blameless P1 postmortems in Jira (REST API v2 through the ``jira`` client).
 
-A P1 incident gets an issue pre-filled from its timeline and KPIs with a blameless template;
-the incident cannot be closed until the issue's status is done (polled every
-``incidents.jira.poll_interval``)."""
+A P1 incident gets an issue pre-filled from its timeline and KPIs with a blameless template,
+checked first by the reviewer check (``review``: blame wording, personal names; flagged issues get
+the label ``errorgate-review-flagged``). The incident cannot be closed until the issue's status
+is done: polled every ``incidents.jira.poll_interval``, or told at once by the Jira webhook
+(``jira_webhook``). Action items (``actions``) are filed as issues linked to the postmortem and
+tracked the same way."""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+from datetime import UTC, datetime
 from typing import Any
 
 from jira import JIRA
@@ -15,10 +20,14 @@ from jira.exceptions import JIRAError
 from requests.exceptions import RequestException
 
 from errorgate.config import JiraConfig
-from errorgate.incidents.engine import Engine, Incident, rfc3339
+from errorgate.incidents.actions import ActionItem, ActionItems
+from errorgate.incidents.engine import Conflict, Engine, Incident, rfc3339
+from errorgate.incidents.http import Api, Request, Response
 from errorgate.incidents.report import kpis
+from errorgate.incidents.review import Reviewer, summary
 
 log = logging.getLogger("errorgate.incidents")
+_CHECK_ROUTE = re.compile(r"/api/v1/incidents/(\d+)/postmortem/check")
 
 TEMPLATE = """h2. Summary
 {title} ({severity}), services: {services}. Team: {team}.
@@ -62,7 +71,9 @@ def render(inc: Incident, timeline: list[dict[str, Any]]) -> str:
 
 
 class Postmortems:
-    def __init__(self, engine: Engine, cfg: JiraConfig, client: JIRA | None = None) -> None:
+    def __init__(
+        self, engine: Engine, cfg: JiraConfig, client: JIRA | None = None, reviewer: Reviewer | None = None
+    ) -> None:
         self.engine = engine
         self.cfg = cfg
         token = os.environ.get(cfg.token_env)
@@ -70,7 +81,9 @@ class Postmortems:
             raise ValueError(f"incidents.jira.token_env: environment variable {cfg.token_env} is not set")
         self.client = client or JIRA(server=cfg.url, token_auth=token, get_server_info=False,
                                      options={"rest_api_version": "2"}, max_retries=0)  # fmt: skip
-        self.polled: dict[int, float] = {}
+        self.actions = ActionItems(engine)
+        self.reviewer = reviewer  # None: no reviewer check (incidents.jira.review: false)
+        self.polled: dict[str, float] = {}  # Jira key -> when last read
 
     def tick(self) -> None:
         for inc in self.engine.find(statuses=("open", "acknowledged", "resolved")):
@@ -79,35 +92,130 @@ class Postmortems:
             try:
                 if not inc.postmortem_key:
                     self._file(inc)
-                elif not inc.postmortem_done:
-                    self._poll(inc)
+                elif not inc.postmortem_done and self._due(inc.postmortem_key):
+                    issue = self.client.issue(str(inc.postmortem_key), fields="status")
+                    self.apply_status(str(inc.postmortem_key), issue.raw["fields"]["status"], "jira")
             except (JIRAError, RequestException) as e:
                 log.warning("incident %s: Jira: %s", inc.id, getattr(e, "status_code", type(e).__name__))
+        for item in self.actions.pending():
+            try:
+                self._track(item)
+            except (JIRAError, RequestException) as e:
+                log.warning("action item %s: Jira: %s", item.id, getattr(e, "status_code", type(e).__name__))
+
+    def _due(self, key: str) -> bool:
+        now = self.engine.clock()
+        if now - self.polled.get(key, 0.0) < self.cfg.poll_interval:
+            return False
+        self.polled[key] = now
+        return True
 
     def _file(self, inc: Incident) -> None:
+        description = render(inc, self.engine.timeline(inc.id))
+        findings = self.reviewer.check(description) if self.reviewer else []
         fields = {
             "project": {"key": self.cfg.project},
             "issuetype": {"name": self.cfg.issue_type},
             "summary": f"Postmortem: {inc.title} (incident {inc.id})"[:255],
-            "description": render(inc, self.engine.timeline(inc.id)),
-            "labels": ["errorgate-postmortem", f"errorgate-incident-{inc.id}"],
+            "description": description,
+            "labels": ["errorgate-postmortem", f"errorgate-incident-{inc.id}"]
+            + (["errorgate-review-flagged"] if findings else []),
         }
         issue = self.client.create_issue(fields=fields)
-        self.polled[inc.id] = self.engine.clock()  # just read back: the next look is a poll away
+        self.polled[issue.key] = self.engine.clock()  # just read back: the next look is a poll away
         status = str(issue.fields.status.name)
         self.engine.record(inc.id, "postmortem", "engine", f"postmortem {issue.key} filed in Jira",
                            postmortem_key=issue.key, postmortem_status=status, postmortem_done=False)  # fmt: skip
+        if self.reviewer:
+            self.engine.record(inc.id, "review", "engine", f"postmortem {issue.key} {summary(findings)}")
 
-    def _poll(self, inc: Incident) -> None:
-        now = self.engine.clock()
-        if now - self.polled.get(inc.id, 0.0) < self.cfg.poll_interval:
-            return
-        self.polled[inc.id] = now
-        issue = self.client.issue(str(inc.postmortem_key), fields="status")
-        status = issue.raw["fields"]["status"]
+    def status(self, status: dict[str, Any]) -> tuple[str, bool]:
+        """(name, done) of a Jira status: done by name (``done_statuses``) or by its category."""
         name = str(status.get("name", ""))
         category = str((status.get("statusCategory") or {}).get("key", ""))
-        done = name in self.cfg.done_statuses or category == "done"
-        if name != inc.postmortem_status or done:
-            self.engine.record(inc.id, "postmortem", "jira", f"postmortem {inc.postmortem_key} is {name}",
-                               postmortem_status=name, postmortem_done=done)  # fmt: skip
+        return name, name in self.cfg.done_statuses or category == "done"
+
+    def apply_status(self, key: str, status: dict[str, Any], via: str) -> bool:
+        """A status read by poll or sent by the webhook, for a postmortem or an action item;
+        False when ``key`` is neither."""
+        name, done = self.status(status)
+        matched = False
+        for inc in self.engine.find(statuses=("open", "acknowledged", "resolved")):
+            if inc.postmortem_key != key:
+                continue
+            matched = True
+            if name != inc.postmortem_status or done != inc.postmortem_done:
+                self.engine.record(inc.id, "postmortem", via, f"postmortem {key} is {name}",
+                                   postmortem_status=name, postmortem_done=done)  # fmt: skip
+        for item in self.actions.find(key=key):
+            matched = True
+            if name != item.status or done != item.done:
+                self.actions.update(item, status=name, done=done)
+                self.engine.record(
+                    item.incident_id, "action_item", via, f"action item {key} ({item.team}) is {name}"
+                )
+        return matched
+
+    def _track(self, item: ActionItem) -> None:
+        if item.jira_key:
+            if self._due(item.jira_key):
+                issue = self.client.issue(item.jira_key, fields="status")
+                self.apply_status(item.jira_key, issue.raw["fields"]["status"], "jira")
+            return
+        inc = self.engine.get(item.incident_id)
+        if inc.severity == "P1" and not inc.postmortem_key:
+            return  # filed once its postmortem exists, so it can be linked
+        self._file_action(item, inc)
+
+    def _file_action(self, item: ActionItem, inc: Incident) -> None:
+        fields: dict[str, Any] = {
+            "project": {"key": self.cfg.project},
+            "issuetype": {"name": self.cfg.issue_type},
+            "summary": f"Action item (incident {inc.id}): {item.summary}"[:255],
+            "description": f"Action item of incident {inc.id} ({inc.title}), owned by team {item.team}."
+            + (f" Postmortem: {inc.postmortem_key}." if inc.postmortem_key else ""),
+            "labels": ["errorgate-action-item", f"errorgate-incident-{inc.id}", f"team-{item.team}"],
+        }
+        if item.due_at is not None:
+            fields["duedate"] = datetime.fromtimestamp(item.due_at, UTC).date().isoformat()
+        issue = self.client.create_issue(fields=fields)
+        self.polled[issue.key] = self.engine.clock()
+        status, done = self.status(issue.raw["fields"]["status"])
+        self.actions.update(item, jira_key=issue.key, status=status, done=done)
+        if inc.postmortem_key:
+            comment = {
+                "body": f"Action item of postmortem {inc.postmortem_key} (errorgate incident {inc.id})"
+            }
+            self.client.create_issue_link(self.cfg.action_link_type, issue.key, inc.postmortem_key, comment)
+        linked = f", linked to {inc.postmortem_key}" if inc.postmortem_key else ""
+        self.engine.record(
+            inc.id, "action_item", "engine", f"action item {issue.key} ({item.team}) filed{linked}"
+        )
+
+    def check(self, incident_id: int) -> dict[str, Any]:
+        """The reviewer check on the postmortem's text as it is in Jira now."""
+        inc = self.engine.get(incident_id)
+        if not inc.postmortem_key:
+            raise Conflict(f"incident {incident_id} has no postmortem in Jira yet")
+        if self.reviewer is None:
+            raise Conflict("incidents.jira.review is false: the reviewer check is off")
+        issue = self.client.issue(inc.postmortem_key, fields="description")
+        text = str(issue.raw["fields"].get("description") or "")
+        findings = self.reviewer.check(text)
+        return {"incident": str(incident_id), "postmortem": inc.postmortem_key,
+                "findings": [f.to_json() for f in findings]}  # fmt: skip
+
+    def install(self, api: Api) -> None:
+        self.actions.install(api)
+        api.patterns.append(("GET", _CHECK_ROUTE, self._check_route))
+
+    def _check_route(self, req: Request) -> Response:
+        m = _CHECK_ROUTE.fullmatch(req.path)
+        assert m is not None  # routed by this pattern
+        try:
+            return Response(200, self.check(int(m.group(1))))
+        except (JIRAError, RequestException) as e:
+            return Response(
+                502,
+                {"error": f"incidents.jira.url: Jira answered {getattr(e, 'status_code', type(e).__name__)}"},
+            )

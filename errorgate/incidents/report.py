@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from statistics import median
 from typing import Any
 
+from errorgate.incidents.actions import ActionItem, counts
 from errorgate.incidents.engine import Incident
 
 KPIS = ("mttd_seconds", "mtta_seconds", "mttr_seconds")
@@ -36,7 +37,17 @@ def _medians(items: list[Incident]) -> dict[str, Any]:
     return out
 
 
-def build_report(items: list[Incident], since: float, now: float) -> dict[str, Any]:
+def action_summary(items: list[ActionItem], now: float) -> dict[str, Any]:
+    """Open, closed and overdue action items, overall and per owning team."""
+    teams: dict[str, list[ActionItem]] = defaultdict(list)
+    for item in items:
+        teams[item.team].append(item)
+    return {**counts(items, now), "by_team": {t: counts(v, now) for t, v in sorted(teams.items())}}
+
+
+def build_report(
+    items: list[Incident], since: float, now: float, action_items: list[ActionItem] | None = None
+) -> dict[str, Any]:
     by: dict[str, dict[str, list[Incident]]] = {"team": defaultdict(list), "service": defaultdict(list),
                                                  "severity": defaultdict(list)}  # fmt: skip
     days: dict[str, list[Incident]] = defaultdict(list)
@@ -55,6 +66,7 @@ def build_report(items: list[Incident], since: float, now: float) -> dict[str, A
             "by_service": {k: _medians(v) for k, v in sorted(by["service"].items())},
             "by_severity": {k: _medians(v) for k, v in sorted(by["severity"].items())},
             "by_day": {k: _medians(v) for k, v in sorted(days.items())},
+            "action_items": action_summary(action_items or [], now),
         }
     )
     return report
@@ -89,6 +101,10 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"| {dim} | {name} | {r['incidents']} | {fmt_seconds(r['mttd_seconds'])} | "
             f"{fmt_seconds(r['mtta_seconds'])} | {fmt_seconds(r['mttr_seconds'])} |"
         )
+    lines += ["", "## Action items", "", "| team | open | closed | overdue |", "|---|---:|---:|---:|"]
+    a = report["action_items"]
+    for team, c in [("all", a), *a["by_team"].items()]:
+        lines.append(f"| {team} | {c['open']} | {c['closed']} | {c['overdue']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -126,6 +142,7 @@ def trend_svg(by_day: dict[str, dict[str, Any]], width: int = 640, height: int =
 
 
 def to_html(report: dict[str, Any]) -> str:
+    a = report["action_items"]
     rows = "".join(
         f"<tr><td>{html.escape(dim)}</td><td>{html.escape(name)}</td><td>{r['incidents']}</td>"
         f"<td>{fmt_seconds(r['mttd_seconds'])}</td><td>{fmt_seconds(r['mtta_seconds'])}</td><td>{fmt_seconds(r['mttr_seconds'])}</td></tr>"
@@ -137,5 +154,6 @@ def to_html(report: dict[str, Any]) -> str:
         f"<h1>Incidents {html.escape(report['since'])} – {html.escape(report['until'])}</h1>"
         f"<figure>{trend_svg(report['by_day'])}<figcaption>daily medians</figcaption></figure>"
         "<table><tr><th>by</th><th>name</th><th>incidents</th><th>MTTD</th><th>MTTA</th><th>MTTR</th></tr>"
-        f"{rows}</table></body></html>"
+        f"{rows}</table><h2>Action items</h2><p>open {a['open']}, closed {a['closed']}, "
+        f"overdue {a['overdue']}</p></body></html>"
     )

@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from errorgate.incidents.actions import ActionItems, counts
 from errorgate.incidents.engine import Engine, Incident, rfc3339
 from errorgate.incidents.report import fmt_seconds, kpis
 from errorgate.incidents.store import alerts
@@ -90,7 +91,15 @@ def build_retro(
         "review_queue": [
             _incident(i) for i in everything if i.severity == "P4" and i.status in ("open", "acknowledged")
         ],
+        "action_items": _action_items(engine, team, now),
     }
+
+
+def _action_items(engine: Engine, team: str, now: float) -> dict[str, Any]:
+    """The team's own action items (any incident's): counts, and the open ones oldest first."""
+    mine = [a for a in ActionItems(engine).find() if a.team == team]
+    open_items = [a.to_json(now) for a in mine if not a.done]
+    return {**counts(mine, now), "open_items": open_items}
 
 
 def _incident(inc: Incident) -> dict[str, Any]:
@@ -130,6 +139,11 @@ def to_markdown(retro: dict[str, Any]) -> str:
     lines += ["", "## Open action items", ""]
     lines += [f"- postmortem {a['postmortem']} of incident {a['incident']}: {a['status']}"
               for a in retro["open_action_items"]] or ["- none"]  # fmt: skip
+    a = retro["action_items"]
+    lines += ["", "## Action items (owned by the team)", "",
+              f"open {a['open']}, closed {a['closed']}, overdue {a['overdue']}", ""]  # fmt: skip
+    lines += [f"- {i['key'] or 'not filed yet'} ({i['status']}){' OVERDUE' if i['overdue'] else ''}, "
+              f"due {i['due'] or '-'}, incident {i['incident']}: {i['summary']}" for i in a["open_items"]]  # fmt: skip
     lines += ["", "## Review queue (P4)", ""]
     lines += [f"- #{i['id']} {i['title']}" for i in retro["review_queue"]] or ["- empty"]
     return "\n".join(lines) + "\n"
@@ -151,10 +165,18 @@ def to_html(retro: dict[str, Any]) -> str:
     items = "".join(
         f"<li>{e(str(a['postmortem']))} ({e(str(a['status']))})</li>" for a in retro["open_action_items"]
     )
+    a = retro["action_items"]
+    owned = "".join(
+        f"<li>{e(str(i['key'] or 'not filed yet'))} ({e(str(i['status']))}{', overdue' if i['overdue'] else ''}): "
+        f"{e(i['summary'])}</li>"
+        for i in a["open_items"]
+    )
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>errorgate retrospective</title></head><body>"
         f"<h1>Retrospective: {e(retro['team'])}</h1><p>{e(retro['since'])} – {e(retro['until'])}. "
         f"Source: {e(retro['source'])}.</p><h2>Incidents</h2><table><tr><th>id</th><th>severity</th>"
         f"<th>title</th><th>MTTD</th><th>MTTA</th><th>MTTR</th></tr>{rows}</table>"
-        f"<h2>Top error categories</h2><ul>{cats}</ul><h2>Open action items</h2><ul>{items}</ul></body></html>"
+        f"<h2>Top error categories</h2><ul>{cats}</ul><h2>Open action items</h2><ul>{items}</ul>"
+        f"<h2>Action items (owned by the team)</h2><p>open {a['open']}, closed {a['closed']}, "
+        f"overdue {a['overdue']}</p><ul>{owned}</ul></body></html>"
     )

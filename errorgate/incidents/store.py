@@ -77,6 +77,23 @@ audit = sa.Table(
     sa.Column("outcome", sa.String(32), nullable=False),
 )
 
+# A postmortem's action items, each owned by a team and filed as a Jira issue linked to the
+# postmortem; ``jira_key`` is null until filed (the postmortem must exist first).
+action_items = sa.Table(
+    "action_items",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("incident_id", sa.Integer, sa.ForeignKey("incidents.id"), nullable=False),
+    sa.Column("team", sa.String(128), nullable=False),
+    sa.Column("summary", sa.String(255), nullable=False),
+    sa.Column("due_at", sa.Float),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("jira_key", sa.String(64)),
+    sa.Column("status", sa.String(64)),
+    sa.Column("done", sa.Boolean, nullable=False),
+    sa.Column("done_at", sa.Float),
+)
+
 # Errors that mean "the database is not reachable right now", as opposed to a bug: webhooks
 # answer 503 on them so Alertmanager retries and nothing is lost.
 UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)

@@ -185,6 +185,10 @@ class Engine:
 
     def audit_denied(self, actor: str, action: str, target: str, outcome: str = "denied") -> None:
         """A refused attempt (bad or missing token, a close the state forbids) is audited too."""
+        self.audit_event(actor, action, target, outcome)
+
+    def audit_event(self, actor: str, action: str, target: str, outcome: str) -> None:
+        """An audit row in a transaction of its own (refusals, pages given up)."""
         with self.lock, self.store.write() as conn:
             self._audit(conn, actor, action, target, outcome)
 

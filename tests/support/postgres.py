@@ -12,6 +12,7 @@ PostgreSQL refuses to run as root, and the tests run as root: the server runs as
 
 from __future__ import annotations
 
+import atexit
 import os
 import pwd
 import shutil
@@ -55,6 +56,7 @@ def _driver() -> None:
         shim = Path(tempfile.mkdtemp(prefix="errorgate-psycopg-"))
         (shim / "psycopg").symlink_to(DEBIAN_PSYCOPG)
         sys.path.append(str(shim))
+        atexit.register(shutil.rmtree, shim, True)
 
 
 def _as_nobody(argv: list[str]) -> list[str]:

@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml kit/pyproject.toml | sha1sum | cut -c1-12)
-APT_PKGS := prometheus prometheus-alertmanager redis-server haproxy etcd-server etcd-client chromium
+APT_PKGS := prometheus prometheus-alertmanager redis-server haproxy etcd-server etcd-client chromium postgresql
 
 .PHONY: run test lint bench demo demo-shop chaos venv system-deps clean collector
 
@@ -16,15 +16,17 @@ $(STAMP): pyproject.toml kit/pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]' -e './kit[redis,test,chaos]'
 	rm -f $(VENV)/.installed-*; touch $@
 
-# Debian packages the tests run for real (Prometheus, Alertmanager, promtool, amtool, Redis, HAProxy, etcd, Chromium).
+# Debian packages the tests run for real (Prometheus, Alertmanager, promtool, amtool, Redis, HAProxy, etcd, Chromium,
+# PostgreSQL: its binaries are not on PATH, so they are looked for where Debian puts them).
 system-deps:
 	@missing=""; for b in prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager redis-server:redis-server haproxy:haproxy etcd:etcd-server etcdctl:etcd-client chromium:chromium; do \
 	  command -v $${b%%:*} >/dev/null || missing="$$missing $${b##*:}"; done; \
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
-	  for s in prometheus prometheus-alertmanager redis-server haproxy etcd; do $$SUDO systemctl disable --now $$s >/dev/null 2>&1 || true; done; \
+	  for s in prometheus prometheus-alertmanager redis-server haproxy etcd postgresql; do $$SUDO systemctl disable --now $$s >/dev/null 2>&1 || true; done; \
 	fi
 
 # errorgate's OpenTelemetry Collector distribution (tests' topologies, benchmark peer), built once

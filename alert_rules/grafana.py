@@ -144,8 +144,19 @@ def _contact_points(am: dict[str, Any]) -> list[dict[str, Any]]:
             }
             points.append(_point(name, "slack", settings))
         for cfg in receiver.get("webhook_configs", []):
-            points.append(_point(name, "webhook", {"url": cfg["url"], "httpMethod": "POST"}))
+            points.append(_point(name, "webhook", _engine_webhook(cfg)))
     return points
+
+
+def _engine_webhook(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The incident engine's webhook as Grafana sends it: to the engine's Grafana route (Grafana's
+    body is not Alertmanager's v4), with the engine's API token in the ``Authorization`` header
+    (Grafana's ``authorization_scheme``/``authorization_credentials``) read from the same file
+    Alertmanager uses, or every notification would be refused with 401."""
+    url = re.sub(r"/api/v1/alerts/alertmanager$", "/api/v1/alerts/grafana", cfg["url"])
+    token_file = cfg["http_config"]["authorization"]["credentials_file"]
+    return {"url": url, "httpMethod": "POST", "authorization_scheme": "Bearer",
+            "authorization_credentials": _file_ref(token_file)}  # fmt: skip
 
 
 def _point(name: str, kind: str, settings: dict[str, Any]) -> dict[str, Any]:

@@ -244,10 +244,20 @@ class SmtpConfig(_Strict):
     password_env: str | None = None
 
 
+class PageRetryConfig(_Strict):
+    """A page a channel refused is sent again (same dedup key, so the vendor keeps one alert):
+    ``attempts`` deliveries in all, ``initial_interval`` apart, doubling up to ``max_interval``."""
+
+    attempts: int = Field(default=4, ge=1, le=20)
+    initial_interval: Duration = 30.0
+    max_interval: Duration = 300.0
+
+
 class EscalationDeliveryConfig(_Strict):
     """How pages leave the engine. A channel left out is not used."""
 
     check_interval: Duration = 5.0
+    retry: PageRetryConfig = Field(default_factory=PageRetryConfig)
     pagerduty: PagerDutyConfig | None = None
     opsgenie: OpsgenieConfig | None = None
     slack: SlackConfig | None = None

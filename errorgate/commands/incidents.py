@@ -56,7 +56,9 @@ class EngineRole:
         except OSError as e:
             raise CommandError(f"incidents.endpoint: cannot listen on {inc.endpoint}: {e.strerror}") from None
         WebPage(api, lambda at: [oncall.now(team, at) for team in sorted(oncall.spec.teams)]).install()
-        escalator = Escalator(self.engine, oncall, paging, inc.public_url or self.http.url)
+        escalator = Escalator(
+            self.engine, oncall, paging, inc.public_url or self.http.url, inc.escalation.retry
+        )
         jobs = [
             escalator.tick,
             *_postmortem_jobs(config, self.engine, api),

@@ -131,7 +131,8 @@ class Engine:
         self.clock = clock
         self.registry = registry or CollectorRegistry()
         self.metrics = IncidentMetrics(self.registry)
-        # SQLite allows one writer; the lock also keeps grouping decisions race-free.
+        # SQLite allows one writer; the lock also keeps grouping decisions race-free within this
+        # process (Store.write serializes writers across engines sharing one PostgreSQL).
         self.lock = threading.RLock()
 
     # ------------------------------------------------------------ reading
@@ -184,7 +185,11 @@ class Engine:
 
     def audit_denied(self, actor: str, action: str, target: str, outcome: str = "denied") -> None:
         """A refused attempt (bad or missing token, a close the state forbids) is audited too."""
-        with self.lock, self.store.begin() as conn:
+        self.audit_event(actor, action, target, outcome)
+
+    def audit_event(self, actor: str, action: str, target: str, outcome: str) -> None:
+        """An audit row in a transaction of its own (refusals, pages given up)."""
+        with self.lock, self.store.write() as conn:
             self._audit(conn, actor, action, target, outcome)
 
     def _update(self, conn: Connection, incident_id: int, **values: Any) -> None:
@@ -192,7 +197,7 @@ class Engine:
 
     def record(self, incident_id: int, kind: str, actor: str, message: str, **changes: Any) -> None:
         """A timeline entry (and optional column changes) from the engine's own workers."""
-        with self.lock, self.store.begin() as conn:
+        with self.lock, self.store.write() as conn:
             if changes:
                 self._update(conn, incident_id, **changes)
             self._note(conn, incident_id, kind, actor, message)
@@ -202,7 +207,7 @@ class Engine:
     def ingest(self, batch: list[AlertIn], actor: str, action: str) -> list[int]:
         """Group a webhook's alerts into incidents; returns the incidents touched."""
         touched: list[int] = []
-        with self.lock, self.store.begin() as conn:
+        with self.lock, self.store.write() as conn:
             for alert in batch:
                 incident_id = self._incident_for(conn, alert)
                 if incident_id is None:
@@ -310,7 +315,7 @@ class Engine:
     # ------------------------------------------------------------ people
 
     def acknowledge(self, incident_id: int, actor: str, via: str = "api") -> Incident:
-        with self.lock, self.store.begin() as conn:
+        with self.lock, self.store.write() as conn:
             inc = self._get(conn, incident_id)
             if inc.status != "open":
                 self._audit(conn, actor, "ack", str(incident_id), "no-op")
@@ -325,7 +330,7 @@ class Engine:
             return self._get(conn, incident_id)
 
     def resolve(self, incident_id: int, actor: str) -> Incident:
-        with self.lock, self.store.begin() as conn:
+        with self.lock, self.store.write() as conn:
             inc = self._get(conn, incident_id)
             if inc.status in ACTIVE:
                 if inc.acknowledged_at is None:
@@ -339,7 +344,7 @@ class Engine:
             return self._get(conn, incident_id)
 
     def close(self, incident_id: int, actor: str) -> Incident:
-        with self.lock, self.store.begin() as conn:
+        with self.lock, self.store.write() as conn:
             inc = self._get(conn, incident_id)
             reason = self._close_refusal(inc)
             if not reason:
@@ -367,7 +372,7 @@ class Engine:
         return None
 
     def note(self, incident_id: int, actor: str, text: str) -> None:
-        with self.lock, self.store.begin() as conn:
+        with self.lock, self.store.write() as conn:
             self._get(conn, incident_id)
             self._note(conn, incident_id, "note", actor, text)
             self._audit(conn, actor, "note", str(incident_id), "ok")

@@ -1,7 +1,14 @@
 """Escalation: an unacknowledged incident pages its team's chain level by level (each level's
 ``wait`` apart, the chain repeated ``repeat`` times) and stops at the acknowledgement, from the
 API or from PagerDuty (v3 webhook). The paging tools then hear the ack and the resolve under the
-incident's dedup key, so their own escalation stops too. Every page is on the timeline."""
+incident's dedup key, so their own escalation stops too. Every page is on the timeline.
+
+A page a channel refuses is retried with backoff under the same dedup key (the vendor keeps one
+alert), each attempt on the timeline, until it is delivered, the incident is acknowledged or
+resolved, a later level supersedes it, or the attempts run out (then it is counted in
+``errorgate_incident_pages_given_up_total`` and audited). Retries wait on their own schedule, so
+a failing channel never holds back the next level. They are kept in memory: an engine that
+restarts has still paged the level on its other channels and pages the next one on time."""
 
 from __future__ import annotations
 
@@ -12,8 +19,12 @@ import logging
 import re
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
+from prometheus_client import Counter
+
+from errorgate.config import PageRetryConfig
 from errorgate.incidents.engine import Engine, Incident
 from errorgate.incidents.http import Request, Response
 from errorgate.incidents.notify import Channel, DeliveryError, Page
@@ -34,22 +45,54 @@ class Directory(Protocol):
     def resolve_target(self, team: str, target: str, at: float) -> str | None: ...
 
 
+@dataclass
+class PendingPage:
+    """A page one channel refused, waiting for its next attempt."""
+
+    incident_id: int
+    channel: str
+    person: str
+    level: int
+    attempts: int  # made so far
+    due: float
+
+
 class Escalator:
-    def __init__(self, engine: Engine, directory: Directory, channels: dict[str, Channel], link: str) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        directory: Directory,
+        channels: dict[str, Channel],
+        link: str,
+        retry: PageRetryConfig | None = None,
+    ) -> None:
         self.engine = engine
         self.directory = directory
         self.channels = channels
         self.link = link.rstrip("/")
+        self.retry = retry or PageRetryConfig()
+        self.pending: dict[tuple[int, str, str], PendingPage] = {}  # by (incident, channel, person)
+        self.retried = Counter(
+            "errorgate_incident_page_retries_total", "Page re-sends after a channel refused, by outcome",
+            ("channel", "outcome"), registry=engine.registry,
+        )  # fmt: skip
+        self.given_up = Counter(
+            "errorgate_incident_pages_given_up_total", "Pages abandoned after every attempt failed",
+            ("channel",), registry=engine.registry,
+        )  # fmt: skip
 
     def tick(self) -> None:
         """Page what is due, and tell the tools about acks and resolves."""
-        for inc in self.engine.find(statuses=("open", "acknowledged", "resolved", "closed")):
+        found = self.engine.find(statuses=("open", "acknowledged", "resolved", "closed"))
+        for inc in found:
             if inc.status == "open" and inc.severity != REVIEW_SEVERITY:
                 self._escalate(inc)
             elif inc.status == "acknowledged" and inc.paged == "triggered":
                 self._follow_up(inc, "acknowledged")
             elif inc.status in ("resolved", "closed") and inc.paged in ("triggered", "acknowledged"):
                 self._follow_up(inc, "resolved")
+        # After the levels that are due: a retry never delays the next level.
+        self._retry_due({inc.id: inc for inc in found})
 
     def _steps(self, inc: Incident) -> tuple[list[tuple[float, list[str]]], list[str], int]:
         """(every page in order, the chain repeated), channel names, levels per round."""
@@ -75,17 +118,67 @@ class Escalator:
             if channel is None:
                 continue
             for person in people:
+                # A new level replaces the last one's page in the vendor (same dedup key).
+                self.pending.pop((inc.id, name, person), None)
                 try:
-                    channel.trigger(Page(inc, person, level, f"{self.link}/incidents/{inc.id}"))
+                    channel.trigger(self._page(inc, person, level))
                     sent.append(name)
                 except DeliveryError as e:
                     failed.append(str(e))
+                    self._schedule(PendingPage(inc.id, name, person, level, 1, now))
         via = ", ".join(sorted(set(sent))) or "no channel"
         message = f"escalation level {level}: paged {', '.join(people) or 'nobody'} via {via}"
         if failed:
             message += f" (failed: {'; '.join(failed)})"
         self.engine.record(inc.id, "escalated", "engine", message, escalation_step=step + 1, escalated_at=now,
                            paged="triggered" if sent else inc.paged)  # fmt: skip
+
+    def _page(self, inc: Incident, person: str, level: int) -> Page:
+        return Page(inc, person, level, f"{self.link}/incidents/{inc.id}")
+
+    def _schedule(self, page: PendingPage) -> bool:
+        """Queue the next attempt after ``page.attempts`` failed ones; False when none is left."""
+        if page.attempts >= self.retry.attempts:
+            return False
+        delay = min(self.retry.initial_interval * 2 ** (page.attempts - 1), self.retry.max_interval)
+        page.due += delay
+        self.pending[(page.incident_id, page.channel, page.person)] = page
+        return True
+
+    def _retry_due(self, incidents: dict[int, Incident]) -> None:
+        now = self.engine.clock()
+        for key, page in list(self.pending.items()):
+            inc = incidents.get(page.incident_id)
+            if inc is None or inc.status != "open":
+                del self.pending[key]  # acknowledged or over: nobody needs paging any more
+            elif page.due <= now and (channel := self.channels.get(page.channel)) is not None:
+                del self.pending[key]
+                self._attempt(inc, channel, page, now)
+
+    def _attempt(self, inc: Incident, channel: Channel, page: PendingPage, now: float) -> None:
+        page.attempts += 1
+        of = f"attempt {page.attempts} of {self.retry.attempts}"
+        head = f"escalation level {page.level}"
+        try:
+            channel.trigger(self._page(inc, page.person, page.level))
+        except DeliveryError as e:
+            self.retried.labels(page.channel, "failed").inc()
+            page.due = now
+            if self._schedule(page):
+                wait = int(page.due - now)
+                message = (
+                    f"{head}: paging {page.person} via {page.channel}: {of} failed ({e}); next in {wait}s"
+                )
+                self.engine.record(inc.id, "page_retry", "engine", message)
+                return
+            self.given_up.labels(page.channel).inc()
+            self.engine.record(inc.id, "page_failed", "engine", f"{head}: gave up paging {page.person} via "
+                               f"{page.channel} after {page.attempts} attempts ({e})")  # fmt: skip
+            self.engine.audit_event("engine", f"page:{page.channel}", str(inc.id), "gave-up")
+            return
+        self.retried.labels(page.channel, "delivered").inc()
+        self.engine.record(inc.id, "page_retry", "engine", f"{head}: paged {page.person} via {page.channel} on {of}",
+                           paged="triggered")  # fmt: skip
 
     def _follow_up(self, inc: Incident, state: str) -> None:
         _, names, _ = self._steps(inc)

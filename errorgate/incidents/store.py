@@ -99,6 +99,10 @@ action_items = sa.Table(
 UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
 
 
+# The advisory lock id every engine takes before a write (any constant shared by all engines).
+WRITE_LOCK = 0x6572726F72676174  # "errorgat"
+
+
 def default_url(data_dir: str) -> str:
     return f"sqlite:///{Path(data_dir) / 'incidents.db'}"
 
@@ -125,6 +129,16 @@ class Store:
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A transaction that changes incidents. On PostgreSQL it first takes a transaction-level
+        advisory lock: engines sharing the database (HA) would otherwise both find no open incident
+        for an alert that reached each of them and open two. SQLite has one writer anyway."""
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK})
             yield conn
 
     def dispose(self) -> None:

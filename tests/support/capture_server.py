@@ -6,6 +6,9 @@ Endpoints (all POST):
 - ``/v2/alerts``: Opsgenie create -> 202 ``{"result": "Request will be processed", ...}``
 - ``/v2/alerts/<identifier>/close``: Opsgenie close -> 202
 - ``/slack/...`` and ``/webhook/...``: 200 ``ok``
+
+``fail_first={"pagerduty": 2}`` makes the first two requests of that kind fail with 503 (recorded
+like the others), to test the sender's retries.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class Captured:
 class CaptureServer:
     host: str = "127.0.0.1"
     requests: list[Captured] = field(default_factory=list)
+    fail_first: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._lock = threading.Condition()
@@ -89,6 +93,10 @@ class CaptureServer:
 
     def _reply(self, item: Captured) -> tuple[int, Any]:
         kind = item.kind
+        with self._lock:
+            if self.fail_first.get(kind, 0) > 0:
+                self.fail_first[kind] -= 1
+                return 503, {"message": "service unavailable (test: failing on purpose)"}
         if kind == "pagerduty":
             body = item.body if isinstance(item.body, dict) else {}
             if not body.get("routing_key") or body.get("event_action") not in (

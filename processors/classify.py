@@ -43,7 +43,8 @@ README (config keys and defaults)::
           max_versions: 2000     # hard bound, least recently seen out first
           max_fingerprints: 500  # error groups remembered per version
           verdict: {window: 10m, min_requests: 500, alpha: 0.01, max_failure_increase: 0.01,
-                    new_fingerprint_min_count: 3, max_latency_increase: 0.25, latency_min_difference: 10ms}
+                    new_fingerprint_min_count: 3, max_latency_increase: 0.25, latency_min_difference: 10ms,
+                    latency_min_slots: 5, latency_slot_min_samples: 10}   # latency: Mann-Whitney U on slot p95s
           health: {short_window: 5m, long_window: 1h, fail_burn_rate: 14.4, warn_burn_rate: 6,
                    min_requests: 10, kind_window: 5m, kind_min_burn: 1, recover_after: 30s}
           rollback:              # a failing newest version -> actions, once per (service, version)

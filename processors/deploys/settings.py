@@ -18,9 +18,15 @@ class VerdictConfig(ComponentConfig):
     max_failure_increase: float = Field(default=0.01, ge=0, le=1)
     # Occurrences of an error group the baseline never had that fail the candidate.
     new_fingerprint_min_count: int = Field(default=3, ge=1)
-    # Candidate p95 or p99 above baseline's by this fraction (and by latency_min_difference) fails.
+    # Latency fails when the candidate's per-slot p95s rank above the baseline's (Mann-Whitney U,
+    # p < alpha) and its median slot p95 is worse by this fraction and by latency_min_difference:
+    # significance alone would fail a 2 % slowdown on enough traffic, which no one rolls back for.
     max_latency_increase: float = Field(default=0.25, ge=0)
     latency_min_difference: Duration = 0.01
+    # Slots each version needs (with latency_slot_min_samples durations each) before latency can
+    # decide; 5 against 5 is the fewest at which a one-sided U test can reach p < 0.01.
+    latency_min_slots: int = Field(default=5, ge=3)
+    latency_slot_min_samples: int = Field(default=10, ge=1)
 
 
 class HealthConfig(ComponentConfig):

@@ -53,6 +53,8 @@ class WindowStats:
     latency: dict[int, int]
     start: float
     end: float
+    # Each slot's own latency sketch, oldest first (the latency test compares slot p95s).
+    slot_latency: tuple[dict[int, int], ...] = ()
 
     @property
     def ratio(self) -> float:
@@ -181,7 +183,9 @@ class VersionStore:
                 requests += slot.requests
                 failures += slot.failures
                 sketches.append(slot.latency)
-        return WindowStats(requests, failures, stats.merge(sketches), first * self.config.slot, end)
+        return WindowStats(
+            requests, failures, stats.merge(sketches), first * self.config.slot, end, tuple(sketches)
+        )
 
     def service_window(self, service: str, seconds: float) -> WindowStats:
         """All versions of ``service`` over the ``seconds`` before the newest timestamp."""

@@ -56,6 +56,7 @@ README (config keys and defaults)::
             actions:             # kinds: webhook, github, gitlab, argo_rollouts (deploys/actions.py)
               - {kind: github, repository: acme/checkout, workflow: rollback.yml, ref: main}
             grafana: {url: http://grafana:3000, dashboard_uid: null, tags: [errorgate, rollback]}
+            incidents: {url: http://127.0.0.1:9466, token_env: ERRORGATE_INCIDENTS_TOKEN}   # timeline note
 
 Label caps are the cost/granularity trade-off: past a label's cap new values read ``_other``.
 

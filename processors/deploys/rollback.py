@@ -25,8 +25,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from prometheus_client import CollectorRegistry, Counter
+
 from errorgate.component import ComponentContext
 from errorgate.ha.election import Election, from_config
+from errorgate.pipeline.assembly.assembler import get_or_create
 from errorgate.processors.deploys import actions
 from errorgate.processors.deploys.settings import RollbackConfig, VerdictConfig
 from errorgate.processors.deploys.store import VersionStore
@@ -78,6 +81,7 @@ class RollbackTrigger:
         audit: Callable[[Mapping[str, Any]], None],
         logger: logging.Logger | None = None,
         wall: Callable[[], float] = time.time,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.config = config
         self.ledger = ledger
@@ -90,6 +94,18 @@ class RollbackTrigger:
         self.election: Election | None = None  # set when the ledger is fenced (started with us)
         self._inbox: queue.Queue[Verdict | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        registry = registry if registry is not None else CollectorRegistry()
+        # Notes (Grafana, the incident engine) that fail do not stop a rollback: they are counted.
+        self.notifications = get_or_create(
+            registry,
+            "errorgate_rollback_notifications",
+            lambda: Counter(
+                "errorgate_rollback_notifications",
+                "Rollback notes sent to Grafana and the incident engine, by outcome (ok, failed)",
+                ["target", "outcome"],
+                registry=registry,
+            ),
+        )
 
     def start(self) -> None:
         """Calls go out from a thread of their own: the pipeline (which finds the verdicts,
@@ -164,19 +180,53 @@ class RollbackTrigger:
         for result in results:
             if not result["ok"]:
                 self.log.error("rollback action failed: %s", {k: result[k] for k in ("method", "url")})
-        report = self._report("rollback", facts, results)
-        if self.config.grafana is not None:
-            text = f"errorgate rollback of {facts['service']} {facts['candidate']} → {facts['baseline']}"
-            note = actions.annotation(self.config.grafana, text, self.wall())
-            report["annotation"] = actions.send(note, actions._env(self.config.grafana.token_env))
-        return report
+        return self._report("rollback", facts, results, self._notes(facts, verdict))
 
-    def _report(self, event: str, facts: Mapping[str, str], calls: list[dict[str, Any]]) -> dict[str, Any]:
-        report = {"event": event, **facts, "calls": calls, "at": self.wall()}
+    def _notes(self, facts: Mapping[str, str], verdict: Verdict) -> dict[str, Any]:
+        """Tell Grafana and the incident engine, once per rollback (the claim came first)."""
+        notes: dict[str, Any] = {}
+        grafana, engine = self.config.grafana, self.config.incidents
+        if grafana is not None:
+            text = f"errorgate rollback of {facts['service']} {facts['candidate']} → {facts['baseline']}"
+            note = actions.annotation(grafana, text, self.wall())
+            notes["annotation"] = actions.send(note, actions._env(grafana.token_env))
+            self._count("grafana", notes["annotation"]["ok"])
+        if engine is not None:
+            reasons = "; ".join(verdict.evidence.get("reasons", [])) or "verdict fail"
+            text = f"errorgate rolled back {facts['service']} {facts['candidate']} → {facts['baseline']}: {reasons}"
+            sent = actions.send(
+                actions.timeline_event(engine, facts["service"], text),
+                actions._env(engine.token_env),
+                keep_reply=True,
+            )
+            reply = sent.get("reply")
+            noted = reply.get("incidents", []) if sent["ok"] and isinstance(reply, dict) else []
+            notes["incidents"] = {k: sent[k] for k in ("ok", "status", "error") if k in sent} | {
+                "incidents": noted
+            }
+            self._count("incidents", sent["ok"])
+        return notes
+
+    def _count(self, target: str, ok: bool) -> None:
+        self.notifications.labels(target, "ok" if ok else "failed").inc()
+        if not ok:
+            self.log.error("rollback: the note to %s failed (the rollback went on)", target)
+
+    def _report(
+        self,
+        event: str,
+        facts: Mapping[str, str],
+        calls: list[dict[str, Any]],
+        notes: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        report = {"event": event, **facts, "calls": calls, "at": self.wall(), **(notes or {})}
         self.reports.append(report)
         del self.reports[:-100]
         self.log.warning("%s: %s %s -> %s", event, facts["service"], facts["candidate"], facts["baseline"])
-        self.audit({k: v for k, v in report.items() if k != "calls"} | {"calls": _brief(calls)})
+        brief = {"calls": _brief(calls)}
+        if "annotation" in report:
+            brief["annotation"] = _brief([report["annotation"]])[0]
+        self.audit({k: v for k, v in report.items() if k != "calls"} | brief)
         return report
 
 
@@ -187,7 +237,9 @@ def build_trigger(config: RollbackConfig, context: ComponentContext) -> Rollback
         return None
     election = from_config(context.ha, "rollback") if context.ha is not None else None
     ledger: Ledger = FencedLedger(election) if election is not None else LocalLedger()
-    trigger = RollbackTrigger(config, ledger, context.extensions.audit, context.logger)
+    trigger = RollbackTrigger(
+        config, ledger, context.extensions.audit, context.logger, registry=context.telemetry.registry
+    )
     trigger.election = election
     return trigger
 

@@ -6,7 +6,7 @@ from pydantic import Field, model_validator
 
 from errorgate.component import ComponentConfig
 from errorgate.config import Duration
-from errorgate.processors.deploys.actions import Action, GrafanaAnnotation
+from errorgate.processors.deploys.actions import Action, GrafanaAnnotation, IncidentTimeline
 
 
 class VerdictConfig(ComponentConfig):
@@ -53,6 +53,8 @@ class RollbackConfig(ComponentConfig):
     services: list[str] = Field(default_factory=list)  # empty: every service
     actions: list[Action] = Field(default_factory=list)
     grafana: GrafanaAnnotation | None = None
+    # errorgate's incident engine: each rollback goes on its service's open incident's timeline.
+    incidents: IncidentTimeline | None = None
 
     @model_validator(mode="after")
     def _something_to_call(self) -> RollbackConfig:

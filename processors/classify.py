@@ -53,6 +53,7 @@ README (config keys and defaults)::
             check_interval: 30s  # newest version vs the one before, per service
             cooldown: 30m        # per service, after a rollback fired (shared in etcd with ha:)
             services: []         # empty: every service
+            asked_verdicts: true # a fail answered over /api/v1/verdict (Argo, Flagger) counts too
             actions:             # kinds: webhook, github, gitlab, argo_rollouts (deploys/actions.py)
               - {kind: github, repository: acme/checkout, workflow: rollback.yml, ref: main}
             grafana: {url: http://grafana:3000, dashboard_uid: null, tags: [errorgate, rollback]}
@@ -235,6 +236,8 @@ class Classify(Processor):
         # Rollback of a failing newest version (off unless deploys.rollback.enabled).
         self.rollback = build_trigger(config.deploys.rollback, context)
         self.deploy_routes = DeployRoutes(config.deploys, self.deploys, lambda s: self.catalog.lookup(s).slo)
+        if self.rollback is not None:
+            self.deploy_routes.on_verdict = self.rollback.asked
         # (trace id, span id) of failing spans -> (role, origin service, incident id) for log correlation.
         self._correlated: ByteLRU[tuple[bytes, bytes], tuple[str, str, str]] = ByteLRU(
             config.max_correlated_spans, _CORRELATED_BYTES, _correlated_cost

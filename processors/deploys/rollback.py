@@ -92,7 +92,7 @@ class RollbackTrigger:
         self._next_check = 0.0
         self.reports: list[dict[str, Any]] = []  # what fired or would have (dry run), newest last
         self.election: Election | None = None  # set when the ledger is fenced (started with us)
-        self._inbox: queue.Queue[Verdict | None] = queue.Queue()
+        self._inbox: queue.Queue[tuple[Verdict, str] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         registry = registry if registry is not None else CollectorRegistry()
         # Notes (Grafana, the incident engine) that fail do not stop a rollback: they are counted.
@@ -115,14 +115,25 @@ class RollbackTrigger:
         self._thread = threading.Thread(target=self._run, name="errorgate-rollback", daemon=True)
         self._thread.start()
 
-    def submit(self, verdicts: list[Verdict]) -> None:
+    def submit(self, verdicts: list[Verdict], source: str = "periodic_check") -> None:
         for verdict in verdicts:
-            self._inbox.put(verdict)
+            self._inbox.put((verdict, source))
+
+    def asked(self, verdict: Verdict) -> None:
+        """A verdict errorgate answered over HTTP: a fail counts as a judged deploy (the same
+        checks on the same state as the periodic one; the ledger keeps it once per deploy)."""
+        service = verdict.evidence.get("service")
+        if (
+            verdict.verdict == "fail"
+            and self.config.asked_verdicts
+            and (not self.config.services or service in self.config.services)
+        ):
+            self.submit([verdict], "verdict_request")
 
     def _run(self) -> None:
-        while (verdict := self._inbox.get()) is not None:
+        while (item := self._inbox.get()) is not None:
             try:
-                self.consider(verdict)
+                self.consider(*item)
             except Exception:  # one bad call must not end the role
                 self.log.exception("rollback: acting on a failing verdict")
 
@@ -154,7 +165,7 @@ class RollbackTrigger:
                 found.append(result)
         return found
 
-    def consider(self, verdict: Verdict) -> dict[str, Any] | None:
+    def consider(self, verdict: Verdict, source: str = "periodic_check") -> dict[str, Any] | None:
         """Act on one verdict; the report of what was (or would be) done, or None."""
         if verdict.verdict != "fail":
             return None
@@ -167,7 +178,9 @@ class RollbackTrigger:
         requests = [actions.build(a, facts, payload) for a in self.config.actions]
         if self.config.dry_run:
             self._settled.add(key)
-            return self._report("rollback_dry_run", facts, [r.describe() for r in requests])
+            return self._report(
+                "rollback_dry_run", facts, [r.describe() for r in requests], {"source": source}
+            )
         claimed, why = self.ledger.claim(key[0], key[1], facts["baseline"], self.config.cooldown)
         if not claimed:
             if why == "done":
@@ -180,7 +193,7 @@ class RollbackTrigger:
         for result in results:
             if not result["ok"]:
                 self.log.error("rollback action failed: %s", {k: result[k] for k in ("method", "url")})
-        return self._report("rollback", facts, results, self._notes(facts, verdict))
+        return self._report("rollback", facts, results, {"source": source, **self._notes(facts, verdict)})
 
     def _notes(self, facts: Mapping[str, str], verdict: Verdict) -> dict[str, Any]:
         """Tell Grafana and the incident engine, once per rollback (the claim came first)."""

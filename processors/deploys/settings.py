@@ -51,6 +51,10 @@ class RollbackConfig(ComponentConfig):
     check_interval: Duration = 30.0
     cooldown: Duration = 1800.0  # per service, after a rollback fired
     services: list[str] = Field(default_factory=list)  # empty: every service
+    # A fail errorgate answers over /api/v1/verdict (Argo Rollouts, Flagger, CI) is a judged
+    # deploy too: acted on at once rather than at the next check_interval (same once-per-deploy
+    # and cooldown). False leaves such deploys to the asking tool's own abort.
+    asked_verdicts: bool = True
     actions: list[Action] = Field(default_factory=list)
     grafana: GrafanaAnnotation | None = None
     # errorgate's incident engine: each rollback goes on its service's open incident's timeline.

@@ -73,6 +73,9 @@ class DeploysConfig(ComponentConfig):
     version_ttl: Duration = 21600.0
     max_versions: int = Field(default=2000, ge=1)
     max_fingerprints: int = Field(default=500, ge=1)
+    # How often (wall clock) the per-version slots are written to the state directory (and at
+    # shutdown), so a restarted worker goes on with a running canary; 0 keeps them in memory only.
+    persist_interval: Duration = Field(default=30.0, ge=0)
     verdict: VerdictConfig = Field(default_factory=VerdictConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     rollback: RollbackConfig = Field(default_factory=RollbackConfig)

@@ -236,7 +236,7 @@ class RollbackTrigger:
         self.reports.append(report)
         del self.reports[:-100]
         self.log.warning("%s: %s %s -> %s", event, facts["service"], facts["candidate"], facts["baseline"])
-        brief = {"calls": _brief(calls)}
+        brief: dict[str, Any] = {"calls": _brief(calls)}
         if "annotation" in report:
             brief["annotation"] = _brief([report["annotation"]])[0]
         self.audit({k: v for k, v in report.items() if k != "calls"} | brief)

@@ -42,8 +42,11 @@ README (config keys and defaults)::
                                  # its errorgate_*_by_version series and its version label value
           max_versions: 2000     # hard bound, least recently seen out first
           max_fingerprints: 500  # error groups remembered per version
+          persist_interval: 30s  # slots written to <data_dir>/state/<id>/deploys.json (and at
+                                 # shutdown) so a restart keeps a running canary; 0s: memory only
           verdict: {window: 10m, min_requests: 500, alpha: 0.01, max_failure_increase: 0.01,
-                    new_fingerprint_min_count: 3, max_latency_increase: 0.25, latency_min_difference: 10ms}
+                    new_fingerprint_min_count: 3, max_latency_increase: 0.25, latency_min_difference: 10ms,
+                    latency_min_slots: 5, latency_slot_min_samples: 10}   # latency: Mann-Whitney U on slot p95s
           health: {short_window: 5m, long_window: 1h, fail_burn_rate: 14.4, warn_burn_rate: 6,
                    min_requests: 10, kind_window: 5m, kind_min_burn: 1, recover_after: 30s}
           rollback:              # a failing newest version -> actions, once per (service, version)
@@ -52,9 +55,11 @@ README (config keys and defaults)::
             check_interval: 30s  # newest version vs the one before, per service
             cooldown: 30m        # per service, after a rollback fired (shared in etcd with ha:)
             services: []         # empty: every service
+            asked_verdicts: true # a fail answered over /api/v1/verdict (Argo, Flagger) counts too
             actions:             # kinds: webhook, github, gitlab, argo_rollouts (deploys/actions.py)
               - {kind: github, repository: acme/checkout, workflow: rollback.yml, ref: main}
             grafana: {url: http://grafana:3000, dashboard_uid: null, tags: [errorgate, rollback]}
+            incidents: {url: http://127.0.0.1:9466, token_env: ERRORGATE_INCIDENTS_TOKEN}   # timeline note
 
 Label caps are the cost/granularity trade-off: past a label's cap new values read ``_other``.
 
@@ -106,6 +111,7 @@ from errorgate.processors.classification.severity import Assessment, BurnRates, 
 from errorgate.processors.classification.tags import LOG_ATTRIBUTES, SPAN_ATTRIBUTES, Tag, TagWriter
 from errorgate.processors.classification.taxonomy import Category, TaxonomyError, load_taxonomy
 from errorgate.processors.classification.template import parameterize
+from errorgate.processors.deploys import persist
 from errorgate.processors.deploys.rollback import build_trigger
 from errorgate.processors.deploys.routes import ROUTES, DeployRoutes
 from errorgate.processors.deploys.store import VersionStore
@@ -230,9 +236,19 @@ class Classify(Processor):
         self.metrics.describe_catalog(self.catalog)
         # Per-(service, version) windows that age out; the version label follows them out.
         self.deploys = VersionStore(config.deploys, on_expire=self._version_gone)
+        # ...kept on disk too, so a restarted worker goes on with a running canary (deploys/persist.py).
+        self._deploys_file = (
+            context.state_dir() / persist.FILE_NAME if config.deploys.persist_interval else None
+        )
+        self._next_save = 0.0
+        self._log = context.logger
+        if self._deploys_file is not None:
+            persist.load(self.deploys, self._deploys_file, context.logger)
         # Rollback of a failing newest version (off unless deploys.rollback.enabled).
         self.rollback = build_trigger(config.deploys.rollback, context)
         self.deploy_routes = DeployRoutes(config.deploys, self.deploys, lambda s: self.catalog.lookup(s).slo)
+        if self.rollback is not None:
+            self.deploy_routes.on_verdict = self.rollback.asked
         # (trace id, span id) of failing spans -> (role, origin service, incident id) for log correlation.
         self._correlated: ByteLRU[tuple[bytes, bytes], tuple[str, str, str]] = ByteLRU(
             config.max_correlated_spans, _CORRELATED_BYTES, _correlated_cost
@@ -601,11 +617,23 @@ class Classify(Processor):
         # Judged here (the state is read under the pipeline lock), acted on in the trigger's thread.
         if self.rollback is not None and self.rollback.due(now):
             self.rollback.submit(self.rollback.failing(self.deploys, self.config.deploys.verdict))
+        if self._deploys_file is not None and now >= self._next_save:
+            self._next_save = now + self.config.deploys.persist_interval
+            self._save_deploys()
         return Output()
 
     def shutdown(self) -> None:
         if self.rollback is not None:
             self.rollback.stop()
+        if self._deploys_file is not None:
+            self._save_deploys()
+
+    def _save_deploys(self) -> None:
+        assert self._deploys_file is not None
+        try:
+            persist.save(self.deploys, self._deploys_file)
+        except OSError as e:  # a full disk must not stop the pipeline: the state is a convenience
+            self._log.warning("deploy state %s not written: %s", self._deploys_file, e.strerror)
 
     def _version_gone(self, service: str, version: str) -> None:
         """A version aged out of the deploy windows: its metric label values go too."""

@@ -376,3 +376,14 @@ class Engine:
             self._get(conn, incident_id)
             self._note(conn, incident_id, "note", actor, text)
             self._audit(conn, actor, "note", str(incident_id), "ok")
+
+    def note_service(self, service: str, kind: str, actor: str, text: str) -> list[int]:
+        """Put an event (a rollback, a deploy) on the timeline of every incident of ``service``
+        still open or acknowledged; the ids noted (none open: nothing to do, not an error)."""
+        with self.lock, self.store.begin() as conn:
+            rows = conn.execute(sa.select(incidents).where(incidents.c.status.in_(["open", "acknowledged"])))
+            noted = [inc.id for inc in map(Incident.from_row, rows) if service in inc.services]
+            for incident_id in noted:
+                self._note(conn, incident_id, kind, actor, text)
+                self._audit(conn, actor, kind, str(incident_id), "ok")
+        return noted

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -26,6 +26,9 @@ from errorgate.incidents.webhooks import WebhookError, parse_alerts
 
 log = logging.getLogger("errorgate.incidents")
 MAX_BODY = 4 * 1024 * 1024
+# Kinds of timeline event other tools may put on a service's incidents (errorgate's rollback
+# trigger, a CI/CD pipeline): not "opened", "resolved" and the like, which the engine owns.
+SERVICE_EVENT_KINDS = ("rollback", "deploy", "note")
 _ACTOR = re.compile(r"[^A-Za-z0-9_.@ -]")
 
 
@@ -109,6 +112,9 @@ class Api:
             return Response(200, doc)
         if m and req.method == "POST" and m.group(2):
             return self._change(req, int(m.group(1)), m.group(2))
+        m = re.fullmatch(r"/api/v1/services/([^/]+)/events", req.path)
+        if m and req.method == "POST":
+            return self._service_event(req, unquote(m.group(1)))
         m = re.fullmatch(r"/api/v1/alerts/(alertmanager|grafana)", req.path)
         if m and req.method == "POST":
             return self._alerts(req, "alertmanager" if m.group(1) == "alertmanager" else "grafana")
@@ -132,6 +138,25 @@ class Api:
             inc = self.engine.get(incident_id)
         self.on_change()
         return Response(200, inc.to_json())
+
+    def _service_event(self, req: Request, service: str) -> Response:
+        """``POST /api/v1/services/{name}/events`` ``{"kind", "text"}``: on the timeline of each
+        open or acknowledged incident of the service; 200 ``{"incidents": [ids]}``."""
+        kind = _json_field(req.body, "kind") or "note"
+        denied = self.authorize(req, kind, f"service:{service}")
+        if denied:
+            return denied
+        if kind not in SERVICE_EVENT_KINDS:
+            return Response(
+                400, {"error": f"kind: {kind[:40]!r} is not one of {', '.join(SERVICE_EVENT_KINDS)}"}
+            )
+        text = _json_field(req.body, "text")
+        if not text:
+            return Response(400, {"error": "text: an event needs a non-empty text"})
+        noted = self.engine.note_service(service, kind, req.actor, text[:2000])
+        if noted:
+            self.on_change()
+        return Response(200, {"incidents": [str(i) for i in noted]})
 
     def _alerts(self, req: Request, source: Literal["alertmanager", "grafana"]) -> Response:
         req.actor = source

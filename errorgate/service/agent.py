@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 
 from errorgate.component import HttpAnswer
-from errorgate.config import AgentCheckConfig
+from errorgate.config import AgentCheckConfig, binds_all_interfaces
 
 log = logging.getLogger("errorgate.agent_check")
 
@@ -53,6 +53,14 @@ def _read_name(sock: socket.socket) -> str:
     return data.split(b"\n", 1)[0].decode("utf-8", "replace").strip()
 
 
+class _V4Server(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+
+
+class _V6Server(_V4Server):
+    address_family = socket.AF_INET6
+
+
 class AgentCheckServer:
     def __init__(self, config: AgentCheckConfig, health: Health) -> None:
         assert config.endpoint
@@ -66,7 +74,7 @@ class AgentCheckServer:
     def endpoint(self) -> str:
         assert self._server is not None, "not started"
         host, port = self._server.server_address[:2]
-        return f"{host!s}:{port}"
+        return f"[{host!s}]:{port}" if ":" in str(host) else f"{host!s}:{port}"
 
     def start(self) -> None:
         outer = self
@@ -79,10 +87,20 @@ class AgentCheckServer:
                 word = agent_word(outer.health(name), outer.config) if name else "up ready 100%"
                 self.wfile.write(word.encode() + b"\n")
 
-        socketserver.ThreadingTCPServer.allow_reuse_address = True
-        self._server = socketserver.ThreadingTCPServer(self._address, Handler)
+        server_class = _V6Server if ":" in self._address[0] else _V4Server
+        self._server = server_class(self._address, Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="errorgate-agent-check", daemon=True).start()
+        if binds_all_interfaces(self._address[0]):
+            # The protocol has no authentication: any host that reaches the port learns which
+            # services errorgate would take out of a route (and their names).
+            log.warning(
+                "service.telemetry.agent_check.endpoint listens on all network interfaces (%s): "
+                "the agent-check protocol has no authentication, so any host that reaches it reads "
+                "the routing health of every service; write 127.0.0.1 or the address HAProxy "
+                "connects from unless that is intended",
+                self.config.endpoint,
+            )
 
     def stop(self) -> None:
         if self._server is not None:

@@ -131,6 +131,14 @@ class GrafanaAnnotation(ComponentConfig):
     timeout: float = Field(default=10.0, gt=0)
 
 
+class IncidentTimeline(ComponentConfig):
+    """errorgate's incident engine (``errorgate incidents serve``, or inside ``serve``)."""
+
+    url: Url  # the engine's base URL, e.g. http://127.0.0.1:9466
+    token_env: str = "ERRORGATE_INCIDENTS_TOKEN"  # the engine's API token (incidents.token_env)
+    timeout: float = Field(default=10.0, gt=0)
+
+
 class Request:
     """One HTTP request, described before it is made (a dry run reports it as it is)."""
 
@@ -229,8 +237,17 @@ def annotation(config: GrafanaAnnotation, text: str, at: float) -> Request:
     return Request("POST", f"{config.url}/api/annotations", body, {}, config.token_env, config.timeout)
 
 
-def send(request: Request, token: str) -> dict[str, Any]:
-    """Make ``request`` once; what happened, without the token."""
+def timeline_event(config: IncidentTimeline, service: str, text: str) -> Request:
+    """The engine's ``POST /api/v1/services/{service}/events``: a ``rollback`` event on the
+    timeline of each open incident of the service (the engine groups incidents by service)."""
+    url = f"{config.url}/api/v1/services/{quote(service, safe='')}/events"
+    body = {"kind": "rollback", "text": text, "by": "errorgate-rollback"}
+    return Request("POST", url, body, {}, config.token_env, config.timeout)
+
+
+def send(request: Request, token: str, keep_reply: bool = False) -> dict[str, Any]:
+    """Make ``request`` once; what happened, without the token (and the JSON reply, if asked:
+    only for errorgate's own services, whose replies hold no secret)."""
     headers = dict(request.headers)
     body = dict(request.body)
     if "token" in body:
@@ -244,9 +261,15 @@ def send(request: Request, token: str) -> dict[str, Any]:
     except httpx.HTTPError as e:
         return {**request.describe(), "ok": False, "error": type(e).__name__}
     ok = 200 <= r.status_code < 300
-    return {
+    result = {
         **request.describe(),
         "ok": ok,
         "status": r.status_code,
         "seconds": round(time.monotonic() - started, 3),
     }
+    if keep_reply:
+        try:
+            result["reply"] = r.json()
+        except ValueError:
+            result["reply"] = None
+    return result

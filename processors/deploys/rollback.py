@@ -25,8 +25,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from prometheus_client import CollectorRegistry, Counter
+
 from errorgate.component import ComponentContext
 from errorgate.ha.election import Election, from_config
+from errorgate.pipeline.assembly.assembler import get_or_create
 from errorgate.processors.deploys import actions
 from errorgate.processors.deploys.settings import RollbackConfig, VerdictConfig
 from errorgate.processors.deploys.store import VersionStore
@@ -78,6 +81,7 @@ class RollbackTrigger:
         audit: Callable[[Mapping[str, Any]], None],
         logger: logging.Logger | None = None,
         wall: Callable[[], float] = time.time,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.config = config
         self.ledger = ledger
@@ -88,8 +92,20 @@ class RollbackTrigger:
         self._next_check = 0.0
         self.reports: list[dict[str, Any]] = []  # what fired or would have (dry run), newest last
         self.election: Election | None = None  # set when the ledger is fenced (started with us)
-        self._inbox: queue.Queue[Verdict | None] = queue.Queue()
+        self._inbox: queue.Queue[tuple[Verdict, str] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        registry = registry if registry is not None else CollectorRegistry()
+        # Notes (Grafana, the incident engine) that fail do not stop a rollback: they are counted.
+        self.notifications = get_or_create(
+            registry,
+            "errorgate_rollback_notifications",
+            lambda: Counter(
+                "errorgate_rollback_notifications",
+                "Rollback notes sent to Grafana and the incident engine, by outcome (ok, failed)",
+                ["target", "outcome"],
+                registry=registry,
+            ),
+        )
 
     def start(self) -> None:
         """Calls go out from a thread of their own: the pipeline (which finds the verdicts,
@@ -99,14 +115,25 @@ class RollbackTrigger:
         self._thread = threading.Thread(target=self._run, name="errorgate-rollback", daemon=True)
         self._thread.start()
 
-    def submit(self, verdicts: list[Verdict]) -> None:
+    def submit(self, verdicts: list[Verdict], source: str = "periodic_check") -> None:
         for verdict in verdicts:
-            self._inbox.put(verdict)
+            self._inbox.put((verdict, source))
+
+    def asked(self, verdict: Verdict) -> None:
+        """A verdict errorgate answered over HTTP: a fail counts as a judged deploy (the same
+        checks on the same state as the periodic one; the ledger keeps it once per deploy)."""
+        service = verdict.evidence.get("service")
+        if (
+            verdict.verdict == "fail"
+            and self.config.asked_verdicts
+            and (not self.config.services or service in self.config.services)
+        ):
+            self.submit([verdict], "verdict_request")
 
     def _run(self) -> None:
-        while (verdict := self._inbox.get()) is not None:
+        while (item := self._inbox.get()) is not None:
             try:
-                self.consider(verdict)
+                self.consider(*item)
             except Exception:  # one bad call must not end the role
                 self.log.exception("rollback: acting on a failing verdict")
 
@@ -138,7 +165,7 @@ class RollbackTrigger:
                 found.append(result)
         return found
 
-    def consider(self, verdict: Verdict) -> dict[str, Any] | None:
+    def consider(self, verdict: Verdict, source: str = "periodic_check") -> dict[str, Any] | None:
         """Act on one verdict; the report of what was (or would be) done, or None."""
         if verdict.verdict != "fail":
             return None
@@ -151,7 +178,9 @@ class RollbackTrigger:
         requests = [actions.build(a, facts, payload) for a in self.config.actions]
         if self.config.dry_run:
             self._settled.add(key)
-            return self._report("rollback_dry_run", facts, [r.describe() for r in requests])
+            return self._report(
+                "rollback_dry_run", facts, [r.describe() for r in requests], {"source": source}
+            )
         claimed, why = self.ledger.claim(key[0], key[1], facts["baseline"], self.config.cooldown)
         if not claimed:
             if why == "done":
@@ -164,19 +193,53 @@ class RollbackTrigger:
         for result in results:
             if not result["ok"]:
                 self.log.error("rollback action failed: %s", {k: result[k] for k in ("method", "url")})
-        report = self._report("rollback", facts, results)
-        if self.config.grafana is not None:
-            text = f"errorgate rollback of {facts['service']} {facts['candidate']} → {facts['baseline']}"
-            note = actions.annotation(self.config.grafana, text, self.wall())
-            report["annotation"] = actions.send(note, actions._env(self.config.grafana.token_env))
-        return report
+        return self._report("rollback", facts, results, {"source": source, **self._notes(facts, verdict)})
 
-    def _report(self, event: str, facts: Mapping[str, str], calls: list[dict[str, Any]]) -> dict[str, Any]:
-        report = {"event": event, **facts, "calls": calls, "at": self.wall()}
+    def _notes(self, facts: Mapping[str, str], verdict: Verdict) -> dict[str, Any]:
+        """Tell Grafana and the incident engine, once per rollback (the claim came first)."""
+        notes: dict[str, Any] = {}
+        grafana, engine = self.config.grafana, self.config.incidents
+        if grafana is not None:
+            text = f"errorgate rollback of {facts['service']} {facts['candidate']} → {facts['baseline']}"
+            note = actions.annotation(grafana, text, self.wall())
+            notes["annotation"] = actions.send(note, actions._env(grafana.token_env))
+            self._count("grafana", notes["annotation"]["ok"])
+        if engine is not None:
+            reasons = "; ".join(verdict.evidence.get("reasons", [])) or "verdict fail"
+            text = f"errorgate rolled back {facts['service']} {facts['candidate']} → {facts['baseline']}: {reasons}"
+            sent = actions.send(
+                actions.timeline_event(engine, facts["service"], text),
+                actions._env(engine.token_env),
+                keep_reply=True,
+            )
+            reply = sent.get("reply")
+            noted = reply.get("incidents", []) if sent["ok"] and isinstance(reply, dict) else []
+            notes["incidents"] = {k: sent[k] for k in ("ok", "status", "error") if k in sent} | {
+                "incidents": noted
+            }
+            self._count("incidents", sent["ok"])
+        return notes
+
+    def _count(self, target: str, ok: bool) -> None:
+        self.notifications.labels(target, "ok" if ok else "failed").inc()
+        if not ok:
+            self.log.error("rollback: the note to %s failed (the rollback went on)", target)
+
+    def _report(
+        self,
+        event: str,
+        facts: Mapping[str, str],
+        calls: list[dict[str, Any]],
+        notes: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        report = {"event": event, **facts, "calls": calls, "at": self.wall(), **(notes or {})}
         self.reports.append(report)
         del self.reports[:-100]
         self.log.warning("%s: %s %s -> %s", event, facts["service"], facts["candidate"], facts["baseline"])
-        self.audit({k: v for k, v in report.items() if k != "calls"} | {"calls": _brief(calls)})
+        brief: dict[str, Any] = {"calls": _brief(calls)}
+        if "annotation" in report:
+            brief["annotation"] = _brief([report["annotation"]])[0]
+        self.audit({k: v for k, v in report.items() if k != "calls"} | brief)
         return report
 
 
@@ -187,7 +250,9 @@ def build_trigger(config: RollbackConfig, context: ComponentContext) -> Rollback
         return None
     election = from_config(context.ha, "rollback") if context.ha is not None else None
     ledger: Ledger = FencedLedger(election) if election is not None else LocalLedger()
-    trigger = RollbackTrigger(config, ledger, context.extensions.audit, context.logger)
+    trigger = RollbackTrigger(
+        config, ledger, context.extensions.audit, context.logger, registry=context.telemetry.registry
+    )
     trigger.election = election
     return trigger
 

@@ -8,6 +8,8 @@
   payload's ``metadata``; candidate and baseline default to the service's newest version and
   the one before it. 200 on ``pass``, 412 otherwise (Flagger counts a non-2xx answer as a
   failed check, so ``inconclusive`` is retried until Flagger's own ``threshold``).
+- A ``fail`` answered either way goes to the rollback trigger (``on_verdict``), which acts on it
+  as on its own periodic check's (``deploys.rollback.asked_verdicts``).
 - ``GET /api/v1/services/{name}/health`` → health+json, 200 for pass/warn, 503 for fail.
 """
 
@@ -21,7 +23,7 @@ from errorgate.config import parse_duration
 from errorgate.processors.deploys.health import RoutingHealth
 from errorgate.processors.deploys.settings import DeploysConfig
 from errorgate.processors.deploys.store import VersionStore
-from errorgate.processors.deploys.verdict import UnknownInputError, VerdictInputError, judge
+from errorgate.processors.deploys.verdict import UnknownInputError, Verdict, VerdictInputError, judge
 
 VERDICT_PATH = "/api/v1/verdict"
 SERVICES_PATH = "/api/v1/services/"
@@ -35,6 +37,8 @@ class DeployRoutes:
         self.store = store
         self.slo_of = slo_of
         self.health = RoutingHealth(config.health, store)
+        # Hears every verdict answered (the rollback trigger, when enabled).
+        self.on_verdict: Callable[[Verdict], None] | None = None
 
     def answer(self, query: HttpQuery) -> HttpAnswer:
         if query.path == VERDICT_PATH:
@@ -73,6 +77,8 @@ class DeployRoutes:
             return HttpAnswer(404, {"error": str(e)})
         except VerdictInputError as e:
             return HttpAnswer(400, {"error": str(e)})
+        if self.on_verdict is not None:
+            self.on_verdict(verdict)
         status = (200 if verdict.verdict == "pass" else 412) if flagger else 200
         return HttpAnswer(status, verdict.as_json())
 

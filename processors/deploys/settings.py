@@ -6,7 +6,7 @@ from pydantic import Field, model_validator
 
 from errorgate.component import ComponentConfig
 from errorgate.config import Duration
-from errorgate.processors.deploys.actions import Action, GrafanaAnnotation
+from errorgate.processors.deploys.actions import Action, GrafanaAnnotation, IncidentTimeline
 
 
 class VerdictConfig(ComponentConfig):
@@ -18,9 +18,15 @@ class VerdictConfig(ComponentConfig):
     max_failure_increase: float = Field(default=0.01, ge=0, le=1)
     # Occurrences of an error group the baseline never had that fail the candidate.
     new_fingerprint_min_count: int = Field(default=3, ge=1)
-    # Candidate p95 or p99 above baseline's by this fraction (and by latency_min_difference) fails.
+    # Latency fails when the candidate's per-slot p95s rank above the baseline's (Mann-Whitney U,
+    # p < alpha) and its median slot p95 is worse by this fraction and by latency_min_difference:
+    # significance alone would fail a 2 % slowdown on enough traffic, which no one rolls back for.
     max_latency_increase: float = Field(default=0.25, ge=0)
     latency_min_difference: Duration = 0.01
+    # Slots each version needs (with latency_slot_min_samples durations each) before latency can
+    # decide; 5 against 5 is the fewest at which a one-sided U test can reach p < 0.01.
+    latency_min_slots: int = Field(default=5, ge=3)
+    latency_slot_min_samples: int = Field(default=10, ge=1)
 
 
 class HealthConfig(ComponentConfig):
@@ -45,8 +51,14 @@ class RollbackConfig(ComponentConfig):
     check_interval: Duration = 30.0
     cooldown: Duration = 1800.0  # per service, after a rollback fired
     services: list[str] = Field(default_factory=list)  # empty: every service
+    # A fail errorgate answers over /api/v1/verdict (Argo Rollouts, Flagger, CI) is a judged
+    # deploy too: acted on at once rather than at the next check_interval (same once-per-deploy
+    # and cooldown). False leaves such deploys to the asking tool's own abort.
+    asked_verdicts: bool = True
     actions: list[Action] = Field(default_factory=list)
     grafana: GrafanaAnnotation | None = None
+    # errorgate's incident engine: each rollback goes on its service's open incident's timeline.
+    incidents: IncidentTimeline | None = None
 
     @model_validator(mode="after")
     def _something_to_call(self) -> RollbackConfig:
@@ -61,6 +73,9 @@ class DeploysConfig(ComponentConfig):
     version_ttl: Duration = 21600.0
     max_versions: int = Field(default=2000, ge=1)
     max_fingerprints: int = Field(default=500, ge=1)
+    # How often (wall clock) the per-version slots are written to the state directory (and at
+    # shutdown), so a restarted worker goes on with a running canary; 0 keeps them in memory only.
+    persist_interval: Duration = Field(default=30.0, ge=0)
     verdict: VerdictConfig = Field(default_factory=VerdictConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     rollback: RollbackConfig = Field(default_factory=RollbackConfig)

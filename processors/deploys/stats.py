@@ -1,4 +1,5 @@
-"""The statistics of deploy verdicts: a one-sided Fisher exact test and a latency sketch.
+"""The statistics of deploy verdicts: a one-sided Fisher exact test, a one-sided Mann-Whitney U
+test and a latency sketch.
 
 Fisher exact rather than a two-proportion z-test: failures are counts, often small ones (a
 healthy baseline fails a handful of requests in ten minutes), where the normal approximation
@@ -7,17 +8,26 @@ per-interval failure ratios (Kayenta's choice for arbitrary metric series), beca
 per interval weighs a quiet interval like a busy one and needs many intervals with traffic
 before it can reject anything; the request counts already are the sample. Pure Python
 (``math.lgamma``): one function does not justify scipy's 40 MB.
+
+Latency is different: a version's latency is a distribution per slot, not a count, so the
+latency check compares the per-slot p95s of the two versions with Mann-Whitney U, as Kayenta
+does for metric series: rank-based, so a heavy tail or one bad slot does not dominate, and it
+assumes no distribution. Exact (over mid-ranks, so ties are handled) up to ``EXACT_MAX``
+values, the normal approximation with tie and continuity corrections above.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 # Relative accuracy of latency quantiles: bucket bounds grow by this factor (DDSketch's idea).
 GAMMA = 1.02
 _LOG_GAMMA = math.log(GAMMA)
 _MIN_SECONDS = 1e-6
+# Above this many values in both samples together, Mann-Whitney's p-value is the normal
+# approximation (the exact count grows as N³: 40 values cost about a million steps).
+EXACT_MAX = 40
 
 
 def _log_choose(n: int, k: int) -> float:
@@ -75,3 +85,55 @@ def merge(sketches: Iterable[Mapping[int, int]]) -> dict[int, int]:
         for index, n in sketch.items():
             merged[index] = merged.get(index, 0) + n
     return merged
+
+
+def _mid_ranks(values: Sequence[float]) -> tuple[list[float], list[int]]:
+    """Ranks (1-based, ties share their mean rank) and the sizes of the tie groups."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    ties = []
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        ties.append(j - i + 1)
+        i = j + 1
+    return ranks, ties
+
+
+def _exact_tail(doubled: Sequence[int], n: int, at_least: int) -> float:
+    """P(the doubled ranks of a random n-subset sum to ``at_least`` or more): counted over
+    every subset by dynamic programming (ways[k][s]: subsets of size k summing to s)."""
+    top = sum(sorted(doubled)[-n:]) if n else 0
+    ways = [[0] * (top + 1) for _ in range(n + 1)]
+    ways[0][0] = 1
+    for r in doubled:
+        for k in range(n, 0, -1):
+            below, row = ways[k - 1], ways[k]
+            for s in range(top - r, -1, -1):
+                if below[s]:
+                    row[s + r] += below[s]
+    total = sum(ways[n])
+    return sum(ways[n][max(0, at_least) :]) / total
+
+
+def mann_whitney_greater(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """(U of ``a``, one-sided p-value that values of ``a`` tend to be larger than those of ``b``)."""
+    n, m = len(a), len(b)
+    if n == 0 or m == 0:
+        return 0.0, 1.0
+    ranks, ties = _mid_ranks([*a, *b])
+    rank_sum = sum(ranks[:n])
+    u = rank_sum - n * (n + 1) / 2
+    total = n + m
+    if total <= EXACT_MAX:
+        return u, _exact_tail([round(2 * r) for r in ranks], n, round(2 * rank_sum))
+    tie_term = sum(t**3 - t for t in ties) / (total * (total - 1))
+    variance = n * m / 12 * ((total + 1) - tie_term)
+    if variance <= 0:
+        return u, 1.0  # every value equal: nothing to tell the samples apart
+    z = (u - n * m / 2 - 0.5) / math.sqrt(variance)
+    return u, 0.5 * math.erfc(z / math.sqrt(2))

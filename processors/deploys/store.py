@@ -11,8 +11,9 @@ stood for it can be released.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from errorgate.processors.deploys import stats
 from errorgate.processors.deploys.settings import DeploysConfig
@@ -53,6 +54,8 @@ class WindowStats:
     latency: dict[int, int]
     start: float
     end: float
+    # Each slot's own latency sketch, oldest first (the latency test compares slot p95s).
+    slot_latency: tuple[dict[int, int], ...] = ()
 
     @property
     def ratio(self) -> float:
@@ -152,6 +155,45 @@ class VersionStore:
         if self.on_expire is not None:
             self.on_expire(*key)
 
+    # ------------------------------------------------------------------ saving and restoring
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything a verdict or health answer reads, as plain JSON data."""
+        versions = [
+            {
+                "service": service,
+                "version": version,
+                "first_seen": st.first_seen,
+                "last_seen": st.last_seen,
+                "slots": [[i, s.requests, s.failures, list(s.latency.items())] for i, s in st.slots.items()],
+                "fingerprints": [
+                    [fp, f.first_seen, f.last_seen, f.count, f.kind] for fp, f in st.fingerprints.items()
+                ],
+            }
+            for (service, version), st in self._versions.items()
+        ]
+        return {"format": 1, "now": self.now, "versions": versions, "cascade_origins": self.cascade_origins}
+
+    def restore(self, doc: Mapping[str, Any]) -> None:
+        """Take back a ``snapshot`` (least recently seen first, as saved); raises ValueError,
+        KeyError or TypeError on a document that is not one."""
+        if doc.get("format") != 1:
+            raise ValueError(f"unknown format {doc.get('format')!r}")
+        restored: OrderedDict[tuple[str, str], VersionState] = OrderedDict()
+        for v in doc["versions"]:
+            state = VersionState(float(v["first_seen"]), float(v["last_seen"]))
+            for slot_id, requests, failures, latency in v["slots"]:
+                state.slots[int(slot_id)] = Slot(
+                    int(requests), int(failures), {int(b): int(n) for b, n in latency}
+                )
+            for fp, first, last, count, kind in v["fingerprints"]:
+                state.fingerprints[str(fp)] = Sighting(float(first), float(last), int(count), str(kind))
+            restored[(str(v["service"]), str(v["version"]))] = state
+        self._versions = restored
+        self.now = max(self.now, float(doc["now"]))
+        self.cascade_origins = {str(k): float(t) for k, t in doc["cascade_origins"].items()}
+        self.expire()  # a long stop may have outlived some versions' ttl (by the saved clock)
+
     def in_use(self, version: str) -> bool:
         """Whether any service still has state for this version string."""
         return any(v == version for _, v in self._versions)
@@ -181,7 +223,9 @@ class VersionStore:
                 requests += slot.requests
                 failures += slot.failures
                 sketches.append(slot.latency)
-        return WindowStats(requests, failures, stats.merge(sketches), first * self.config.slot, end)
+        return WindowStats(
+            requests, failures, stats.merge(sketches), first * self.config.slot, end, tuple(sketches)
+        )
 
     def service_window(self, service: str, seconds: float) -> WindowStats:
         """All versions of ``service`` over the ``seconds`` before the newest timestamp."""

@@ -8,12 +8,14 @@ post-deploy comparison with a replaced baseline reads the baseline's last minute
   ``min_requests`` per version.
 - new error groups: fingerprints the baseline never showed (in all its retained history)
   seen at least ``new_fingerprint_min_count`` times in the candidate's window.
-- server-span latency: candidate p95 or p99 over the baseline's by ``max_latency_increase``
-  and by ``latency_min_difference`` (a thresholded comparison, not a test; sketches are
-  within 1 %).
+- server-span latency: a one-sided Mann-Whitney U test over the per-slot p95s (Kayenta's
+  test; ``stats``), failing at significance ``alpha`` when the candidate's median slot p95 is
+  also above the baseline's by ``max_latency_increase`` and ``latency_min_difference``;
+  inconclusive while a version has fewer than ``latency_min_slots`` slots with
+  ``latency_slot_min_samples`` durations; not judged when a version has no durations at all.
 
-``fail`` if any check fails, else ``inconclusive`` while a version lacks ``min_requests``,
-else ``pass``.
+``fail`` if any check fails, else ``inconclusive`` while a version lacks ``min_requests`` or
+latency slots, else ``pass``.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def judge(
         "latency": _latency(config, cand, base, enough),
     }
     results = [c["verdict"] for c in checks.values()]
-    verdict = "fail" if "fail" in results else "inconclusive" if not enough else "pass"
+    verdict = "fail" if "fail" in results else "inconclusive" if "inconclusive" in results else "pass"
     evidence: dict[str, Any] = {
         "service": service,
         "candidate": candidate,
@@ -154,24 +156,76 @@ def _new_fingerprints(
     }
 
 
+def _slot_p95s(w: WindowStats, min_samples: int) -> list[float]:
+    """The p95 of each slot with at least ``min_samples`` durations (a p95 of three is noise)."""
+    found = []
+    for sketch in w.slot_latency:
+        if sum(sketch.values()) >= min_samples:
+            p95 = stats.quantile(sketch, 0.95)
+            if p95 is not None:
+                found.append(p95)
+    return found
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
 def _latency(config: VerdictConfig, cand: WindowStats, base: WindowStats, enough: bool) -> dict[str, Any]:
-    quantiles: dict[str, dict[str, float | None]] = {"candidate": {}, "baseline": {}}
-    worse: list[str] = []
-    for name, q in (("p95", 0.95), ("p99", 0.99)):
-        c, b = stats.quantile(cand.latency, q), stats.quantile(base.latency, q)
-        quantiles["candidate"][f"{name}_ms"] = None if c is None else round(c * 1000, 3)
-        quantiles["baseline"][f"{name}_ms"] = None if b is None else round(b * 1000, 3)
-        if (
-            c is not None
-            and b is not None
-            and c > b * (1 + config.max_latency_increase)
-            and c - b > config.latency_min_difference
-        ):
-            worse.append(f"{name} {c * 1000:.1f} ms vs {b * 1000:.1f} ms")
-    if not enough:
+    cand_p95s = _slot_p95s(cand, config.latency_slot_min_samples)
+    base_p95s = _slot_p95s(base, config.latency_slot_min_samples)
+    u, p = stats.mann_whitney_greater(cand_p95s, base_p95s)
+    c_med, b_med = _median(cand_p95s), _median(base_p95s)
+    sides: dict[str, dict[str, float | None]] = {}
+    for side, w, med in (("candidate", cand, c_med), ("baseline", base, b_med)):
+        sides[side] = {
+            "p95_ms": _ms(stats.quantile(w.latency, 0.95)),
+            "p99_ms": _ms(stats.quantile(w.latency, 0.99)),
+            "median_slot_p95_ms": _ms(med),
+        }
+    result: dict[str, Any] = {
+        "test": "mann_whitney_u_one_sided",
+        "statistic": "slot_p95",
+        "u": u,
+        "p_value": p,
+        "alpha": config.alpha,
+        "slots": {"candidate": len(cand_p95s), "baseline": len(base_p95s), "min": config.latency_min_slots},
+        "max_increase": config.max_latency_increase,
+        "min_difference_ms": _ms(config.latency_min_difference),
+        **sides,
+    }
+    few = min(len(cand_p95s), len(base_p95s)) < config.latency_min_slots
+    if not cand.latency or not base.latency:
+        # No server-span durations (requests counted from logs): latency has nothing to say.
+        verdict, reason = "pass", ""
+    elif not enough:
         verdict, reason = "inconclusive", f"fewer than {config.min_requests} requests in a version's window"
-    elif worse:
-        verdict, reason = "fail", "server-span latency " + ", ".join(worse)
+    elif few:
+        verdict = "inconclusive"
+        reason = (
+            f"latency: fewer than {config.latency_min_slots} slots with "
+            f"{config.latency_slot_min_samples}+ durations in a version's window"
+        )
+    elif (
+        p < config.alpha
+        and c_med is not None
+        and b_med is not None
+        and c_med > b_med * (1 + config.max_latency_increase)
+        and c_med - b_med > config.latency_min_difference
+    ):
+        verdict = "fail"
+        reason = (
+            f"server-span latency: median slot p95 {c_med * 1000:.1f} ms vs {b_med * 1000:.1f} ms "
+            f"(Mann-Whitney U over {len(cand_p95s)}+{len(base_p95s)} slots, p={p:.3g} < {config.alpha})"
+        )
     else:
         verdict, reason = "pass", ""
-    return {"verdict": verdict, "reason": reason, "max_increase": config.max_latency_increase, **quantiles}
+    return {"verdict": verdict, "reason": reason, **result}
+
+
+def _median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2

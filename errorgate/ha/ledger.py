@@ -25,11 +25,15 @@ class Ledger(Protocol):
         """(claimed, why not: "done", "cooldown", "standby", "stale", "unavailable")."""
         ...
 
+    def recorded(self, name: str) -> str | None:
+        """The value claim ``name`` was recorded with (None: never, or not readable now)."""
+        ...
+
 
 class LocalLedger:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self._claimed: set[str] = set()
+        self._claimed: dict[str, str] = {}
         self._last: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -42,8 +46,12 @@ class LocalLedger:
                 if last is not None and self.clock() - last < cooldown[1]:
                     return False, "cooldown"
                 self._last[cooldown[0]] = self.clock()
-            self._claimed.add(name)
+            self._claimed[name] = value
             return True, ""
+
+    def recorded(self, name: str) -> str | None:
+        with self._lock:
+            return self._claimed.get(name)
 
 
 class FencedLedger:
@@ -54,3 +62,6 @@ class FencedLedger:
 
     def claim(self, name: str, value: str, cooldown: tuple[str, float] | None = None) -> tuple[bool, str]:
         return self.election.act_once(name, value, cooldown=cooldown)
+
+    def recorded(self, name: str) -> str | None:
+        return self.election.recorded(name)

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
+from errorgate.ha.ledger import Ledger
 from errorgate.incidents.engine import Engine, Incident
 from errorgate.incidents.http import Request, Response
 from errorgate.incidents.notify import Channel, DeliveryError, Page
@@ -34,11 +35,31 @@ class Directory(Protocol):
 
 
 class Escalator:
-    def __init__(self, engine: Engine, directory: Directory, channels: dict[str, Channel], link: str) -> None:
+    """Pages and follow-ups are claimed in ``ledger`` before they are sent when the engine runs
+    on several instances (``ha:``): only the leader sends, at most once per level, and a
+    standby taking over finds the levels already paged in the claims. Without a ledger this
+    instance is alone and the store is the record."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        directory: Directory,
+        channels: dict[str, Channel],
+        link: str,
+        ledger: Ledger | None = None,
+        actor: str = "engine",
+    ) -> None:
         self.engine = engine
         self.directory = directory
         self.channels = channels
         self.link = link.rstrip("/")
+        self.ledger = ledger
+        self.actor = actor
+
+    def _claim(self, inc: Incident, action: str, value: str) -> tuple[bool, str]:
+        if self.ledger is None:
+            return True, ""
+        return self.ledger.claim(f"{inc.claim_key}/{action}", value)
 
     def tick(self) -> None:
         """Page what is due, and tell the tools about acks and resolves."""
@@ -67,6 +88,11 @@ class Escalator:
         if step > 0 and inc.escalated_at is not None and now < inc.escalated_at + steps[step - 1][0]:
             return
         level = step % per_round + 1
+        claimed, why = self._claim(inc, f"page/{step}", repr(now))
+        if not claimed:
+            if why == "done":  # paged by a leader that died before writing it down: not again
+                self._paged_elsewhere(inc, step, level, now)
+            return  # a standby, a deposed leader or no etcd quorum: the leader pages
         people = [p for t in steps[step][1] if (p := self.directory.resolve_target(inc.team, t, now))]
         sent, failed = [], []
         for name in names:
@@ -83,12 +109,27 @@ class Escalator:
         message = f"escalation level {level}: paged {', '.join(people) or 'nobody'} via {via}"
         if failed:
             message += f" (failed: {'; '.join(failed)})"
-        self.engine.record(inc.id, "escalated", "engine", message, escalation_step=step + 1, escalated_at=now,
+        self.engine.record(inc.id, "escalated", self.actor, message, escalation_step=step + 1, escalated_at=now,
                            paged="triggered" if sent else inc.paged)  # fmt: skip
 
+    def _paged_elsewhere(self, inc: Incident, step: int, level: int, now: float) -> None:
+        """Write down a page another instance claimed (and sent) but did not record; the next
+        level waits from when it was claimed, as it would have on that instance."""
+        assert self.ledger is not None  # "done" comes from a ledger only
+        try:
+            at = float(self.ledger.recorded(f"{inc.claim_key}/page/{step}") or now)
+        except ValueError:
+            at = now
+        message = f"escalation level {level}: already paged (claimed by another instance)"
+        self.engine.record(inc.id, "escalated", self.actor, message, escalation_step=step + 1,
+                           escalated_at=min(at, now), paged="triggered")  # fmt: skip
+
     def _follow_up(self, inc: Incident, state: str) -> None:
+        claimed, why = self._claim(inc, f"told/{state}", state)
+        if not claimed and why != "done":
+            return
         _, names, _ = self._steps(inc)
-        for name in names:
+        for name in names if claimed else ():
             channel = self.channels.get(name)
             if channel is None:
                 continue
@@ -96,7 +137,7 @@ class Escalator:
                 (channel.acknowledge if state == "acknowledged" else channel.resolve)(inc)
             except DeliveryError as e:
                 log.warning("incident %s: telling %s failed: %s", inc.id, name, e)
-        self.engine.record(inc.id, "paging", "engine", f"paging tools told: {state}", paged=state)
+        self.engine.record(inc.id, "paging", self.actor, f"paging tools told: {state}", paged=state)
 
 
 class Worker:

@@ -5,7 +5,6 @@ refused; with quorum lost, no instance acts."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,52 +16,17 @@ from pathlib import Path
 import pytest
 
 from errorgate.ha.etcd import EtcdClient
-from tests.support.etcd import wait_until_writable
-from tests.support.gateway import ROOT, free_port
+from tests.support.etcd import ETCD, MISSING, etcd_cluster
+from tests.support.gateway import ROOT
 
-ETCD = shutil.which("etcd") or "/usr/bin/etcd"
-pytestmark = pytest.mark.skipif(
-    not Path(ETCD).exists(), reason="needs Debian's etcd-server (make system-deps)"
-)
+pytestmark = pytest.mark.skipif(not Path(ETCD).exists(), reason=MISSING)
 PREFIX = "/errorgate/test/rollback"
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[list[str], list[subprocess.Popen[bytes]]]]:
-    names = ["m0", "m1", "m2"]
-    client = {n: free_port() for n in names}
-    peer = {n: free_port() for n in names}
-    initial = ",".join(f"{n}=http://127.0.0.1:{peer[n]}" for n in names)
-    procs = []
-    for n in names:
-        procs.append(
-            subprocess.Popen(
-                [
-                    ETCD,
-                    f"--name={n}",
-                    f"--data-dir={tmp_path / n}",
-                    f"--listen-client-urls=http://127.0.0.1:{client[n]}",
-                    f"--advertise-client-urls=http://127.0.0.1:{client[n]}",
-                    f"--listen-peer-urls=http://127.0.0.1:{peer[n]}",
-                    f"--initial-advertise-peer-urls=http://127.0.0.1:{peer[n]}",
-                    f"--initial-cluster={initial}",
-                    "--initial-cluster-state=new",
-                    "--initial-cluster-token=errorgate-test",
-                    "--heartbeat-interval=50",
-                    "--election-timeout=500",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-    endpoints = [f"http://127.0.0.1:{client[n]}" for n in names]
-    wait_until_writable(endpoints, "etcd cluster")
-    try:
-        yield endpoints, procs
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait(5)
+    with etcd_cluster(tmp_path) as running:
+        yield running
 
 
 class Instance:

@@ -35,7 +35,9 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     srv = EngineServer(
         f"sqlite:///{tmp_path / 'i.db'}", clock=Clock(datetime(2025, 6, 16, 10, tzinfo=UTC).timestamp())
     )
-    escalator = Escalator(srv.engine, load_oncall(None, load_catalog()), channels(cfg), srv.url, cfg.retry)
+    escalator = Escalator(
+        srv.engine, load_oncall(None, load_catalog()), channels(cfg), srv.url, retry=cfg.retry
+    )
     yield srv, capture, escalator
     srv.stop()
     capture.stop()

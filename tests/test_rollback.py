@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from errorgate.config import ConfigError, load_config
-from errorgate.processors.deploys.rollback import LocalLedger, RollbackTrigger
+from errorgate.ha.ledger import LocalLedger
+from errorgate.processors.deploys.rollback import RollbackTrigger
 from errorgate.processors.deploys.settings import DeploysConfig, RollbackConfig
 from errorgate.processors.deploys.store import VersionStore
 

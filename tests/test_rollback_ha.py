@@ -14,7 +14,8 @@ import pytest
 
 from errorgate.ha.election import Election
 from errorgate.ha.etcd import EtcdClient
-from errorgate.processors.deploys.rollback import FencedLedger, RollbackTrigger
+from errorgate.ha.ledger import FencedLedger
+from errorgate.processors.deploys.rollback import RollbackTrigger
 from errorgate.processors.deploys.settings import DeploysConfig, RollbackConfig
 from errorgate.processors.deploys.store import VersionStore
 from tests.support.etcd import wait_until_writable

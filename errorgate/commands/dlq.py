@@ -9,6 +9,8 @@ Other entries (export failures) are sent straight through the named exporter (de
 exporter of the pipelines of the entry's signal), retrying transient failures with the
 exporter's backoff until ``--max-time``; an entry is removed only once every target accepted it
 (so an entry that failed for one of two exporters may reach the other twice on a re-run).
+With an ``ha:`` section, a replay holds a lock on etcd while it runs and refuses to start
+while another holds it: two replays of one store would send its entries twice.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from errorgate.component import EXPORTERS, ComponentContext, Exporter, ExportSta
 from errorgate.config import Config, RetryConfig, delivery_settings, load_config
 from errorgate.delivery.dlq import DeadLetterEntry, DeadLetterStore
 from errorgate.delivery.policy import Backoff
+from errorgate.ha.election import Election, from_config
+from errorgate.ha.etcd import EtcdUnavailable
 from errorgate.signals import Batch, Signal
 from errorgate.telemetry import Telemetry
 
@@ -138,11 +142,17 @@ def run_replay(args: argparse.Namespace) -> int:
     if args.exporter and args.exporter not in config.exporters:
         known = ", ".join(sorted(config.exporters)) or "none"
         return _fail(f"--exporter: {args.exporter!r} is not defined under exporters: (known: {known})")
+    try:
+        lock = _replay_lock(config)
+    except DlqCommandError as e:
+        return _fail(str(e))
     replayer = _Replayer(config, args.max_time)
     ok = failed = items = 0
     try:
         for entry in entries:
             refusal = _replay_refusal(entry, args.exporter)
+            if lock is not None and not lock.is_leader:
+                refusal = "lost the replay lock on etcd (ha:); run the replay again"
             if refusal is not None:
                 failed += 1
                 print(f"{entry.id}: not replayed: {refusal}", file=sys.stderr)
@@ -180,8 +190,35 @@ def run_replay(args: argparse.Namespace) -> int:
                 print(f"{entry.id}: not replayed: {outcome}", file=sys.stderr)
     finally:
         replayer.shutdown()
+        if lock is not None:
+            lock.stop()  # revokes its lease: the next replay may start at once
     print(f"replayed {ok} of {ok + failed} entries ({items} items); {failed} failed")
     return 1 if failed else 0
+
+
+def _replay_lock(config: Config) -> Election | None:
+    """With ``ha:``, one ``dlq replay`` at a time among the instances sharing ``ha.prefix``:
+    the lock is the leadership of the role ``dlq-replay`` (an etcd lease kept alive while the
+    replay runs; a replay that dies frees it after ``ha.lease_ttl``). Without ``ha:``: None."""
+    if config.ha is None:
+        return None
+    election = from_config(config.ha, "dlq-replay")
+    election.step()
+    if election.is_leader:
+        election.start()
+        return election
+    try:
+        holder = election.client.get(election.key)
+    except EtcdUnavailable:
+        holder = None
+    election.stop()
+    if holder is None:
+        raise DlqCommandError(
+            "ha.etcd.endpoints: cannot take the replay lock (etcd unreachable or without quorum)"
+        )
+    raise DlqCommandError(
+        f"another replay is running ({holder} holds {election.key}); run it again when it ends"
+    )
 
 
 class _Replayer:

@@ -50,6 +50,7 @@ class EngineRole:
         except DeliveryError as e:
             raise CommandError(str(e)) from None
         self.engine = Engine(_store(config))
+        self.election, ledger, actor = _ha(config, self.engine)
         api = Api(self.engine, os.environ.get(inc.token_env) or None, inc.token_env)
         try:
             self.http = HttpServer(api, inc.endpoint)
@@ -57,13 +58,16 @@ class EngineRole:
             raise CommandError(f"incidents.endpoint: cannot listen on {inc.endpoint}: {e.strerror}") from None
         WebPage(api, lambda at: [oncall.now(team, at) for team in sorted(oncall.spec.teams)]).install()
         escalator = Escalator(
-            self.engine, oncall, paging, inc.public_url or self.http.url, inc.escalation.retry
+            self.engine,
+            oncall,
+            paging,
+            inc.public_url or self.http.url,
+            ledger,
+            actor,
+            retry=inc.escalation.retry,
         )
-        jobs = [
-            escalator.tick,
-            *_postmortem_jobs(config, self.engine, api),
-            *_silence_jobs(config, self.engine),
-        ]
+        silences = _silence_jobs(config, self.engine, ledger, actor)
+        jobs = [escalator.tick, *_postmortem_jobs(config, self.engine, api), *silences]
         self.worker = Worker(jobs, inc.escalation.check_interval)
         api.on_change = self.worker.wake
         if inc.escalation.pagerduty and inc.escalation.pagerduty.webhook_secret_env:
@@ -86,6 +90,8 @@ class EngineRole:
         return f"incident engine on {self.url} (store {store})"
 
     def start(self) -> None:
+        if self.election is not None:
+            self.election.start()
         self.http.start()
         self.worker.start()
         self.started = True
@@ -95,6 +101,8 @@ class EngineRole:
         if self.started:
             self.worker.stop()
             self.http.stop()
+            if self.election is not None:
+                self.election.stop()  # revokes the lease: a standby leads at once
         else:  # built, never started (another role failed): free the socket all the same
             self.http.server.server_close()
         self.engine.store.dispose()
@@ -183,7 +191,21 @@ def redact_person_spans() -> Any:
     return spans
 
 
-def _silence_jobs(config: Config, engine: Any) -> list[Any]:
+def _ha(config: Config, engine: Any) -> tuple[Any, Any, str]:
+    """(election, ledger, timeline actor) of the engine's singleton actions (pages, silences):
+    with ``ha:``, a leader elected on etcd for the role ``incidents`` whose claims are fenced;
+    without, (None, None, "engine"): this instance acts alone."""
+    if config.ha is None:
+        return None, None, "engine"
+    from errorgate.ha.election import export_leadership, from_config
+    from errorgate.ha.ledger import FencedLedger
+
+    election = from_config(config.ha, "incidents")
+    export_leadership(election, engine.registry, "incidents")
+    return election, FencedLedger(election), f"engine {election.identity}"
+
+
+def _silence_jobs(config: Config, engine: Any, ledger: Any = None, actor: str = "engine") -> list[Any]:
     silence = config.incidents.silence
     if silence is None:
         return []
@@ -192,7 +214,8 @@ def _silence_jobs(config: Config, engine: Any) -> list[Any]:
     if not silence.alertmanager.startswith(("http://", "https://")):
         raise CommandError(f"incidents.silence.alertmanager: {silence.alertmanager!r} is not an http(s) URL")
     token = os.environ.get(silence.token_env) if silence.token_env else None
-    return [Silencer(engine, silence, AlertmanagerSilences(silence.alertmanager, token)).tick]
+    api = AlertmanagerSilences(silence.alertmanager, token)
+    return [Silencer(engine, silence, api, ledger, actor).tick]
 
 
 def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:

@@ -16,6 +16,8 @@ import threading
 import time
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Gauge
+
 from errorgate.ha.etcd import EtcdClient, EtcdUnavailable
 
 log = logging.getLogger("errorgate.ha")
@@ -26,6 +28,15 @@ def from_config(ha: Any, role: str) -> Election:
     identity = ha.identity or f"{socket.gethostname()}:{os.getpid()}"
     client = EtcdClient(list(ha.etcd.endpoints), timeout=ha.etcd.timeout)
     return Election(client, f"{ha.prefix.rstrip('/')}/{role}", identity, ttl=ha.lease_ttl)
+
+
+def export_leadership(election: Election, registry: CollectorRegistry, role: str) -> None:
+    """``errorgate_ha_leader{role}`` on ``registry``: 1 while this instance leads ``role`` (what
+    an operator checks to see which instance acts)."""
+    gauge = Gauge(
+        "errorgate_ha_leader", "1 while this instance leads the singleton role", ["role"], registry=registry
+    )
+    gauge.labels(role).set_function(lambda: float(election.is_leader))
 
 
 class Election:
@@ -97,6 +108,13 @@ class Election:
         except EtcdUnavailable:
             return False, "unavailable"
         return done, "cooldown" if why == "expiring" else why
+
+    def recorded(self, name: str) -> str | None:
+        """The value action ``name`` was recorded with; None when never, or etcd cannot say."""
+        try:
+            return self.client.get(f"{self.prefix}/actions/{name}")
+        except EtcdUnavailable:
+            return None
 
     def run(self) -> None:
         while not self._stop.is_set():

@@ -76,6 +76,13 @@ class Incident:
         """The same key on every page, update and resolve of this incident, in every tool."""
         return f"errorgate-incident-{self.id}"
 
+    @property
+    def claim_key(self) -> str:
+        """Where this incident's singleton actions are claimed (``errorgate.ha.ledger``). The
+        opening time is part of it: a store started afresh reuses ids, and its incident 1 must
+        not find the claims of an earlier incident 1."""
+        return f"incidents/{self.id}-{int(self.opened_at)}"
+
     def to_json(self) -> dict[str, Any]:
         pm = None
         if self.postmortem_key:

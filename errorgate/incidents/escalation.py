@@ -25,6 +25,7 @@ from typing import Protocol
 from prometheus_client import Counter
 
 from errorgate.config import PageRetryConfig
+from errorgate.ha.ledger import Ledger
 from errorgate.incidents.engine import Engine, Incident
 from errorgate.incidents.http import Request, Response
 from errorgate.incidents.notify import Channel, DeliveryError, Page
@@ -58,12 +59,20 @@ class PendingPage:
 
 
 class Escalator:
+    """Pages and follow-ups are claimed in ``ledger`` before they are sent when the engine runs
+    on several instances (``ha:``): only the leader sends, at most once per level, and a
+    standby taking over finds the levels already paged in the claims. Without a ledger this
+    instance is alone and the store is the record."""
+
     def __init__(
         self,
         engine: Engine,
         directory: Directory,
         channels: dict[str, Channel],
         link: str,
+        ledger: Ledger | None = None,
+        actor: str = "engine",
+        *,
         retry: PageRetryConfig | None = None,
     ) -> None:
         self.engine = engine
@@ -80,6 +89,13 @@ class Escalator:
             "errorgate_incident_pages_given_up_total", "Pages abandoned after every attempt failed",
             ("channel",), registry=engine.registry,
         )  # fmt: skip
+        self.ledger = ledger
+        self.actor = actor
+
+    def _claim(self, inc: Incident, action: str, value: str) -> tuple[bool, str]:
+        if self.ledger is None:
+            return True, ""
+        return self.ledger.claim(f"{inc.claim_key}/{action}", value)
 
     def tick(self) -> None:
         """Page what is due, and tell the tools about acks and resolves."""
@@ -111,6 +127,11 @@ class Escalator:
         if step > 0 and inc.escalated_at is not None and now < inc.escalated_at + steps[step - 1][0]:
             return
         level = step % per_round + 1
+        claimed, why = self._claim(inc, f"page/{step}", repr(now))
+        if not claimed:
+            if why == "done":  # paged by a leader that died before writing it down: not again
+                self._paged_elsewhere(inc, step, level, now)
+            return  # a standby, a deposed leader or no etcd quorum: the leader pages
         people = [p for t in steps[step][1] if (p := self.directory.resolve_target(inc.team, t, now))]
         sent, failed = [], []
         for name in names:
@@ -130,7 +151,7 @@ class Escalator:
         message = f"escalation level {level}: paged {', '.join(people) or 'nobody'} via {via}"
         if failed:
             message += f" (failed: {'; '.join(failed)})"
-        self.engine.record(inc.id, "escalated", "engine", message, escalation_step=step + 1, escalated_at=now,
+        self.engine.record(inc.id, "escalated", self.actor, message, escalation_step=step + 1, escalated_at=now,
                            paged="triggered" if sent else inc.paged)  # fmt: skip
 
     def _page(self, inc: Incident, person: str, level: int) -> Page:
@@ -156,6 +177,12 @@ class Escalator:
                 self._attempt(inc, channel, page, now)
 
     def _attempt(self, inc: Incident, channel: Channel, page: PendingPage, now: float) -> None:
+        # With ``ha:`` a re-send is a singleton action too: a deposed leader's retry is refused.
+        claimed, _ = self._claim(
+            inc, f"retry/{page.level}/{page.channel}/{page.person}/{page.attempts + 1}", "1"
+        )
+        if not claimed:
+            return
         page.attempts += 1
         of = f"attempt {page.attempts} of {self.retry.attempts}"
         head = f"escalation level {page.level}"
@@ -169,20 +196,35 @@ class Escalator:
                 message = (
                     f"{head}: paging {page.person} via {page.channel}: {of} failed ({e}); next in {wait}s"
                 )
-                self.engine.record(inc.id, "page_retry", "engine", message)
+                self.engine.record(inc.id, "page_retry", self.actor, message)
                 return
             self.given_up.labels(page.channel).inc()
-            self.engine.record(inc.id, "page_failed", "engine", f"{head}: gave up paging {page.person} via "
+            self.engine.record(inc.id, "page_failed", self.actor, f"{head}: gave up paging {page.person} via "
                                f"{page.channel} after {page.attempts} attempts ({e})")  # fmt: skip
-            self.engine.audit_event("engine", f"page:{page.channel}", str(inc.id), "gave-up")
+            self.engine.audit_event(self.actor, f"page:{page.channel}", str(inc.id), "gave-up")
             return
         self.retried.labels(page.channel, "delivered").inc()
-        self.engine.record(inc.id, "page_retry", "engine", f"{head}: paged {page.person} via {page.channel} on {of}",
+        self.engine.record(inc.id, "page_retry", self.actor, f"{head}: paged {page.person} via {page.channel} on {of}",
                            paged="triggered")  # fmt: skip
 
+    def _paged_elsewhere(self, inc: Incident, step: int, level: int, now: float) -> None:
+        """Write down a page another instance claimed (and sent) but did not record; the next
+        level waits from when it was claimed, as it would have on that instance."""
+        assert self.ledger is not None  # "done" comes from a ledger only
+        try:
+            at = float(self.ledger.recorded(f"{inc.claim_key}/page/{step}") or now)
+        except ValueError:
+            at = now
+        message = f"escalation level {level}: already paged (claimed by another instance)"
+        self.engine.record(inc.id, "escalated", self.actor, message, escalation_step=step + 1,
+                           escalated_at=min(at, now), paged="triggered")  # fmt: skip
+
     def _follow_up(self, inc: Incident, state: str) -> None:
+        claimed, why = self._claim(inc, f"told/{state}", state)
+        if not claimed and why != "done":
+            return
         _, names, _ = self._steps(inc)
-        for name in names:
+        for name in names if claimed else ():
             channel = self.channels.get(name)
             if channel is None:
                 continue
@@ -190,7 +232,7 @@ class Escalator:
                 (channel.acknowledge if state == "acknowledged" else channel.resolve)(inc)
             except DeliveryError as e:
                 log.warning("incident %s: telling %s failed: %s", inc.id, name, e)
-        self.engine.record(inc.id, "paging", "engine", f"paging tools told: {state}", paged=state)
+        self.engine.record(inc.id, "paging", self.actor, f"paging tools told: {state}", paged=state)
 
 
 class Worker:

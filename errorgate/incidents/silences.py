@@ -9,6 +9,7 @@ stops leaves nothing silenced for long. Grafana's built-in Alertmanager serves t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import urllib.error
@@ -18,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from errorgate.config import SilenceConfig
+from errorgate.ha.ledger import Ledger
 from errorgate.incidents.engine import ACTIVE, Engine, Incident
 
 log = logging.getLogger("errorgate.incidents")
@@ -102,12 +104,32 @@ class AlertmanagerSilences:
 
 
 class Silencer:
-    """The engine's periodic silence job (``tick``), run by the incident worker."""
+    """The engine's periodic silence job (``tick``), run by the incident worker.
 
-    def __init__(self, engine: Engine, config: SilenceConfig, api: AlertmanagerSilences) -> None:
+    On several instances (``ha:``) each create and expire is claimed in ``ledger`` first, so
+    only the leader calls Alertmanager, at most once: a create per incident, set of services and
+    half-duration slot (the renewal of the next slot is a new claim), an expire per silence. A
+    leader that dies between its claim and the store's record leaves at most one silence that
+    ends by itself after ``duration``; its successor creates the next one a slot later."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        config: SilenceConfig,
+        api: AlertmanagerSilences,
+        ledger: Ledger | None = None,
+        actor: str = "engine",
+    ) -> None:
         self.engine = engine
         self.config = config
         self.api = api
+        self.ledger = ledger
+        self.actor = actor
+
+    def _claim(self, inc: Incident, action: str, value: str) -> tuple[bool, str]:
+        if self.ledger is None:
+            return True, ""
+        return self.ledger.claim(f"{inc.claim_key}/{action}", value)
 
     def tick(self) -> None:
         for inc in self.engine.find(statuses=("open", "acknowledged", "resolved", "closed")):
@@ -140,6 +162,10 @@ class Silencer:
         now = self.engine.clock()
         body = silence_body(services, list(self.config.severities), self.config.duration, str(inc.id),
                             now=datetime.fromtimestamp(now, UTC))  # fmt: skip
+        which = hashlib.sha256("|".join(services).encode()).hexdigest()[:16]
+        slot = int(now // max(1.0, self.config.duration / 2))
+        if not self._claim(inc, f"silence/{which}/{slot}", ",".join(services))[0]:
+            return  # not the leader, or made already (then the next slot renews it)
         new_id = self.api.create(body)
         entry = {"id": new_id, "services": services, "severities": list(self.config.severities),
                  "until": now + self.config.duration}  # fmt: skip
@@ -147,12 +173,18 @@ class Silencer:
             f"silenced {'/'.join(self.config.severities)} alerts of {', '.join(services)} "
             f"in Alertmanager (silence {new_id}, until {body['endsAt']})"
         )
-        self.engine.record(inc.id, "silenced", "engine", message, silences=json.dumps([*inc.silences, entry]))
+        self.engine.record(
+            inc.id, "silenced", self.actor, message, silences=json.dumps([*inc.silences, entry])
+        )
         self._expire_all(inc)  # the superseded ones
 
     def _expire_all(self, inc: Incident) -> None:
         for old in inc.silences:
-            self.api.expire(old["id"])
+            claimed, why = self._claim(inc, f"unsilence/{old['id']}", "expired")
+            if not claimed and why != "done":
+                return  # not the leader: it expires them
+            if claimed:
+                self.api.expire(old["id"])
             remaining = [s for s in self.engine.get(inc.id).silences if s["id"] != old["id"]]
-            self.engine.record(inc.id, "silence_expired", "engine", f"expired silence {old['id']}",
+            self.engine.record(inc.id, "silence_expired", self.actor, f"expired silence {old['id']}",
                                silences=json.dumps(remaining))  # fmt: skip

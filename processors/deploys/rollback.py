@@ -2,13 +2,10 @@
 before it, call the configured actions once per bad deploy (service, candidate version).
 
 Every ``check_interval`` the newest version of each service is judged (``verdict.judge``) with
-the one seen before it as baseline. A ``fail`` is claimed in a ledger before any call:
-
-- ``LocalLedger`` (no ``ha:`` section): in this process; one errorgate instance only;
-- ``FencedLedger`` (``ha:``): an etcd transaction that commits only while this instance leads
-  with its fencing token and no instance ever recorded that deploy (and, for the cooldown, no
-  rollback of the service within ``cooldown``: a key under a lease of that ttl). Standbys and a
-  deposed leader never call.
+the one seen before it as baseline. A ``fail`` is claimed in a ledger before any call
+(``errorgate.ha.ledger``: in this process without ``ha:``, else a transaction on etcd fenced
+by this instance's leadership; the cooldown is a key under a lease of ``cooldown`` seconds).
+Standbys and a deposed leader never call.
 
 The claim comes first, so a call that fails is not repeated by another instance: at most once
 (the failure is logged and audited, for a human to finish). A service whose rollback fired
@@ -23,54 +20,18 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
 from errorgate.component import ComponentContext
 from errorgate.ha.election import Election, from_config
+from errorgate.ha.ledger import FencedLedger, Ledger, LocalLedger
 from errorgate.pipeline.assembly.assembler import get_or_create
 from errorgate.processors.deploys import actions
 from errorgate.processors.deploys.settings import RollbackConfig, VerdictConfig
 from errorgate.processors.deploys.store import VersionStore
 from errorgate.processors.deploys.verdict import Verdict, VerdictInputError, judge
-
-
-class Ledger(Protocol):
-    def claim(self, service: str, version: str, record: str, cooldown: float) -> tuple[bool, str]:
-        """(claimed, why not: "done", "cooldown", "standby", "stale", "unavailable")."""
-        ...
-
-
-class LocalLedger:
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
-        self._fired: set[tuple[str, str]] = set()
-        self._last: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def claim(self, service: str, version: str, record: str, cooldown: float) -> tuple[bool, str]:
-        with self._lock:
-            if (service, version) in self._fired:
-                return False, "done"
-            last = self._last.get(service)
-            if last is not None and self.clock() - last < cooldown:
-                return False, "cooldown"
-            self._fired.add((service, version))
-            self._last[service] = self.clock()
-            return True, ""
-
-
-class FencedLedger:
-    """The claim as a fenced etcd transaction (``Election.act_once``)."""
-
-    def __init__(self, election: Election) -> None:
-        self.election = election
-
-    def claim(self, service: str, version: str, record: str, cooldown: float) -> tuple[bool, str]:
-        return self.election.act_once(
-            f"rollback/{service}/{version}", record, cooldown=(f"rollback/{service}", cooldown)
-        )
 
 
 class RollbackTrigger:
@@ -181,7 +142,11 @@ class RollbackTrigger:
             return self._report(
                 "rollback_dry_run", facts, [r.describe() for r in requests], {"source": source}
             )
-        claimed, why = self.ledger.claim(key[0], key[1], facts["baseline"], self.config.cooldown)
+        claimed, why = self.ledger.claim(
+            f"rollback/{key[0]}/{key[1]}",
+            facts["baseline"],
+            cooldown=(f"rollback/{key[0]}", self.config.cooldown),
+        )
         if not claimed:
             if why == "done":
                 self._settled.add(key)

@@ -53,6 +53,9 @@ class RedisConfig(ComponentConfig):
     state_ttl: Duration = Field(
         default=90_000.0, gt=0, description="an error group's state is forgotten this long after it was seen"
     )
+    decision_ttl: Duration = Field(
+        default=3600.0, gt=0, description="how long late spans of a decided trace follow its decision"
+    )
 
     @field_validator("endpoint")
     @classmethod

@@ -9,7 +9,11 @@ trip per batch, never one per item:
 - ``LocalErrorState`` / ``LocalFloodState``: the in-process trackers (the embedded default);
 - ``remote.RedisErrorState`` / ``remote.RedisFloodState``: the same updates applied by Lua
   scripts in Redis (the ``redis`` extension), falling back to the local trackers, which are
-  kept up to date all along, whenever Redis does not answer in time.
+  kept up to date all along, whenever Redis does not answer in time;
+- ``remote.RedisDecisions``: ``sample``'s trace decisions for late spans (and its flood budgets
+  with them), so a late span of a kept trace is kept, with the same adjusted count, on any replica;
+- ``remote.RedisIncidents``: ``classify``'s incident candidates (per-origin failing counts in the
+  window) and which replica opens an incident.
 """
 
 from __future__ import annotations
@@ -18,23 +22,29 @@ from errorgate.component import ComponentContext
 from errorgate.extensions.shared_state import RedisStateExtension
 from errorgate.processors.errorstate.base import (
     BurnInput,
+    DecisionInput,
     EpisodeInput,
     ErrorState,
     FloodInput,
     FloodState,
     LocalErrorState,
     LocalFloodState,
+    Verdict,
 )
-from errorgate.processors.errorstate.remote import RedisErrorState, RedisFloodState
+from errorgate.processors.errorstate.remote import RedisDecisions, RedisErrorState, RedisFloodState
 
 __all__ = [
     "BurnInput",
+    "DecisionInput",
     "EpisodeInput",
     "ErrorState",
     "FloodInput",
     "FloodState",
     "LocalErrorState",
     "LocalFloodState",
+    "RedisDecisions",
+    "Verdict",
+    "shared_decisions",
     "error_state",
     "flood_state",
 ]
@@ -53,3 +63,11 @@ def flood_state(context: ComponentContext, local: LocalFloodState) -> FloodState
     if shared is None:
         return local
     return RedisFloodState(shared, local, context.component_id)
+
+
+def shared_decisions(context: ComponentContext, local: LocalFloodState) -> RedisDecisions | None:
+    """``sample``'s shared trace decisions when the ``redis`` extension is enabled, else None."""
+    shared = context.extension(RedisStateExtension)
+    if shared is None:
+        return None
+    return RedisDecisions(shared, local, context.component_id, shared.config.decision_ttl)

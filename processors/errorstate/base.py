@@ -16,6 +16,11 @@ EpisodeInput = tuple[str, str, float, bool, bool]
 BurnInput = tuple[str, float, int, int]
 # (fingerprint, telemetry time)
 FloodInput = tuple[str, float]
+# A trace decision: (keep, reason, adjusted count, tracestate threshold or None)
+Verdict = tuple[bool, str, float, int | None]
+# One trace of a ``sample`` batch: (trace id, its flood admission if it is an error trace, the
+# upstream samplers' adjusted count, the decision this replica's own state gave)
+DecisionInput = tuple[bytes, FloodInput | None, float, Verdict]
 
 
 class ErrorState(Protocol):

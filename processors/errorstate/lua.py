@@ -152,16 +152,11 @@ return out
 """
 
 # Flood budgets (``FloodLimiter.admit``): per fingerprint, traces seen per telemetry minute,
-# kept per rate slot, and the dropped count carried onto the next kept trace.
-# ARGV: prefix, ttl (carried), bucket_ttl, first_n, per_slot, then (fingerprint, minute, slot)...
-# Reply: per admit, adjusted count (0: dropped) and reason (1 error, 2 flood, 0 dropped).
-FLOOD = r"""
-local prefix, ttl, bucket_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local first_n, per_slot = tonumber(ARGV[4]), tonumber(ARGV[5])
-local out = {}
-local i = 6
-while i + 2 <= #ARGV do
-  local fp, minute, slot = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+# kept per rate slot, and the dropped count carried onto the next kept trace. One admission as a
+# Lua function, shared by ``FLOOD`` and ``DECISIONS`` (the budgets are the same keys in both).
+# Returns the adjusted count (0: dropped) and the reason (1 error, 2 flood, 0 dropped).
+_ADMIT = r"""
+local function admit(prefix, ttl, bucket_ttl, first_n, per_slot, fp, minute, slot)
   local mkey = prefix .. 'fm:' .. fp .. '\0' .. minute
   local seen = redis.call('INCR', mkey)
   if seen == 1 then redis.call('EXPIRE', mkey, bucket_ttl) end
@@ -180,14 +175,81 @@ while i + 2 <= #ARGV do
   if reason == 0 then
     redis.call('INCR', ckey)
     redis.call('EXPIRE', ckey, ttl)
-    out[#out + 1] = 0
-  else
-    local carried = tonumber(redis.call('GET', ckey)) or 0
-    if carried > 0 then redis.call('DEL', ckey) end
-    out[#out + 1] = 1 + carried
+    return 0, 0
   end
+  local carried = tonumber(redis.call('GET', ckey)) or 0
+  if carried > 0 then redis.call('DEL', ckey) end
+  return 1 + carried, reason
+end
+"""
+
+# ARGV: prefix, ttl (carried), bucket_ttl, first_n, per_slot, then (fingerprint, minute, slot)...
+# Reply: per admit, adjusted count (0: dropped) and reason (1 error, 2 flood, 0 dropped).
+FLOOD = (
+    _ADMIT
+    + r"""
+local prefix, ttl, bucket_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local first_n, per_slot = tonumber(ARGV[4]), tonumber(ARGV[5])
+local out = {}
+local i = 6
+while i + 2 <= #ARGV do
+  local adjusted, reason = admit(prefix, ttl, bucket_ttl, first_n, per_slot, ARGV[i], ARGV[i + 1], ARGV[i + 2])
+  out[#out + 1] = adjusted
   out[#out + 1] = reason
   i = i + 3
 end
 return out
 """
+)
+
+# Trace decisions for late spans (``SampleProcessor._trace_decision``): a decision that the trace
+# id alone does not reproduce (error, flood, latency, rule; kept or dropped) is stored under
+# ``sd:<trace id>`` as "keep,adjusted,threshold" for ``ttl`` seconds; spans of a trace arriving
+# after its decision (a batch that is not complete) follow it on any replica, except that an
+# error arriving for a dropped trace is decided afresh. Error traces are admitted through the
+# flood budgets here (``admit``), so the batch's flood and decisions are one call.
+# ARGV: prefix, decision ttl, carried ttl, bucket_ttl, first_n, per_slot, complete (0/1), then per
+#       trace 10 fields: trace id, error (0/1), fingerprint, minute, slot, factor (upstream
+#       adjusted count), and this replica's own decision: keep (0/1), reason, adjusted, threshold.
+# Reply: per trace "keep,reason,adjusted,threshold" (threshold "" when none).
+DECISIONS = (
+    _ADMIT
+    + r"""
+local prefix, dttl, ttl, bucket_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local first_n, per_slot, complete = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
+local reproducible = {probability = true, follow_trace = true}
+local out = {}
+local i = 8
+while i + 9 <= #ARGV do
+  local dkey = prefix .. 'sd:' .. ARGV[i]
+  local err = ARGV[i + 1] == '1'
+  local answer
+  if not complete then
+    local cached = redis.call('GET', dkey)
+    if cached then
+      local keep, adjusted, threshold = string.match(cached, '^(%d),([^,]*),(.*)$')
+      if keep == '1' or not err then answer = keep .. ',follow_trace,' .. adjusted .. ',' .. threshold end
+    end
+  end
+  if not answer then
+    local keep, reason, adjusted, threshold
+    if err then
+      local n, why = admit(prefix, ttl, bucket_ttl, first_n, per_slot, ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
+      keep = n > 0 and '1' or '0'
+      reason = why == 1 and 'error' or 'flood'
+      adjusted = string.format('%.17g', n * tonumber(ARGV[i + 5]))
+      threshold = ''
+    else
+      keep, reason, adjusted, threshold = ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], ARGV[i + 9]
+    end
+    if not reproducible[reason] then
+      redis.call('SET', dkey, keep .. ',' .. adjusted .. ',' .. threshold, 'EX', dttl)
+    end
+    answer = keep .. ',' .. reason .. ',' .. adjusted .. ',' .. threshold
+  end
+  out[#out + 1] = answer
+  i = i + 10
+end
+return out
+"""
+)

@@ -16,12 +16,14 @@ from errorgate.processors.classification.episodes import Observation
 from errorgate.processors.classification.severity import BurnRates
 from errorgate.processors.errorstate.base import (
     BurnInput,
+    DecisionInput,
+    Verdict,
     EpisodeInput,
     FloodInput,
     LocalErrorState,
     LocalFloodState,
 )
-from errorgate.processors.errorstate.lua import BURN, EPISODES, FLOOD
+from errorgate.processors.errorstate.lua import BURN, DECISIONS, EPISODES, FLOOD
 from errorgate.processors.sampling.flood import FloodVerdict
 
 _KINDS = {b"t": "transient", b"i": "intermittent", b"p": "persistent"}
@@ -149,3 +151,49 @@ class RedisFloodState:
             FloodVerdict(adjusted > 0, float(adjusted), _REASONS[reason])
             for adjusted, reason in zip(flat[::2], flat[1::2], strict=True)
         ]
+
+
+class RedisDecisions:
+    """``sample``'s trace decisions for late spans and its flood budgets, shared (``DECISIONS``).
+
+    ``sample`` decides every trace with its own state first (its decision cache, its flood
+    limiter: the local answer, kept up to date all along); this call then answers with the
+    shared one, or None when Redis did not answer (the local answers stand)."""
+
+    def __init__(
+        self, shared: RedisStateExtension, flood: LocalFloodState, component: str, ttl: float
+    ) -> None:
+        self.shared = shared
+        self.flood = flood.flood
+        self.component = component
+        self.ttl = max(1, int(ttl))
+        self._script = Script("decisions", DECISIONS)
+
+    def decide(self, complete: bool, entries: Sequence[DecisionInput]) -> list[Verdict] | None:
+        if not entries:
+            return []
+        flood = self.flood
+        args: list[Any] = [
+            self.shared.prefix,
+            self.ttl,
+            int(self.shared.config.state_ttl),
+            _BUCKET_TTL,
+            flood.first_n,
+            flood.per_slot,
+            int(complete),
+        ]
+        for tid, error, factor, (keep, reason, adjusted, threshold) in entries:
+            if error is None:
+                args += [tid, 0, "", 0, 0, 1, int(keep), reason, repr(adjusted), threshold or ""]
+            else:
+                fp, at = error
+                slot = int(at // flood.slot_seconds) if flood.per_slot else 0
+                args += [tid, 1, fp, int(at // 60), slot, repr(factor), 0, "", 0, ""]
+        replies = self.shared.run(self.component, [(self._script, (), args)])
+        if replies is None:
+            return None
+        answers: list[Verdict] = []
+        for row in replies[0]:
+            keep, reason, adjusted, threshold = row.decode().split(",")
+            answers.append((keep == "1", reason, float(adjusted), int(threshold) if threshold else None))
+        return answers

@@ -1,0 +1,168 @@
+"""Shared late-span decisions and incident candidates across replicas (the ``redis`` extension),
+against a real redis-server.
+
+Split by trace id over three replicas, a span arriving after its trace was decided (a replica
+restarted, traffic re-routed) can land on a replica that never saw the trace: with shared
+decisions it follows the decision, adjusted count included; an incident whose errors are spread
+over the replicas is counted globally and opened once. Redis killed mid-run: the replicas fall
+back to their own state (counted), nothing raises, and they share again once it is back."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from errorgate.component import EXTENSIONS, PROCESSORS, ComponentContext, Extensions, Processor
+from errorgate.extensions import shared_state
+from errorgate.extensions.shared_state import RedisConfig, RedisStateExtension
+from errorgate.telemetry import Telemetry
+from tests.support.redis_server import RedisServer, start_redis
+from tests.test_classify_support import T0, S, run, total, trace_batch
+
+EXTENSIONS.register(shared_state.factory)  # the installed metadata may predate the entry point
+
+ADJ = "errorgate.sampling.adjusted_count"
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with start_redis(tmp_path_factory.mktemp("shared-late")) as server:
+        yield server
+
+
+@pytest.fixture
+def server(redis_server: RedisServer) -> RedisServer:
+    if redis_server.process is None:
+        redis_server.start()
+    redis_server.client().flushall()
+    redis_server.client().config_resetstat()
+    return redis_server
+
+
+def extension(
+    server: RedisServer, telemetry: Telemetry | None = None, **settings: Any
+) -> RedisStateExtension:
+    config = RedisConfig.model_validate({"endpoint": server.url, **settings})
+    context = ComponentContext("redis", Path("."), telemetry or Telemetry(), logging.getLogger("test"))
+    return RedisStateExtension(config, context)
+
+
+def processor(
+    kind: str,
+    tmp_path: Path,
+    ext: RedisStateExtension | None,
+    telemetry: Telemetry | None = None,
+    **settings: Any,
+) -> Processor:
+    factory = PROCESSORS.get(kind)
+    assert factory is not None
+    context = ComponentContext(
+        kind,
+        tmp_path,
+        telemetry or Telemetry(),
+        logging.getLogger("test"),
+        Extensions({"redis": ext} if ext is not None else {}),
+    )
+    return factory.create(factory.config_model.model_validate(settings), context)
+
+
+# ------------------------------------------------------------------ late spans, three replicas
+
+# Healthy traces are never kept (so a late span kept can only follow its trace's decision); one
+# error trace per fingerprint and minute is kept, the dropped ones carried onto the next kept.
+SAMPLE = {"healthy_keep_probability": 0, "flood": {"first_n_per_minute": 1, "rate_per_second_after": 0}}
+
+
+def error_trace(trace: int, at: float) -> list[S]:
+    return [
+        S("checkout", "POST /pay", trace, 1, end=at),
+        S("payments", "POST /charge", trace, 2, parent=1, end=at - 0.01, error=True,
+          attrs={"errorgate.error.fingerprint": "fp-ledger"}),
+    ]  # fmt: skip
+
+
+def late_span_replay(
+    tmp_path: Path, ext: RedisStateExtension | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Three ``sample`` replicas: error traces 1 and 2 (minute 0; 2 is thinned away) and 3
+    (minute 1: kept, standing for 2 and itself) go to replicas 0, 1 and 2; trace 3's late span
+    goes to replica 1. The attributes of trace 3's error span and of its late span (empty: dropped)."""
+    replicas = [processor("sample", tmp_path / str(i), ext, **SAMPLE) for i in range(3)]
+    run(replicas[0], trace_batch(error_trace(1, T0 + 1), complete_traces=True))
+    run(replicas[1], trace_batch(error_trace(2, T0 + 2), complete_traces=True))
+    decided = run(replicas[2], trace_batch(error_trace(3, T0 + 61), complete_traces=True))
+    late = run(replicas[1], trace_batch([S("checkout", "publish receipt", 3, 9, parent=1, end=T0 + 75)]))
+    return decided.get((3, 2), {}), late.get((3, 9), {})
+
+
+def test_late_span_on_another_replica_follows_the_shared_decision(
+    tmp_path: Path, server: RedisServer
+) -> None:
+    ext = extension(server)
+    decided, late = late_span_replay(tmp_path / "shared", ext)
+    # Kept, standing for the thinned trace 2 (seen by another replica) and itself.
+    assert decided[ADJ] == 2
+    assert late[ADJ] == decided[ADJ]  # the late span is kept with its trace, same adjusted count
+    assert server.client().ttl(b"errorgate:sd:" + (3).to_bytes(16, "big")) > 0  # ages out
+
+
+def test_without_shared_state_the_late_span_is_lost(tmp_path: Path) -> None:
+    decided, late = late_span_replay(tmp_path / "local", None)
+    assert decided[ADJ] == 1  # replica 2 never saw trace 2: its count is lost
+    assert late == {}  # replica 1 never saw trace 3's decision: its late span is dropped
+
+
+def random_sample_batches(rng: random.Random, n: int) -> list[tuple[list[S], bool]]:
+    """Whole traces (healthy, slow, failing; a few fingerprints) and late spans of earlier traces
+    (healthy or failing), in telemetry order over a few minutes: (spans, complete)."""
+    batches: list[tuple[list[S], bool]] = []
+    trace = 0
+    for step in range(n):
+        at = T0 + step * 7
+        if trace and rng.random() < 0.3:
+            spans = []
+            for _ in range(rng.randint(1, 4)):
+                t = rng.randint(1, trace)
+                fp = rng.choice(("fp-a", "fp-b", ""))
+                spans.append(
+                    S("checkout", "late", t, 1000 + step, parent=1, end=at, error=bool(fp) and rng.random() < 0.3,
+                      attrs={"errorgate.error.fingerprint": fp} if fp else {})
+                )  # fmt: skip
+            batches.append((spans, False))
+            continue
+        spans = []
+        for _ in range(rng.randint(1, 6)):
+            trace += 1
+            roll = rng.random()
+            if roll < 0.5:
+                spans += error_trace(trace, at + rng.random() * 5)
+                spans[-1].attrs["errorgate.error.fingerprint"] = rng.choice(("fp-a", "fp-b"))
+            elif roll < 0.6:  # slow: kept for its latency
+                spans += [
+                    S("checkout", "slow", trace, 1, end=at + 3),
+                    S("db", "q", trace, 2, parent=1, end=at),
+                ]
+            else:
+                spans.append(S("checkout", "GET /", trace, 1, end=at))
+        batches.append((spans, True))
+    return batches
+
+
+def test_decision_script_answers_as_the_local_sampler_does(tmp_path: Path, server: RedisServer) -> None:
+    """One replica, the same batches: its decisions with the shared state equal those without."""
+    settings = {
+        "healthy_keep_probability": 0.25,
+        "flood": {"first_n_per_minute": 2, "rate_per_second_after": 0.2},
+    }
+    local = processor("sample", tmp_path / "local", None, **settings)
+    ext = extension(server)
+    shared = processor("sample", tmp_path / "shared", ext, **settings)
+    for spans, complete in random_sample_batches(random.Random(11), 150):
+        expected = run(local, trace_batch(spans, complete_traces=complete))
+        assert run(shared, trace_batch(spans, complete_traces=complete)) == expected
+    assert ext.shared and ext.calls > 50  # the shared path answered (not the fallback)

@@ -22,7 +22,7 @@ from errorgate.extensions import shared_state
 from errorgate.extensions.shared_state import RedisConfig, RedisStateExtension
 from errorgate.telemetry import Telemetry
 from tests.support.redis_server import RedisServer, start_redis
-from tests.test_classify_support import T0, S, run, total, trace_batch
+from tests.test_classify_support import T0, S, run, trace_batch
 
 EXTENSIONS.register(shared_state.factory)  # the installed metadata may predate the entry point
 

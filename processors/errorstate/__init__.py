@@ -44,9 +44,9 @@ __all__ = [
     "LocalFloodState",
     "RedisDecisions",
     "Verdict",
-    "shared_decisions",
     "error_state",
     "flood_state",
+    "shared_decisions",
 ]
 
 

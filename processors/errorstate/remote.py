@@ -17,11 +17,11 @@ from errorgate.processors.classification.severity import BurnRates
 from errorgate.processors.errorstate.base import (
     BurnInput,
     DecisionInput,
-    Verdict,
     EpisodeInput,
     FloodInput,
     LocalErrorState,
     LocalFloodState,
+    Verdict,
 )
 from errorgate.processors.errorstate.lua import BURN, DECISIONS, EPISODES, FLOOD
 from errorgate.processors.sampling.flood import FloodVerdict

@@ -109,7 +109,7 @@ from errorgate.processors.classification.template import parameterize
 from errorgate.processors.deploys.rollback import build_trigger
 from errorgate.processors.deploys.routes import ROUTES, DeployRoutes
 from errorgate.processors.deploys.store import VersionStore
-from errorgate.processors.errorstate import BurnInput, LocalErrorState, error_state
+from errorgate.processors.errorstate import BurnInput, LocalErrorState, error_state, shared_incidents
 from errorgate.signals import ERROR_TRACES_NOTE, WIRE_NOTE, Batch, Signal
 from errorgate.telemetry import LabelCap
 
@@ -222,6 +222,8 @@ class Classify(Processor):
         )
         # Episodes and burn windows in this process, or shared by replicas (the redis extension).
         self.state = error_state(context, LocalErrorState(self.episodes, self.burn))
+        # Incident candidates counted over all replicas, with the redis extension (else None).
+        self.shared_incidents = shared_incidents(context, self.incidents)
         self._burn_view: BurnRates = self.burn  # the burn rates of the batch being classified
         # Gateway-wide caps (service.telemetry.metrics.label_caps) win over these defaults;
         # caps set here explicitly win over both.
@@ -311,7 +313,8 @@ class Classify(Processor):
             for service, outcome in analysis.retried_operations:
                 self.metrics.retried(service, outcome)
         if traces:
-            change = self.incidents.evaluate()
+            shared = self.shared_incidents.window() if self.shared_incidents is not None else None
+            change = self.incidents.evaluate(shared)
             for incident in change.opened:
                 self.metrics.incident_opened(incident.origin_service)
             for incident in change.closed:

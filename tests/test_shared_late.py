@@ -22,7 +22,8 @@ from errorgate.extensions import shared_state
 from errorgate.extensions.shared_state import RedisConfig, RedisStateExtension
 from errorgate.telemetry import Telemetry
 from tests.support.redis_server import RedisServer, start_redis
-from tests.test_classify_support import T0, S, run, trace_batch
+from tests.test_classify_scenarios import _cascade_trace
+from tests.test_classify_support import T0, S, run, total, trace_batch
 
 EXTENSIONS.register(shared_state.factory)  # the installed metadata may predate the entry point
 
@@ -166,3 +167,86 @@ def test_decision_script_answers_as_the_local_sampler_does(tmp_path: Path, serve
         expected = run(local, trace_batch(spans, complete_traces=complete))
         assert run(shared, trace_batch(spans, complete_traces=complete)) == expected
     assert ext.shared and ext.calls > 50  # the shared path answered (not the fallback)
+
+
+# ------------------------------------------------------------------ incident candidates
+
+
+def incident_replay(
+    tmp_path: Path, ext: RedisStateExtension | None
+) -> tuple[float, set[str], list[Telemetry]]:
+    """A database outage cascading through the order path: three failing traces (``min_errors``
+    is 3), one to each of three ``classify`` replicas, beside healthy traffic. Incidents opened
+    (summed over the replicas) and the incident ids the failing spans carry."""
+    telemetries = [Telemetry() for _ in range(3)]
+    replicas = [processor("classify", tmp_path / str(i), ext, telemetries[i]) for i in range(3)]
+    ids: set[str] = set()
+    for i in range(3):
+        cascade, _ = _cascade_trace(T0 + 10 + i * 5, failing=True)
+        healthy, _ = _cascade_trace(T0 + 11 + i * 5, failing=False)
+        out = run(replicas[i], trace_batch(cascade + healthy, complete_traces=True))
+        ids |= {a["errorgate.incident.id"] for a in out.values() if "errorgate.incident.id" in a}
+    opened = sum(total(t, "errorgate_incidents_total") for t in telemetries)
+    return opened, ids, telemetries
+
+
+def test_an_incident_spread_over_three_replicas_opens_once(tmp_path: Path, server: RedisServer) -> None:
+    opened, ids, telemetries = incident_replay(tmp_path, extension(server))
+    assert opened == 1
+    assert len(ids) == 1  # the failing spans name the one incident
+    # The replica that saw the third failing trace opened it, naming the failing origin.
+    assert total(telemetries[2], "errorgate_incidents_total", origin_service="orders-db") == 1
+
+
+def test_without_shared_state_no_replica_sees_the_incident(tmp_path: Path) -> None:
+    opened, ids, _ = incident_replay(tmp_path, None)
+    assert opened == 0 and not ids  # each replica saw one failing trace of the three needed
+
+
+def random_incident_traffic(
+    rng: random.Random, n: int
+) -> Iterator[list[tuple[float, frozenset[str], frozenset[str], frozenset[str]]]]:
+    """Batches of trace observations (time, services, failing services, origins) in telemetry
+    order: healthy traffic and bursts of failures from a few origins over overlapping services."""
+    services = ["web", "cart", "pay", "db", "mq", "auth"]
+    at = T0
+    for _ in range(n):
+        batch = []
+        for _ in range(rng.randint(1, 8)):
+            at += rng.choice((0.5, 1, 3, 20))
+            touched = frozenset(rng.sample(services, rng.randint(1, 5)))
+            if rng.random() < 0.45:
+                failing = frozenset(rng.sample(sorted(touched), rng.randint(1, len(touched))))
+                origins = frozenset([rng.choice(("db", "mq", "auth"))])
+                batch.append((at, touched, failing, origins))
+            else:
+                batch.append((at, touched, frozenset(), frozenset()))
+        yield batch
+
+
+def test_incident_script_answers_as_the_tracker_does(server: RedisServer) -> None:
+    from errorgate.processors.classification.incidents import IncidentTracker
+    from errorgate.processors.errorstate.remote import RedisIncidents
+
+    reference = IncidentTracker(60, 3, 2)
+    tracker = IncidentTracker(60, 3, 2)
+    shared = RedisIncidents(extension(server), tracker, "classify")
+    opened = closed = 0
+    for batch in random_incident_traffic(random.Random(5), 200):
+        for observation in batch:
+            reference.observe(*observation)
+            tracker.observe(*observation)
+        window = shared.window()
+        assert window is not None
+        expected, got = reference.evaluate(), tracker.evaluate(window)
+        assert [(i.id, i.origin_service, i.opened_at, i.services) for i in got.opened] == [
+            (i.id, i.origin_service, i.opened_at, i.services) for i in expected.opened
+        ]
+        assert [i.id for i in got.closed] == [i.id for i in expected.closed]
+        # Same incidents, members and ranking (the scores come from the same counts: equal).
+        assert {k: (v.services, v.ranking) for k, v in tracker.active.items()} == {
+            k: (v.services, v.ranking) for k, v in reference.active.items()
+        }
+        opened += len(expected.opened)
+        closed += len(expected.closed)
+    assert opened >= 3 and closed >= 2  # the traffic opened and closed incidents

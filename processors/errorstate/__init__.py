@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from errorgate.component import ComponentContext
 from errorgate.extensions.shared_state import RedisStateExtension
+from errorgate.processors.classification.incidents import IncidentTracker
 from errorgate.processors.errorstate.base import (
     BurnInput,
     DecisionInput,
@@ -31,7 +32,12 @@ from errorgate.processors.errorstate.base import (
     LocalFloodState,
     Verdict,
 )
-from errorgate.processors.errorstate.remote import RedisDecisions, RedisErrorState, RedisFloodState
+from errorgate.processors.errorstate.remote import (
+    RedisDecisions,
+    RedisErrorState,
+    RedisFloodState,
+    RedisIncidents,
+)
 
 __all__ = [
     "BurnInput",
@@ -43,10 +49,12 @@ __all__ = [
     "LocalErrorState",
     "LocalFloodState",
     "RedisDecisions",
+    "RedisIncidents",
     "Verdict",
     "error_state",
     "flood_state",
     "shared_decisions",
+    "shared_incidents",
 ]
 
 
@@ -71,3 +79,11 @@ def shared_decisions(context: ComponentContext, local: LocalFloodState) -> Redis
     if shared is None:
         return None
     return RedisDecisions(shared, local, context.component_id, shared.config.decision_ttl)
+
+
+def shared_incidents(context: ComponentContext, tracker: IncidentTracker) -> RedisIncidents | None:
+    """``classify``'s incident window summed over replicas with the ``redis`` extension, else None."""
+    shared = context.extension(RedisStateExtension)
+    if shared is None:
+        return None
+    return RedisIncidents(shared, tracker, context.component_id)

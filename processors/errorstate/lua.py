@@ -253,3 +253,82 @@ end
 return out
 """
 )
+
+# Incident candidates (``IncidentTracker``): the window's counts per slot of telemetry time in
+# hashes ``is:<slot>`` (fields as ``IncidentTracker.deltas``: f, c<service>, x<service>,
+# o<origin>\0<service>), kept for the window and a slot (wall time); ``in`` the newest telemetry
+# time (``state_ttl``); an
+# origin qualifying for an incident is claimed once, ``ia:<origin>`` = the telemetry time of the
+# claim (the incident's id and opening time on every replica), listed in the set ``io`` and
+# dropped when the origin has no failing trace left in the window.
+# ARGV: prefix, slot_ttl, state_ttl, slot_seconds, window, min_errors, min_services, batch's newest
+#       time ("" for none), then (slot, field, n)...
+# Reply: {now, {origin, service, n, ...}, failed, {service, cover, fail cover, ...},
+#         {origin, claimed at, claimed by this call (0/1), ...}}; {} before any trace.
+INCIDENTS = r"""
+local prefix, slot_ttl, state_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local slot_seconds, window = tonumber(ARGV[4]), tonumber(ARGV[5])
+local min_errors, min_services = tonumber(ARGV[6]), tonumber(ARGV[7])
+local nkey = prefix .. 'in'
+local now = tonumber(redis.call('GET', nkey))
+local newest = tonumber(ARGV[8])
+if newest and (not now or newest > now) then
+  now = newest
+  redis.call('SET', nkey, ARGV[8], 'EX', state_ttl)
+end
+if not now then return {} end
+local oldest = math.floor((now - window) / slot_seconds)
+for i = 9, #ARGV - 2, 3 do
+  local slot = tonumber(ARGV[i])
+  if slot > oldest then
+    local key = prefix .. 'is:' .. ARGV[i]
+    redis.call('HINCRBY', key, ARGV[i + 1], ARGV[i + 2])
+    redis.call('EXPIRE', key, slot_ttl)
+  end
+end
+local by_origin, origins, sums = {}, {}, {}
+for slot = oldest + 1, math.floor(now / slot_seconds) do
+  local h = redis.call('HGETALL', prefix .. 'is:' .. slot)
+  for j = 1, #h, 2 do sums[h[j]] = (sums[h[j]] or 0) + tonumber(h[j + 1]) end
+end
+local flat = {}
+for f, n in pairs(sums) do
+  if string.sub(f, 1, 1) == 'o' then
+    local origin, svc = string.match(f, '^o(.-)%z(.*)$')
+    flat[#flat + 1] = origin; flat[#flat + 1] = svc; flat[#flat + 1] = n
+    if not by_origin[origin] then by_origin[origin] = 0; origins[#origins + 1] = origin end
+    if n >= min_errors then by_origin[origin] = by_origin[origin] + 1 end
+  end
+end
+local claims, cover = {}, {}
+for _, origin in ipairs(origins) do
+  if by_origin[origin] >= min_services then
+    local ckey = prefix .. 'ia:' .. origin
+    local at, mine = redis.call('GET', ckey), 0
+    if not at then
+      at, mine = string.format('%.17g', now), 1
+      redis.call('SET', ckey, at, 'EX', slot_ttl)
+      redis.call('SADD', prefix .. 'io', origin)
+      redis.call('EXPIRE', prefix .. 'io', slot_ttl)
+    end
+    claims[#claims + 1] = origin; claims[#claims + 1] = at; claims[#claims + 1] = mine
+  end
+end
+for _, origin in ipairs(redis.call('SMEMBERS', prefix .. 'io')) do
+  if by_origin[origin] then
+    redis.call('EXPIRE', prefix .. 'ia:' .. origin, slot_ttl)
+  else
+    redis.call('DEL', prefix .. 'ia:' .. origin)
+    redis.call('SREM', prefix .. 'io', origin)
+  end
+end
+if #claims > 0 then
+  for f, n in pairs(sums) do
+    if string.sub(f, 1, 1) == 'c' then
+      local svc = string.sub(f, 2)
+      cover[#cover + 1] = svc; cover[#cover + 1] = n; cover[#cover + 1] = sums['x' .. svc] or 0
+    end
+  end
+end
+return {string.format('%.17g', now), flat, sums['f'] or 0, cover, claims}
+"""

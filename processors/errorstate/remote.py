@@ -8,11 +8,14 @@ every ``retry_interval``). What a replica observed while Redis was down stays lo
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Collection, Sequence
 from typing import Any
 
 from errorgate.extensions.shared_state import RedisStateExtension, Script
 from errorgate.processors.classification.episodes import Observation
+from errorgate.processors.classification.incidents import IncidentTracker, SharedWindow
 from errorgate.processors.classification.severity import BurnRates
 from errorgate.processors.errorstate.base import (
     BurnInput,
@@ -23,7 +26,7 @@ from errorgate.processors.errorstate.base import (
     LocalFloodState,
     Verdict,
 )
-from errorgate.processors.errorstate.lua import BURN, DECISIONS, EPISODES, FLOOD
+from errorgate.processors.errorstate.lua import BURN, DECISIONS, EPISODES, FLOOD, INCIDENTS
 from errorgate.processors.sampling.flood import FloodVerdict
 
 _KINDS = {b"t": "transient", b"i": "intermittent", b"p": "persistent"}
@@ -197,3 +200,54 @@ class RedisDecisions:
             keep, reason, adjusted, threshold = row.decode().split(",")
             answers.append((keep == "1", reason, float(adjusted), int(threshold) if threshold else None))
         return answers
+
+
+class RedisIncidents:
+    """``classify``'s incident candidates summed over the replicas (``INCIDENTS``): the tracker
+    records each batch's counts, this call adds them to the shared window and returns it, or
+    None when Redis did not answer (the tracker then judges its own window, kept all along)."""
+
+    def __init__(self, shared: RedisStateExtension, tracker: IncidentTracker, component: str) -> None:
+        self.shared = shared
+        self.tracker = tracker
+        self.component = component
+        tracker.deltas = Counter()  # record each batch's counts from now on
+        self._script = Script("incidents", INCIDENTS)
+
+    def window(self) -> SharedWindow | None:
+        """Add the counts observed since the last call; the window summed over the replicas."""
+        tracker = self.tracker
+        args: list[Any] = [
+            self.shared.prefix,
+            math.ceil(tracker.window + tracker.slot_seconds),
+            int(self.shared.config.state_ttl),
+            repr(tracker.slot_seconds),
+            repr(tracker.window),
+            tracker.min_errors,
+            tracker.min_services,
+            repr(tracker.now) if tracker.now else "",  # (the script keeps the newest of all)
+        ]
+        for (slot, name), n in tracker.take_deltas().items():
+            args += [slot, name, n]
+        replies = self.shared.run(self.component, [(self._script, (), args)])
+        if replies is None:
+            return None
+        return _shared_window(replies[0])
+
+
+def _shared_window(reply: list[Any]) -> SharedWindow | None:
+    if not reply:
+        return None  # nothing observed yet, anywhere
+    now, flat, failed, cover, claims = reply
+    by_origin: dict[str, Counter[str]] = {}
+    for i in range(0, len(flat), 3):
+        by_origin.setdefault(flat[i].decode(), Counter())[flat[i + 1].decode()] = int(flat[i + 2])
+    window = SharedWindow(float(now), by_origin, int(failed))
+    for i in range(0, len(cover), 3):
+        service = cover[i].decode()
+        window.cover[service] = int(cover[i + 1])
+        if int(cover[i + 2]):
+            window.fail_cover[service] = int(cover[i + 2])
+    for i in range(0, len(claims), 3):
+        window.claims[claims[i].decode()] = (float(claims[i + 1]), claims[i + 2] == 1)
+    return window

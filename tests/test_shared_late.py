@@ -250,3 +250,52 @@ def test_incident_script_answers_as_the_tracker_does(server: RedisServer) -> Non
         opened += len(expected.opened)
         closed += len(expected.closed)
     assert opened >= 3 and closed >= 2  # the traffic opened and closed incidents
+
+
+# ------------------------------------------------------------------ Redis down, Redis back
+
+
+def test_redis_killed_mid_run_falls_back_counted_and_recovers(
+    tmp_path: Path, server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    telemetries = [Telemetry() for _ in range(3)]
+    exts = [extension(server, t, timeout="50ms", retry_interval=0) for t in telemetries]
+    samplers = [processor("sample", tmp_path / f"s{i}", exts[i], telemetries[i], **SAMPLE) for i in range(3)]
+    classifiers = [processor("classify", tmp_path / f"c{i}", exts[i], telemetries[i]) for i in range(3)]
+
+    def late_span_kept(trace: int, at: float) -> bool:
+        decided = run(samplers[0], trace_batch(error_trace(trace, at), complete_traces=True))
+        assert decided  # an error trace, first of its minute: kept
+        late = run(samplers[1], trace_batch([S("checkout", "late", trace, 9, parent=1, end=at + 12)]))
+        return bool(late)
+
+    def incident_ids(start: float) -> set[str]:
+        """A quiet moment (the earlier incident closes), then three failing traces, one each."""
+        ids = set()
+        for i in range(3):
+            quiet, _ = _cascade_trace(start - 10, failing=False)
+            run(classifiers[i], trace_batch(quiet, complete_traces=True))
+        for i in range(3):
+            cascade, _ = _cascade_trace(start + i * 5, failing=True)
+            out = run(classifiers[i], trace_batch(cascade, complete_traces=True))
+            ids |= {a["errorgate.incident.id"] for a in out.values() if "errorgate.incident.id" in a}
+        return ids
+
+    def opened() -> float:
+        return sum(total(t, "errorgate_incidents_total") for t in telemetries)
+
+    assert late_span_kept(101, T0) and len(incident_ids(T0)) == 1 and opened() == 1  # shared
+    server.stop()
+    # Down: every replica answers from its own state, nothing raises, each batch is counted.
+    assert not late_span_kept(102, T0 + 300)
+    assert not incident_ids(T0 + 300) and opened() == 1  # each replica saw one failing trace of three
+    assert not any(e.shared for e in exts)
+    fallbacks = [total(t, "errorgate_shared_state_fallbacks_total") for t in telemetries]
+    assert fallbacks[0] >= 2 and fallbacks[1] >= 2 and fallbacks[2] >= 1
+    server.start()  # back, empty (no persistence)
+    assert (
+        late_span_kept(103, T0 + 600) and len(incident_ids(T0 + 600)) == 1 and opened() == 2
+    )  # shared again
+    assert all(e.shared for e in exts)
+    messages = [r.getMessage() for r in caplog.records if r.name == "errorgate.shared_state"]
+    assert sum("unavailable" in m for m in messages) == 3 and sum("is back" in m for m in messages) == 3

@@ -30,6 +30,7 @@ from errorgate.processors.errorstate.base import (
     FloodState,
     LocalErrorState,
     LocalFloodState,
+    SharedCall,
     Verdict,
 )
 from errorgate.processors.errorstate.remote import (
@@ -50,6 +51,7 @@ __all__ = [
     "LocalFloodState",
     "RedisDecisions",
     "RedisIncidents",
+    "SharedCall",
     "Verdict",
     "error_state",
     "flood_state",

@@ -278,12 +278,16 @@ if newest and (not now or newest > now) then
 end
 if not now then return {} end
 local oldest = math.floor((now - window) / slot_seconds)
+local touched = {}
 for i = 9, #ARGV - 2, 3 do
   local slot = tonumber(ARGV[i])
   if slot > oldest then
     local key = prefix .. 'is:' .. ARGV[i]
     redis.call('HINCRBY', key, ARGV[i + 1], ARGV[i + 2])
-    redis.call('EXPIRE', key, slot_ttl)
+    if not touched[key] then
+      redis.call('EXPIRE', key, slot_ttl)  -- once per slot and batch
+      touched[key] = true
+    end
   end
 end
 local by_origin, origins, sums = {}, {}, {}

@@ -24,6 +24,7 @@ from errorgate.processors.errorstate.base import (
     FloodInput,
     LocalErrorState,
     LocalFloodState,
+    SharedCall,
     Verdict,
 )
 from errorgate.processors.errorstate.lua import BURN, DECISIONS, EPISODES, FLOOD, INCIDENTS
@@ -81,10 +82,16 @@ class RedisErrorState:
         self._burn = Script("burn", BURN)
 
     def classify(
-        self, records: Sequence[BurnInput], observations: Sequence[EpisodeInput], services: Collection[str]
+        self,
+        records: Sequence[BurnInput],
+        observations: Sequence[EpisodeInput],
+        services: Collection[str],
+        also: Sequence[SharedCall] = (),
     ) -> tuple[list[Observation], BurnRates]:
         local_seen, local_burn = self.local.classify(records, observations, services)
         if not records and not observations:
+            if also:
+                _answer(also, self.shared.run(self.component, [(c.script, c.keys, c.args) for c in also]))
             return local_seen, local_burn
         prefix = self.shared.prefix
         bucket = self.local.episodes.bucket
@@ -102,7 +109,9 @@ class RedisErrorState:
             for _, _, ts, deterministic, retry_failed in observations:
                 args += [bucket(ts), int(deterministic), int(retry_failed)]
             calls.append((self._episodes, keys, args))
+        calls += [(c.script, c.keys, c.args) for c in also]
         replies = self.shared.run(self.component, calls)
+        _answer(also, replies)
         if replies is None:
             return local_seen, local_burn
         return (_observations(replies[1]) if observations else []), self._burn_view(queried, replies[0])
@@ -114,6 +123,13 @@ class RedisErrorState:
                 if row:
                     totals[service, duration] = (int(row[1 + 2 * i]), int(row[2 + 2 * i]))
         return SharedBurn(self.local.burn, totals)
+
+
+def _answer(also: Sequence[SharedCall], replies: list[Any] | None) -> None:
+    """The riding calls' replies: the last ones of the round trip."""
+    if replies is not None and also:
+        for call, reply in zip(also, replies[-len(also) :], strict=True):
+            call.reply = reply
 
 
 def _observations(rows: list[bytes]) -> list[Observation]:
@@ -214,8 +230,9 @@ class RedisIncidents:
         tracker.deltas = Counter()  # record each batch's counts from now on
         self._script = Script("incidents", INCIDENTS)
 
-    def window(self) -> SharedWindow | None:
-        """Add the counts observed since the last call; the window summed over the replicas."""
+    def call(self) -> SharedCall:
+        """The script call adding the counts observed since the last call to the shared window
+        (made in ``ErrorState.classify``'s round trip, or alone by ``window``)."""
         tracker = self.tracker
         args: list[Any] = [
             self.shared.prefix,
@@ -229,10 +246,18 @@ class RedisIncidents:
         ]
         for (slot, name), n in tracker.take_deltas().items():
             args += [slot, name, n]
-        replies = self.shared.run(self.component, [(self._script, (), args)])
-        if replies is None:
-            return None
-        return _shared_window(replies[0])
+        return SharedCall(self._script, (), args)
+
+    def window(self) -> SharedWindow | None:
+        """The window summed over the replicas, in a round trip of its own."""
+        call = self.call()
+        _answer([call], self.shared.run(self.component, [(call.script, call.keys, call.args)]))
+        return self.read(call)
+
+    @staticmethod
+    def read(call: SharedCall) -> SharedWindow | None:
+        """The window from ``call``'s reply; None when Redis did not answer (or holds nothing)."""
+        return _shared_window(call.reply) if call.reply is not None else None
 
 
 def _shared_window(reply: list[Any]) -> SharedWindow | None:

@@ -32,6 +32,9 @@ Decisions, per whole trace (the assembler hands over complete traces):
 Every kept span and log record carries ``errorgate.sampling.adjusted_count`` (1/p; 1 when not
 thinned, times any upstream sampler's factor). Late spans follow the cached decision for their
 trace (``follow_trace``), except that an error arriving for a dropped trace is decided afresh.
+With the ``redis`` extension the decisions the trace id does not reproduce (error, flood,
+latency, rule) are shared, so a late span landing on another replica (a restart, re-routing)
+follows them too, adjusted count included; the flood budgets are spent in the same call.
 
 Logs: severity >= ERROR always kept (``severity``) and marks its trace to be kept; lower
 severities follow their trace's cached decision, or, before the trace is decided, the same

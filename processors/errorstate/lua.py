@@ -4,8 +4,11 @@ batches) at one round trip per batch. ``tests/test_shared_state.py`` runs the sa
 observations through these scripts and the in-process trackers and compares every answer.
 
 Keys are built inside the scripts from the prefix passed in ARGV (``ep:`` episodes, ``b:`` burn
-slots, ``bn:`` a service's newest telemetry time, ``fm:``/``fs:``/``fc:`` flood counts): one
-Redis, or independent Redis shards chosen client-side; not a Redis Cluster (no hash tags).
+slots, ``bn:`` a service's newest telemetry time, ``fm:``/``fs:``/``fc:`` flood counts, ``sd:``
+trace decisions for late spans, ``is:``/``ic:`` incident window slots, ``in`` its newest
+telemetry time, ``ia:``/``io`` incident claims): one Redis, or independent Redis shards chosen
+client-side; not a Redis Cluster (no hash tags). ``tests/test_shared_late.py`` compares the
+decision and incident scripts with ``sample`` and ``IncidentTracker`` the same way.
 """
 
 from __future__ import annotations
@@ -255,10 +258,9 @@ return out
 )
 
 # Incident candidates (``IncidentTracker``): the window's counts per slot of telemetry time in
-# hashes ``is:<slot>`` (fields as ``IncidentTracker.deltas``: f, c<service>, x<service>,
-# o<origin>\0<service>), kept for the window and a slot (wall time); ``in`` the newest telemetry
-# time (``state_ttl``); an
-# origin qualifying for an incident is claimed once, ``ia:<origin>`` = the telemetry time of the
+# hashes ``is:<slot>`` (fields as ``IncidentTracker.deltas``: f, x<service>, o<origin>\0<service>)
+# and ``ic:<slot>`` (c<service>: read only when an origin qualifies), kept for the window and a
+# slot (wall time); ``in`` the newest telemetry time (``state_ttl``); an origin qualifying for an incident is claimed once, ``ia:<origin>`` = the telemetry time of the
 # claim (the incident's id and opening time on every replica), listed in the set ``io`` and
 # dropped when the origin has no failing trace left in the window.
 # ARGV: prefix, slot_ttl, state_ttl, slot_seconds, window, min_errors, min_services, batch's newest
@@ -282,7 +284,8 @@ local touched = {}
 for i = 9, #ARGV - 2, 3 do
   local slot = tonumber(ARGV[i])
   if slot > oldest then
-    local key = prefix .. 'is:' .. ARGV[i]
+    -- Cover (every trace) apart from the failing counts: each batch reads only the latter.
+    local key = prefix .. (string.sub(ARGV[i + 1], 1, 1) == 'c' and 'ic:' or 'is:') .. ARGV[i]
     redis.call('HINCRBY', key, ARGV[i + 1], ARGV[i + 2])
     if not touched[key] then
       redis.call('EXPIRE', key, slot_ttl)  -- once per slot and batch
@@ -291,10 +294,13 @@ for i = 9, #ARGV - 2, 3 do
   end
 end
 local by_origin, origins, sums = {}, {}, {}
-for slot = oldest + 1, math.floor(now / slot_seconds) do
-  local h = redis.call('HGETALL', prefix .. 'is:' .. slot)
-  for j = 1, #h, 2 do sums[h[j]] = (sums[h[j]] or 0) + tonumber(h[j + 1]) end
+local function add(kind)
+  for slot = oldest + 1, math.floor(now / slot_seconds) do
+    local h = redis.call('HGETALL', prefix .. kind .. slot)
+    for j = 1, #h, 2 do sums[h[j]] = (sums[h[j]] or 0) + tonumber(h[j + 1]) end
+  end
 end
+add('is:')
 local flat = {}
 for f, n in pairs(sums) do
   if string.sub(f, 1, 1) == 'o' then
@@ -327,6 +333,7 @@ for _, origin in ipairs(redis.call('SMEMBERS', prefix .. 'io')) do
   end
 end
 if #claims > 0 then
+  add('ic:')
   for f, n in pairs(sums) do
     if string.sub(f, 1, 1) == 'c' then
       local svc = string.sub(f, 2)

@@ -6,9 +6,13 @@ are reached N times later. Enabled (``extensions: {redis: {endpoint: redis://HOS
 ``service.extensions: [redis]``), ``classify`` and ``sample`` keep that state in Redis; without
 it the state stays in the process (the embedded default).
 
+Also shared: ``classify``'s incident candidates (failing traces per origin in the incident
+window, and which replica opens an incident) and ``sample``'s decisions for late spans (a span
+arriving after its trace was decided follows that decision on any replica, ``decision_ttl``).
+
 What this module owns is the connection and its failure mode; what is stored, and how, is the
-processors' (``errorgate.processors.errorstate``). Each processed batch costs one round trip
-(a pipeline of Lua scripts, ``run``). When Redis cannot answer within ``timeout`` the batch falls
+processors' (``errorgate.processors.errorstate``). Each processed batch costs at most one round
+trip per component (a pipeline of Lua scripts, ``run``). When Redis cannot answer within ``timeout`` the batch falls
 back to the processor's local state, ``errorgate_shared_state_fallbacks_total`` counts it, one
 line is logged per transition, and a reconnection is tried at most every ``retry_interval``:
 the data path never waits longer than ``timeout`` per batch.
@@ -52,6 +56,9 @@ class RedisConfig(ComponentConfig):
     )
     state_ttl: Duration = Field(
         default=90_000.0, gt=0, description="an error group's state is forgotten this long after it was seen"
+    )
+    decision_ttl: Duration = Field(
+        default=3600.0, gt=0, description="how long late spans of a decided trace follow its decision"
     )
 
     @field_validator("endpoint")

@@ -115,7 +115,14 @@ from errorgate.processors.deploys import persist
 from errorgate.processors.deploys.rollback import build_trigger
 from errorgate.processors.deploys.routes import ROUTES, DeployRoutes
 from errorgate.processors.deploys.store import VersionStore
-from errorgate.processors.errorstate import BurnInput, LocalErrorState, error_state
+from errorgate.processors.errorstate import (
+    BurnInput,
+    LocalErrorState,
+    RedisIncidents,
+    SharedCall,
+    error_state,
+    shared_incidents,
+)
 from errorgate.signals import ERROR_TRACES_NOTE, WIRE_NOTE, Batch, Signal
 from errorgate.telemetry import LabelCap
 
@@ -228,6 +235,8 @@ class Classify(Processor):
         )
         # Episodes and burn windows in this process, or shared by replicas (the redis extension).
         self.state = error_state(context, LocalErrorState(self.episodes, self.burn))
+        # Incident candidates counted over all replicas, with the redis extension (else None).
+        self.shared_incidents = shared_incidents(context, self.incidents)
         self._burn_view: BurnRates = self.burn  # the burn rates of the batch being classified
         # Gateway-wide caps (service.telemetry.metrics.label_caps) win over these defaults;
         # caps set here explicitly win over both.
@@ -326,13 +335,6 @@ class Classify(Processor):
             observe(ts, analysis.services, analysis.failing_services, analysis.origin_services)
             for service, outcome in analysis.retried_operations:
                 self.metrics.retried(service, outcome)
-        if traces:
-            change = self.incidents.evaluate()
-            for incident in change.opened:
-                self.metrics.incident_opened(incident.origin_service)
-            for incident in change.closed:
-                for service in incident.services:
-                    self.metrics.incident_member(service, False)
         pending: list[_Failing] = []
         for span, attrs, service, version, error, ts, *_ in errors:
             assert attrs is not None and error is not None  # an error was found by decoding them
@@ -343,8 +345,18 @@ class Classify(Processor):
             pending.append(
                 self._group(span, attrs, error, service, version, ts, span.kind, route, role, retried)
             )
-        # The batch's requests and failing items go to the state at once (one round trip when shared).
-        for f, seen in zip(pending, self._observe(records, pending), strict=True):
+        # The batch's requests, failing items and incident counts go to the state at once (one
+        # round trip when shared); incidents are then judged, before the failing items are settled.
+        window = self.shared_incidents.call() if self.shared_incidents is not None and traces else None
+        observed = self._observe(records, pending, (window,) if window is not None else ())
+        if traces:
+            change = self.incidents.evaluate(RedisIncidents.read(window) if window is not None else None)
+            for incident in change.opened:
+                self.metrics.incident_opened(incident.origin_service)
+            for incident in change.closed:
+                for service in incident.services:
+                    self.metrics.incident_member(service, False)
+        for f, seen in zip(pending, observed, strict=True):
             self._settle(f, seen)
             role = f.role
             if self.config.max_correlated_spans and role is not None:
@@ -473,13 +485,16 @@ class Classify(Processor):
             component,
         )
 
-    def _observe(self, records: list[BurnInput], failing: list[_Failing]) -> list[Observation]:
-        """The batch's requests and failing items handed to the state at once; each item's
-        episode observation, in order (the burn rates to assess them by: ``_burn_view``)."""
+    def _observe(
+        self, records: list[BurnInput], failing: list[_Failing], also: tuple[SharedCall, ...] = ()
+    ) -> list[Observation]:
+        """The batch's requests and failing items handed to the state at once (``also``: calls
+        riding the same round trip); each item's episode observation, in order (the burn rates
+        to assess them by: ``_burn_view``)."""
         observations = [
             (f.service, f.fp, f.ts, f.category.deterministic, f.retried == "failed") for f in failing
         ]
-        seen, self._burn_view = self.state.classify(records, observations, {f.service for f in failing})
+        seen, self._burn_view = self.state.classify(records, observations, {f.service for f in failing}, also)
         return seen
 
     def _settle(self, f: _Failing, seen: Observation) -> None:

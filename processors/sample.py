@@ -32,6 +32,9 @@ Decisions, per whole trace (the assembler hands over complete traces):
 Every kept span and log record carries ``errorgate.sampling.adjusted_count`` (1/p; 1 when not
 thinned, times any upstream sampler's factor). Late spans follow the cached decision for their
 trace (``follow_trace``), except that an error arriving for a dropped trace is decided afresh.
+With the ``redis`` extension the decisions the trace id does not reproduce (error, flood,
+latency, rule) are shared, so a late span landing on another replica (a restart, re-routing)
+follows them too, adjusted count included; the flood budgets are spent in the same call.
 
 Logs: severity >= ERROR always kept (``severity``) and marks its trace to be kept; lower
 severities follow their trace's cached decision, or, before the trace is decided, the same
@@ -60,7 +63,13 @@ from prometheus_client import Counter
 from errorgate import attributes
 from errorgate.component import Capabilities, ComponentContext, Factory, Output, Processor
 from errorgate.pipeline.assembly.assembler import get_or_create
-from errorgate.processors.errorstate import LocalFloodState, flood_state
+from errorgate.processors.errorstate import (
+    DecisionInput,
+    LocalFloodState,
+    RedisDecisions,
+    flood_state,
+    shared_decisions,
+)
 from errorgate.processors.sampling import consistent, inplace, logs, traces
 from errorgate.processors.sampling.config import AttributeRule as AttributeRule  # public names, kept here
 from errorgate.processors.sampling.config import FloodConfig as FloodConfig
@@ -121,8 +130,12 @@ class SampleProcessor(Processor):
             config.flood.first_n_per_minute, config.flood.rate_per_second_after, config.flood.max_fingerprints
         )
         # Flood budgets in this process, or shared by replicas (the redis extension): a batch's
-        # error traces are admitted at once, before its decisions (``_flood_verdicts``).
-        self._floods = flood_state(context, LocalFloodState(self._flood))
+        # error traces are admitted at once, before its decisions (``_flood_verdicts``). With the
+        # extension, trace decisions are shared too (late spans follow them on any replica), and
+        # the shared flood budgets are spent in that same call (``_share``), not here.
+        local_floods = LocalFloodState(self._flood)
+        self._shared: RedisDecisions | None = shared_decisions(context, local_floods)
+        self._floods = local_floods if self._shared is not None else flood_state(context, local_floods)
         self._verdicts: dict[bytes, FloodVerdict] = {}
         self._decisions: OrderedDict[bytes, Decision] = OrderedDict()
         self._error_logged: OrderedDict[bytes, None] = OrderedDict()  # traces an ERROR log marked for keeping
@@ -175,7 +188,8 @@ class SampleProcessor(Processor):
         simple = complete and not self._rules and self._threshold < consistent.MAX_THRESHOLD
         by_probability, threshold = self._by_probability, self._threshold
         decisions, cache_size = self._decisions, self.config.decision_cache_size
-        for tid, n in facts.counts.items():
+        chosen: list[Decision] = []
+        for tid in facts.counts:
             if (
                 simple
                 and tid not in special
@@ -190,6 +204,10 @@ class SampleProcessor(Processor):
                     decisions.popitem(last=False)
             else:
                 d = self._trace_decision(tid, facts, complete, batch.received_at)
+            chosen.append(d)
+        if self._shared is not None:
+            self._share(facts, complete, batch.received_at, chosen)
+        for (tid, n), d in zip(facts.counts.items(), chosen, strict=True):
             if d.keep:
                 kept[tid] = d
                 adjusted_sum += d.adjusted * n  # in trace order, as the metric always summed
@@ -215,6 +233,36 @@ class SampleProcessor(Processor):
 
         dropped = traces.keep_only(facts, kept, mark)
         return self._finish(batch, "traces", tally, adjusted_sum, dropped)
+
+    def _share(self, facts: traces.Facts, complete: bool, received_at: float, chosen: list[Decision]) -> None:
+        """Replace this replica's decisions (``chosen``, in trace order) by the shared ones: the
+        stored decision a late span follows, error traces admitted through the shared flood
+        budgets. Only decisions the trace id does not reproduce are stored (not ``probability``),
+        so a batch of healthy whole traces makes no call at all; a late batch asks for each trace."""
+        assert self._shared is not None
+        at: list[int] = []
+        entries: list[DecisionInput] = []
+        for i, (tid, d) in enumerate(zip(facts.counts, chosen, strict=True)):
+            if len(tid) != 16 or tid == _NO_TRACE:
+                continue
+            errors = facts.errors.get(tid)
+            if complete and not errors and d.reason == "probability":
+                continue
+            error = None
+            if errors:
+                error = (traces.primary_fingerprint(errors), facts.times[tid][1] / 1e9 or received_at)
+            factor = consistent.adjusted_count(facts.upstream.get(tid, 0))
+            at.append(i)
+            entries.append((tid, error, factor, (d.keep, d.reason, d.adjusted, d.threshold)))
+        answers = self._shared.decide(complete, entries)
+        if not answers:
+            return  # none asked for, or Redis did not answer: this replica's own decisions stand
+        decisions = self._decisions
+        for i, (tid, *_), (keep, reason, adjusted, threshold) in zip(at, entries, answers, strict=True):
+            d = chosen[i]
+            if (d.keep, d.reason, d.adjusted, d.threshold) != (keep, reason, adjusted, threshold):
+                d = chosen[i] = Decision(keep, reason, adjusted, threshold)
+                decisions[tid] = d  # what this replica's late spans follow from now on
 
     def _trace_decision(
         self, tid: bytes, facts: traces.Facts, complete: bool, received_at: float

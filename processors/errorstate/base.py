@@ -4,7 +4,8 @@ implementation, the embedded default (see the package's docstring)."""
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from errorgate.processors.classification.episodes import EpisodeTracker, Observation
 from errorgate.processors.classification.severity import BurnRates
@@ -16,16 +17,37 @@ EpisodeInput = tuple[str, str, float, bool, bool]
 BurnInput = tuple[str, float, int, int]
 # (fingerprint, telemetry time)
 FloodInput = tuple[str, float]
+# A trace decision: (keep, reason, adjusted count, tracestate threshold or None)
+Verdict = tuple[bool, str, float, int | None]
+# One trace of a ``sample`` batch: (trace id, its flood admission if it is an error trace, the
+# upstream samplers' adjusted count, the decision this replica's own state gave)
+DecisionInput = tuple[bytes, FloodInput | None, float, Verdict]
+
+
+@dataclass
+class SharedCall:
+    """Another script call riding in the same round trip as ``ErrorState.classify``'s (the
+    incident window): its ``reply`` is set when the shared state answered, else left None."""
+
+    script: Any  # errorgate.extensions.shared_state.Script
+    keys: Sequence[str]
+    args: Sequence[Any]
+    reply: Any = None
 
 
 class ErrorState(Protocol):
     """``classify``'s state: episodes and burn-rate windows."""
 
     def classify(
-        self, records: Sequence[BurnInput], observations: Sequence[EpisodeInput], services: Collection[str]
+        self,
+        records: Sequence[BurnInput],
+        observations: Sequence[EpisodeInput],
+        services: Collection[str],
+        also: Sequence[SharedCall] = (),
     ) -> tuple[list[Observation], BurnRates]:
         """Record a batch's requests, then observe its failing items in order: their episode
-        observations, and the burn rates to assess ``services`` by (after the records)."""
+        observations, and the burn rates to assess ``services`` by (after the records). ``also``:
+        calls made in the same round trip (only given where the state is shared)."""
         ...
 
 
@@ -43,7 +65,11 @@ class LocalErrorState:
         self.burn = burn
 
     def classify(
-        self, records: Sequence[BurnInput], observations: Sequence[EpisodeInput], services: Collection[str]
+        self,
+        records: Sequence[BurnInput],
+        observations: Sequence[EpisodeInput],
+        services: Collection[str],
+        also: Sequence[SharedCall] = (),
     ) -> tuple[list[Observation], BurnRates]:
         record, observe = self.burn.record, self.episodes.observe
         for service, second, requests, failed in records:

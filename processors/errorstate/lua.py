@@ -4,8 +4,11 @@ batches) at one round trip per batch. ``tests/test_shared_state.py`` runs the sa
 observations through these scripts and the in-process trackers and compares every answer.
 
 Keys are built inside the scripts from the prefix passed in ARGV (``ep:`` episodes, ``b:`` burn
-slots, ``bn:`` a service's newest telemetry time, ``fm:``/``fs:``/``fc:`` flood counts): one
-Redis, or independent Redis shards chosen client-side; not a Redis Cluster (no hash tags).
+slots, ``bn:`` a service's newest telemetry time, ``fm:``/``fs:``/``fc:`` flood counts, ``sd:``
+trace decisions for late spans, ``is:``/``ic:`` incident window slots, ``in`` its newest
+telemetry time, ``ia:``/``io`` incident claims): one Redis, or independent Redis shards chosen
+client-side; not a Redis Cluster (no hash tags). ``tests/test_shared_late.py`` compares the
+decision and incident scripts with ``sample`` and ``IncidentTracker`` the same way.
 """
 
 from __future__ import annotations
@@ -152,16 +155,11 @@ return out
 """
 
 # Flood budgets (``FloodLimiter.admit``): per fingerprint, traces seen per telemetry minute,
-# kept per rate slot, and the dropped count carried onto the next kept trace.
-# ARGV: prefix, ttl (carried), bucket_ttl, first_n, per_slot, then (fingerprint, minute, slot)...
-# Reply: per admit, adjusted count (0: dropped) and reason (1 error, 2 flood, 0 dropped).
-FLOOD = r"""
-local prefix, ttl, bucket_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local first_n, per_slot = tonumber(ARGV[4]), tonumber(ARGV[5])
-local out = {}
-local i = 6
-while i + 2 <= #ARGV do
-  local fp, minute, slot = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+# kept per rate slot, and the dropped count carried onto the next kept trace. One admission as a
+# Lua function, shared by ``FLOOD`` and ``DECISIONS`` (the budgets are the same keys in both).
+# Returns the adjusted count (0: dropped) and the reason (1 error, 2 flood, 0 dropped).
+_ADMIT = r"""
+local function admit(prefix, ttl, bucket_ttl, first_n, per_slot, fp, minute, slot)
   local mkey = prefix .. 'fm:' .. fp .. '\0' .. minute
   local seen = redis.call('INCR', mkey)
   if seen == 1 then redis.call('EXPIRE', mkey, bucket_ttl) end
@@ -180,14 +178,168 @@ while i + 2 <= #ARGV do
   if reason == 0 then
     redis.call('INCR', ckey)
     redis.call('EXPIRE', ckey, ttl)
-    out[#out + 1] = 0
-  else
-    local carried = tonumber(redis.call('GET', ckey)) or 0
-    if carried > 0 then redis.call('DEL', ckey) end
-    out[#out + 1] = 1 + carried
+    return 0, 0
   end
+  local carried = tonumber(redis.call('GET', ckey)) or 0
+  if carried > 0 then redis.call('DEL', ckey) end
+  return 1 + carried, reason
+end
+"""
+
+# ARGV: prefix, ttl (carried), bucket_ttl, first_n, per_slot, then (fingerprint, minute, slot)...
+# Reply: per admit, adjusted count (0: dropped) and reason (1 error, 2 flood, 0 dropped).
+FLOOD = (
+    _ADMIT
+    + r"""
+local prefix, ttl, bucket_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local first_n, per_slot = tonumber(ARGV[4]), tonumber(ARGV[5])
+local out = {}
+local i = 6
+while i + 2 <= #ARGV do
+  local adjusted, reason = admit(prefix, ttl, bucket_ttl, first_n, per_slot, ARGV[i], ARGV[i + 1], ARGV[i + 2])
+  out[#out + 1] = adjusted
   out[#out + 1] = reason
   i = i + 3
 end
 return out
+"""
+)
+
+# Trace decisions for late spans (``SampleProcessor._trace_decision``): a decision that the trace
+# id alone does not reproduce (error, flood, latency, rule; kept or dropped) is stored under
+# ``sd:<trace id>`` as "keep,adjusted,threshold" for ``ttl`` seconds; spans of a trace arriving
+# after its decision (a batch that is not complete) follow it on any replica, except that an
+# error arriving for a dropped trace is decided afresh. Error traces are admitted through the
+# flood budgets here (``admit``), so the batch's flood and decisions are one call.
+# ARGV: prefix, decision ttl, carried ttl, bucket_ttl, first_n, per_slot, complete (0/1), then per
+#       trace 10 fields: trace id, error (0/1), fingerprint, minute, slot, factor (upstream
+#       adjusted count), and this replica's own decision: keep (0/1), reason, adjusted, threshold.
+# Reply: per trace "keep,reason,adjusted,threshold" (threshold "" when none).
+DECISIONS = (
+    _ADMIT
+    + r"""
+local prefix, dttl, ttl, bucket_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local first_n, per_slot, complete = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
+local reproducible = {probability = true, follow_trace = true}
+local out = {}
+local i = 8
+while i + 9 <= #ARGV do
+  local dkey = prefix .. 'sd:' .. ARGV[i]
+  local err = ARGV[i + 1] == '1'
+  local answer
+  if not complete then
+    local cached = redis.call('GET', dkey)
+    if cached then
+      local keep, adjusted, threshold = string.match(cached, '^(%d),([^,]*),(.*)$')
+      if keep == '1' or not err then answer = keep .. ',follow_trace,' .. adjusted .. ',' .. threshold end
+    end
+  end
+  if not answer then
+    local keep, reason, adjusted, threshold
+    if err then
+      local n, why = admit(prefix, ttl, bucket_ttl, first_n, per_slot, ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
+      keep = n > 0 and '1' or '0'
+      reason = why == 1 and 'error' or 'flood'
+      adjusted = string.format('%.17g', n * tonumber(ARGV[i + 5]))
+      threshold = ''
+    else
+      keep, reason, adjusted, threshold = ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], ARGV[i + 9]
+    end
+    if not reproducible[reason] then
+      redis.call('SET', dkey, keep .. ',' .. adjusted .. ',' .. threshold, 'EX', dttl)
+    end
+    answer = keep .. ',' .. reason .. ',' .. adjusted .. ',' .. threshold
+  end
+  out[#out + 1] = answer
+  i = i + 10
+end
+return out
+"""
+)
+
+# Incident candidates (``IncidentTracker``): the window's counts per slot of telemetry time in
+# hashes ``is:<slot>`` (fields as ``IncidentTracker.deltas``: f, x<service>, o<origin>\0<service>)
+# and ``ic:<slot>`` (c<service>: read only when an origin qualifies), kept for the window and a
+# slot (wall time); ``in`` the newest telemetry time (``state_ttl``); an origin qualifying for an incident is claimed once, ``ia:<origin>`` = the telemetry time of the
+# claim (the incident's id and opening time on every replica), listed in the set ``io`` and
+# dropped when the origin has no failing trace left in the window.
+# ARGV: prefix, slot_ttl, state_ttl, slot_seconds, window, min_errors, min_services, batch's newest
+#       time ("" for none), then (slot, field, n)...
+# Reply: {now, {origin, service, n, ...}, failed, {service, cover, fail cover, ...},
+#         {origin, claimed at, claimed by this call (0/1), ...}}; {} before any trace.
+INCIDENTS = r"""
+local prefix, slot_ttl, state_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local slot_seconds, window = tonumber(ARGV[4]), tonumber(ARGV[5])
+local min_errors, min_services = tonumber(ARGV[6]), tonumber(ARGV[7])
+local nkey = prefix .. 'in'
+local now = tonumber(redis.call('GET', nkey))
+local newest = tonumber(ARGV[8])
+if newest and (not now or newest > now) then
+  now = newest
+  redis.call('SET', nkey, ARGV[8], 'EX', state_ttl)
+end
+if not now then return {} end
+local oldest = math.floor((now - window) / slot_seconds)
+local touched = {}
+for i = 9, #ARGV - 2, 3 do
+  local slot = tonumber(ARGV[i])
+  if slot > oldest then
+    -- Cover (every trace) apart from the failing counts: each batch reads only the latter.
+    local key = prefix .. (string.sub(ARGV[i + 1], 1, 1) == 'c' and 'ic:' or 'is:') .. ARGV[i]
+    redis.call('HINCRBY', key, ARGV[i + 1], ARGV[i + 2])
+    if not touched[key] then
+      redis.call('EXPIRE', key, slot_ttl)  -- once per slot and batch
+      touched[key] = true
+    end
+  end
+end
+local by_origin, origins, sums = {}, {}, {}
+local function add(kind)
+  for slot = oldest + 1, math.floor(now / slot_seconds) do
+    local h = redis.call('HGETALL', prefix .. kind .. slot)
+    for j = 1, #h, 2 do sums[h[j]] = (sums[h[j]] or 0) + tonumber(h[j + 1]) end
+  end
+end
+add('is:')
+local flat = {}
+for f, n in pairs(sums) do
+  if string.sub(f, 1, 1) == 'o' then
+    local origin, svc = string.match(f, '^o(.-)%z(.*)$')
+    flat[#flat + 1] = origin; flat[#flat + 1] = svc; flat[#flat + 1] = n
+    if not by_origin[origin] then by_origin[origin] = 0; origins[#origins + 1] = origin end
+    if n >= min_errors then by_origin[origin] = by_origin[origin] + 1 end
+  end
+end
+local claims, cover = {}, {}
+for _, origin in ipairs(origins) do
+  if by_origin[origin] >= min_services then
+    local ckey = prefix .. 'ia:' .. origin
+    local at, mine = redis.call('GET', ckey), 0
+    if not at then
+      at, mine = string.format('%.17g', now), 1
+      redis.call('SET', ckey, at, 'EX', slot_ttl)
+      redis.call('SADD', prefix .. 'io', origin)
+      redis.call('EXPIRE', prefix .. 'io', slot_ttl)
+    end
+    claims[#claims + 1] = origin; claims[#claims + 1] = at; claims[#claims + 1] = mine
+  end
+end
+for _, origin in ipairs(redis.call('SMEMBERS', prefix .. 'io')) do
+  if by_origin[origin] then
+    redis.call('EXPIRE', prefix .. 'ia:' .. origin, slot_ttl)
+  else
+    redis.call('DEL', prefix .. 'ia:' .. origin)
+    redis.call('SREM', prefix .. 'io', origin)
+  end
+end
+if #claims > 0 then
+  add('ic:')
+  for f, n in pairs(sums) do
+    if string.sub(f, 1, 1) == 'c' then
+      local svc = string.sub(f, 2)
+      cover[#cover + 1] = svc; cover[#cover + 1] = n; cover[#cover + 1] = sums['x' .. svc] or 0
+    end
+  end
+end
+return {string.format('%.17g', now), flat, sums['f'] or 0, cover, claims}
 """

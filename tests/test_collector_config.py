@@ -155,7 +155,12 @@ def test_loadbalancing_routes_whole_traces_to_one_errorgate_replica() -> None:
     assert exporter["routing_key"] == "traceID"
     assert exporter["resolver"]["dns"] == {"hostname": "errorgate", "port": "4317", "interval": "5s"}
     assert lb["service"]["pipelines"]["traces"]["exporters"] == ["loadbalancing/errorgate"]
-    assert exporter["protocol"]["otlp"]["retry_on_failure"]["max_elapsed_time"] == "0s"
+    # Re-routing when a replica dies: queue and retry on the balancer, per replica fail fast
+    # (a per-endpoint queue is dropped with its endpoint: tests/test_collector_reroute.py).
+    assert exporter["retry_on_failure"]["max_elapsed_time"] == "0s"
+    assert exporter["sending_queue"]["enabled"] is True
+    assert exporter["protocol"]["otlp"]["sending_queue"] == {"enabled": False}
+    assert exporter["protocol"]["otlp"]["retry_on_failure"] == {"enabled": False}
 
 
 def test_retention_routing_covers_every_retention_class() -> None:

@@ -49,14 +49,17 @@ def gateway_yaml(
     receiver_extra: str = "",
     service_extra: str = "",
     exporter_id: str = "otlp/out",
+    grpc_host: str = "127.0.0.1",
 ) -> str:
-    """A complete config. ``exporter`` is the YAML of the ``exporters:`` section body (indented 2)."""
+    """A complete config. ``exporter`` is the YAML of the ``exporters:`` section body (indented 2).
+    ``grpc_host``: another loopback address (127.0.0.2, ...) lets replicas share one port, as
+    pods behind one DNS name do."""
     mp = pipeline_processors if metrics_processors is None else metrics_processors
     return f"""
 receivers:
   otlp:
     protocols:
-      grpc: {{endpoint: 127.0.0.1:{grpc_port}}}
+      grpc: {{endpoint: {grpc_host}:{grpc_port}}}
       http: {{endpoint: 127.0.0.1:{http_port}}}
 {receiver_extra}
 processors: {processors}
@@ -124,8 +127,10 @@ class GatewayProcess:
         metrics_port: int,
         env: dict[str, str] | None = None,
         stderr_file: Path | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.config_path = config_path
+        self.host = host  # the gRPC receiver's address (metrics stay on 127.0.0.1)
         self.grpc_port = grpc_port
         self.metrics_port = metrics_port
         self.extra_env = env or {}  # added to this process's environment
@@ -156,7 +161,7 @@ class GatewayProcess:
                 except urllib.error.HTTPError:
                     if require_ready:
                         raise
-                socket.create_connection(("127.0.0.1", self.grpc_port), timeout=1).close()
+                socket.create_connection((self.host, self.grpc_port), timeout=1).close()
                 return self
             except OSError:
                 time.sleep(0.1)
@@ -164,7 +169,7 @@ class GatewayProcess:
 
     @property
     def grpc_endpoint(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self.host}:{self.grpc_port}"
 
     def kill(self) -> None:
         assert self.proc is not None

@@ -13,6 +13,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -54,8 +55,17 @@ class CollectorProcess:
     """``otelcol-errorgate --config FILE`` as a child process; ready when its health_check
     extension answers 200 (every config run here enables it on ``health_port``)."""
 
-    def __init__(self, config_text: str, workdir: Path, health_port: int, name: str = "otelcol") -> None:
+    def __init__(
+        self,
+        config_text: str,
+        workdir: Path,
+        health_port: int,
+        name: str = "otelcol",
+        command_prefix: Sequence[str] = (),
+    ) -> None:
         self.config_path = workdir / f"{name}.yaml"
+        # e.g. HostsFile.command_prefix(): runs the Collector with a private /etc/hosts
+        self.command_prefix = list(command_prefix)
         self.config_path.write_text(config_text)
         self.log_path = workdir / f"{name}.log"
         self.health_port = health_port
@@ -64,7 +74,7 @@ class CollectorProcess:
     def start(self, timeout: float = 60) -> CollectorProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [str(otelcol_binary()), "--config", str(self.config_path)],
+            [*self.command_prefix, str(otelcol_binary()), "--config", str(self.config_path)],
             stdout=log,
             stderr=log,
             cwd=self.config_path.parent,

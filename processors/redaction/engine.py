@@ -27,6 +27,7 @@ from errorgate.processors.redaction.recognizers.contact import (
     TelemetryPhoneRecognizer,
 )
 from errorgate.processors.redaction.recognizers.custom import YamlRecognizer
+from errorgate.processors.redaction.recognizers.dictionary import english_words
 from errorgate.processors.redaction.recognizers.ner import NameRecognizer
 from errorgate.processors.redaction.recognizers.registry import BUILTIN_RECOGNIZERS, recognizer_class
 from errorgate.processors.redaction.specs import CustomRecognizerSpec, Finding, Findings
@@ -258,8 +259,24 @@ def resolve_overlaps(value: str, results: list[RecognizerResult]) -> Findings:
     chosen: list[Finding] = []
     for r in sorted(results, key=lambda r: (-r.score, -(r.end - r.start), r.start)):
         for start, end in _uncovered(value, r.start, r.end, chosen):
+            if (start, end) != (r.start, r.end) and _plain_words(r.entity_type, value[start:end]):
+                continue
             chosen.append(Finding(r.entity_type, start, end, round(float(r.score), 3), _rule(r)))
     return tuple(sorted(chosen, key=lambda f: f.start))
+
+
+_NAME_ENTITIES = frozenset({"PERSON", "LOCATION"})
+_LETTER_RUNS = re.compile(r"[^\W\d_]+")
+
+
+def _plain_words(entity: str, piece: str) -> bool:
+    """A name's leftover that is only English words: the role word NER took in with the name
+    ("Customer" of "Customer Kathy Mcdonald"), not part of it."""
+    if entity not in _NAME_ENTITIES:
+        return False
+    english = english_words()
+    words = _LETTER_RUNS.findall(piece)
+    return bool(words) and all(w.lower() in english for w in words)
 
 
 def _uncovered(value: str, start: int, end: int, chosen: list[Finding]) -> list[tuple[int, int]]:

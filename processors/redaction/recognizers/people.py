@@ -157,6 +157,10 @@ def _is_english(word: str, english: frozenset[str]) -> bool:
     return bare in english or bare in COMMON_WORDS
 
 
+def _glued(text: str, end: int) -> bool:
+    return end < len(text) and text[end].isalnum()
+
+
 _SENTENCE_START = regex.compile(r"(?:^|[.:;!?\n]['\"“(\[]?[ \t]*|['\"“(\[][ \t]*)$")
 
 
@@ -207,8 +211,8 @@ class ProperNameRecognizer(FreeTextRecognizer):
             parts = list(_PART.finditer(text, *m.span()))
             first = _first_name_part(text, parts, english, given)
             words = [p for p in parts[first:] if not _is_initial(p.group())]
-            if len(words) < 2 or any(w.group().isupper() for w in words):
-                continue
+            if len(words) < 2 or any(w.group().isupper() or _glued(text, w.end()) for w in words):
+                continue  # codes in capitals; a word running on into letters or digits is a token
             if all(_is_english(w.group(), english) for w in words):
                 continue
             end = words[-1].end() - (1 if words[-1].group().endswith(".") else 0)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from presidio_analyzer import EntityRecognizer
 
 from errorgate import attributes as A
 from errorgate.component import ComponentContext
@@ -169,10 +170,10 @@ def test_known_clean_values_are_still_masked_when_their_item_fails(tmp_path: Pat
     assert proc.detector.clean_check() is not None and proc.detector.clean_check()(("nothing here", False))
 
     class Exploding(AnalysisEngine):
-        def analyze_one(self, value: str, free_text: bool, nlp_artifacts: object = None) -> tuple:  # type: ignore[override]
+        def _patterns(self, value: str, free_text: bool) -> list:  # type: ignore[override]
             if "EXPLODE" in value:
                 raise RuntimeError("recognizer crashed")
-            return super().analyze_one(value, free_text, nlp_artifacts)  # type: ignore[arg-type]
+            return super()._patterns(value, free_text)
 
     proc.detector._engine = Exploding(proc.detector.settings)
     req = ExportTraceServiceRequest()
@@ -221,7 +222,8 @@ def test_ner_values_get_exactly_what_presidios_analyzer_returns() -> None:
         expected = engine.analyzer.analyze(
             value, "en", nlp_artifacts=artifacts, score_threshold=engine._floor
         )
-        got = engine._analyze_with_ner(value, artifacts)
+        both = engine._patterns(value, True) + engine._names(value, artifacts)
+        got = EntityRecognizer.remove_duplicates([r for r in both if r.score >= engine._floor])
         key = lambda r: (r.entity_type, r.start, r.end, r.score)  # noqa: E731
         assert sorted(map(key, got)) == sorted(map(key, expected)), value
         names += any(r.entity_type in ("PERSON", "LOCATION") for r in got)

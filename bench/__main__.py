@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from bench import collector
-from bench.procs import free_port, tree_cpu_s, tree_rss_mib, wait_port
+from bench.procs import free_port, log_tail, tree_cpu_s, tree_rss_mib, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -80,11 +80,21 @@ service:
 """
 
 
-def sink_requests(count_file: Path) -> int:
+def _sink_count(count_file: Path, field: int) -> int:
     try:
-        return int(count_file.read_text().split()[0])
+        return int(count_file.read_text().split()[field])
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def sink_requests(count_file: Path) -> int:
+    return _sink_count(count_file, 0)
+
+
+def sink_bytes(count_file: Path) -> int:
+    """Bytes of export requests the sink received: with sampling, what was delivered (the sink
+    counts requests and bytes, not items, so that decoding does not cost it CPU)."""
+    return _sink_count(count_file, 1)
 
 
 def queue_items(metrics_port: int) -> float:
@@ -99,75 +109,87 @@ def queue_items(metrics_port: int) -> float:
     )
 
 
+def target_command(name: str, port: int, sink_port: int, tmp: Path) -> tuple[list[str], int | None]:
+    """The command line of one target and its metrics port (errorgate's only)."""
+    if name in collector.PEERS:
+        # The Go Collector answers its health check only when every pipeline runs; the
+        # receiver's port is what the load generator needs, as for the other peers.
+        return collector.command(name, port, sink_port, free_port(), tmp), None
+    if name == "proxy":
+        return [
+            PY,
+            "-m",
+            "bench.servers",
+            "proxy",
+            "--port",
+            str(port),
+            "--upstream",
+            f"127.0.0.1:{sink_port}",
+        ], None
+    metrics_port = free_port()
+    cfg = tmp / "config.yaml"
+    cfg.write_text(gateway_config(name, port, metrics_port, sink_port, tmp / "data"))
+    return [PY, "-m", "errorgate", "serve", "--config", str(cfg)], metrics_port
+
+
+def drain(count_file: Path, t_end_send: float) -> tuple[int, float]:
+    """Wait until the sink has received nothing for 1.5 s (at most 120 s): the same rule for
+    every target. It covers what a target still holds when the load stops — errorgate's queue,
+    the traces ``sample`` and ``tail_sampling`` hold for their 1 s decision — and returns the
+    sink's request count then and how long after the load it last moved."""
+    last, stable_since = sink_requests(count_file), time.monotonic()
+    while time.monotonic() - stable_since < 1.5 and time.monotonic() - t_end_send < 120:
+        time.sleep(0.2)
+        now = sink_requests(count_file)
+        if now != last:
+            last, stable_since = now, time.monotonic()
+    return last, max(0.0, stable_since - t_end_send)
+
+
+def load(port: int, duration: float, concurrency: int, seed: int, pid: int) -> tuple[dict, list[float]]:
+    """Run the load generator against the target; its JSON result and the target's RSS samples."""
+    gen = subprocess.Popen(
+        [
+            *(PY, "-m", "bench.loadgen", "--target", f"127.0.0.1:{port}", "--duration", str(duration)),
+            *("--concurrency", str(concurrency), "--seed", str(seed)),
+        ],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    samples: list[float] = []
+    while gen.poll() is None:
+        samples.append(tree_rss_mib(pid))
+        time.sleep(0.5)
+    out, _ = gen.communicate()
+    return json.loads(out.strip().splitlines()[-1]), samples
+
+
 def run_target(
     name: str, sink_port: int, count_file: Path, duration: float, concurrency: int, seed: int
 ) -> dict:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    metrics_port = None
     with tempfile.TemporaryDirectory(prefix=f"eg-bench-{name}-") as tmp:
-        if name in collector.PEERS:
-            # The Go Collector answers its health check only when every pipeline runs; the
-            # receiver's port is what the load generator needs, as for the other peers.
-            cmd = collector.command(name, port, sink_port, free_port(), Path(tmp))
-        elif name == "proxy":
-            cmd = [
-                PY,
-                "-m",
-                "bench.servers",
-                "proxy",
-                "--port",
-                str(port),
-                "--upstream",
-                f"127.0.0.1:{sink_port}",
-            ]
-        else:
-            metrics_port = free_port()
-            cfg = Path(tmp) / "config.yaml"
-            cfg.write_text(gateway_config(name, port, metrics_port, sink_port, Path(tmp) / "data"))
-            cmd = [PY, "-m", "errorgate", "serve", "--config", str(cfg)]
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        cmd, metrics_port = target_command(name, port, sink_port, Path(tmp))
+        # The target's log goes to a file: a pipe nobody reads during the run fills at 64 KiB,
+        # and the target's next log write then blocks. The Collector logs each failed export
+        # with a stack trace from tail_sampling's one decision goroutine: that froze its trace
+        # pipeline, every load-generator call timed out after 30 s (a 10 s run took 32 s)
+        # and the Collector could not even shut down.
+        log_path = Path(tmp) / "stderr.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
         try:
             wait_port(port, 120)
-            before = sink_requests(count_file)
+            before, bytes_before = sink_requests(count_file), sink_bytes(count_file)
             cpu_before = tree_cpu_s(proc.pid)
-            gen = subprocess.Popen(
-                [
-                    PY,
-                    "-m",
-                    "bench.loadgen",
-                    "--target",
-                    f"127.0.0.1:{port}",
-                    "--duration",
-                    str(duration),
-                    "--concurrency",
-                    str(concurrency),
-                    "--seed",
-                    str(seed),
-                ],
-                env=env,
-                cwd=ROOT,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            peak = 0.0
-            samples = []
-            while gen.poll() is None:
-                r = tree_rss_mib(proc.pid)
-                samples.append(r)
-                peak = max(peak, r)
-                time.sleep(0.5)
-            out, _ = gen.communicate()
-            result = json.loads(out.strip().splitlines()[-1])
-            # End to end: how long until the sink stops receiving (the gateway's queue drained).
-            t_end_send = time.monotonic()
-            last, stable_since = sink_requests(count_file), time.monotonic()
-            while time.monotonic() - stable_since < 1.5 and time.monotonic() - t_end_send < 120:
-                time.sleep(0.2)
-                now = sink_requests(count_file)
-                if now != last:
-                    last, stable_since = now, time.monotonic()
-            result["drain_s"] = max(0.0, stable_since - t_end_send)
+            result, samples = load(port, duration, concurrency, seed, proc.pid)
+            # Delivered by the end of the load window, then after the drain.
+            result["delivered_bytes_in_window"] = sink_bytes(count_file) - bytes_before
+            last, result["drain_s"] = drain(count_file, time.monotonic())
+            result["delivered_bytes"] = sink_bytes(count_file) - bytes_before
             # CPU the target spent per 1000 acknowledged items, the queue drain included: less
             # disturbed than throughput by whatever else shares the machine.
             result["cpu_ms_per_1k_items"] = (
@@ -177,7 +199,11 @@ def run_target(
             )
             result["delivered_requests"] = last - before
             result["queue_items_at_end"] = queue_items(metrics_port) if metrics_port else 0.0
-            result["rss_peak_mib"] = peak
+            # Acknowledged but refused downstream: for the Collector peers, from their log.
+            result["rejected_items"] = (
+                collector.rejected_items(log_tail(log_path, 0)) if name in collector.PEERS else 0
+            )
+            result["rss_peak_mib"] = max(samples, default=float("nan"))
             third = max(1, len(samples) // 3)
             result["rss_first_third_mib"] = max(samples[:third]) if samples else float("nan")
             result["rss_last_third_mib"] = max(samples[-third:]) if samples else float("nan")
@@ -189,9 +215,9 @@ def run_target(
                 proc.wait(timeout=40)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
             if proc.returncode not in (0, -15, None):
-                err = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
-                print(f"  ! {name} exited with {proc.returncode}: {err}", file=sys.stderr)
+                print(f"  ! {name} exited with {proc.returncode}: {log_tail(log_path)}", file=sys.stderr)
 
 
 def main() -> int:
@@ -262,9 +288,19 @@ def main() -> int:
                         file=sys.stderr,
                         flush=True,
                     )
-                    results[name].append(
-                        run_target(name, sink_port, count_file, args.duration, args.concurrency, r + 1)
+                    t0 = time.monotonic()
+                    res = run_target(name, sink_port, count_file, args.duration, args.concurrency, r + 1)
+                    # Start, load, drain and shutdown: about the duration plus a few seconds, or a
+                    # target (or the harness) stalled.
+                    res["wall_s"] = time.monotonic() - t0
+                    print(
+                        f"  {name}: {res['wall_s']:.1f}s wall, load {res['elapsed_s']:.1f}s, "
+                        f"drain {res['drain_s']:.1f}s, {res['failed_requests']} failed requests, "
+                        f"{res['rejected_items']} items rejected downstream",
+                        file=sys.stderr,
+                        flush=True,
                     )
+                    results[name].append(res)
             if args.memory_run:
                 print(f"memory run: bare for {args.memory_run:.0f}s...", file=sys.stderr, flush=True)
                 results["memory_run"] = [

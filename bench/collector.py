@@ -7,7 +7,9 @@ Peers, all OTLP/gRPC in and out like errorgate, the exporter's in-memory sending
 - ``otelcol``: no processors (the Collector's pass-through cost);
 - ``otelcol-tailsampling``: ``tail_sampling`` keeping every trace with an error plus 10 % of the
   rest (errorgate's ``sample`` keeps error traces and samples the healthy rest), decision after
-  1 s like the bench's errorgate profiles;
+  1 s like the bench's errorgate profiles, then ``batch``: tail_sampling hands each kept trace
+  on as its own request, which filled the exporter's sending queue (1000 requests) and had it
+  reject kept traces; the batch processor docs place it after any sampling processor;
 - ``otelcol-redaction``: the ``redaction`` processor with a regex set comparable to errorgate's
   pattern recognizers (emails, cards, phones, IBANs, IPs, SSNs, secrets), every key allowed.
   It only looks at attribute values (span, log record and resource attributes), not log bodies.
@@ -17,6 +19,7 @@ Peers, all OTLP/gRPC in and out like errorgate, the exporter's in-memory sending
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -66,8 +69,9 @@ def config(peer: str, port: int, sink_port: int, health_port: int) -> str:
     num_traces: 200000
     policies:
       - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}
-      - {name: healthy-share, type: probabilistic, probabilistic: {sampling_percentage: 10}}""",
-            ["tail_sampling"],
+      - {name: healthy-share, type: probabilistic, probabilistic: {sampling_percentage: 10}}
+  batch: {}""",
+            ["tail_sampling", "batch"],
         ),
         "otelcol-redaction": (
             f"""  redaction:
@@ -79,7 +83,8 @@ def config(peer: str, port: int, sink_port: int, health_port: int) -> str:
     }[peer]
     body, names = processors
     plist = ", ".join(names)
-    logs_plist = ", ".join(n for n in names if n != "tail_sampling")
+    # Only traces go through the sampler (and the batching after it, which it needs).
+    logs_plist = ", ".join(n for n in names if n not in ("tail_sampling", "batch"))
     return f"""
 receivers:
   otlp:
@@ -110,6 +115,13 @@ def command(peer: str, port: int, sink_port: int, health_port: int, workdir: Pat
     cfg = workdir / f"{peer}.yaml"
     cfg.write_text(config(peer, port, sink_port, health_port))
     return [str(binary()), "--config", str(cfg)]
+
+
+def rejected_items(log: str) -> int:
+    """Items the Collector's exporters rejected (``"rejected_items": N`` on each "Exporting failed"
+    line of its log): data a peer acknowledged but never delivered, which its items/s must not
+    hide."""
+    return sum(int(n) for n in re.findall(r'"rejected_items": (\d+)', log))
 
 
 def redact_texts(texts: Sequence[str]) -> list[str]:

@@ -74,3 +74,12 @@ def tree_cpu_s(pid: int) -> float:
     except (OSError, ValueError, IndexError):
         return float("nan")
     return total + sum(tree_cpu_s(c) for c in children(pid))
+
+
+def log_tail(path: Path, chars: int = 2000) -> str:
+    """The end of a process's log file (all of it with ``chars`` 0); empty if there is none."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return text[-chars:] if chars else text

@@ -26,7 +26,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.procs import children, free_port, rss_mib, tree_pids, wait_port
+from bench.procs import children, free_port, log_tail, rss_mib, tree_pids, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -107,13 +107,13 @@ def run(minutes: float, rate: float, concurrency: int = 8, body_chars: int = 0) 
             "ERRORGATE_METRICS_ENDPOINT": f"127.0.0.1:{metrics_port}",
             "ERRORGATE_DATA_DIR": f"{tmp}/data",
         }
-        gateway = subprocess.Popen(
-            [PY, "-m", "errorgate", "serve"],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        # Its log goes to a file: a pipe read only at exit blocks the gateway once 64 KiB are
+        # written (as it froze the Collector's tail_sampling peer in make bench).
+        log_path = Path(tmp) / "stderr.log"
+        with log_path.open("wb") as log:
+            gateway = subprocess.Popen(
+                [PY, "-m", "errorgate", "serve"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log
+            )
         try:
             wait_port(grpc_port, 120)
             gen = subprocess.Popen(
@@ -139,8 +139,7 @@ def run(minutes: float, rate: float, concurrency: int = 8, body_chars: int = 0) 
             except subprocess.TimeoutExpired:
                 gateway.kill()
             if gateway.returncode not in (0, -15, None):
-                err = gateway.stderr.read().decode(errors="replace")[-2000:] if gateway.stderr else ""
-                print(f"  ! gateway exited with {gateway.returncode}: {err}", file=sys.stderr)
+                print(f"  ! gateway exited with {gateway.returncode}: {log_tail(log_path)}", file=sys.stderr)
     return result
 
 

@@ -1,6 +1,6 @@
 """Shared parts for the kit's tests: the real OpenTelemetry SDK with in-memory exporters (installed
-once as the global providers: the kit reads the globals, as a service's code would) and a real
-redis-server on a free loopback port."""
+once as the global providers: the kit reads the globals, as a service's code would), a real
+redis-server on a free loopback port and a real PostgreSQL (tests/support/postgres.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tests.support.postgres import start_postgres
 
 _EXPORTER = InMemorySpanExporter()
 _READER = InMemoryMetricReader()
@@ -109,3 +111,10 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """One PostgreSQL for the session (initdb costs seconds); tests empty the tables they use."""
+    with start_postgres() as pg:
+        yield pg.url

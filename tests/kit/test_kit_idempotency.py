@@ -1,4 +1,4 @@
-"""idempotency: the IETF Idempotency-Key behaviour through ASGI and WSGI, on SQLite and Redis —
+"""idempotency: the IETF Idempotency-Key behaviour through ASGI and WSGI, on SQLite, Redis and PostgreSQL —
 replays create no duplicate order, 409 while in flight, 422 on reuse with another body, clear
 400/413 errors that store nothing, and a 5xx frees the key for the retry."""
 
@@ -53,10 +53,14 @@ def asgi_client(app: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://shop")
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'idem.db'}"
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        store_from_url(url)._pool.execute("TRUNCATE idempotency")  # type: ignore[attr-defined]
+        return url
     url = request.getfixturevalue("redis_url")
     store_from_url(url)._redis.flushdb()  # type: ignore[attr-defined]
     return url

@@ -1,8 +1,10 @@
-"""Where idempotency records live: SQLite (default, also ``:memory:``) or Redis, chosen by URL.
+"""Where idempotency records live: SQLite (default, also ``:memory:``), Redis or PostgreSQL,
+chosen by URL.
 
 A record is *in flight* (no status yet, held for ``lease`` seconds so a crashed worker's key frees
 itself) or *completed* (the response to replay, kept ``ttl`` seconds). ``begin`` is atomic: of two
-concurrent requests with one key exactly one acquires it.
+concurrent requests with one key exactly one acquires it — across processes and hosts for Redis
+and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from errorgate_kit._postgres import Pool, is_postgres_url
 
 
 @dataclass(frozen=True)
@@ -110,12 +114,71 @@ class RedisStore:
         self._redis.delete(self._prefix + key)
 
 
+class PostgresStore:
+    """Records in a PostgreSQL table; the row's state is the lock. ``begin`` takes an expired
+    row's key back (DELETE) and claims the key with ``INSERT ... ON CONFLICT DO NOTHING``: the
+    unique index lets exactly one of several concurrent inserts through, whichever process or
+    host they come from. Expiry is reckoned on the database's clock, so replicas whose clocks
+    disagree still agree on when a lease or a stored response ends."""
+
+    def __init__(self, url: str, table: str = "idempotency") -> None:
+        if not table.isidentifier():
+            raise ValueError(f"idempotency table name must be an identifier, got {table!r}")
+        self._pool = Pool(url)
+        self._table = table
+        self._pool.create_schema(
+            [
+                f"CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,"
+                " status INTEGER, headers JSONB NOT NULL DEFAULT '[]', body BYTEA NOT NULL DEFAULT '',"
+                " expires_at TIMESTAMPTZ NOT NULL)"
+            ]
+        )
+
+    def begin(self, key: str, fingerprint: str, lease: float) -> Record | None:
+        t = self._table
+        for _ in range(3):
+            self._pool.execute(f"DELETE FROM {t} WHERE key = %s AND expires_at <= clock_timestamp()", (key,))
+            inserted, _rows = self._pool.execute(
+                f"INSERT INTO {t} (key, fingerprint, expires_at) VALUES"
+                " (%s, %s, clock_timestamp() + make_interval(secs => %s)) ON CONFLICT (key) DO NOTHING",
+                (key, fingerprint, lease),
+            )
+            if inserted:
+                return None
+            _, rows = self._pool.execute(
+                f"SELECT fingerprint, status, headers, body FROM {t} WHERE key = %s", (key,)
+            )
+            if rows:
+                fp, status, headers, body = rows[0]
+                return Record(fp, status, [(str(k), str(v)) for k, v in headers], bytes(body))
+            # the holder released the key between our INSERT and SELECT: claim it again
+        return Record(fingerprint)  # still contended: answer "in progress" rather than loop on
+
+    def complete(self, key: str, record: Record, ttl: float) -> None:
+        self._pool.execute(
+            f"UPDATE {self._table} SET status = %s, headers = %s::jsonb, body = %s,"
+            " expires_at = clock_timestamp() + make_interval(secs => %s) WHERE key = %s",
+            (record.status, json.dumps(record.headers), record.body, ttl, key),
+        )
+
+    def release(self, key: str) -> None:
+        self._pool.execute(f"DELETE FROM {self._table} WHERE key = %s", (key,))
+
+    def close(self) -> None:
+        self._pool.close()
+
+
 def store_from_url(url: str) -> Store:
-    """``sqlite:///:memory:``, ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``redis://host:port/db``."""
+    """``sqlite:///:memory:``, ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``redis://host:port/db``,
+    ``postgresql://user@host:port/db`` (libpq URL; ``postgres://`` and ``postgresql+psycopg://`` too)."""
     if url.startswith("sqlite:///"):
         return SQLiteStore(url.removeprefix("sqlite:///"))
     if url.startswith(("redis://", "rediss://", "unix://")):
         return RedisStore(url)
+    if is_postgres_url(url):
+        return PostgresStore(url)
+    # Only the scheme is echoed: the rest of a URL may carry a password.
     raise ValueError(
-        f"unsupported idempotency store URL {url!r}: use sqlite:///PATH, sqlite:///:memory: or redis://HOST:PORT/DB"
+        f"unsupported idempotency store URL scheme {url.split(':', 1)[0]!r}: use sqlite:///PATH,"
+        " sqlite:///:memory:, redis://HOST:PORT/DB or postgresql://USER@HOST:PORT/DB"
     )

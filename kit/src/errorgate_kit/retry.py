@@ -5,27 +5,33 @@ of the same name under the same parent: that is exactly what ``RetryPolicy.call`
 resend carrying ``http.request.resend_count``. Waits use full jitter (``random(0, min(cap,
 initial·2ⁿ))``) or decorrelated jitter (``min(cap, random(initial, 3·previous))``), never less
 than a ``Retry-After`` the server sent (up to ``max_retry_after``), and the loop stops rather
-than sleep past the deadline in baggage (``errorgate_kit.deadline``)::
+than sleep past the deadline in baggage (``errorgate_kit.deadline``). ``acall`` is the same loop
+for coroutines (tenacity's ``AsyncRetrying``: the waits suspend the task, not the event loop).
+Each attempt also counts in the ``retry.attempts`` metric (``retry.operation`` = the span name,
+``retry.outcome`` = ``success`` | ``failure``, and ``error.type`` on failures)::
 
     policy = RetryPolicy(max_attempts=4, initial=0.1, jitter="decorrelated")
     stock = policy.call(fetch_stock, sku, span_name="GET /stock", attributes={"peer.service": "inventory"})
+    stock = await policy.acall(fetch_stock_async, sku, span_name="GET /stock")
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import tenacity
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Span, SpanKind
 from opentelemetry.util.types import AttributeValue
 
 from errorgate_kit import deadline
-from errorgate_kit._otel import record_error, tracer
+from errorgate_kit._otel import counter, record_error, tracer
 
 T = TypeVar("T")
 RESEND_COUNT = "http.request.resend_count"
@@ -132,6 +138,7 @@ class RetryPolicy:
     retry_on: tuple[type[BaseException], ...] = (RetryableError, ConnectionError, TimeoutError)
     max_retry_after: float = 60.0  # a server asking for more is not waited for: the loop gives up
     sleep: Callable[[float], None] = time.sleep
+    async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # the waits of ``acall``
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -139,19 +146,25 @@ class RetryPolicy:
         if self.jitter not in ("full", "decorrelated"):
             raise ValueError(f"jitter must be 'full' or 'decorrelated', got {self.jitter!r}")
 
-    def retrying(self) -> tenacity.Retrying:
+    def _strategy(self) -> dict[str, Any]:
+        """When to stop, how long to wait, what to retry: shared by the sync and async loops."""
         base: tenacity.wait.wait_base = (
             tenacity.wait_random_exponential(multiplier=self.initial, max=self.max_backoff)
             if self.jitter == "full"
             else wait_decorrelated_jitter(self.initial, self.max_backoff)
         )
-        return tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.max_attempts) | stop_before_deadline(),
-            wait=wait_retry_after(base, self.max_retry_after),
-            retry=tenacity.retry_if_exception(_retryable(self.retry_on)),
-            sleep=self.sleep,
-            reraise=True,  # the caller sees the last real error, not tenacity's RetryError
-        )
+        return {
+            "stop": tenacity.stop_after_attempt(self.max_attempts) | stop_before_deadline(),
+            "wait": wait_retry_after(base, self.max_retry_after),
+            "retry": tenacity.retry_if_exception(_retryable(self.retry_on)),
+            "reraise": True,  # the caller sees the last real error, not tenacity's RetryError
+        }
+
+    def retrying(self) -> tenacity.Retrying:
+        return tenacity.Retrying(sleep=self.sleep, **self._strategy())
+
+    def async_retrying(self) -> tenacity.AsyncRetrying:
+        return tenacity.AsyncRetrying(sleep=self.async_sleep, **self._strategy())
 
     def call(
         self,
@@ -164,22 +177,54 @@ class RetryPolicy:
         """``fn(*args, **kwargs)`` retried; each attempt runs inside its own CLIENT span named
         ``span_name`` (current during ``fn``, so it can add the status code or inject headers)."""
         for attempt in self.retrying():
-            with attempt:
-                n = attempt.retry_state.attempt_number
-                with tracer().start_as_current_span(
-                    span_name,
-                    kind=SpanKind.CLIENT,
-                    attributes=attributes,
-                    record_exception=False,
-                    set_status_on_exception=False,
-                ) as span:
-                    if n > 1:
-                        span.set_attribute(RESEND_COUNT, n - 1)
-                    try:
-                        return fn(*args, **kwargs)
-                    except BaseException as exc:
-                        if isinstance(exc, HTTPStatusError):
-                            span.set_attribute("http.response.status_code", exc.status)
-                        record_error(span, exc)
-                        raise
+            with attempt, _attempt_span(span_name, attributes, attempt.retry_state.attempt_number):
+                return fn(*args, **kwargs)
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    async def acall(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        *args: object,
+        span_name: str,
+        attributes: Mapping[str, AttributeValue] | None = None,
+        **kwargs: object,
+    ) -> T:
+        """``await fn(*args, **kwargs)`` retried, with the same spans, metrics and waits as ``call``."""
+        async for attempt in self.async_retrying():
+            with attempt, _attempt_span(span_name, attributes, attempt.retry_state.attempt_number):
+                return await fn(*args, **kwargs)
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+
+@contextmanager
+def _attempt_span(
+    span_name: str, attributes: Mapping[str, AttributeValue] | None, attempt_number: int
+) -> Iterator[Span]:
+    """One attempt's CLIENT span (``http.request.resend_count`` from the second on) and its count
+    in ``retry.attempts``; a failure marks the span the way classify reads it."""
+    attempts = counter("retry.attempts", "attempts of retried operations, by outcome")
+    with tracer().start_as_current_span(
+        span_name,
+        kind=SpanKind.CLIENT,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        if attempt_number > 1:
+            span.set_attribute(RESEND_COUNT, attempt_number - 1)
+        try:
+            yield span
+        except BaseException as exc:
+            if isinstance(exc, HTTPStatusError):
+                span.set_attribute("http.response.status_code", exc.status)
+            record_error(span, exc)
+            attempts.add(
+                1,
+                {
+                    "retry.operation": span_name,
+                    "retry.outcome": "failure",
+                    "error.type": type(exc).__qualname__,
+                },
+            )
+            raise
+        attempts.add(1, {"retry.operation": span_name, "retry.outcome": "success"})

@@ -1,4 +1,4 @@
-"""Saga orchestration with persisted steps (SQLite) and LIFO idempotent compensations.
+"""Saga orchestration with persisted steps (SQLite or PostgreSQL) and LIFO idempotent compensations.
 
 Each step's state is written before and after it runs (``started`` → ``done``), so after a crash
 ``Saga.recover()`` knows which steps may have had effects: it compensates every step that
@@ -11,7 +11,7 @@ step, and an event ``saga.compensation`` on the saga span per compensation; a co
 ends with status ERROR, so errorgate sees a saga that stopped half-way::
 
     saga = Saga("checkout", [Step("reserve", reserve, release), Step("charge", charge, refund)],
-                SagaStore("sqlite:///sagas.db"))
+                SagaStore("sqlite:///sagas.db"))     # or SagaStore("postgresql://app@db:5432/shop")
     saga.run("order-42", {"order": 42})
 """
 
@@ -28,8 +28,15 @@ from typing import Any
 from opentelemetry.trace import Span, Status, StatusCode
 
 from errorgate_kit._otel import record_error, tracer
+from errorgate_kit._postgres import Pool, is_postgres_url
 
 Data = dict[str, Any]
+_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS sagas (id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL,"
+    " data TEXT NOT NULL, error TEXT NOT NULL DEFAULT '', updated REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS saga_steps (saga_id TEXT NOT NULL, idx INTEGER NOT NULL,"
+    " name TEXT NOT NULL, status TEXT NOT NULL, PRIMARY KEY (saga_id, idx))",
+]
 
 
 @dataclass(frozen=True)
@@ -48,21 +55,33 @@ class SagaResult:
 
 
 class SagaStore:
+    """Saga and step states, in SQLite (``sqlite:///PATH``, default in memory) or PostgreSQL
+    (``postgresql://USER@HOST:PORT/DB``, ``errorgate-kit[postgres]``) so a saga interrupted on one
+    replica is recovered by another. Every write is one upsert, atomic on its own."""
+
     def __init__(self, url: str = "sqlite:///:memory:") -> None:
+        self._pool: Pool | None = None
+        if is_postgres_url(url):
+            self._pool = Pool(url)
+            # DOUBLE PRECISION, not REAL: in PostgreSQL REAL is 4 bytes, too coarse to order by time.
+            self._pool.create_schema([_SCHEMA[0].replace("REAL", "DOUBLE PRECISION"), _SCHEMA[1]])
+            return
         if not url.startswith("sqlite:///"):
-            raise ValueError(f"unsupported saga store URL {url!r}: use sqlite:///PATH")
+            # Only the scheme is echoed: the rest of a URL may carry a password.
+            raise ValueError(
+                f"unsupported saga store URL scheme {url.split(':', 1)[0]!r}:"
+                " use sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
+            )
         self._db = sqlite3.connect(
             url.removeprefix("sqlite:///"), check_same_thread=False, isolation_level=None
         )
         self._lock = threading.Lock()
-        self._db.executescript(
-            "CREATE TABLE IF NOT EXISTS sagas (id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL,"
-            " data TEXT NOT NULL, error TEXT NOT NULL DEFAULT '', updated REAL NOT NULL);"
-            "CREATE TABLE IF NOT EXISTS saga_steps (saga_id TEXT NOT NULL, idx INTEGER NOT NULL,"
-            " name TEXT NOT NULL, status TEXT NOT NULL, PRIMARY KEY (saga_id, idx));"
-        )
+        self._db.executescript(";".join(_SCHEMA))
 
     def _exec(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        if self._pool is not None:
+            # The statements here hold no literal '?': the placeholders are the only ones.
+            return self._pool.execute(sql.replace("?", "%s"), args)[1]
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 

@@ -60,6 +60,8 @@ COUNT_ATTR = "errorgate.redaction.count"
 TYPES_ATTR = "errorgate.redaction.types"
 FAILED_ATTR = "errorgate.redaction.failed"
 BLOCKED_ENTITY = "BLOCKED_KEY"
+# Below the processor worker's start timeout (120 s), which this wait is part of.
+WORKER_START_WAIT_S = 60.0
 _KEY_CACHE_CHARS = 2 * 1024 * 1024  # per cache of attribute keys, beside its 10,000 entries
 
 
@@ -119,7 +121,8 @@ class RedactConfig(ComponentConfig):
     catalog: str | None = None  # service catalog path; null = the gateway's catalog, else the bundled one
     workers: Literal["auto"] | int = "auto"
     # "start": detection workers start with the pipeline, so the memory they take (a spaCy model
-    # each) is there from the first minute; "demand": on the first miss set of pool_min_batch.
+    # each) is there from the first minute, and the gateway accepts traffic once they are ready;
+    # "demand": on the first miss set of pool_min_batch.
     start_workers: Literal["start", "demand"] = "start"
     # Shipping values to workers costs more than analysing them here unless the miss set is big.
     pool_min_batch: int = Field(default=256, ge=1)
@@ -431,8 +434,17 @@ class RedactProcessor(Processor):
         return out
 
     def start(self) -> None:
-        if self.config.start_workers == "start":
-            self.detector.start_in_background()
+        if self.config.start_workers != "start" or self.detector.workers <= 0:
+            return
+        # Waited for: the gateway opens its receivers after ``start``, so the workers' model
+        # loads (~1.5 CPU s each) are over before traffic arrives instead of taking the cores
+        # from its first seconds. Past the bound they go on starting; analysis stays
+        # in-process until they are ready.
+        if not self.detector.start_and_wait(WORKER_START_WAIT_S):
+            self.context.logger.warning(
+                "redact detection workers not ready after %.0fs; analysing in-process until they are",
+                WORKER_START_WAIT_S,
+            )
 
     def shutdown(self) -> None:
         self.detector.shutdown()

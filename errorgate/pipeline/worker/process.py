@@ -64,9 +64,11 @@ def worker_main(conn: Connection, settings: WorkerSettings, guardians: tuple[int
     except ConfigError as e:
         conn.send(("error", str(e)))
         return
-    conn.send(("ready", {key: processor.signals for key, processor in processors.items()}))
+    # Started before "ready": the gateway opens its receivers once the worker is ready, and a
+    # processor's start may be long (redact waits for its detection workers).
     for processor in processors.values():
         processor.start()
+    conn.send(("ready", {key: processor.signals for key, processor in processors.items()}))
     gc.collect()
     gc.freeze()  # what was built at start lives as long as the process (as in ``errorgate serve``)
     gc.set_threshold(20_000, *gc.get_threshold()[1:])

@@ -39,6 +39,7 @@ from errorgate.processors.redaction.actions import (
     Where,
     set_attributes,
 )
+from errorgate.processors.redaction.memo import Redacted, replay, signature
 from errorgate.processors.redaction.policy import KeyPolicy, Policy, PolicyError, build_policy, load_pack
 from errorgate.processors.redaction.specs import KEYED_ACTIONS, CustomRecognizerSpec, EntityRule, Finding
 from errorgate.processors.redaction.walker import DROP_MARK, Owner, Slot, Walker, sweep_dropped
@@ -253,7 +254,9 @@ class RedactProcessor(Processor):
                 )
         self.replacer = Replacer({k: v.action for k, v in self.policy.entities.items()}, keyring)  # type: ignore[arg-type]
         self.keys = KeyPolicy(self.policy.allow_keys, self.policy.block_keys)
-        self.walker = Walker(self.keys.decide, frozenset(config.free_text_keys))
+        # Redacted items are replayed by content only where a rewrite depends on the value alone.
+        keyed = any(rule.action in KEYED_ACTIONS for rule in self.policy.entities.values())
+        self.walker = Walker(self.keys.decide, frozenset(config.free_text_keys), replay=not keyed)
         self.ip_keep = KeyPolicy(config.ip.keep_keys, [])
         self.ip_peer = KeyPolicy(config.ip.server_peer_keys, [])
         self._keep_ips: dict[tuple[str, bool], bool] = {}  # (key, on a SERVER span) -> keep IPs
@@ -292,7 +295,7 @@ class RedactProcessor(Processor):
 
     def process(self, batch: Batch) -> Output:
         owners = self.walker.owners(batch, self.detector.clean_check())
-        if not any(o.slots for o in owners):
+        if not any(o.slots or o.replay is not None for o in owners):
             return Output.of(batch)  # every value known clean (most batches on steady traffic)
         keys = [(s.text(), s.free_text) for o in owners for s in o.slots if not s.blocked]
         results = self.detector.detect(keys) if keys else {}
@@ -301,10 +304,24 @@ class RedactProcessor(Processor):
         dropped_any = False
         for owner in owners:
             service = services.get(id(owner), "")
+            done = owner.replay
+            if done is not None:  # this content was redacted before: its result, no walk
+                replay(owner.message, owner.kind, done.content)
+                for entity, rule in done.found:
+                    self._record(owner, entity, rule, service, tally)
+                dropped_any |= done.dropped
+                continue
+            dropped = False
             for slot in owner.slots:
-                dropped_any |= self._redact_slot(owner, slot, results, batch, service, tally)
+                dropped |= self._redact_slot(owner, slot, results, batch, service, tally)
+            dropped_any |= dropped
             if owner.failed:
                 self._fail_closed(self.walker.all_slots(owner))
+            elif owner.found and owner.signature is not None and self.walker.redacted is not None:
+                # (Slots that all proved clean are not remembered: the next walk finds the values
+                # in the clean set and the item memo takes the item.)
+                done = Redacted(signature(owner.message, owner.kind), tuple(owner.found), dropped)
+                self.walker.redacted.put(owner.signature, done)
         failed_items = 0
         any_item = False
         for owner in owners:
@@ -410,6 +427,7 @@ class RedactProcessor(Processor):
     ) -> None:
         owner.count += 1
         owner.types.add(entity)
+        owner.found.append((entity, rule))
         tally[(service, entity, rule)] += 1
 
     @staticmethod

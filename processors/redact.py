@@ -40,6 +40,7 @@ from errorgate.processors.redaction.actions import (
     set_attributes,
 )
 from errorgate.processors.redaction.keyhints import KeyHint
+from errorgate.processors.redaction.memo import Redacted, replay, signature
 from errorgate.processors.redaction.policy import KeyPolicy, Policy, PolicyError, build_policy, load_pack
 from errorgate.processors.redaction.specs import KEYED_ACTIONS, CustomRecognizerSpec, EntityRule, Finding
 from errorgate.processors.redaction.walker import DROP_MARK, Owner, Slot, Walker, sweep_dropped
@@ -61,6 +62,8 @@ COUNT_ATTR = "errorgate.redaction.count"
 TYPES_ATTR = "errorgate.redaction.types"
 FAILED_ATTR = "errorgate.redaction.failed"
 BLOCKED_ENTITY = "BLOCKED_KEY"
+# Below the processor worker's start timeout (120 s), which this wait is part of.
+WORKER_START_WAIT_S = 60.0
 _KEY_CACHE_CHARS = 2 * 1024 * 1024  # per cache of attribute keys, beside its 10,000 entries
 
 
@@ -120,7 +123,8 @@ class RedactConfig(ComponentConfig):
     catalog: str | None = None  # service catalog path; null = the gateway's catalog, else the bundled one
     workers: Literal["auto"] | int = "auto"
     # "start": detection workers start with the pipeline, so the memory they take (a spaCy model
-    # each) is there from the first minute; "demand": on the first miss set of pool_min_batch.
+    # each) is there from the first minute, and the gateway accepts traffic once they are ready;
+    # "demand": on the first miss set of pool_min_batch.
     start_workers: Literal["start", "demand"] = "start"
     # Shipping values to workers costs more than analysing them here unless the miss set is big.
     pool_min_batch: int = Field(default=256, ge=1)
@@ -253,7 +257,9 @@ class RedactProcessor(Processor):
         self.keys = KeyPolicy(self.policy.allow_keys, self.policy.block_keys)
         # Key hints only for what the packs detect: no DOB hint without the HIPAA pack.
         self.hinted_entities = frozenset(self.policy.covered_entities())
-        self.walker = Walker(self.keys.decide, frozenset(config.free_text_keys))
+        # Redacted items are replayed by content only where a rewrite depends on the value alone.
+        keyed = any(rule.action in KEYED_ACTIONS for rule in self.policy.entities.values())
+        self.walker = Walker(self.keys.decide, frozenset(config.free_text_keys), replay=not keyed)
         self.ip_keep = KeyPolicy(config.ip.keep_keys, [])
         self.ip_peer = KeyPolicy(config.ip.server_peer_keys, [])
         self._keep_ips: dict[tuple[str, bool], bool] = {}  # (key, on a SERVER span) -> keep IPs
@@ -292,7 +298,7 @@ class RedactProcessor(Processor):
 
     def process(self, batch: Batch) -> Output:
         owners = self.walker.owners(batch, self.detector.clean_check())
-        if not any(o.slots for o in owners):
+        if not any(o.slots or o.replay is not None for o in owners):
             return Output.of(batch)  # every value known clean (most batches on steady traffic)
         keys = [(s.text(), s.free_text) for o in owners for s in o.slots if not s.blocked]
         results = self.detector.detect(keys) if keys else {}
@@ -301,10 +307,24 @@ class RedactProcessor(Processor):
         dropped_any = False
         for owner in owners:
             service = services.get(id(owner), "")
+            done = owner.replay
+            if done is not None:  # this content was redacted before: its result, no walk
+                replay(owner.message, owner.kind, done.content)
+                for entity, rule in done.found:
+                    self._record(owner, entity, rule, service, tally)
+                dropped_any |= done.dropped
+                continue
+            dropped = False
             for slot in owner.slots:
-                dropped_any |= self._redact_slot(owner, slot, results, batch, service, tally)
+                dropped |= self._redact_slot(owner, slot, results, batch, service, tally)
+            dropped_any |= dropped
             if owner.failed:
                 self._fail_closed(self.walker.all_slots(owner))
+            elif owner.found and owner.signature is not None and self.walker.redacted is not None:
+                # (Slots that all proved clean are not remembered: the next walk finds the values
+                # in the clean set and the item memo takes the item.)
+                done = Redacted(signature(owner.message, owner.kind), tuple(owner.found), dropped)
+                self.walker.redacted.put(owner.signature, done)
         failed_items = 0
         any_item = False
         for owner in owners:
@@ -412,6 +432,7 @@ class RedactProcessor(Processor):
     ) -> None:
         owner.count += 1
         owner.types.add(entity)
+        owner.found.append((entity, rule))
         tally[(service, entity, rule)] += 1
 
     @staticmethod
@@ -436,8 +457,17 @@ class RedactProcessor(Processor):
         return out
 
     def start(self) -> None:
-        if self.config.start_workers == "start":
-            self.detector.start_in_background()
+        if self.config.start_workers != "start" or self.detector.workers <= 0:
+            return
+        # Waited for: the gateway opens its receivers after ``start``, so the workers' model
+        # loads (~1.5 CPU s each) are over before traffic arrives instead of taking the cores
+        # from its first seconds. Past the bound they go on starting; analysis stays
+        # in-process until they are ready.
+        if not self.detector.start_and_wait(WORKER_START_WAIT_S):
+            self.context.logger.warning(
+                "redact detection workers not ready after %.0fs; analysing in-process until they are",
+                WORKER_START_WAIT_S,
+            )
 
     def shutdown(self) -> None:
         self.detector.shutdown()

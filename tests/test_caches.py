@@ -147,6 +147,22 @@ def test_item_memo_stays_within_its_byte_budget_on_large_items() -> None:
     assert items.hit((16_383).to_bytes(8, "big") + bytes(10_240))
 
 
+def test_redacted_item_memo_stays_within_its_byte_budget() -> None:
+    """Large items and small ones with many findings: bytes, not the entry count, bind."""
+    rules = [f"rule{i}" for i in range(40)]  # shared, as the recognizers' names are
+    with traced() as used:
+        items = memo.RedactedItems(16_384)
+        for n in range(16_384):
+            big = n % 2 == 0
+            content = n.to_bytes(8, "big") + bytes(10_240 if big else 16)
+            found = () if big else tuple(("EMAIL_ADDRESS", rule) for rule in rules)
+            items.put(
+                n.to_bytes(8, "big") + bytes(10_240 if big else 16), memo.Redacted(content, found, False)
+            )
+    assert used[0] <= 8 * MIB, used[0] / MIB
+    assert items.bytes <= 8 * MIB
+
+
 def test_redact_attribute_key_memo_stays_within_its_character_budget() -> None:
     """100,000 memoised attribute keys of up to 64 KiB could be gigabytes (hostile keys)."""
     from errorgate.processors.redaction.walker import Walker

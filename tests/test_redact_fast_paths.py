@@ -12,6 +12,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from presidio_analyzer import EntityRecognizer
+from prometheus_client import generate_latest
 
 from errorgate import attributes as A
 from errorgate.component import ComponentContext
@@ -306,3 +307,74 @@ def test_the_item_memo_pauses_itself_when_items_rarely_repeat() -> None:
         items.add(b"same")
         items.hit(b"same")
     assert items.active()
+
+
+def _redacted_outputs(tmp_path: Path, replay: bool) -> tuple[list[bytes], RedactProcessor]:
+    """Four requests of one content (other ids and times each), then one with another value."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    proc = make(tmp_path)
+    if not replay:
+        proc.walker.redacted = None
+    out = []
+    for i, note in enumerate([f"mail {EMAIL}"] * 4 + ["mail john@example.org"], start=1):
+        req = _memo_request(i, note, False)
+        A.set_value(req.resource_spans[0].scope_spans[0].spans[0].attributes, "client.address", "203.0.113.9")
+        req.resource_spans[0].scope_spans[0].spans[0].kind = Span.SPAN_KIND_SERVER
+        proc.process(Batch.of(req))
+        out.append(req.SerializeToString())
+        logs = ExportLogsServiceRequest()
+        rec = logs.resource_logs.add().scope_logs.add().log_records.add()
+        rec.trace_id, rec.span_id, rec.time_unix_nano = bytes([i]) * 16, bytes([i]) * 8, 10 + i
+        rec.body.string_value = f"receipt sent to {EMAIL}"
+        proc.process(Batch.of(logs))
+        out.append(logs.SerializeToString())
+    return out, proc
+
+
+def test_items_redacted_before_come_out_as_a_fresh_redaction_would(tmp_path: Path) -> None:
+    """A span or log record whose content was redacted before gets that result (with its own
+    ids and times) without a walk: byte for byte what redacting it again gives, with the audit
+    attributes and the redaction metric counted each time."""
+    walked_out, walking = _redacted_outputs(tmp_path / "walk", replay=False)
+    replayed_out, replaying = _redacted_outputs(tmp_path / "replay", replay=True)
+    assert replayed_out == walked_out
+    assert replaying.walker.redacted is not None and len(replaying.walker.redacted) == 3
+    span = ExportTraceServiceRequest.FromString(replayed_out[6]).resource_spans[0].scope_spans[0].spans[0]
+    assert span.span_id == bytes([4]) * 8 and span.start_time_unix_nano == 1004
+    assert A.get(span.attributes, "note") == "mail <EMAIL_ADDRESS>"
+    assert A.get(span.attributes, "client.address") == "<IP_ADDRESS>"
+    assert A.get(span.attributes, "errorgate.redaction.count") == 2
+    last = ExportTraceServiceRequest.FromString(replayed_out[8]).resource_spans[0].scope_spans[0].spans[0]
+    assert A.get(last.attributes, "note") == "mail <EMAIL_ADDRESS>"  # new value: walked, found
+    for proc in (walking, replaying):
+        assert 'entity_type="EMAIL_ADDRESS"' in generate_latest(proc.context.telemetry.registry).decode()
+    assert _redactions(walking) == _redactions(replaying) == 15.0
+
+
+def _redactions(proc: RedactProcessor) -> float:
+    return sum(
+        s.value
+        for m in proc.context.telemetry.registry.collect()
+        if m.name == "errorgate_redactions"
+        for s in m.samples
+        if s.name == "errorgate_redactions_total"
+    )
+
+
+def test_items_redacted_before_are_not_replayed_when_an_action_is_keyed(tmp_path: Path) -> None:
+    """``token``/``hash`` follow the keyring's current key and ``encrypt`` draws a nonce: a
+    remembered result could be stale or repeat a ciphertext, so such processors always walk."""
+    from tests.test_redact_processor import LocalKeyring
+    from tests.test_redact_processor import make as make_keyed
+
+    proc = make_keyed(
+        tmp_path, keyring=LocalKeyring(b"t" * 32), entities={"EMAIL_ADDRESS": {"action": "encrypt"}}
+    )
+    outputs = []
+    for i in (1, 2):
+        req = _memo_request(i, f"mail {EMAIL}")
+        proc.process(Batch.of(req))
+        outputs.append(A.get(req.resource_spans[0].scope_spans[0].spans[0].attributes, "note"))
+    assert proc.walker.redacted is None
+    assert all(str(o).startswith("mail enc:v1:") for o in outputs)

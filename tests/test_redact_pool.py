@@ -157,3 +157,16 @@ def _running(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_start_returns_once_the_workers_are_ready(tmp_path: Path) -> None:
+    """``start_workers: start`` (the default): the gateway opens its receivers after the
+    processors' ``start``, so the workers' model loads must be over by then, not compete with
+    the first seconds of traffic for the cores."""
+    redact = make(tmp_path, workers=1)
+    try:
+        redact.start()
+        pool = redact.detector.pool
+        assert pool is not None and pool.ready()
+    finally:
+        redact.shutdown()

@@ -15,14 +15,25 @@ Computing a signature costs ~1-2 µs (blanking and a serialization, in C) agains
 a walk, so the memo pays from a ~30 % hit rate on. On traffic where items rarely repeat whole it
 pauses itself: a window with fewer hits than ``MIN_HIT_RATE`` stops it for ``PAUSE_ITEMS`` items
 (the first window after a start or a pause only fills the memo).
+
+Items that *did* need redacting repeat too (the same server span with the same client address,
+the same log line with the same e-mail): ``RedactedItems`` remembers, per signature, the item's
+content after redaction and what was found, and the next item with that signature gets that
+content (its own ids and times put back) without a walk, a cache lookup or a rewrite. Exact
+under the same argument, as long as the rewrite depends only on the values: so only where no
+action is keyed (``hash``/``token`` follow the keyring's current key, ``encrypt`` draws a nonce
+and binds service and tenant); items whose analysis failed are never remembered.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from errorgate.caches import DICT_BYTES_KEY, MIB, ByteFifoSet
+from errorgate.caches import DICT_BYTES_KEY, MIB, ByteFifoMap, ByteFifoSet
 
 WINDOW = 2048  # lookups per hit-rate check
 MIN_HIT_RATE = 0.3
@@ -74,6 +85,67 @@ def log_signature(record: LogRecord) -> bytes:
         record.time_unix_nano, record.observed_time_unix_nano = time, observed
 
 
+@dataclass(frozen=True, slots=True)
+class Redacted:
+    """An item's own redaction, remembered by its signature before redaction."""
+
+    content: bytes  # the item's signature after redaction (before the audit attributes)
+    found: tuple[tuple[str, str], ...]  # (entity type, rule) per value redacted
+    dropped: bool  # an attribute was marked for removal (``sweep_dropped``)
+
+
+# + the Redacted, its bytes header and its found tuple; 72 a finding: its (entity, rule) tuple
+# and the slot for it (the strings are the recognizers' own, shared)
+_REDACTED_ENTRY = DICT_BYTES_KEY + 200
+
+
+def _redacted_cost(signature: bytes, redacted: Redacted) -> int:
+    return len(signature) + len(redacted.content) + 72 * len(redacted.found) + _REDACTED_ENTRY
+
+
+class RedactedItems:
+    """Signatures of items that had something redacted -> ``Redacted``; bounded by entries and
+    bytes, oldest out first. Lookups are lock-free dict reads."""
+
+    def __init__(self, max_entries: int, max_bytes: int = MAX_BYTES) -> None:
+        self._items: ByteFifoMap[bytes, Redacted] = ByteFifoMap(max_entries, max_bytes, _redacted_cost)
+        self.get = self._items.get
+        self.put = self._items.put
+
+    @property
+    def bytes(self) -> int:
+        return self._items.bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def signature(message: Any, kind: str) -> bytes:
+    """``span_signature`` or ``log_signature`` by owner kind."""
+    return span_signature(message) if kind == "span" else log_signature(message)
+
+
+def replay(message: Any, kind: str, content: bytes) -> None:
+    """Give ``message`` the remembered content, keeping its own ids and times (what the
+    signature leaves out)."""
+    if kind == "span":
+        span: Span = message
+        trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
+        start, end = span.start_time_unix_nano, span.end_time_unix_nano
+        span.Clear()
+        span.MergeFromString(content)
+        span.trace_id, span.span_id, span.parent_span_id = trace_id, span_id, parent
+        span.start_time_unix_nano, span.end_time_unix_nano = start, end
+    else:
+        record: LogRecord = message
+        trace_id, span_id = record.trace_id, record.span_id
+        time, observed = record.time_unix_nano, record.observed_time_unix_nano
+        record.Clear()
+        record.MergeFromString(content)
+        record.trace_id, record.span_id = trace_id, span_id
+        record.time_unix_nano, record.observed_time_unix_nano = time, observed
+
+
 class CleanItems:
     """Signatures of items without slots, bounded by entries and bytes (oldest out first); with a
     self-pausing hit-rate check.
@@ -113,6 +185,11 @@ class CleanItems:
 
     def add(self, signature: bytes) -> None:
         self._seen.add(signature)
+
+    def count_hit(self) -> None:
+        """The last ``hit`` missed here but the item was found in ``RedactedItems``: a walk spared
+        all the same, so it counts for the hit rate."""
+        self._hits += 1
 
     @property
     def bytes(self) -> int:

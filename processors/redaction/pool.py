@@ -2,8 +2,9 @@
 
 Workers (``forkserver``: no inherited locks or threads) end with their owner and with the
 gateway (``errorgate.lifeline``), and build the engine once in their initializer; the main process does cache lookups and sends only cache misses, in chunks.
-Workers start on a background thread when the processor starts (``start_workers: start``, the
-default, so their memory is there from the first minute) or on the first miss set of at least ``pool_min_batch``
+Workers start with the processor (``start_workers: start``, the default: ``start`` returns once
+they are ready, so their memory is there from the first minute and their model loads are over
+before the gateway accepts traffic) or on the first miss set of at least ``pool_min_batch``
 values. Small miss sets, and everything while workers are still starting or loading the model,
 run in-process, so no batch waits for a process start or a model load, nor hits the timeout
 because of one. The in-process engine's spaCy model is loaded when the processor is built
@@ -204,6 +205,13 @@ class Detector:
             if self.pool is None and not self._closed:
                 self.pool = AnalysisPool(self.settings, self.workers)
             return self.pool
+
+    def start_and_wait(self, timeout: float) -> bool:
+        """Start the workers and wait until each has built its engine (at most ``timeout``
+        seconds). False: no workers, or not ready in time (they go on starting; analysis runs
+        in-process until they are)."""
+        pool = self.start_pool()
+        return pool is not None and pool.wait_ready(timeout)
 
     @property
     def engine(self) -> AnalysisEngine:

@@ -12,7 +12,9 @@ could hold PII (an ``@``, a long digit run, an unusually long key) are scanned t
 do build keys like ``feature_flag.<email>`` or maps keyed by card number.
 
 Spans and log records whose content was already walked without finding a slot are skipped
-whole (``memo``); containers and items get ``Owner`` objects only when something needs them.
+whole (``memo``), and so are those whose content was already redacted (``Owner.replay``: the
+processor puts the remembered result in place); containers and items get ``Owner`` objects only
+when something needs them.
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from errorgate.processors.redaction.keyhints import KeyHint, hint_for
-from errorgate.processors.redaction.memo import CleanItems, log_signature, span_signature
+from errorgate.processors.redaction.memo import (
+    CleanItems,
+    Redacted,
+    RedactedItems,
+    log_signature,
+    span_signature,
+)
 from errorgate.signals import Batch, Signal, iter_log_records, iter_metrics, iter_spans
 
 DROP_MARK = "\x00errorgate:drop\x00"
@@ -96,6 +104,24 @@ class Owner:
     count: int = 0
     types: set[str] = field(default_factory=set)
     failed: bool = False
+    found: list[tuple[str, str]] = field(default_factory=list)  # (entity type, rule) per redaction
+    replay: Redacted | None = None  # content already redacted once: no slots, put this in place
+    signature: bytes | None = None  # walked with slots: remember the result under this signature
+
+
+# What the item memo knows of an item besides its slots: its remembered redaction, or the
+# signature to remember the redaction about to be done under.
+Known = Redacted | bytes | None
+
+
+def _owner(kind: str, message: Any, slots: list[Slot], shared: list[Owner], known: Known) -> Owner:
+    owner = Owner(kind, message, slots, shared)
+    if known is not None:
+        if known.__class__ is bytes:
+            owner.signature = known  # type: ignore[assignment]
+        else:
+            owner.replay = known  # type: ignore[assignment]
+    return owner
 
 
 class _Resource:
@@ -134,10 +160,17 @@ _MAX_KEY_CHARS = 8 * 1024 * 1024  # ~8 MiB of key text, besides ~200 bytes a key
 
 class Walker:
     def __init__(
-        self, decide: Callable[[str], str], free_text_keys: frozenset[str], memo_size: int = 16_384
+        self,
+        decide: Callable[[str], str],
+        free_text_keys: frozenset[str],
+        memo_size: int = 16_384,
+        replay: bool = False,
     ) -> None:
         self.decide = decide
         self.memo = CleanItems(memo_size)
+        # Items already redacted, by content: only for a processor whose rewrites depend on the
+        # values alone (see ``memo.RedactedItems``).
+        self.redacted: RedactedItems | None = RedactedItems(memo_size) if replay and memo_size else None
         self.free_text_keys = free_text_keys
         # attribute key -> (decision, free text, may hold PII itself)
         self._keys: dict[str, tuple[str, bool, bool]] = {}
@@ -169,10 +202,13 @@ class Walker:
                     if paused:
                         self.memo.skip(len(ss.spans))
                     for span in ss.spans:
-                        slots = self._span_memo(span, clean) if memo else self._span(span, clean)
-                        if slots or every:
+                        if memo:
+                            slots, known = self._span_memo(span, clean)
+                        else:
+                            slots, known = self._span(span, clean), None
+                        if slots or every or known is not None:
                             groups = groups or res.groups(ss, scope_slots)
-                            out.append(Owner("span", span, slots, groups))
+                            out.append(_owner("span", span, slots, groups, known))
         elif batch.signal is Signal.LOGS:
             for rl in req.resource_logs:
                 res = _Resource(out, rl, self._attrs(rl.resource.attributes, [], clean))
@@ -183,10 +219,13 @@ class Walker:
                     if paused:
                         self.memo.skip(len(sl.log_records))
                     for record in sl.log_records:
-                        slots = self._log_memo(record, clean) if memo else self._log(record, clean)
-                        if slots or every:
+                        if memo:
+                            slots, known = self._log_memo(record, clean)
+                        else:
+                            slots, known = self._log(record, clean), None
+                        if slots or every or known is not None:
                             groups = groups or res.groups(sl, scope_slots)
-                            out.append(Owner("log", record, slots, groups))
+                            out.append(_owner("log", record, slots, groups, known))
         else:
             for rm in req.resource_metrics:
                 res = _Resource(out, rm, self._attrs(rm.resource.attributes, [], clean))
@@ -231,23 +270,38 @@ class Walker:
             self._body(record.body, slots, clean)
         return slots
 
-    def _log_memo(self, record: LogRecord, clean: Clean | None) -> list[Slot]:
+    def _log_memo(self, record: LogRecord, clean: Clean | None) -> tuple[list[Slot], Known]:
         signature = log_signature(record)
         if self.memo.hit(signature):
-            return []
+            return [], None
+        redacted = self.redacted
+        if redacted is not None:
+            found = redacted.get(signature)
+            if found is not None:
+                self.memo.count_hit()
+                return [], found
         slots = self._log(record, clean)
         if not slots:
             self.memo.add(signature)
-        return slots
+            return [], None
+        return slots, signature if redacted is not None else None
 
-    def _span_memo(self, span: Span, clean: Clean | None) -> list[Slot]:
+    def _span_memo(self, span: Span, clean: Clean | None) -> tuple[list[Slot], Known]:
         signature = span_signature(span)
         if self.memo.hit(signature):
-            return []
+            return [], None
+        # ``memo.replay`` restores top-level ids and times: not spans with events or links.
+        redacted = self.redacted if not (len(span.events) or len(span.links)) else None
+        if redacted is not None:
+            found = redacted.get(signature)
+            if found is not None:
+                self.memo.count_hit()
+                return [], found
         slots = self._span(span, clean)
         if not slots:
             self.memo.add(signature)
-        return slots
+            return [], None
+        return slots, signature if redacted is not None else None
 
     def _body(self, body: AnyValue, out: list[Slot], clean: Clean | None) -> None:
         text = body.string_value  # non-empty: a string body (most logs), handled inline

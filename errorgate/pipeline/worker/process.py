@@ -64,12 +64,15 @@ def worker_main(conn: Connection, settings: WorkerSettings, guardians: tuple[int
     except ConfigError as e:
         conn.send(("error", str(e)))
         return
-    conn.send(("ready", {key: processor.signals for key, processor in processors.items()}))
+    # Started (and the start-up heap collected) before "ready": the gateway opens its receivers
+    # once the worker is ready, and this one-off work (redact waits for its detection workers)
+    # should not take the cores from the first traffic.
     for processor in processors.values():
         processor.start()
     gc.collect()
     gc.freeze()  # what was built at start lives as long as the process (as in ``errorgate serve``)
     gc.set_threshold(20_000, *gc.get_threshold()[1:])
+    conn.send(("ready", {key: processor.signals for key, processor in processors.items()}))
     _serve(conn, processors, telemetry, gateway_families)
     conn.close()
 

@@ -209,13 +209,26 @@ def _silence_jobs(config: Config, engine: Any, ledger: Any = None, actor: str = 
     silence = config.incidents.silence
     if silence is None:
         return []
-    from errorgate.incidents.silences import AlertmanagerSilences, Silencer
+    from errorgate.incidents.silences import AlertmanagerSilences, GrafanaSilences, Silencer
 
-    if not silence.alertmanager.startswith(("http://", "https://")):
-        raise CommandError(f"incidents.silence.alertmanager: {silence.alertmanager!r} is not an http(s) URL")
-    token = os.environ.get(silence.token_env) if silence.token_env else None
-    api = AlertmanagerSilences(silence.alertmanager, token)
-    return [Silencer(engine, silence, api, ledger, actor).tick]
+    targets: list[AlertmanagerSilences] = []
+    if silence.alertmanager is not None:
+        if not silence.alertmanager.startswith(("http://", "https://")):
+            raise CommandError(
+                f"incidents.silence.alertmanager: {silence.alertmanager!r} is not an http(s) URL"
+            )
+        token = os.environ.get(silence.token_env) if silence.token_env else None
+        targets.append(AlertmanagerSilences(silence.alertmanager, token))
+    if silence.grafana is not None:
+        # Grafana answers every API call without a token with 401: fail here, not at the first incident.
+        grafana_token = os.environ.get(silence.grafana.token_env)
+        if not grafana_token:
+            raise CommandError(
+                f"incidents.silence.grafana.token_env: environment variable {silence.grafana.token_env} "
+                "is not set (a Grafana service-account token)"
+            )
+        targets.append(GrafanaSilences(silence.grafana.url, grafana_token))
+    return [Silencer(engine, silence, targets, ledger, actor).tick]
 
 
 def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:

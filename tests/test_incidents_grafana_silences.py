@@ -18,7 +18,13 @@ from prometheus_client import generate_latest
 
 from errorgate.cli import CommandError
 from errorgate.commands.incidents import _silence_jobs
-from errorgate.config import ConfigError, SilenceConfig, default_config_text, load_config
+from errorgate.config import (
+    ConfigError,
+    GrafanaSilenceConfig,
+    SilenceConfig,
+    default_config_text,
+    load_config,
+)
 from errorgate.incidents.silences import AlertmanagerSilences, GrafanaSilences, Silencer
 from tests.support.alertmanager import ALERTMANAGER, MISSING, start_alertmanager
 from tests.support.grafana_stub import GrafanaStub
@@ -174,7 +180,9 @@ def test_grafana_refusing_the_token_names_the_key_not_the_token(
 ) -> None:
     incident_id = _two_service_incident(srv)
     silencer = Silencer(
-        srv.engine, SilenceConfig(grafana={"url": grafana.url}), [GrafanaSilences(grafana.url, "wr0ng-t0ken")]
+        srv.engine,
+        SilenceConfig(grafana=GrafanaSilenceConfig(url=grafana.url)),
+        [GrafanaSilences(grafana.url, "wr0ng-t0ken")],
     )
     silencer.tick()
     [failed] = _entries(srv, incident_id, "silence_failed")

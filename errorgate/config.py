@@ -264,17 +264,40 @@ class EscalationDeliveryConfig(_Strict):
     smtp: SmtpConfig | None = None
 
 
+class GrafanaSilenceConfig(_Strict):
+    """Grafana whose built-in Alertmanager gets the silences too (``incidents.silence.grafana``):
+    Grafana-managed alerts have no inhibition, a silence is their only way to hold back."""
+
+    url: str  # Grafana's base URL, e.g. https://grafana.example.com
+    # A service-account token with silences:create/write, sent as Bearer; never logged.
+    token_env: str = "GRAFANA_TOKEN"
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"{value!r} is not an http(s) URL of Grafana")
+        return value
+
+
 class SilenceConfig(_Strict):
     """Alert-fatigue control: while an incident spans ``min_services`` or more services, minor
-    alerts of those services are silenced in this Alertmanager."""
+    alerts of those services are silenced in this Alertmanager and/or Grafana."""
 
-    alertmanager: str
+    alertmanager: str | None = None
+    grafana: GrafanaSilenceConfig | None = None
     min_services: int = Field(default=2, ge=1)
     severities: list[Literal["P1", "P2", "P3", "P4"]] = Field(default=["P3", "P4"])
     token_env: str | None = None
     # Each silence lasts this long and is renewed at half-time: an engine that stops leaves
     # nothing silenced for longer.
     duration: Duration = 7200.0
+
+    @model_validator(mode="after")
+    def _a_target(self) -> SilenceConfig:
+        if self.alertmanager is None and self.grafana is None:
+            raise ValueError("name where to silence: alertmanager (a URL) and/or grafana ({url, token_env})")
+        return self
 
 
 class IncidentsConfig(_Strict):

@@ -67,7 +67,7 @@ class EngineRole:
             retry=inc.escalation.retry,
         )
         silences = _silence_jobs(config, self.engine, ledger, actor)
-        jobs = [escalator.tick, *_postmortem_jobs(config, self.engine, api), *silences]
+        jobs = [escalator.tick, *_postmortem_jobs(config, self.engine, api, ledger, actor), *silences]
         self.worker = Worker(jobs, inc.escalation.check_interval)
         api.on_change = self.worker.wake
         if inc.escalation.pagerduty and inc.escalation.pagerduty.webhook_secret_env:
@@ -144,9 +144,11 @@ def _oncall(path: str | None, catalog: str | None):  # type: ignore[no-untyped-d
         raise CommandError(f"incidents.oncall: {e}") from None
 
 
-def _postmortem_jobs(config: Config, engine: Any, api: Any) -> list[Any]:
+def _postmortem_jobs(
+    config: Config, engine: Any, api: Any, ledger: Any = None, actor: str = "engine"
+) -> list[Any]:
     """Postmortems, action items and the Jira webhook (action items are taken without Jira too,
-    and wait in the store until it is configured)."""
+    and wait in the store until it is configured). Filing is claimed in ``ledger`` (``ha:``)."""
     jira = config.incidents.jira
     if jira is None:
         from errorgate.incidents.actions import ActionItems
@@ -157,7 +159,8 @@ def _postmortem_jobs(config: Config, engine: Any, api: Any) -> list[Any]:
     from errorgate.incidents.postmortem import Postmortems
     from errorgate.incidents.review import Reviewer
 
-    pm = Postmortems(engine, jira, reviewer=Reviewer(redact_person_spans) if jira.review else None)
+    reviewer = Reviewer(redact_person_spans) if jira.review else None
+    pm = Postmortems(engine, jira, reviewer=reviewer, ledger=ledger, actor=actor)
     pm.install(api)
     if jira.webhook_secret_env:
         secret = os.environ.get(jira.webhook_secret_env)
@@ -192,7 +195,8 @@ def redact_person_spans() -> Any:
 
 
 def _ha(config: Config, engine: Any) -> tuple[Any, Any, str]:
-    """(election, ledger, timeline actor) of the engine's singleton actions (pages, silences):
+    """(election, ledger, timeline actor) of the engine's singleton actions (pages, silences,
+    postmortem and action-item filing):
     with ``ha:``, a leader elected on etcd for the role ``incidents`` whose claims are fenced;
     without, (None, None, "engine"): this instance acts alone."""
     if config.ha is None:
@@ -209,13 +213,26 @@ def _silence_jobs(config: Config, engine: Any, ledger: Any = None, actor: str = 
     silence = config.incidents.silence
     if silence is None:
         return []
-    from errorgate.incidents.silences import AlertmanagerSilences, Silencer
+    from errorgate.incidents.silences import AlertmanagerSilences, GrafanaSilences, Silencer
 
-    if not silence.alertmanager.startswith(("http://", "https://")):
-        raise CommandError(f"incidents.silence.alertmanager: {silence.alertmanager!r} is not an http(s) URL")
-    token = os.environ.get(silence.token_env) if silence.token_env else None
-    api = AlertmanagerSilences(silence.alertmanager, token)
-    return [Silencer(engine, silence, api, ledger, actor).tick]
+    targets: list[AlertmanagerSilences] = []
+    if silence.alertmanager is not None:
+        if not silence.alertmanager.startswith(("http://", "https://")):
+            raise CommandError(
+                f"incidents.silence.alertmanager: {silence.alertmanager!r} is not an http(s) URL"
+            )
+        token = os.environ.get(silence.token_env) if silence.token_env else None
+        targets.append(AlertmanagerSilences(silence.alertmanager, token))
+    if silence.grafana is not None:
+        # Grafana answers every API call without a token with 401: fail here, not at the first incident.
+        grafana_token = os.environ.get(silence.grafana.token_env)
+        if not grafana_token:
+            raise CommandError(
+                f"incidents.silence.grafana.token_env: environment variable {silence.grafana.token_env} "
+                "is not set (a Grafana service-account token)"
+            )
+        targets.append(GrafanaSilences(silence.grafana.url, grafana_token))
+    return [Silencer(engine, silence, targets, ledger, actor).tick]
 
 
 def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:

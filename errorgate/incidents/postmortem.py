@@ -5,13 +5,19 @@ checked first by the reviewer check (``review``: blame wording, personal names; 
 the label ``errorgate-review-flagged``). The incident cannot be closed until the issue's status
 is done: polled every ``incidents.jira.poll_interval``, or told at once by the Jira webhook
 (``jira_webhook``). Action items (``actions``) are filed as issues linked to the postmortem and
-tracked the same way."""
+tracked the same way.
+
+With ``ha:`` (several engines on one store), filing a postmortem or an action item is a fenced
+singleton like a page: claimed in the ledger before Jira is called, so only the leader files,
+once. The Jira key is claimed too right after the issue exists: a successor of a leader that
+died before its store write records that issue instead of filing a second one."""
 
 from __future__ import annotations
 
 import logging
 import os
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +26,7 @@ from jira.exceptions import JIRAError
 from requests.exceptions import RequestException
 
 from errorgate.config import JiraConfig
+from errorgate.ha.ledger import Ledger
 from errorgate.incidents.actions import ActionItem, ActionItems
 from errorgate.incidents.engine import Conflict, Engine, Incident, rfc3339
 from errorgate.incidents.http import Api, Request, Response
@@ -72,10 +79,18 @@ def render(inc: Incident, timeline: list[dict[str, Any]]) -> str:
 
 class Postmortems:
     def __init__(
-        self, engine: Engine, cfg: JiraConfig, client: JIRA | None = None, reviewer: Reviewer | None = None
+        self,
+        engine: Engine,
+        cfg: JiraConfig,
+        client: JIRA | None = None,
+        reviewer: Reviewer | None = None,
+        ledger: Ledger | None = None,
+        actor: str = "engine",
     ) -> None:
         self.engine = engine
         self.cfg = cfg
+        self.ledger = ledger  # None: this instance files alone (no ``ha:``)
+        self.actor = actor
         token = os.environ.get(cfg.token_env)
         if client is None and not token:
             raise ValueError(f"incidents.jira.token_env: environment variable {cfg.token_env} is not set")
@@ -110,24 +125,76 @@ class Postmortems:
         self.polled[key] = now
         return True
 
+    def _claim(self, inc: Incident, action: str, value: str) -> tuple[bool, str]:
+        if self.ledger is None:
+            return True, ""
+        return self.ledger.claim(f"{inc.claim_key}/{action}", value)
+
+    def _attempt(self, inc: Incident, action: str) -> str:
+        """The claim of the next attempt at filing ``action``: attempt n+1 once n is marked failed
+        (Jira refused or was out of reach), so a Jira outage delays the filing, never cancels it."""
+        n = 0
+        while self.ledger is not None and self.ledger.recorded(f"{inc.claim_key}/{action}/{n}/failed"):
+            n += 1
+        return f"{action}/{n}"
+
+    def _create(
+        self, inc: Incident, action: str, fields: Callable[[], dict[str, Any]]
+    ) -> tuple[Any, str | None]:
+        """File ``action``'s issue, claimed first with ``ha:``: (issue, None) when filed here,
+        (None, key) when another instance filed it under the same claim, (None, None) when not
+        now (a standby, a deposed leader, no etcd quorum, or the key is not known)."""
+        name = self._attempt(inc, action)
+        claimed, why = self._claim(inc, name, "filing")
+        if not claimed:
+            known = (
+                self.ledger.recorded(f"{inc.claim_key}/{name}/key") if self.ledger and why == "done" else None
+            )
+            return None, known
+        try:
+            issue = self.client.create_issue(fields=fields())
+        except (JIRAError, RequestException):
+            self._claim(inc, f"{name}/failed", "1")  # nothing filed: the next attempt is a new claim
+            raise
+        # Before the store write: a successor of a leader that dies now finds the issue here.
+        self._claim(inc, f"{name}/key", issue.key)
+        return issue, None
+
     def _file(self, inc: Incident) -> None:
-        description = render(inc, self.engine.timeline(inc.id))
-        findings = self.reviewer.check(description) if self.reviewer else []
-        fields = {
-            "project": {"key": self.cfg.project},
-            "issuetype": {"name": self.cfg.issue_type},
-            "summary": f"Postmortem: {inc.title} (incident {inc.id})"[:255],
-            "description": description,
-            "labels": ["errorgate-postmortem", f"errorgate-incident-{inc.id}"]
-            + (["errorgate-review-flagged"] if findings else []),
-        }
-        issue = self.client.create_issue(fields=fields)
+        findings: list[Any] = []
+
+        def fields() -> dict[str, Any]:
+            description = render(inc, self.engine.timeline(inc.id))
+            findings.extend(self.reviewer.check(description) if self.reviewer else [])
+            return {
+                "project": {"key": self.cfg.project},
+                "issuetype": {"name": self.cfg.issue_type},
+                "summary": f"Postmortem: {inc.title} (incident {inc.id})"[:255],
+                "description": description,
+                "labels": ["errorgate-postmortem", f"errorgate-incident-{inc.id}"]
+                + (["errorgate-review-flagged"] if findings else []),
+            }
+
+        issue, elsewhere = self._create(inc, "postmortem", fields)
+        if elsewhere is not None:
+            self._filed_elsewhere(inc, elsewhere)
+        if issue is None:
+            return
         self.polled[issue.key] = self.engine.clock()  # just read back: the next look is a poll away
         status = str(issue.fields.status.name)
-        self.engine.record(inc.id, "postmortem", "engine", f"postmortem {issue.key} filed in Jira",
+        self.engine.record(inc.id, "postmortem", self.actor, f"postmortem {issue.key} filed in Jira",
                            postmortem_key=issue.key, postmortem_status=status, postmortem_done=False)  # fmt: skip
         if self.reviewer:
-            self.engine.record(inc.id, "review", "engine", f"postmortem {issue.key} {summary(findings)}")
+            self.engine.record(inc.id, "review", self.actor, f"postmortem {issue.key} {summary(findings)}")
+
+    def _filed_elsewhere(self, inc: Incident, key: str) -> None:
+        """Write down the postmortem a leader filed and died before recording."""
+        issue = self.client.issue(key, fields="status")
+        status, done = self.status(issue.raw["fields"]["status"])
+        self.polled[key] = self.engine.clock()
+        self.engine.record(inc.id, "postmortem", self.actor,
+                           f"postmortem {key} filed in Jira (claimed by another instance)",
+                           postmortem_key=key, postmortem_status=status, postmortem_done=done)  # fmt: skip
 
     def status(self, status: dict[str, Any]) -> tuple[str, bool]:
         """(name, done) of a Jira status: done by name (``done_statuses``) or by its category."""
@@ -168,17 +235,28 @@ class Postmortems:
         self._file_action(item, inc)
 
     def _file_action(self, item: ActionItem, inc: Incident) -> None:
-        fields: dict[str, Any] = {
-            "project": {"key": self.cfg.project},
-            "issuetype": {"name": self.cfg.issue_type},
-            "summary": f"Action item (incident {inc.id}): {item.summary}"[:255],
-            "description": f"Action item of incident {inc.id} ({inc.title}), owned by team {item.team}."
-            + (f" Postmortem: {inc.postmortem_key}." if inc.postmortem_key else ""),
-            "labels": ["errorgate-action-item", f"errorgate-incident-{inc.id}", f"team-{item.team}"],
-        }
-        if item.due_at is not None:
-            fields["duedate"] = datetime.fromtimestamp(item.due_at, UTC).date().isoformat()
-        issue = self.client.create_issue(fields=fields)
+        def fields() -> dict[str, Any]:
+            found: dict[str, Any] = {
+                "project": {"key": self.cfg.project},
+                "issuetype": {"name": self.cfg.issue_type},
+                "summary": f"Action item (incident {inc.id}): {item.summary}"[:255],
+                "description": f"Action item of incident {inc.id} ({inc.title}), owned by team {item.team}."
+                + (f" Postmortem: {inc.postmortem_key}." if inc.postmortem_key else ""),
+                "labels": ["errorgate-action-item", f"errorgate-incident-{inc.id}", f"team-{item.team}"],
+            }
+            if item.due_at is not None:
+                found["duedate"] = datetime.fromtimestamp(item.due_at, UTC).date().isoformat()
+            return found
+
+        issue, elsewhere = self._create(inc, f"action/{item.id}", fields)
+        if elsewhere is not None:  # filed by a leader that died before recording it
+            raw = self.client.issue(elsewhere, fields="status").raw
+            status, done = self.status(raw["fields"]["status"])
+            self.actions.update(item, jira_key=elsewhere, status=status, done=done)
+            self.engine.record(inc.id, "action_item", self.actor,
+                               f"action item {elsewhere} ({item.team}) filed (claimed by another instance)")  # fmt: skip
+        if issue is None:
+            return
         self.polled[issue.key] = self.engine.clock()
         status, done = self.status(issue.raw["fields"]["status"])
         self.actions.update(item, jira_key=issue.key, status=status, done=done)
@@ -189,7 +267,7 @@ class Postmortems:
             self.client.create_issue_link(self.cfg.action_link_type, issue.key, inc.postmortem_key, comment)
         linked = f", linked to {inc.postmortem_key}" if inc.postmortem_key else ""
         self.engine.record(
-            inc.id, "action_item", "engine", f"action item {issue.key} ({item.team}) filed{linked}"
+            inc.id, "action_item", self.actor, f"action item {issue.key} ({item.team}) filed{linked}"
         )
 
     def check(self, incident_id: int) -> dict[str, Any]:

@@ -6,7 +6,9 @@ checks exact paths, methods, headers (``Authorization: Bearer``, ``Content-Type`
 uid/title/panels, a rule group's rules name an existing refId as condition, policies name
 existing receivers and mute timings...), keeps state so GETs return what was written, answers
 like Grafana does (ids, versions, provenance added; secure settings read back as
-``[REDACTED]``), and records every call. Anything it does not know is a 404 and an entry in
+``[REDACTED]``), and records every call. Silences of Grafana's built-in Alertmanager (what the
+incident engine makes, ``incidents.silence.grafana``) are checked against Grafana's own OpenAPI
+text, transcribed in ``vendor_schemas/grafana_silences.json``. Anything it does not know is a 404 and an entry in
 ``unexpected``; anything malformed is a 400 and an entry in ``violations``.
 
     with GrafanaStub(token="t0ken") as grafana:
@@ -21,10 +23,18 @@ import copy
 import json
 import re
 import threading
+import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+import jsonschema
+
+SILENCE_SCHEMA = json.loads((Path(__file__).parent / "vendor_schemas" / "grafana_silences.json").read_text())
+SILENCES = "/api/alertmanager/grafana/api/v2/silences"
 
 # Contact point settings Grafana stores encrypted and never returns.
 SECURE_SETTINGS = {
@@ -64,6 +74,7 @@ class State:
     policies: dict[str, Any] | None = None
     mute_timings: dict[str, dict[str, Any]] = field(default_factory=dict)
     templates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    silences: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class GrafanaStub:
@@ -172,12 +183,15 @@ class GrafanaStub:
             ("PUT", r"/api/v1/provisioning/mute-timings/([^/]+)", self._update_mute_timing),
             ("GET", r"/api/v1/provisioning/templates", self._list_templates),
             ("PUT", r"/api/v1/provisioning/templates/([^/]+)", self._put_template),
+            ("GET", SILENCES, self._list_silences),
+            ("POST", SILENCES, self._create_silence),
+            ("DELETE", r"/api/alertmanager/grafana/api/v2/silence/([^/]+)", self._delete_silence),
         ]
         for m, pattern, handler in routes:
             match = re.fullmatch(pattern, path)
             if match and m == method:
                 args = [unquote(g) for g in match.groups()]
-                return handler(*args, body) if method != "GET" else handler(*args)
+                return handler(*args, body) if method in ("POST", "PUT") else handler(*args)
         raise Invalid(404, "not an endpoint errorgate should call")
 
     def _id(self) -> int:
@@ -378,6 +392,50 @@ class GrafanaStub:
             raise Invalid(400, f"template {name}: must define at least one template")
         self.state.templates[name] = {"name": name, "template": body["template"], "provenance": ""}
         return 202, self.state.templates[name]
+
+    # -------------------------------------------------------------- silences (built-in Alertmanager)
+
+    def active_silences(self) -> list[dict[str, Any]]:
+        return [s for s in self.state.silences.values() if s["status"]["state"] == "active"]
+
+    def _list_silences(self) -> tuple[int, Any]:
+        return 200, [copy.deepcopy(s) for s in self.state.silences.values()]
+
+    def _create_silence(self, body: Any) -> tuple[int, Any]:
+        errors = _schema_errors("POST " + SILENCES, body)
+        if errors:
+            raise Invalid(400, f"silence: {'; '.join(errors)}")
+        if body.get("id"):  # an update: errorgate only ever creates
+            raise Invalid(400, "silence: errorgate should create silences, not update them by id")
+        for key in ("startsAt", "endsAt"):
+            try:
+                datetime.fromisoformat(body[key].replace("Z", "+00:00"))
+            except ValueError:
+                raise Invalid(400, f"silence: {key} is not an RFC 3339 time") from None
+        if body["endsAt"] <= body["startsAt"]:
+            raise Invalid(400, "silence: endsAt must be after startsAt")
+        silence_id = str(uuid.uuid4())
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        self.state.silences[silence_id] = {**copy.deepcopy(body), "id": silence_id,
+                                           "status": {"state": "active"}, "updatedAt": now}  # fmt: skip
+        answer = {"silenceID": silence_id}
+        assert not _schema_errors("POST " + SILENCES, answer, "responses")
+        return 202, answer
+
+    def _delete_silence(self, silence_id: str) -> tuple[int, Any]:
+        silence = self.state.silences.get(silence_id)
+        if silence is None:
+            return 404, {"message": "silence not found"}
+        silence["status"]["state"] = "expired"
+        return 200, {"message": "silence deleted"}
+
+
+def _schema_errors(route: str, body: Any, part: str = "requests") -> list[str]:
+    pointer = f"#/{part}/" + route.replace("~", "~0").replace("/", "~1")
+    validator = jsonschema.Draft4Validator({**SILENCE_SCHEMA, "$ref": pointer})
+    return [
+        f"{'.'.join(map(str, e.absolute_path)) or '(body)'}: {e.message}" for e in validator.iter_errors(body)
+    ]
 
 
 def _require(obj: Any, fields: dict[str, type], where: str) -> None:

@@ -157,13 +157,25 @@ def admin_routes(stats: dict[str, Callable[[], object]], app: WSGIApp) -> WSGIAp
     return routed
 
 
-def inventory_app(stock_db: redis.Redis) -> WSGIApp:
+STOCK_DB_TIMEOUT = 0.5  # inventory's socket timeouts on stock-db: the longest one call can take
+
+
+def inventory_app(stock_db: redis.Redis, stock_db_timeout: float = STOCK_DB_TIMEOUT) -> WSGIApp:
+    """``stock_db_timeout``: the client's socket timeout; a call is made only with that much time
+    left before the caller's deadline, since a hung stock-db would otherwise hold the answer
+    until the timeout, past the deadline."""
     shed = {"n": 0}
     seen = {"requests": 0}  # every stock request that reached this process: the herd counter
     lock = threading.Lock()
 
     def handle(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         sku = environ.get("PATH_INFO", "").rsplit("/", 1)[-1]
+        left = deadline.remaining()
+        if left is not None and left < stock_db_timeout:
+            # On inventory's own span: no stock-db span, since stock-db was not called (nor at fault).
+            exc = deadline.DeadlineExceeded("deadline exceeded before the stock-db call")
+            record_error(trace.get_current_span(), exc)
+            return respond(start_response, "504 Gateway Timeout", {"error": str(exc)})
         with trace.get_tracer("shop").start_as_current_span("GET stock", kind=SpanKind.CLIENT) as span:
             span.set_attributes(
                 {"peer.service": "stock-db", "db.system.name": "redis", "db.operation.name": "GET"}
@@ -240,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.role == "billing":
         run_billing(queue, stop)
         return
-    timeouts = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+    timeouts = {"socket_timeout": STOCK_DB_TIMEOUT, "socket_connect_timeout": STOCK_DB_TIMEOUT}
     app = (
         orders_app(args.inventory, queue, use_breaker=not args.no_breaker)
         if args.role == "orders"

@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml kit/pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]' -e './kit[redis,test,chaos]'
 	rm -f $(VENV)/.installed-*; touch $@
 
-# Debian packages the tests run for real (Prometheus, Alertmanager, promtool, amtool, Redis, HAProxy, etcd, Chromium).
+# Debian packages the tests run for real (Prometheus, Alertmanager, promtool, amtool, Redis, HAProxy, etcd, Chromium,
+# and iproute2 + iptables for the chaos suite's network namespaces).
 system-deps:
-	@missing=""; for b in prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager redis-server:redis-server haproxy:haproxy etcd:etcd-server etcdctl:etcd-client chromium:chromium; do \
+	@missing=""; for b in prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager redis-server:redis-server haproxy:haproxy etcd:etcd-server etcdctl:etcd-client chromium:chromium ip:iproute2 tc:iproute2 iptables:iptables; do \
 	  command -v $${b%%:*} >/dev/null || missing="$$missing $${b##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \

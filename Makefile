@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml kit/pyproject.toml
 	rm -f $(VENV)/.installed-*; touch $@
 
 # Debian packages the tests run for real (Prometheus, Alertmanager, promtool, amtool, Redis, HAProxy, etcd, Chromium,
-# PostgreSQL: its binaries are not on PATH, so they are looked for where Debian puts them).
+# PostgreSQL: its binaries are not on PATH, so they are looked for where Debian puts them;
+# iproute2 + iptables for the chaos suite's network namespaces).
 system-deps:
-	@missing=""; for b in prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager redis-server:redis-server haproxy:haproxy etcd:etcd-server etcdctl:etcd-client chromium:chromium; do \
+	@missing=""; for b in prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager redis-server:redis-server haproxy:haproxy etcd:etcd-server etcdctl:etcd-client chromium:chromium ip:iproute2 tc:iproute2 iptables:iptables; do \
 	  command -v $${b%%:*} >/dev/null || missing="$$missing $${b##*:}"; done; \
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \

@@ -22,6 +22,7 @@ from typing import Any
 from chaoslib.experiment import run_experiment
 from chaoslib.loader import load_experiment
 
+from kit.chaos import network
 from kit.demo.run import Stack
 
 HERE = Path(__file__).resolve().parent
@@ -30,9 +31,9 @@ GATEWAY_CONFIG = HERE / "gateway.yaml"
 
 
 @contextmanager
-def running_shop(workdir: Path, no_breaker: bool = False) -> Iterator[Path]:
+def running_shop(workdir: Path, no_breaker: bool = False, no_idempotency: bool = False) -> Iterator[Path]:
     """The shop on the chaos gateway config; yields the state file (also exported as SHOP_STATE)."""
-    stack = Stack(workdir, GATEWAY_CONFIG, no_breaker=no_breaker)
+    stack = Stack(workdir, GATEWAY_CONFIG, no_breaker=no_breaker, no_idempotency=no_idempotency)
     state_file = workdir / "shop-state.json"
     try:
         state_file.write_text(json.dumps(stack.start(), indent=2))
@@ -63,6 +64,13 @@ def verdict(journal: dict[str, Any]) -> list[str]:
     return problems
 
 
+def skip_reason(path: Path) -> str | None:
+    """Why an experiment cannot run here: the network ones need root, iproute2 and iptables."""
+    if "network" in (load_experiment(str(path)).get("tags") or []):
+        return network.unavailable()
+    return None
+
+
 def run_one(path: Path) -> tuple[dict[str, Any], float]:
     experiment = load_experiment(str(path))
     started = time.monotonic()
@@ -71,11 +79,13 @@ def run_one(path: Path) -> tuple[dict[str, Any], float]:
 
 
 def outputs(journal: dict[str, Any]) -> dict[str, Any]:
-    """Each method probe's output: the figures the report shows."""
+    """Each method probe's output: the figures the report shows (and how a network fault was
+    injected: netem, or its user-space stand-in on kernels without it)."""
     return {
         r["activity"]["name"]: r.get("output")
         for r in journal.get("run") or []
         if r["activity"]["type"] == "probe"
+        or (isinstance(r.get("output"), dict) and "injected_with" in r["output"])
     }
 
 
@@ -84,15 +94,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("experiments", nargs="*", type=Path, default=EXPERIMENTS)
     p.add_argument("--journals", type=Path, help="directory for the journals (default: a temp dir)")
     p.add_argument("--no-breaker", action="store_true", help="orders without its breaker (must fail)")
+    p.add_argument("--no-idempotency", action="store_true", help="orders without idempotency (must fail)")
     args = p.parse_args(argv)
     failed = 0
     with (
         tempfile.TemporaryDirectory(prefix="errorgate-chaos-") as tmp,
-        running_shop(Path(tmp), args.no_breaker),
+        running_shop(Path(tmp), args.no_breaker, args.no_idempotency),
     ):
         journals = args.journals or Path(tmp) / "journals"
         journals.mkdir(parents=True, exist_ok=True)
         for path in args.experiments:
+            reason = skip_reason(path)
+            if reason:
+                print(f"SKIP {path.stem}: {reason}", flush=True)
+                continue
             journal, seconds = run_one(path)
             (journals / f"{path.stem}.json").write_text(json.dumps(journal, indent=2, default=str))
             problems = verdict(journal)

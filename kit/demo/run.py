@@ -79,13 +79,25 @@ def spawn(
     return subprocess.Popen(argv, env=env, cwd=ROOT, stdout=out, stderr=out, start_new_session=True)
 
 
+def service_env() -> dict[str, str]:
+    path = os.pathsep.join([str(ROOT), str(ROOT / "kit" / "src"), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+
+
 class Stack:
     """The shop's processes; ``state`` is what ``--state`` writes (and the chaos probes read)."""
 
-    def __init__(self, workdir: Path, gateway_config: Path | None = None, no_breaker: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        gateway_config: Path | None = None,
+        no_breaker: bool = False,
+        no_idempotency: bool = False,
+    ) -> None:
         self.workdir = workdir
         self.gateway_config = gateway_config
         self.no_breaker = no_breaker
+        self.no_idempotency = no_idempotency
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.state: dict[str, Any] = {"workdir": str(workdir)}
 
@@ -124,34 +136,33 @@ class Stack:
 
     def _start_services(self) -> None:
         ports = {"inventory": free_port(), "orders": free_port()}
-        path = os.pathsep.join([str(ROOT), str(ROOT / "kit" / "src"), os.environ.get("PYTHONPATH", "")])
-        env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+        env = service_env()
         common = ["--otlp", f"127.0.0.1:{self.state['errorgate']['grpc']}",
                   "--redis", self.state["queue"]["url"], "--stock-db", self.state["stock-db"]["url"],
                   "--inventory", f"http://127.0.0.1:{ports['inventory']}"]  # fmt: skip
         for role in ROLES:
             extra = ["--port", str(ports[role])] if role in ports else []
-            if role == "orders" and self.no_breaker:
-                extra.append("--no-breaker")
+            if role == "orders":
+                extra += ["--no-breaker"] * self.no_breaker + ["--no-idempotency"] * self.no_idempotency
             argv = [sys.executable, str(SHOP), role, *extra, *common]
             proc = self.procs[role] = spawn(argv, env, self.workdir / f"{role}.log")
             if role in ports:
                 wait_for(ports[role], proc, role)
-            url = {"url": f"http://127.0.0.1:{ports[role]}"} if role in ports else {}
-            self.state[role] = {"pid": proc.pid, **url}
+            url = {"url": f"http://127.0.0.1:{ports[role]}", "port": ports[role]} if role in ports else {}
+            # argv: the network experiments restart inventory with its stock-db behind a netns.
+            self.state[role] = {"pid": proc.pid, "argv": argv, **url}
         wait_for_group(self.state["queue"]["url"], self.procs["billing"])
 
     def stop(self) -> None:
         """Services first (they flush their spans on SIGTERM), then the gateway, then the redises;
-        a redis the chaos suite restarted is stopped through the pid the state names now."""
-        for name in (*reversed(ROLES), "errorgate"):
-            _terminate(self.procs.get(name))
-        for name in ("queue", "stock-db"):
-            _terminate(self.procs.get(name))
-            pid = self.state.get(name, {}).get("pid")
-            proc = self.procs.get(name)
-            if pid and (proc is None or pid != proc.pid):
-                _kill_pid(pid)
+        a process the chaos suite restarted is stopped through the pid the state names now."""
+        for group in ((*reversed(ROLES), "errorgate"), ("queue", "stock-db")):
+            for name in group:
+                _terminate(self.procs.get(name))
+                pid = self.state.get(name, {}).get("pid")
+                proc = self.procs.get(name)
+                if pid and (proc is None or pid != proc.pid):
+                    _kill_pid(pid)
 
 
 def _terminate(proc: subprocess.Popen[bytes] | None) -> None:
@@ -166,10 +177,25 @@ def _terminate(proc: subprocess.Popen[bytes] | None) -> None:
         proc.wait(5)
 
 
-def _kill_pid(pid: int) -> None:
+def _kill_pid(pid: int, within: float = 10) -> None:
     try:
         os.kill(pid, signal.SIGCONT)
         os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:  # the chaos actions run in this process: our child
+                return
+        except ChildProcessError:  # not our child: probe until it is gone
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
 
@@ -193,12 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gateway-config", type=Path, help="errorgate config (default: the embedded default)")
     p.add_argument("--state", type=Path, help="write ports, URLs and pids here as JSON")
     p.add_argument("--no-breaker", action="store_true", help="orders without its circuit breaker")
+    p.add_argument("--no-idempotency", action="store_true", help="orders without its idempotency middleware")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     # Explicit: a launcher started in the background by a script inherits SIGINT ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     with tempfile.TemporaryDirectory(prefix="errorgate-shop-") as tmp:
-        stack = Stack(Path(tmp), args.gateway_config, args.no_breaker)
+        stack = Stack(Path(tmp), args.gateway_config, args.no_breaker, args.no_idempotency)
         state = stack.start()
         try:
             if args.state:

@@ -356,7 +356,7 @@ def main() -> int:
         # errorgate beside the Go Collector, paired within each round like the proxy ratio:
         # below 1.0 the Collector moved more items per second than errorgate.
         print("\n== errorgate vs the Go Collector (items/s ratio per round; median) ==")
-        print(f"{'profile':<14}{'vs proxy':>10}" + "".join(f"{'vs ' + p:>24}" for p in peers))
+        print(f"{'profile':<14}{'vs proxy':>10}" + "".join(f"  {'vs ' + p:>36}" for p in peers))
         for name in profiles:
             row = f"{name:<14}{summary[name].get('ratio_per_round_median', float('nan')):>10.2f}"  # type: ignore[union-attr]
             for peer in peers:
@@ -369,7 +369,7 @@ def main() -> int:
                 cell = "/".join(f"{r:.2f}" for r in paired) + (
                     f" ({statistics.median(paired):.2f})" if paired else ""
                 )
-                row += f"{cell:>24}"
+                row += f"  {cell:>36}"  # five rounds' ratios and the median
             print(row)
         for peer in peers:
             paired = [

@@ -136,10 +136,16 @@ def needs_ner(text: str, found: Sequence[RecognizerResult]) -> bool:
             continue  # codes and constants
         if word.lower() not in english:
             return True
-        before = text[: m.start()].rstrip()
-        if before and before[-1] not in ".!?:;\"'([{=/<>-*#\n":
+        if _inside_sentence(text, m.start()):
             return True
     return False
+
+
+def _inside_sentence(text: str, start: int) -> bool:
+    """A word at ``start`` that does not open a sentence, a quote, a bracket or a ``key:`` /
+    ``key=`` value: its capital is the writer's choice, not the grammar's."""
+    before = text[:start].rstrip()
+    return bool(before) and before[-1] not in ".!?:;\"'([{=/<>-*#\n"
 
 
 def may_hold_name(text: str) -> bool:
@@ -149,8 +155,7 @@ def may_hold_name(text: str) -> bool:
     for m in _CAPITALISED.finditer(text):
         if " " in m.group() or "\t" in m.group():
             return True
-        before = text[: m.start()].rstrip()
-        if before and before[-1] not in ".!?:;\"'([{=/<>-*#":
+        if _inside_sentence(text, m.start()):
             return True
     return False
 

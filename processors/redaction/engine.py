@@ -7,6 +7,7 @@ picklable so pool workers can return it.
 
 from __future__ import annotations
 
+import bisect
 import re
 import threading
 from collections.abc import Sequence
@@ -19,7 +20,12 @@ from spacy.language import Language
 
 from errorgate.caches import MIB, ByteLRU
 from errorgate.processors.redaction import offline
-from errorgate.processors.redaction.recognizers.base import FreeTextRecognizer, Gate, digit_count
+from errorgate.processors.redaction.recognizers.base import (
+    FreeTextRecognizer,
+    Gate,
+    digit_count,
+    opens_sentence,
+)
 from errorgate.processors.redaction.recognizers.contact import (
     DEFAULT_PHONE_CONTEXT_REGIONS,
     DEFAULT_PHONE_REGIONS,
@@ -128,24 +134,30 @@ def needs_ner(text: str, found: Sequence[RecognizerResult]) -> bool:
     if not may_hold_name(text):
         return False
     english = english_words()
+    covered = _merged(found)
     for m in _CAPITAL_WORD.finditer(text):
-        if any(r.start <= m.start() and m.end() <= r.end for r in found):
+        i = bisect.bisect_right(covered, (m.start(), len(text))) - 1  # the span starting at or before it
+        if i >= 0 and m.end() <= covered[i][1]:
             continue
         word = m.group()
         if word.isupper() and len(word) > 1:
             continue  # codes and constants
         if word.lower() not in english:
             return True
-        if _inside_sentence(text, m.start()):
+        if not opens_sentence(text, m.start()):
             return True
     return False
 
 
-def _inside_sentence(text: str, start: int) -> bool:
-    """A word at ``start`` that does not open a sentence, a quote, a bracket or a ``key:`` /
-    ``key=`` value: its capital is the writer's choice, not the grammar's."""
-    before = text[:start].rstrip()
-    return bool(before) and before[-1] not in ".!?:;\"'([{=/<>-*#\n"
+def _merged(found: Sequence[RecognizerResult]) -> list[tuple[int, int]]:
+    """The findings' spans as sorted, non-overlapping intervals (one bisection per word then)."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted((r.start, r.end) for r in found):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
 
 
 def may_hold_name(text: str) -> bool:
@@ -155,7 +167,7 @@ def may_hold_name(text: str) -> bool:
     for m in _CAPITALISED.finditer(text):
         if " " in m.group() or "\t" in m.group():
             return True
-        if _inside_sentence(text, m.start()):
+        if not opens_sentence(text, m.start()):
             return True
     return False
 
@@ -296,11 +308,13 @@ def resolve_overlaps(value: str, results: list[RecognizerResult]) -> Findings:
     on where a value ends ("C. Wilcox, 59307" and "59307 Bell Forks") must not leave the
     difference in clear."""
     chosen: list[Finding] = []
+    spans: list[tuple[int, int]] = []  # the chosen spans, sorted; they never overlap
     for r in sorted(results, key=lambda r: (-r.score, -(r.end - r.start), r.start)):
-        for start, end in _uncovered(value, r.start, r.end, chosen):
+        for start, end in _uncovered(value, r.start, r.end, spans):
             if (start, end) != (r.start, r.end) and _plain_words(r.entity_type, value[start:end]):
                 continue
             chosen.append(Finding(r.entity_type, start, end, round(float(r.score), 3), _rule(r)))
+            bisect.insort(spans, (start, end))
     return tuple(sorted(chosen, key=lambda f: f.start))
 
 
@@ -318,13 +332,20 @@ def _plain_words(entity: str, piece: str) -> bool:
     return bool(words) and all(w.lower() in english for w in words)
 
 
-def _uncovered(value: str, start: int, end: int, chosen: list[Finding]) -> list[tuple[int, int]]:
-    """The parts of ``value[start:end]`` no chosen finding covers, each trimmed of spaces and
-    punctuation where a chosen finding cut it, kept when they still hold a letter or digit."""
+def _uncovered(value: str, start: int, end: int, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of ``value[start:end]`` no chosen span covers, each trimmed of spaces and
+    punctuation where a chosen span cut it, kept when they still hold a letter or digit.
+    ``spans`` is sorted and non-overlapping, so the ones that meet ``[start, end)`` are found by
+    bisection (a long value with thousands of findings stays linear-logarithmic)."""
+    i = bisect.bisect_left(spans, (start, -1))
+    if i and spans[i - 1][1] > start:
+        i -= 1
     pieces = [(start, end)]
-    for c in chosen:
-        if c.start < end and start < c.end:
-            pieces = [p for a, b in pieces for p in ((a, min(b, c.start)), (max(a, c.end), b)) if p[0] < p[1]]
+    while i < len(spans) and spans[i][0] < end:
+        c_start, c_end = spans[i]
+        a, b = pieces.pop()  # the last piece is the only one a later span can cut
+        pieces += [p for p in ((a, min(b, c_start)), (max(a, c_end), b)) if p[0] < p[1]]
+        i += 1
     if pieces == [(start, end)]:
         return pieces
     out = []

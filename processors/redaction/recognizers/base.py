@@ -17,6 +17,21 @@ def digit_count(text: str) -> int:
     return sum(map(text.count, "0123456789"))
 
 
+# Characters after which a capital is the grammar's, not the writer's: sentence ends, quotes,
+# brackets, ``key:``/``key=`` and other separators of telemetry text.
+SENTENCE_OPENERS = frozenset(".!?:;\"'“([{=/<>-*#")
+
+
+def opens_sentence(text: str, start: int) -> bool:
+    """The word at ``start`` begins the text or follows (across spaces) one of
+    ``SENTENCE_OPENERS``. Scans back from ``start`` without copying: it runs once per
+    capitalised word, so a slice of everything before would make long values quadratic."""
+    i = start - 1
+    while i >= 0 and text[i].isspace():
+        i -= 1
+    return i < 0 or text[i] in SENTENCE_OPENERS
+
+
 def result(
     recognizer: EntityRecognizer, entity: str, start: int, end: int, score: float, rule: str
 ) -> RecognizerResult:

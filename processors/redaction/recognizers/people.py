@@ -11,7 +11,7 @@ import regex
 from presidio_analyzer import RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
 
-from errorgate.processors.redaction.recognizers.base import FreeTextRecognizer, Gate, result
+from errorgate.processors.redaction.recognizers.base import FreeTextRecognizer, Gate, opens_sentence, result
 from errorgate.processors.redaction.recognizers.dictionary import english_words
 from errorgate.processors.redaction.recognizers.names import COMMON_WORDS, given_names, surnames
 
@@ -161,9 +161,6 @@ def _glued(text: str, end: int) -> bool:
     return end < len(text) and text[end].isalnum()
 
 
-_SENTENCE_START = regex.compile(r"(?:^|[.:;!?\n]['\"“(\[]?[ \t]*|['\"“(\[][ \t]*)$")
-
-
 def _first_name_part(
     text: str, parts: list[regex.Match[str]], english: frozenset[str], given: frozenset[str]
 ) -> int:
@@ -179,7 +176,7 @@ def _first_name_part(
             continue
         if not _is_english(word, english) or word in given:
             break
-        at_start = _SENTENCE_START.search(text, 0, parts[first].start()) is not None
+        at_start = opens_sentence(text, parts[first].start())
         middle_initial = first + 2 < len(parts) and _is_initial(parts[first + 1].group())
         if not at_start or middle_initial:
             break

@@ -32,7 +32,7 @@ from errorgate.processors.errorstate import LocalErrorState, LocalFloodState
 from errorgate.processors.errorstate.remote import RedisErrorState, RedisFloodState
 from errorgate.processors.sampling.flood import FloodLimiter
 from errorgate.telemetry import Telemetry
-from tests.support.redis_server import RedisServer, start_redis
+from tests.support.redis_server import RedisServer, fresh, start_redis, state_extension
 from tests.test_classify_scenarios import _cascade_trace
 from tests.test_classify_support import CLIENT, T0, S, run, total, trace_batch
 
@@ -47,19 +47,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @pytest.fixture
 def server(redis_server: RedisServer) -> RedisServer:
-    if redis_server.process is None:
-        redis_server.start()
-    redis_server.client().flushall()
-    redis_server.client().config_resetstat()
-    return redis_server
+    return fresh(redis_server)
 
 
 def extension(
     server: RedisServer, telemetry: Telemetry | None = None, **settings: Any
 ) -> RedisStateExtension:
-    config = RedisConfig.model_validate({"endpoint": server.url, **settings})
-    context = ComponentContext("redis", Path("."), telemetry or Telemetry(), logging.getLogger("test"))
-    return RedisStateExtension(config, context)
+    ext: RedisStateExtension = state_extension(server, telemetry, **settings)
+    return ext
 
 
 def classify(tmp_path: Path, ext: RedisStateExtension | None) -> tuple[Processor, Telemetry]:

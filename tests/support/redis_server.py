@@ -90,3 +90,25 @@ def start_redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+def fresh(server: RedisServer) -> RedisServer:
+    """The module's server, running (a test may have stopped it) and empty, stats reset."""
+    if server.process is None:
+        server.start()
+    server.client().flushall()
+    server.client().config_resetstat()
+    return server
+
+
+def state_extension(server: RedisServer, telemetry: Any = None, **settings: Any) -> Any:
+    """The ``redis`` shared-state extension pointed at ``server``."""
+    import logging
+
+    from errorgate.component import ComponentContext
+    from errorgate.extensions.shared_state import RedisConfig, RedisStateExtension
+    from errorgate.telemetry import Telemetry
+
+    config = RedisConfig.model_validate({"endpoint": server.url, **settings})
+    context = ComponentContext("redis", Path("."), telemetry or Telemetry(), logging.getLogger("test"))
+    return RedisStateExtension(config, context)

@@ -14,7 +14,6 @@ import random
 import re
 import sys
 import tempfile
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from bench.heldout.corpus import DEV_LOCALES, SEEDS, TEST_LOCALES, WIDE_LOCALES, _card, _dob, _full, _phone
 from bench.heldout.corpus import _decoy as decoy_value
-from bench.heldout.score import leaked
+from bench.heldout.score import Report, leaked
 
 _DIGITS = re.compile(r"\D+")
 
@@ -68,17 +67,8 @@ class Record:
     decoys: list[tuple[str, str]] = field(default_factory=list)  # (key, value)
 
 
-@dataclass
-class StructuredReport:
-    values: Counter[str] = field(default_factory=Counter)
-    leaks: Counter[str] = field(default_factory=Counter)
-    decoys: int = 0
-    decoys_kept: int = 0
-
-    def leak(self, entity: str | None = None) -> float:
-        if entity is None:
-            return sum(self.leaks.values()) / max(1, sum(self.values.values()))
-        return self.leaks[entity] / max(1, self.values[entity])
+class StructuredReport(Report):
+    """``score.Report`` (leak per entity, decoys) without plain words: attributes have none."""
 
     def line(self, label: str) -> str:
         per = "  ".join(f"{e} {self.leak(e):6.1%}" for e in sorted(self.values))

@@ -331,7 +331,7 @@ def test_unusual_encodings_are_proven_without_canonical_or_declined() -> None:
     # Fields out of order and non-shortest varints decode fine, but are not what upb writes.
     reordered = wrap_span(b"".join(reversed(SPAN_FIELDS)))
     assert assert_sound(Signal.TRACES, reordered, DEFAULT) == Proof(1, False)
-    long_len = bytes([1 << 3 | 2, 0x90, 0x00]) + TRACE_ID
+    long_len = bytes([1 << 3 | 2, 0x90, 0x80, 0x80, 0x80, 0x00]) + TRACE_ID
     assert assert_sound(Signal.TRACES, wrap_span(long_len + base[18:]), DEFAULT) == Proof(1, False)
     zero_kind = bytes([6 << 3, 0])  # a default value written explicitly
     assert assert_sound(Signal.TRACES, wrap_span(base + zero_kind), DEFAULT) == Proof(1, False)
@@ -348,6 +348,10 @@ def test_unusual_encodings_are_proven_without_canonical_or_declined() -> None:
             base + field(9, field(1, b"k") + field(2, field(1, b"s") + bytes([3 << 3, 1])))
         ),
         "empty": b"",
+        # upb reads tags and lengths as 32-bit varints of at most 5 bytes.
+        "six-byte-tag": wrap_span(base + b"\x9a\x80\x80\x80\x80\x00\x01x"),
+        "six-byte-length": wrap_span(base + b"\x1a\x81\x80\x80\x80\x80\x00x"),
+        "six-byte-top-length": b"\x0a\x80\x80\x80\x80\x80\x00",
         "overlong-varint": wrap_span(base + bytes([6 << 3]) + b"\xff" * 10 + b"\x01"),
     }
     for name, data in declined.items():
@@ -370,7 +374,15 @@ def test_every_truncation_of_a_request_is_sound() -> None:
     assert proven >= 50
 
 
+def _stretch(rng: random.Random, b: bytearray) -> None:
+    """Re-encode the varint that may end at a random byte with 1 to 6 more bytes (same value)."""
+    i = rng.randrange(len(b))
+    b[i] |= 0x80
+    b[i + 1 : i + 1] = b"\x80" * rng.randrange(6) + b"\x00"
+
+
 MUTATIONS: list[Callable[[random.Random, bytearray], None]] = [
+    _stretch,
     lambda rng, b: b.__setitem__(rng.randrange(len(b)), rng.randrange(256)),
     lambda rng, b: b.insert(rng.randrange(len(b) + 1), rng.randrange(256)),
     lambda rng, b: b.__delitem__(rng.randrange(len(b))),

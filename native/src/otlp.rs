@@ -92,7 +92,7 @@ fn walk<'a>(m: M, buf: &'a [u8], cx: &mut Cx, depth: u32, ad: u64) -> Res<Facts<
     let mut facts = Facts::default();
     let (mut last, mut seen, mut oneof) = (0u64, 0u64, false);
     while !r.at_end() {
-        let tag = r.varint().ok_or(Decline)?;
+        let tag = r.varint32().ok_or(Decline)?;
         let (num, wire_type) = (tag.value >> 3, tag.value & 7);
         // Unknown field numbers (0 and out-of-range ones included) are declined.
         let (idx, field) = lookup(m, num).ok_or(Decline)?;
@@ -150,7 +150,7 @@ fn walk<'a>(m: M, buf: &'a [u8], cx: &mut Cx, depth: u32, ad: u64) -> Res<Facts<
                 }
             }
             (_, 2) => {
-                let len = r.varint().ok_or(Decline)?;
+                let len = r.varint32().ok_or(Decline)?;
                 if !len.shortest {
                     cx.canonical = false;
                 }

@@ -42,6 +42,17 @@ impl<'a> Reader<'a> {
         None
     }
 
+    /// A tag or a length: upb reads at most 5 bytes for those and refuses longer encodings,
+    /// even of small values.
+    pub fn varint32(&mut self) -> Option<Varint> {
+        let start = self.pos;
+        let v = self.varint()?;
+        if self.pos - start > 5 || v.value > u64::from(u32::MAX) {
+            return None;
+        }
+        Some(v)
+    }
+
     pub fn fixed64(&mut self) -> Option<u64> {
         let bytes = self.take(8)?;
         let mut le = [0u8; 8];
@@ -78,6 +89,9 @@ mod tests {
         assert!(Reader::new(&[0xff; 10]).varint().is_none());
         let max = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
         assert_eq!(Reader::new(&max).varint().unwrap().value, u64::MAX);
+        assert_eq!(Reader::new(&[0x81, 0x80, 0x80, 0x80, 0x00]).varint32().unwrap().value, 1);
+        assert!(Reader::new(&[0x81, 0x80, 0x80, 0x80, 0x80, 0x00]).varint32().is_none());
+        assert!(Reader::new(&[0xff, 0xff, 0xff, 0xff, 0x7f]).varint32().is_none());
     }
 
     #[test]

@@ -89,9 +89,19 @@ mod tests {
         assert!(Reader::new(&[0xff; 10]).varint().is_none());
         let max = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
         assert_eq!(Reader::new(&max).varint().unwrap().value, u64::MAX);
-        assert_eq!(Reader::new(&[0x81, 0x80, 0x80, 0x80, 0x00]).varint32().unwrap().value, 1);
-        assert!(Reader::new(&[0x81, 0x80, 0x80, 0x80, 0x80, 0x00]).varint32().is_none());
-        assert!(Reader::new(&[0xff, 0xff, 0xff, 0xff, 0x7f]).varint32().is_none());
+        assert_eq!(
+            Reader::new(&[0x81, 0x80, 0x80, 0x80, 0x00])
+                .varint32()
+                .unwrap()
+                .value,
+            1
+        );
+        assert!(Reader::new(&[0x81, 0x80, 0x80, 0x80, 0x80, 0x00])
+            .varint32()
+            .is_none());
+        assert!(Reader::new(&[0xff, 0xff, 0xff, 0xff, 0x7f])
+            .varint32()
+            .is_none());
     }
 
     #[test]

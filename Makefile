@@ -3,17 +3,24 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml kit/pyproject.toml | sha1sum | cut -c1-12)
+# The native fast path's sources count too: a change to them rebuilds it.
+NATIVE_SRC := native/pyproject.toml native/Cargo.toml native/Cargo.lock $(wildcard native/src/*.rs)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml kit/pyproject.toml $(NATIVE_SRC) | sha1sum | cut -c1-12)
 APT_PKGS := prometheus prometheus-alertmanager redis-server haproxy etcd-server etcd-client chromium postgresql
 
 .PHONY: run test lint bench demo demo-shop chaos venv system-deps clean collector
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml kit/pyproject.toml
+# errorgate_native (native/, Rust with PyO3, built by maturin) is optional: where cargo is
+# missing or the build fails, errorgate runs its pure-Python path (errorgate.intake.proof).
+# Without cargo on PATH it is not attempted: maturin would download a Rust toolchain itself.
+$(STAMP): pyproject.toml kit/pyproject.toml $(NATIVE_SRC)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]' -e './kit[redis,test,chaos]'
+	command -v cargo >/dev/null && $(BIN)/python -m pip install -q --force-reinstall --no-deps ./native \
+	  || echo "errorgate_native not built (no cargo on PATH, or its build failed): the pure-Python path is used" >&2
 	rm -f $(VENV)/.installed-*; touch $@
 
 # Debian packages the tests run for real (Prometheus, Alertmanager, promtool, amtool, Redis, HAProxy, etcd, Chromium,

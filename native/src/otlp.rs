@@ -3,7 +3,7 @@
 //! the same bytes back. Anything it does not fully understand makes it decline (`Err(Decline)`):
 //! declining is always safe, the caller then decodes and validates in Python.
 
-use crate::schema::{lookup, K, M, ONEOF, PRES, REP};
+use crate::schema::{fields, lookup, K, M, ONEOF, PRES, REP};
 use crate::wire::Reader;
 
 /// Not proven (unknown, unusual, invalid or rejectable content).
@@ -90,12 +90,15 @@ fn walk<'a>(m: M, buf: &'a [u8], cx: &mut Cx, depth: u32, ad: u64) -> Res<Facts<
     }
     let mut r = Reader::new(buf);
     let mut facts = Facts::default();
-    let (mut last, mut seen, mut oneof) = (0u64, 0u64, false);
+    let spec = fields(m);
+    let (mut last, mut seen, mut oneof, mut hint) = (0u64, 0u64, false, 0usize);
     while !r.at_end() {
         let tag = r.varint32().ok_or(Decline)?;
         let (num, wire_type) = (tag.value >> 3, tag.value & 7);
         // Unknown field numbers (0 and out-of-range ones included) are declined.
-        let (idx, field) = lookup(m, num).ok_or(Decline)?;
+        let (idx, field) = lookup(spec, num, hint).ok_or(Decline)?;
+        // A repeated field's next entry, or the next field: both are where the next tag usually is.
+        hint = if field.flags & REP != 0 { idx } else { idx + 1 };
         let bit = 1u64 << idx;
         if seen & bit != 0 {
             // A singular field twice is merged or replaced by decoding: decline rather than model it.
@@ -184,7 +187,7 @@ fn length_delimited<'a>(
     match k {
         K::Str => {
             // upb refuses a proto3 string that is not UTF-8.
-            if std::str::from_utf8(bytes).is_err() {
+            if !bytes.is_ascii() && std::str::from_utf8(bytes).is_err() {
                 return Err(Decline);
             }
             let limited = (m == M::AnyValue || m == M::KeyValue) && num == 1;

@@ -293,10 +293,15 @@ pub fn fields(m: M) -> &'static [F] {
     }
 }
 
-/// The field numbered `num` in `m` and its index (< 32: a bit in a mask), if `m` has it.
-pub fn lookup(m: M, num: u64) -> Option<(usize, &'static F)> {
-    fields(m)
-        .iter()
+/// The field numbered `num` in `spec` and its index (< 32: a bit in a mask), if there is one.
+/// `hint`: where to look first (fields usually arrive in order, so the one after the last).
+pub fn lookup(spec: &'static [F], num: u64, hint: usize) -> Option<(usize, &'static F)> {
+    if let Some(f) = spec.get(hint) {
+        if u64::from(f.num) == num {
+            return Some((hint, f));
+        }
+    }
+    spec.iter()
         .enumerate()
         .find(|(_, f)| u64::from(f.num) == num)
 }

@@ -22,7 +22,22 @@ impl<'a> Reader<'a> {
     }
 
     /// At most 10 bytes; a 10th byte above 1 overflows 64 bits, which upb rejects.
+    #[inline]
     pub fn varint(&mut self) -> Option<Varint> {
+        // Most tags, lengths and small values are one byte.
+        let first = *self.buf.get(self.pos)?;
+        if first < 0x80 {
+            self.pos += 1;
+            return Some(Varint {
+                value: u64::from(first),
+                shortest: true,
+            });
+        }
+        self.long_varint()
+    }
+
+    #[inline(never)]
+    fn long_varint(&mut self) -> Option<Varint> {
         let mut value: u64 = 0;
         for i in 0..10 {
             let byte = *self.buf.get(self.pos)?;

@@ -38,7 +38,9 @@ def main() -> None:
             rounds.append((time.perf_counter() - start) / (REPEAT * len(requests)) * 1e6)
         return statistics.median(rounds)
 
-    print(f"native module in use: {proof.NATIVE}; {len(requests)} bench requests, {items:.0f} items each on average")
+    print(
+        f"native module in use: {proof.NATIVE}; {len(requests)} bench requests, {items:.0f} items each on average"
+    )
     py = per_request(python_path)
     print(f"decode + validate_request: {py:7.1f} µs/request")
     if proof.NATIVE:

@@ -21,9 +21,14 @@ class AcceptResult:
 
 class Intake(Protocol):
     def accept(
-        self, signal: Signal, request: ExportRequest, *, raw: bytes | None, receiver: str
+        self, signal: Signal, request: ExportRequest | None, *, raw: bytes | None, receiver: str
     ) -> AcceptResult:
         """Validate, de-duplicate, process and hand ``request`` to the exporters' queues.
+
+        ``request`` None: the receiver did not decode it; ``raw`` (plain bytes, within the
+        receiver's request limits) is its protobuf body, decoded by the intake only if something
+        needs the decoded form. A body that does not decode raises ``InvalidRequest`` with a
+        PII-free message, as the receiver's own decoding does.
 
         Returns once every accepted item is durably queued (or dead-lettered), i.e. when it
         is safe to acknowledge. ``raw`` is the undecoded body, used for duplicate detection: plain

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ssl
 from typing import Protocol
 
-from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsPartialSuccess,
     ExportLogsServiceResponse,
@@ -22,7 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from errorgate.config import ConfigError, TLSServerConfig
 from errorgate.intake.contract import AcceptResult
-from errorgate.signals import ExportRequest, Signal
+from errorgate.signals import Signal
 
 # Reasons for refusing a whole request: the values of errorgate_rejected_requests_total{reason}.
 UNAUTHENTICATED = "unauthenticated"
@@ -48,12 +47,6 @@ REJECTION_REASONS = (
 )
 
 MIB = 1024 * 1024
-
-REQUEST_NAMES = {
-    Signal.TRACES: "ExportTraceServiceRequest",
-    Signal.LOGS: "ExportLogsServiceRequest",
-    Signal.METRICS: "ExportMetricsServiceRequest",
-}
 
 
 class Receiver(Protocol):
@@ -90,24 +83,6 @@ def parse_endpoint(endpoint: str, key_path: str) -> tuple[str, int]:
 
 def format_endpoint(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def decode(signal: Signal, data: bytes) -> ExportRequest:
-    """Decode protobuf; raises ValueError with a PII-free message."""
-    try:
-        request = signal.parse(data)
-    except (DecodeError, RuntimeError) as e:
-        raise ValueError(f"cannot decode {REQUEST_NAMES[signal]}: {_decode_detail(e)}") from None
-    if data and not request.ListFields():
-        # Bytes that happen to parse as unknown fields only: nothing OTLP in them.
-        raise ValueError(f"cannot decode {REQUEST_NAMES[signal]}: {len(data)} bytes with no OTLP content")
-    return request
-
-
-def _decode_detail(e: Exception) -> str:
-    # upb's messages ("Error parsing message with type ...") carry no payload; keep them short.
-    text = str(e) or type(e).__name__
-    return text[:160]
 
 
 def export_response(

@@ -159,7 +159,8 @@ class OtlpGrpcReceiver(ReceiverBase):
             self._refuse(BACKPRESSURE)
             _abort_unavailable(context, "receiver is shutting down", 1.0)
         try:
-            request = self._limits.decode_protobuf(signal, data)
+            # Decoding is the intake's: a body it proves valid from the bytes is never decoded.
+            self._limits.check_protobuf(signal, data)
         except LimitExceeded as e:
             self._refuse(TOO_LARGE)
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
@@ -174,7 +175,7 @@ class OtlpGrpcReceiver(ReceiverBase):
             )
             context.abort(grpc.StatusCode.INTERNAL, "internal error")
         try:
-            result = self._intake.accept(signal, request, raw=data, receiver=self.receiver_id)
+            result = self._intake.accept(signal, None, raw=data, receiver=self.receiver_id)
         except Backpressure as e:
             self._refuse(BACKPRESSURE)
             _abort_unavailable(context, str(e) or "gateway is busy", e.retry_after)

@@ -44,7 +44,7 @@ from errorgate.receiver.common import (
 )
 from errorgate.receiver.config import AuthConfig, HttpProtocolConfig, RequestLimitsConfig
 from errorgate.receiver.http_body import BodyError, decompress, read_body
-from errorgate.signals import Signal
+from errorgate.signals import ExportRequest, Signal
 from errorgate.telemetry import Telemetry
 
 PROTOBUF = "application/x-protobuf"
@@ -291,8 +291,10 @@ class OtlpHttpReceiver(ReceiverBase):
     def accept(self, signal: Signal, body: bytes, media: str) -> tuple[int, Message | str, dict[str, str]]:
         """Decode and hand to the intake: (HTTP status, response message or error text, extra headers)."""
         try:
+            request: ExportRequest | None = None
             if media == PROTOBUF:
-                request = self._limits.decode_protobuf(signal, body)
+                # Decoding is the intake's: a body it proves valid from the bytes is never decoded.
+                self._limits.check_protobuf(signal, body)
             else:
                 request = self._limits.decode_json(signal, body)
         except LimitExceeded as e:

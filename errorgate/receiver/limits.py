@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from errorgate.errors import LimitExceeded
 from errorgate.otlp.counts import ITEMS, RESOURCES, Caps, Over, WireError, over_cap, over_cap_json
+from errorgate.otlp.decode import REQUEST_NAMES, decode
 from errorgate.otlp.json_format import JsonTooDeep, json_to_request, load_json
-from errorgate.receiver.common import REQUEST_NAMES, decode
 from errorgate.receiver.config import RequestLimitsConfig
 from errorgate.signals import ExportRequest, Signal
 
@@ -31,13 +31,18 @@ class RequestLimits:
     def decode_protobuf(self, signal: Signal, data: bytes) -> ExportRequest:
         """The decoded request. Raises ``LimitExceeded`` (nothing decoded) or ``ValueError``
         (malformed), both with PII-free messages naming what was wrong."""
+        self.check_protobuf(signal, data)
+        return decode(signal, data)
+
+    def check_protobuf(self, signal: Signal, data: bytes) -> None:
+        """``decode_protobuf`` without the decoding: the request is within the caps (the intake
+        decodes it, or proves it valid without decoding: ``errorgate.intake.proof``)."""
         try:
             over = over_cap(signal, data, self._caps)
         except WireError as e:
             raise ValueError(f"cannot decode {REQUEST_NAMES[signal]}: {e}") from None
         if over is not None:
             raise LimitExceeded(self._message(signal, over))
-        return decode(signal, data)
 
     def decode_json(self, signal: Signal, data: bytes) -> ExportRequest:
         """``decode_protobuf`` for an OTLP/JSON body; nesting deeper than ``max_json_depth`` is a

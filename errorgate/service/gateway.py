@@ -14,16 +14,18 @@ from errorgate import __version__
 from errorgate.component import RECEIVERS, ComponentContext, component_type
 from errorgate.config import Config, binds_all_interfaces
 from errorgate.delivery.exporter import ITEMS_NOTE, SERIALIZED_NOTE
-from errorgate.errors import Backpressure, StorageUnavailable
+from errorgate.errors import Backpressure, InvalidRequest, StorageUnavailable
 from errorgate.intake.contract import AcceptResult
 from errorgate.intake.dedup import DedupCache
+from errorgate.intake.proof import prove_valid
 from errorgate.intake.validation import validate_request
+from errorgate.otlp.decode import decode
 from errorgate.pipeline.stages import Pipeline, poll_all
 from errorgate.service.agent import AgentCheckServer
 from errorgate.service.builder import PipelineBuilder
 from errorgate.service.memory import MemoryLimiter
 from errorgate.service.observability import ObservabilityServer, service_health
-from errorgate.signals import Batch, ExportRequest, Signal, copy_request, count_items
+from errorgate.signals import Batch, ExportRequest, Signal, WireBatch, copy_request, count_items
 from errorgate.telemetry import Telemetry
 
 log = logging.getLogger("errorgate.gateway")
@@ -259,7 +261,7 @@ class Gateway:
     # ------------------------------------------------------------------ Intake
 
     def accept(
-        self, signal: Signal, request: ExportRequest, *, raw: bytes | None, receiver: str
+        self, signal: Signal, request: ExportRequest | None, *, raw: bytes | None, receiver: str
     ) -> AcceptResult:
         if self._stopping.is_set():
             raise Backpressure("errorgate is shutting down", retry_after=5.0)
@@ -277,24 +279,33 @@ class Gateway:
             raise
 
     def _accept(
-        self, signal: Signal, request: ExportRequest, raw: bytes | None, receiver: str
+        self, signal: Signal, request: ExportRequest | None, raw: bytes | None, receiver: str
     ) -> AcceptResult:
         pipelines = self._routes.get((receiver, signal), [])
-        nbytes = len(raw) if raw is not None else request.ByteSize()
+        nbytes = len(raw) if raw is not None else request.ByteSize()  # type: ignore[union-attr]
         if not all(p.has_room(nbytes) for p in pipelines):
             self._last_backpressure = time.monotonic()
             raise Backpressure("export queue is full", retry_after=self._retry_after())
         now = time.time()
         dedup_key = DedupCache.key(signal, raw) if raw is not None and self.dedup.enabled else None
         if dedup_key is not None and self.dedup.seen(dedup_key, now):
-            n = count_items(request)
+            n = count_items(request if request is not None else _decode(signal, raw))  # type: ignore[arg-type]
             self.telemetry.record_received(signal.value, n)
             self.telemetry.record_dropped(signal.value, "duplicate", n)
             self.telemetry.duplicate_batches.labels(signal.value).inc()
             return AcceptResult()
         # Receivers hand over the protobuf body as plain bytes (other encodings as a bytes subclass).
         encoded = raw if type(raw) is bytes else None
-        validated = self._validate(signal, request, receiver, encoded)
+        limits = self.config.receivers[receiver].validation
+        proof = prove_valid(signal, encoded, limits) if encoded is not None else None
+        if proof is not None:
+            # Proven valid from the bytes: nothing to reject, and nothing decoded unless a stage
+            # or an exporter reads the request (``WireBatch``).
+            validated = _Validated(0, "", proof.items, proof.canonical)
+        else:
+            if request is None:
+                request = _decode(signal, encoded)  # type: ignore[arg-type]
+            validated = self._validate(signal, request, receiver, encoded)
         n = validated.kept
         if not pipelines:
             # A receiver listed in no pipeline of this signal: nothing would process it.
@@ -309,10 +320,7 @@ class Gateway:
         # The body can stand for the serialized request where a first processor reads the bytes.
         wire = encoded if validated.canonical else None
         for i, pipeline in enumerate(pipelines):
-            req = request
-            if i < len(pipelines) - 1:
-                req = copy_request(request)
-            batch = Batch(signal, req, received_at=now, receiver=receiver)
+            batch = _batch(signal, request, encoded, now, receiver, copy=i < len(pipelines) - 1)
             if encoded is not None and not pipeline.stages:
                 # Nothing will change the request: queue and export the received bytes as they are.
                 batch.notes[SERIALIZED_NOTE] = encoded
@@ -325,8 +333,7 @@ class Gateway:
     def _validate(
         self, signal: Signal, request: ExportRequest, receiver: str, encoded: bytes | None
     ) -> _Validated:
-        limits = self.config.receivers[receiver].validation
-        rejections = validate_request(signal, request, limits, encoded)
+        rejections = validate_request(signal, request, self.config.receivers[receiver].validation, encoded)
         if not rejections:
             return _Validated(0, "", rejections.kept, rejections.canonical)
         self.dlq.put(
@@ -369,6 +376,30 @@ class Gateway:
             if check == "fail" or (check == "warn" and status == "pass"):
                 status = check
         return status, checks
+
+
+def _decode(signal: Signal, data: bytes) -> ExportRequest:
+    """A body the receiver handed over undecoded; one that does not decode is the client's fault."""
+    try:
+        return decode(signal, data)
+    except ValueError as e:  # its message quotes nothing of the body
+        raise InvalidRequest(str(e)) from None
+
+
+def _batch(
+    signal: Signal,
+    request: ExportRequest | None,
+    encoded: bytes | None,
+    now: float,
+    receiver: str,
+    copy: bool,
+) -> Batch:
+    """One pipeline's batch: over the received bytes when the request was never decoded (each
+    pipeline decodes them only if it needs to), else the request (a copy for all but the last)."""
+    if request is None:
+        assert encoded is not None  # a request is decoded unless its body was proven valid
+        return WireBatch(signal, encoded, received_at=now, receiver=receiver)
+    return Batch(signal, copy_request(request) if copy else request, received_at=now, receiver=receiver)
 
 
 class _Validated(NamedTuple):

@@ -21,6 +21,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from errorgate import attributes
 from errorgate.errors import Backpressure, InvalidRequest, ProcessingFailed
 from errorgate.intake.contract import AcceptResult
+from errorgate.otlp.decode import decode
 from errorgate.signals import ExportRequest, Signal, count_items, iter_log_records, iter_metrics, iter_spans
 
 
@@ -45,11 +46,17 @@ class RecordingIntake:
         self._arrived = threading.Condition(self._lock)
 
     def accept(
-        self, signal: Signal, request: ExportRequest, *, raw: bytes | None, receiver: str
+        self, signal: Signal, request: ExportRequest | None, *, raw: bytes | None, receiver: str
     ) -> AcceptResult:
         with self._lock:
             if self.raise_next:
                 raise self.raise_next.pop(0)
+            if request is None:  # undecoded protobuf body: decoding is the intake's, as in the gateway
+                assert raw is not None
+                try:
+                    request = decode(signal, raw)
+                except ValueError as e:
+                    raise InvalidRequest(str(e)) from None
             self.accepted.append(Accepted(signal, request, raw, receiver))
             self._arrived.notify_all()
             return self.result

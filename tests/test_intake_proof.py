@@ -26,7 +26,7 @@ from bench.traffic import build_templates, patched
 from errorgate.intake import proof
 from errorgate.intake.proof import Proof, prove_valid
 from errorgate.intake.validation import validate_request
-from errorgate.receiver.common import decode
+from errorgate.otlp.decode import decode
 from errorgate.receiver.config import ValidationConfig
 from errorgate.signals import Signal, count_items
 from tests.support.receiver_kit import sdk_logs, sdk_metrics, sdk_spans

@@ -1,7 +1,7 @@
 """A request the intake proves valid from its bytes (``errorgate.intake.proof``) is never decoded
 by the gateway: it is queued as received (no processors) or handed to the processor worker as
-bytes. These tests stand an exact Python prover (decode + ``validate_request``) in for the native
-one, so they hold with and without the native build, and check what a user sees: content
+bytes. These tests run with the native prover and with an exact Python one (decode +
+``validate_request``), so the gateway's side holds with and without the native build, and check what a user sees: content
 downstream, what redact masked, counts that balance, and that refused bodies are still refused."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from errorgate.intake import proof
 from errorgate.intake.proof import Proof
 from errorgate.intake.validation import validate_request
 from errorgate.receiver.config import ValidationConfig
@@ -73,11 +74,22 @@ class ParseCounter:
         monkeypatch.setattr(Signal, "parse", counting)
 
 
-@pytest.fixture
-def prover(monkeypatch: pytest.MonkeyPatch) -> OracleProver:
-    oracle = OracleProver()
-    monkeypatch.setattr(gateway_module, "prove_valid", oracle)
-    return oracle
+class NativeProver(OracleProver):
+    """The real ``prove_valid``, counting what it proved."""
+
+    def __call__(self, signal: Signal, data: bytes, limits: ValidationConfig) -> Proof | None:
+        found = proof.prove_valid(signal, data, limits)
+        self.proved += found is not None
+        return found
+
+
+@pytest.fixture(params=["oracle", "native"])
+def prover(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> OracleProver:
+    if request.param == "native" and not proof.NATIVE:
+        pytest.skip("errorgate_native is not built (no cargo at make venv) or ERRORGATE_NATIVE=0")
+    chosen = OracleProver() if request.param == "oracle" else NativeProver()
+    monkeypatch.setattr(gateway_module, "prove_valid", chosen)
+    return chosen
 
 
 @pytest.fixture

@@ -3,12 +3,13 @@
 Per-item validation (``validate_request``) and decoding are a large share of the gateway's
 GIL-held Python time. The native module ``errorgate_native`` (Rust, ``native/``) reads the
 bytes once, without building Python objects and without the GIL, and proves the usual request
-valid, so the caller can skip validation (and, later, decode lazily).
+valid, so the gateway skips validation and decodes the request only if a stage or an exporter
+reads it (``errorgate.service.gateway``, ``WireBatch``).
 
 Contract of ``prove_valid(signal, data, limits) -> Proof | None``:
 
 - When it returns a ``Proof``, then ``data`` decodes with upb (``signal.parse(data)``) to a
-  request that has fields (``errorgate.receiver.common.decode`` accepts it),
+  request that has fields (``errorgate.otlp.decode.decode`` accepts it),
   ``validate_request(signal, request, limits, data)`` rejects nothing,
   ``Proof.items == count_items(request)``, and if ``Proof.canonical`` the request serializes
   back to exactly ``data``.

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bench import collector
 from bench.procs import free_port, log_tail, tree_cpu_s, tree_rss_mib, wait_port
+from errorgate.intake import proof
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -318,11 +319,13 @@ def main() -> int:
 
     base = best("proxy", "items_per_s")
     print("\n== gateway throughput (OTLP/gRPC, mixed traffic; median of rounds) ==")
+    # The targets inherit this environment: ERRORGATE_NATIVE=0 measures the pure-Python path.
+    print(f"native fast path (errorgate_native): {'on' if proof.NATIVE else 'off'}")
     print(
         f"{'target':<14}{'items/s':>10}{'e2e items/s':>13}{'p50 ms':>9}{'p99 ms':>9}{'peak MiB':>10}"
         f"{'ratio':>8}{'goal':>7}{'CPU ms/1k':>11}"
     )
-    summary: dict[str, object] = {}
+    summary: dict[str, object] = {"native": proof.NATIVE}
     for name in ["proxy", *peers, *profiles]:
         ips = best(name, "items_per_s")
         ratio = ips / base if base else float("nan")

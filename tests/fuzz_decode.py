@@ -1,6 +1,7 @@
 """Fuzz target (atheris, coverage-guided) for what both receivers do with a request body before
 the intake: the pre-decode limit checks, then protobuf decoding (gRPC and OTLP/HTTP protobuf) or
-OTLP/JSON parsing and conversion (OTLP/HTTP JSON).
+OTLP/JSON parsing and conversion (OTLP/HTTP JSON); and the native validity proof, which must
+never prove a body that does not decode, that validation would cut, or with a wrong count.
 
 Every input must get a defined answer: a decoded request (which serializes and decodes again to
 the same bytes, as the gateway forwards it), ``ValueError`` (400 / INVALID_ARGUMENT) or
@@ -31,10 +32,13 @@ if __name__ == "__main__":
         import errorgate.receiver.limits  # noqa: F401
 
 from errorgate.errors import LimitExceeded
+from errorgate.intake.proof import prove_valid
+from errorgate.intake.validation import validate_request
+from errorgate.otlp.decode import decode
 from errorgate.otlp.json_format import to_json
-from errorgate.receiver.config import RequestLimitsConfig
+from errorgate.receiver.config import RequestLimitsConfig, ValidationConfig
 from errorgate.receiver.limits import RequestLimits
-from errorgate.signals import ExportRequest, Signal
+from errorgate.signals import ExportRequest, Signal, count_items
 
 # Small caps, so that inputs of a few KB reach the limit paths too; and the defaults.
 LIMITS = (
@@ -48,16 +52,38 @@ LIMITS = (
 )
 
 
+# The native validity proof (errorgate.intake.proof) under small limits and the defaults.
+VALIDATION = (
+    ValidationConfig(max_attribute_depth=2, max_string_length=48, max_attributes=4),
+    ValidationConfig(),
+)
+
+
 def check(data: bytes) -> None:
     """Raise (AssertionError or whatever escaped) if ``data`` gets no defined answer."""
+    for signal in Signal:
+        _check_proof(signal, data)
     for limits in LIMITS:
         for signal in Signal:
-            for decode in (limits.decode_protobuf, limits.decode_json):
+            for decoder in (limits.decode_protobuf, limits.decode_json):
                 try:
-                    request = decode(signal, data)
+                    request = decoder(signal, data)
                 except (ValueError, LimitExceeded):
                     continue
                 _check_request(signal, request)
+
+
+def _check_proof(signal: Signal, data: bytes) -> None:
+    """A proof must hold: the body decodes, validation rejects nothing, the count is right and
+    a canonical body is what serializing gives (the gateway skips decoding on its word)."""
+    for limits in VALIDATION:
+        found = prove_valid(signal, data, limits)
+        if found is None:
+            continue
+        request = decode(signal, data)  # ValueError here is a crash: the proof said it decodes
+        assert not validate_request(signal, request, limits, data)
+        assert found.items == count_items(request)
+        assert not found.canonical or request.SerializeToString() == data
 
 
 def _check_request(signal: Signal, request: ExportRequest) -> None:

@@ -44,7 +44,7 @@ from errorgate.processors.redaction.memo import Redacted, replay, signature
 from errorgate.processors.redaction.policy import KeyPolicy, Policy, PolicyError, build_policy, load_pack
 from errorgate.processors.redaction.specs import KEYED_ACTIONS, CustomRecognizerSpec, EntityRule, Finding
 from errorgate.processors.redaction.walker import DROP_MARK, Owner, Slot, Walker, sweep_dropped
-from errorgate.signals import Batch
+from errorgate.signals import WIRE_NOTE, Batch
 
 if TYPE_CHECKING:
     from errorgate.processors.redaction.engine import EngineSettings
@@ -227,8 +227,9 @@ class RedactConfig(ComponentConfig):
 
 class RedactProcessor(Processor):
     # Safe to call from several threads: the cache and in-process engine are locked, the
-    # pool is thread-safe, everything else is per call.
-    capabilities = Capabilities(thread_safe=True)
+    # pool is thread-safe, everything else is per call. The request's bytes, when the pipeline
+    # has them, spare serializing it for the item memo's signatures (``redaction.signatures``).
+    capabilities = Capabilities(thread_safe=True, reads_wire_note=True)
 
     def __init__(
         self,
@@ -297,7 +298,10 @@ class RedactProcessor(Processor):
     # ------------------------------------------------------------------ processing
 
     def process(self, batch: Batch) -> Output:
-        owners = self.walker.owners(batch, self.detector.clean_check())
+        wire = batch.notes.pop(WIRE_NOTE, None)  # void once redaction changes the request
+        owners = self.walker.owners(
+            batch, self.detector.clean_check(), wire if isinstance(wire, bytes) else None
+        )
         if not any(o.slots or o.replay is not None for o in owners):
             return Output.of(batch)  # every value known clean (most batches on steady traffic)
         keys = [(s.text(), s.free_text) for o in owners for s in o.slots if not s.blocked]

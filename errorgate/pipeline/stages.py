@@ -194,6 +194,9 @@ class Pipeline:
                         ).observe(time.perf_counter() - begin)
                 nxt.merge(result)
             out = nxt
+            _void_wire_notes(
+                out, index + 1 < len(self.stages) and self.stages[index + 1].capabilities.reads_wire_note
+            )
             if capabilities.releases_in_background:
                 urgent = False
         return out
@@ -235,6 +238,15 @@ class Pipeline:
             detail=f"exporter {exporter_id} queue stayed full after processing",
             source=f"exporter:{exporter_id}",
         )
+
+
+def _void_wire_notes(out: Output, next_reads: bool) -> None:
+    """Bytes a stage left on its batches (fresh ones it made, or the ones it was handed and did
+    not read, possibly stale if it changed the request) reach only a next stage that reads them
+    at once; any other stage could change the request while they stay on the batch."""
+    if not next_reads:
+        for batch in out.batches:
+            batch.notes.pop(WIRE_NOTE, None)
 
 
 def _wire(batch: Batch, keep: bool = False) -> ExportRequest | bytes:

@@ -21,6 +21,11 @@ impl<'a> Reader<'a> {
         self.pos >= self.buf.len()
     }
 
+    /// Bytes not read yet.
+    pub fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
+
     /// At most 10 bytes; a 10th byte above 1 overflows 64 bits, which upb rejects.
     #[inline]
     pub fn varint(&mut self) -> Option<Varint> {

@@ -11,6 +11,20 @@ Exact by construction: equal bytes are equal content, every field the walker sca
 the bytes, and "no slot" only depends on content (key policy and the clean set are fixed per
 processor; the clean set only ever holds values analysed and found clean).
 
+Signatures are also cut natively out of the request's bytes (``signatures``, errorgate_native):
+each item's own bytes minus the records of exactly the fields blanked here. As sound, because
+decoding is a function of the bytes and each removed record only sets the field it names (no
+top-level oneof in Span or LogRecord): equal stripped bytes decode to equal items minus ids and
+times, whether they are the received bytes or a serialization, so a native signature can equal
+a Python one only for equal content. The bytes must be the request's *current* content: the
+pipeline hands ``WIRE_NOTE`` only when the received body is the canonical serialization and
+only until a processor changes the request (stale bytes would hit the memo for content no
+longer there: a replay wiping attributes, or a clean hit letting new PII through), otherwise
+the request is serialized afresh. A record of a blanked field with another wire type (an
+unknown field to upb), a group, and spans with events or links (whose ids and times
+``_span_copy_signature`` blanks too) get the Python signature. The functions here stay the
+reference: on canonical bytes the native signature is byte for byte theirs.
+
 Computing a signature costs ~1-2 µs (blanking and a serialization, in C) against ~3-8 µs for
 a walk, so the memo pays from a ~30 % hit rate on. On traffic where items rarely repeat whole it
 pauses itself: a window with fewer hits than ``MIN_HIT_RATE`` stops it for ``PAUSE_ITEMS`` items

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, MutableSequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -35,6 +36,7 @@ from errorgate.processors.redaction.memo import (
     log_signature,
     span_signature,
 )
+from errorgate.processors.redaction.signatures import batch_signatures
 from errorgate.signals import Batch, Signal, iter_log_records, iter_metrics, iter_spans
 
 DROP_MARK = "\x00errorgate:drop\x00"
@@ -181,17 +183,23 @@ class Walker:
         # afresh each time (as before past the count), so nothing is ever evicted.
         self._key_chars = 0
 
-    def owners(self, batch: Batch, clean: Clean | None = None) -> list[Owner]:
+    def owners(self, batch: Batch, clean: Clean | None = None, wire: bytes | None = None) -> list[Owner]:
         """Owners in a stable order: shared containers before the items that reference them.
 
         ``clean(text, free_text)`` true means the value is known to hold nothing: no slot is
         made for it, and an item left with no slot (in containers with none) gets no owner.
-        Telemetry values repeat, so on steady traffic this skips almost every value."""
+        Telemetry values repeat, so on steady traffic this skips almost every value.
+        ``wire``: the request's current bytes if at hand (``signatures.batch_signatures``)."""
         out: list[Owner] = []
         req: Any = batch.request
         # Spans and log records: whole-item memo (see ``memo``), unless paused or without ``clean``.
         memo = clean is not None and self.memo.active()
         paused = clean is not None and not memo
+        # The memo's signatures, all at once from the bytes where possible; an entry or the
+        # whole list None: computed per item. The zips below take one entry per item (the shared
+        # iterator is not strict: it runs on across scopes).
+        found = batch_signatures(batch, wire) if memo else None
+        signatures: Iterator[bytes | None] = iter(found) if found is not None else repeat(None)
         if batch.signal is Signal.TRACES:
             for rs in req.resource_spans:
                 res = _Resource(out, rs, self._attrs(rs.resource.attributes, [], clean))
@@ -201,9 +209,9 @@ class Walker:
                     groups = res.groups(ss, scope_slots) if every else None
                     if paused:
                         self.memo.skip(len(ss.spans))
-                    for span in ss.spans:
+                    for span, sig in zip(ss.spans, signatures, strict=False):
                         if memo:
-                            slots, known = self._span_memo(span, clean)
+                            slots, known = self._span_memo(span, clean, sig)
                         else:
                             slots, known = self._span(span, clean), None
                         if slots or every or known is not None:
@@ -218,9 +226,9 @@ class Walker:
                     groups = res.groups(sl, scope_slots) if every else None
                     if paused:
                         self.memo.skip(len(sl.log_records))
-                    for record in sl.log_records:
+                    for record, sig in zip(sl.log_records, signatures, strict=False):
                         if memo:
-                            slots, known = self._log_memo(record, clean)
+                            slots, known = self._log_memo(record, clean, sig)
                         else:
                             slots, known = self._log(record, clean), None
                         if slots or every or known is not None:
@@ -270,8 +278,11 @@ class Walker:
             self._body(record.body, slots, clean)
         return slots
 
-    def _log_memo(self, record: LogRecord, clean: Clean | None) -> tuple[list[Slot], Known]:
-        signature = log_signature(record)
+    def _log_memo(
+        self, record: LogRecord, clean: Clean | None, signature: bytes | None
+    ) -> tuple[list[Slot], Known]:
+        if signature is None:
+            signature = log_signature(record)
         if self.memo.hit(signature):
             return [], None
         redacted = self.redacted
@@ -286,12 +297,17 @@ class Walker:
             return [], None
         return slots, signature if redacted is not None else None
 
-    def _span_memo(self, span: Span, clean: Clean | None) -> tuple[list[Slot], Known]:
-        signature = span_signature(span)
+    def _span_memo(
+        self, span: Span, clean: Clean | None, signature: bytes | None
+    ) -> tuple[list[Slot], Known]:
+        # A native signature is only ever given for a span without events and links.
+        plain = signature is not None
+        if signature is None:
+            signature = span_signature(span)
         if self.memo.hit(signature):
             return [], None
         # ``memo.replay`` restores top-level ids and times: not spans with events or links.
-        redacted = self.redacted if not (len(span.events) or len(span.links)) else None
+        redacted = self.redacted if plain or not (len(span.events) or len(span.links)) else None
         if redacted is not None:
             found = redacted.get(signature)
             if found is not None:

@@ -221,6 +221,12 @@ def _run(
                 timings.append((key[0], time.perf_counter() - begin))
                 return ("failed", key[0], type(e).__name__, raised_at(e), timings)
             timings.append((key[0], time.perf_counter() - begin))
+            for made in out.batches:
+                # The received bytes are for the first processor only: whoever ran may have changed
+                # the request without popping them (only readers pop), and a later reader (redact's
+                # item signatures) would take stale bytes for the content. No hosted processor makes
+                # fresh ones (the trace assembler and the log hold stay in the gateway).
+                made.notes.pop(WIRE_NOTE, None)
             nxt.extend(out.batches)
             if out.dropped:
                 dropped.update(out.dropped)
@@ -229,7 +235,6 @@ def _run(
             break
     parts = []
     for b in batches:
-        b.notes.pop(WIRE_NOTE, None)
         kept = {k: v for k, v in b.notes.items() if isinstance(v, NOTE_TYPES) and k not in _LOCAL_NOTES}
         data = b.request.SerializeToString()
         parts.append(

@@ -10,7 +10,7 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from google.protobuf.message import DecodeError
@@ -29,7 +29,9 @@ from errorgate.intake.validation import validate_request
 from errorgate.otlp.decode import decode
 from errorgate.receiver.config import ValidationConfig
 from errorgate.signals import Signal, count_items
+from tests.support.otlp_values import nested
 from tests.support.receiver_kit import sdk_logs, sdk_metrics, sdk_spans
+from tests.support.wire_mutations import MUTATIONS
 
 native = pytest.mark.skipif(
     not proof.NATIVE,
@@ -139,19 +141,6 @@ def edge_metrics() -> ExportMetricsServiceRequest:
 
 def kv(key: str, value: AnyValue) -> KeyValue:
     return KeyValue(key=key, value=value)
-
-
-def nested(levels: int, leaf: str = "leaf") -> AnyValue:
-    """An attribute value ``levels`` deep: arrays and key/value lists alternating."""
-    value = AnyValue(string_value=leaf)
-    for i in range(levels - 1):
-        outer = AnyValue()
-        if i % 2:
-            outer.kvlist_value.values.add(key="k", value=value)
-        else:
-            outer.array_value.values.append(value)
-        value = outer
-    return value
 
 
 def nested_bytes(levels: int) -> bytes:
@@ -372,24 +361,6 @@ def test_every_truncation_of_a_request_is_sound() -> None:
             proven += assert_sound(signal, data[:end], DEFAULT) is not None
     # Cuts between resource entries leave valid, shorter requests: those are proven too.
     assert proven >= 50
-
-
-def _stretch(rng: random.Random, b: bytearray) -> None:
-    """Re-encode the varint that may end at a random byte with 1 to 6 more bytes (same value)."""
-    i = rng.randrange(len(b))
-    b[i] |= 0x80
-    b[i + 1 : i + 1] = b"\x80" * rng.randrange(6) + b"\x00"
-
-
-MUTATIONS: list[Callable[[random.Random, bytearray], None]] = [
-    _stretch,
-    lambda rng, b: b.__setitem__(rng.randrange(len(b)), rng.randrange(256)),
-    lambda rng, b: b.insert(rng.randrange(len(b) + 1), rng.randrange(256)),
-    lambda rng, b: b.__delitem__(rng.randrange(len(b))),
-    lambda rng, b: b.__delitem__(slice(rng.randrange(len(b)), None)),
-    lambda rng, b: b.__setitem__(rng.randrange(len(b)), rng.choice((0x00, 0x01, 0x7F, 0x80, 0xFF))),
-    lambda rng, b: b.__setitem__(slice(rng.randrange(len(b)), None), b[rng.randrange(len(b)) :]),
-]
 
 
 @native

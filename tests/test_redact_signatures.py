@@ -37,6 +37,7 @@ from errorgate.processors.redaction.memo import log_signature, span_signature
 from errorgate.signals import WIRE_NOTE, Batch, Signal, count_items, iter_log_records, iter_spans
 from errorgate.telemetry import Telemetry
 from tests.support.receiver_kit import sdk_logs, sdk_spans
+from tests.support.wire_mutations import MUTATIONS
 
 native = pytest.mark.skipif(
     not signatures.NATIVE,
@@ -188,24 +189,6 @@ def _check_sound(signal: Signal, data: bytes) -> str:
         if sig is not None:  # decodes to exactly the blanked item (the bytes may be non-canonical)
             assert item_type.FromString(sig).SerializeToString() == want
     return "signed"
-
-
-def _stretch(rng: random.Random, b: bytearray) -> None:
-    """Re-encode the varint that may end at a random byte with more bytes (same value)."""
-    i = rng.randrange(len(b))
-    b[i] |= 0x80
-    b[i + 1 : i + 1] = b"\x80" * rng.randrange(4) + b"\x00"
-
-
-MUTATIONS = [
-    _stretch,
-    lambda rng, b: b.__setitem__(rng.randrange(len(b)), rng.randrange(256)),
-    lambda rng, b: b.insert(rng.randrange(len(b) + 1), rng.randrange(256)),
-    lambda rng, b: b.__delitem__(rng.randrange(len(b))),
-    lambda rng, b: b.__delitem__(slice(rng.randrange(len(b)), None)),
-    lambda rng, b: b.__setitem__(rng.randrange(len(b)), rng.choice((0x00, 0x01, 0x7F, 0x80, 0xFF))),
-    lambda rng, b: b.__setitem__(slice(rng.randrange(len(b)), None), b[rng.randrange(len(b)) :]),
-]
 
 
 @native

@@ -16,6 +16,7 @@ from errorgate.intake.validation import validate_request
 from errorgate.otlp.flat import request_shape
 from errorgate.receiver import ValidationConfig
 from errorgate.signals import Signal, count_items, iter_log_records, iter_spans
+from tests.support.otlp_values import nested
 
 LIMITS = ValidationConfig()
 TID = bytes(range(1, 17))
@@ -34,19 +35,6 @@ def good_span(name: str, **overrides: object) -> Span:
     span = Span(**fields)  # type: ignore[arg-type]
     span.attributes.add(key="http.method", value=AnyValue(string_value="GET"))
     return span
-
-
-def nested(depth: int) -> AnyValue:
-    """A value `depth` levels deep: a string at depth 1, an array holding a depth-1 value at 2, ..."""
-    value = AnyValue(string_value="leaf")
-    for i in range(depth - 1):
-        outer = AnyValue()
-        if i % 2:
-            outer.kvlist_value.values.add(key="k", value=value)
-        else:
-            outer.array_value.values.append(value)
-        value = outer
-    return value
 
 
 def text(s: str) -> AnyValue:

@@ -22,6 +22,7 @@ from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
 from errorgate.dashboards.panels.errors import error_overview, service_drilldown
+from errorgate.dashboards.panels.incidents import incidents
 from errorgate.dashboards.panels.operations import pipeline_health, privacy_governance, retention
 
 HERE = Path(__file__).resolve().parent
@@ -32,6 +33,7 @@ DASHBOARDS: dict[str, Callable[[], db.Dashboard]] = {
     "pipeline-health.json": pipeline_health,
     "privacy-governance.json": privacy_governance,
     "retention.json": retention,
+    "incidents.json": incidents,
 }
 
 

@@ -30,6 +30,7 @@ EXPECTED_UIDS = {
     "pipeline-health.json": "errorgate-pipeline",
     "privacy-governance.json": "errorgate-privacy",
     "retention.json": "errorgate-retention",
+    "incidents.json": "errorgate-incidents",
 }
 
 
@@ -73,7 +74,7 @@ def test_check_runs_as_a_module() -> None:
         cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "5 dashboards up to date" in proc.stdout
+    assert "6 dashboards up to date" in proc.stdout
 
 
 def test_generation_is_deterministic() -> None:
@@ -177,6 +178,20 @@ def test_the_five_dashboards_cover_the_issue() -> None:
     # Decrypt attempts are audit-log only: no empty panel for them.
     assert not any("decrypt" in t.lower() for t in titles["privacy-governance.json"])
     assert {"Volume per retention class", "Items under legal hold (time range)"} <= titles["retention.json"]
+
+
+def test_the_incident_dashboard_charts_response_times_paging_and_rollbacks() -> None:
+    titles = {p["title"] for p in panels(committed()["incidents.json"])}
+    assert {
+        "Time to detect",
+        "Time to acknowledge",
+        "Time to resolve",
+        "Page retries by outcome",
+        "Pages given up",
+        "Silence failures",
+        "Incident engine leader",
+        "Rollback notifications",
+    } <= titles
 
 
 def test_provider_yaml_points_at_the_errorgate_folder() -> None:

@@ -137,12 +137,12 @@ def test_first_push_creates_everything_with_exact_calls(stub: GrafanaStub, prov:
     result = push(connect(stub.url, TOKEN), dashboards(), prov, out=out)
 
     # A fresh Grafana already has a default policy tree, so that one is an update.
-    assert [c.action for c in result.changes] == ["create"] * 10 + ["update", "create"]
-    assert result.summary() == "changed 12 of 12 objects (11 create, 1 update)"
+    assert [c.action for c in result.changes] == ["create"] * 11 + ["update", "create"]
+    assert result.summary() == "changed 13 of 13 objects (12 create, 1 update)"
     writes = [(c.method, c.path) for c in stub.writes()]
     assert writes == [
         ("POST", "/api/folders"),
-        *[("POST", "/api/dashboards/db")] * 5,
+        *[("POST", "/api/dashboards/db")] * 6,
         ("PUT", "/api/v1/provisioning/templates/errorgate"),
         ("POST", "/api/v1/provisioning/contact-points"),
         ("POST", "/api/v1/provisioning/contact-points"),
@@ -188,7 +188,7 @@ def test_second_push_changes_nothing_and_says_so(
     # The stub adds ids, versions, provenance and redacts the PagerDuty key, like Grafana.
     assert len(stub.writes()) == first_writes
     assert result.changed == []
-    assert result.summary() == "no changes (12 objects up to date)"
+    assert result.summary() == "no changes (13 objects up to date)"
 
 
 def test_one_changed_object_is_the_only_write(stub: GrafanaStub, prov: dict[str, Any]) -> None:
@@ -208,7 +208,7 @@ def test_one_changed_object_is_the_only_write(stub: GrafanaStub, prov: dict[str,
         "--- grafana:rule group/errorgate-error-rate\n+++ errorgate:rule group/errorgate-error-rate\n"
     )
     assert re.search(r"^-\s+0\.5$", diff, re.M) and re.search(r"^\+\s+0\.25$", diff, re.M)
-    assert dry.summary() == "would change 1 of 12 objects (1 update)"
+    assert dry.summary() == "would change 1 of 13 objects (1 update)"
 
     result = push(connect(stub.url, TOKEN), dashboards(), changed)
     new_writes = stub.writes()[before:]
@@ -218,7 +218,7 @@ def test_one_changed_object_is_the_only_write(stub: GrafanaStub, prov: dict[str,
     assert stub.state.rule_groups[("errorgate", "errorgate-error-rate")]["rules"][0]["data"][1]["model"][
         "conditions"
     ][0]["evaluator"]["params"] == [0.25]
-    assert result.summary() == "changed 1 of 12 objects (1 update)"
+    assert result.summary() == "changed 1 of 13 objects (1 update)"
 
 
 def test_ui_edits_are_reverted_by_the_next_push(stub: GrafanaStub, prov: dict[str, Any]) -> None:
@@ -251,7 +251,7 @@ def test_dry_run_on_an_empty_grafana_writes_nothing_and_masks_secrets(
     result = push(connect(stub.url, TOKEN), dashboards(), prov, dry_run=True, out=out)
 
     assert stub.writes() == []
-    assert len(result.changed) == 12 and {c.action for c in result.changed} == {"create", "update"}
+    assert len(result.changed) == 13 and {c.action for c in result.changed} == {"create", "update"}
     text = out.getvalue()
     for label in (
         "folder/errorgate",
@@ -311,7 +311,7 @@ def test_cli_pushes_the_real_alerting_config_idempotently(
     first = capsys.readouterr().out
     n = (
         1
-        + 5
+        + len(build_dashboards())
         + len(real["templates"])
         + len(real["contact_points"])
         + len(real["mute_timings"])
@@ -367,4 +367,4 @@ def test_export_writes_a_provisioning_tree(tmp_path: Path, capsys: pytest.Captur
     assert alerting["rules.yaml"]["groups"] and alerting["contact-points.yaml"]["contactPoints"]
     # Rules land in the folder the dashboards provider creates.
     assert {g["folder"] for g in alerting["rules.yaml"]["groups"]} == {provider["providers"][0]["folder"]}
-    assert len(capsys.readouterr().out.splitlines()) == 5 + 1 + 5
+    assert len(capsys.readouterr().out.splitlines()) == 6 + 1 + 5

@@ -13,12 +13,12 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import datetime, time
 from typing import Any, TextIO
 
 import httpx
 
+from errorgate.governance.changes import Change, ChangeSet
 from errorgate.governance.oncall import Layer, OnCall, OnCallError
 
 PREFIX = "errorgate-"
@@ -30,32 +30,8 @@ class SyncError(RuntimeError):
     """A sync failed; the message names the object, the key or the HTTP call, never the token."""
 
 
-@dataclass
-class Change:
-    kind: str  # "schedule", "rotation", "override", "escalation policy", "escalation"
-    name: str
-    action: str  # "create", "update", "delete" or "unchanged"
-    diff: str = ""
-
-
-@dataclass
-class SyncResult:
-    changes: list[Change] = field(default_factory=list)
-    dry_run: bool = False
-
-    @property
-    def changed(self) -> list[Change]:
-        return [c for c in self.changes if c.action != "unchanged"]
-
-    def summary(self) -> str:
-        if not self.changed:
-            return f"no changes ({len(self.changes)} objects up to date)"
-        counts: dict[str, int] = {}
-        for c in self.changed:
-            counts[c.action] = counts.get(c.action, 0) + 1
-        detail = ", ".join(f"{n} {action}" for action, n in sorted(counts.items()))
-        verb = "would change" if self.dry_run else "changed"
-        return f"{verb} {len(self.changed)} of {len(self.changes)} objects ({detail})"
+# Change kinds here: "schedule", "rotation", "override", "escalation policy", "escalation".
+SyncResult = ChangeSet
 
 
 class Http:

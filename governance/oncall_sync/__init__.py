@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, time
 from typing import Any, TextIO
+from zoneinfo import ZoneInfo
 
 import httpx
 
 from errorgate.governance.changes import Change, ChangeSet
-from errorgate.governance.oncall import Layer, OnCall, OnCallError
+from errorgate.governance.oncall import Layer, OnCall, OnCallError, Override
 
 PREFIX = "errorgate-"
 MARK = "managed by errorgate oncall sync"
@@ -118,6 +119,27 @@ class Plan:
         print(f"{change.action:<9} {change.kind} {change.name}", file=self.out)
         if change.diff:
             print(change.diff.rstrip("\n"), file=self.out)
+
+
+class VendorSync:
+    """What a vendor's sync (PagerDuty, Opsgenie) works from: its API, oncall.yaml, the plan
+    that records and performs the writes, and the time that splits history from the future."""
+
+    def __init__(self, http: Http, oncall: OnCall, plan: Plan, now: datetime) -> None:
+        self.http = http
+        self.oncall = oncall
+        self.plan = plan
+        self.now = now
+
+    def upcoming_overrides(self, rot: str) -> Iterator[tuple[int, Override, datetime, datetime]]:
+        """``(index, override, start, end)`` of rotation ``rot``'s overrides that have not ended,
+        naive times read in the rotation's zone. Past overrides are history, not something to write."""
+        rotation = self.oncall.spec.rotations[rot]
+        zone = ZoneInfo(rotation.time_zone)
+        for i, o in enumerate(rotation.overrides):
+            start, end = (t if t.tzinfo else t.replace(tzinfo=zone) for t in (o.start, o.end))
+            if end > self.now:
+                yield i, o, start, end
 
 
 def owned(vendor: str, kind: str, obj: dict[str, Any]) -> dict[str, Any]:

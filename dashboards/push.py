@@ -18,7 +18,6 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
@@ -26,6 +25,8 @@ from urllib.parse import quote
 
 from grafana_client import GrafanaApi
 from grafana_client.client import GrafanaClientError, GrafanaException
+
+from errorgate.governance.changes import Change, ChangeSet
 
 REDACTED = "[REDACTED]"
 # Settings whose values are credentials (PagerDuty/Opsgenie keys, Slack webhook URLs, passwords).
@@ -38,32 +39,8 @@ class PushError(RuntimeError):
     """A push failed; the message names the object and the HTTP call, never a secret."""
 
 
-@dataclass
-class Change:
-    kind: str  # "folder", "dashboard", "rule group", "contact point", "policies", "mute timing", "template"
-    name: str
-    action: str  # "create", "update" or "unchanged"
-    diff: str = ""
-
-
-@dataclass
-class PushResult:
-    changes: list[Change] = field(default_factory=list)
-    dry_run: bool = False
-
-    @property
-    def changed(self) -> list[Change]:
-        return [c for c in self.changes if c.action != "unchanged"]
-
-    def summary(self) -> str:
-        if not self.changed:
-            return f"no changes ({len(self.changes)} objects up to date)"
-        verb = "would change" if self.dry_run else "changed"
-        counts: dict[str, int] = {}
-        for c in self.changed:
-            counts[c.action] = counts.get(c.action, 0) + 1
-        detail = ", ".join(f"{n} {action}" for action, n in sorted(counts.items()))
-        return f"{verb} {len(self.changed)} of {len(self.changes)} objects ({detail})"
+# Change kinds here: "folder", "dashboard", "rule group", "contact point", "policies", "mute timing", "template".
+PushResult = ChangeSet
 
 
 def folder_uid_for(name: str) -> str:

@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from errorgate.cli import CommandError
@@ -261,26 +262,34 @@ def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> 
         raise CommandError(f"--url {base}: cannot connect ({getattr(e, 'reason', e)})") from None
 
 
-def _list(args: argparse.Namespace) -> int:
-    doc = _api(args, "GET", "/api/v1/incidents" + (f"?status={args.status}" if args.status else ""))
+def _emit(args: argparse.Namespace, doc: Any, text: Callable[[Any], Iterator[str]]) -> None:
+    """``doc`` as the API returned it with ``--format json``, else the lines ``text`` makes of it."""
     if args.format == "json":
         print(json.dumps(doc, indent=2))
-        return 0
+        return
+    for line in text(doc):
+        print(line)
+
+
+def _incident_rows(doc: Any) -> Iterator[str]:
     for i in doc["incidents"]:
-        print(
-            f"{i['id']:>5} {i['severity']} {i['status']:<12} {i['opened_at']} {','.join(i['services'])}  {i['title']}"
-        )
+        yield f"{i['id']:>5} {i['severity']} {i['status']:<12} {i['opened_at']} {','.join(i['services'])}  {i['title']}"
+
+
+def _list(args: argparse.Namespace) -> int:
+    doc = _api(args, "GET", "/api/v1/incidents" + (f"?status={args.status}" if args.status else ""))
+    _emit(args, doc, _incident_rows)
     return 0
 
 
-def _show(args: argparse.Namespace) -> int:
-    doc = _api(args, "GET", f"/api/v1/incidents/{args.id}")
-    if args.format == "json":
-        print(json.dumps(doc, indent=2))
-        return 0
-    print(f"incident {doc['id']} {doc['severity']} {doc['status']}: {doc['title']}")
+def _timeline(doc: Any) -> Iterator[str]:
+    yield f"incident {doc['id']} {doc['severity']} {doc['status']}: {doc['title']}"
     for e in doc["timeline"]:
-        print(f"  {e['at']}  {e['kind']:<14} {e['actor']:<14} {e['message']}")
+        yield f"  {e['at']}  {e['kind']:<14} {e['actor']:<14} {e['message']}"
+
+
+def _show(args: argparse.Namespace) -> int:
+    _emit(args, _api(args, "GET", f"/api/v1/incidents/{args.id}"), _timeline)
     return 0
 
 
@@ -306,31 +315,28 @@ def _action_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def _action_list(args: argparse.Namespace) -> int:
-    doc = _api(args, "GET", f"/api/v1/incidents/{args.id}/actions")
-    if args.format == "json":
-        print(json.dumps(doc, indent=2))
-        return 0
+def _action_rows(doc: Any) -> Iterator[str]:
     for a in doc["action_items"]:
         late = " OVERDUE" if a["overdue"] else ""
-        print(
-            f"{a['id']:>5} {a['key'] or '-':<10} {a['status'] or '-':<12} {a['team']:<14} due {a['due'] or '-'}{late}  {a['summary']}"
-        )
+        yield f"{a['id']:>5} {a['key'] or '-':<10} {a['status'] or '-':<12} {a['team']:<14} due {a['due'] or '-'}{late}  {a['summary']}"
+
+
+def _action_list(args: argparse.Namespace) -> int:
+    _emit(args, _api(args, "GET", f"/api/v1/incidents/{args.id}/actions"), _action_rows)
     return 0
+
+
+def _findings(doc: Any) -> Iterator[str]:
+    yield f"postmortem {doc['postmortem']} of incident {doc['incident']}: {len(doc['findings'])} finding(s)"
+    for f in doc["findings"]:
+        what = f"blame wording '{f['term']}'" if f["kind"] == "blame" else "personal name"
+        yield f"  {f['line']}:{f['column']} {what} ({f['length']} chars): {f['why']}"
 
 
 def _postmortem_check(args: argparse.Namespace) -> int:
     """Exit 0 when the postmortem reads blameless, 1 with findings (positions, never names)."""
     doc = _api(args, "GET", f"/api/v1/incidents/{args.id}/postmortem/check")
-    if args.format == "json":
-        print(json.dumps(doc, indent=2))
-    else:
-        print(
-            f"postmortem {doc['postmortem']} of incident {doc['incident']}: {len(doc['findings'])} finding(s)"
-        )
-        for f in doc["findings"]:
-            what = f"blame wording '{f['term']}'" if f["kind"] == "blame" else "personal name"
-            print(f"  {f['line']}:{f['column']} {what} ({f['length']} chars): {f['why']}")
+    _emit(args, doc, _findings)
     return 1 if doc["findings"] else 0
 
 

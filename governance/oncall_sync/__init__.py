@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, time
 from typing import Any, TextIO
+from zoneinfo import ZoneInfo
 
 import httpx
 
-from errorgate.governance.oncall import Layer, OnCall, OnCallError
+from errorgate.governance.changes import Change, ChangeSet
+from errorgate.governance.oncall import Layer, OnCall, OnCallError, Override
 
 PREFIX = "errorgate-"
 MARK = "managed by errorgate oncall sync"
@@ -30,32 +31,8 @@ class SyncError(RuntimeError):
     """A sync failed; the message names the object, the key or the HTTP call, never the token."""
 
 
-@dataclass
-class Change:
-    kind: str  # "schedule", "rotation", "override", "escalation policy", "escalation"
-    name: str
-    action: str  # "create", "update", "delete" or "unchanged"
-    diff: str = ""
-
-
-@dataclass
-class SyncResult:
-    changes: list[Change] = field(default_factory=list)
-    dry_run: bool = False
-
-    @property
-    def changed(self) -> list[Change]:
-        return [c for c in self.changes if c.action != "unchanged"]
-
-    def summary(self) -> str:
-        if not self.changed:
-            return f"no changes ({len(self.changes)} objects up to date)"
-        counts: dict[str, int] = {}
-        for c in self.changed:
-            counts[c.action] = counts.get(c.action, 0) + 1
-        detail = ", ".join(f"{n} {action}" for action, n in sorted(counts.items()))
-        verb = "would change" if self.dry_run else "changed"
-        return f"{verb} {len(self.changed)} of {len(self.changes)} objects ({detail})"
+# Change kinds here: "schedule", "rotation", "override", "escalation policy", "escalation".
+SyncResult = ChangeSet
 
 
 class Http:
@@ -142,6 +119,27 @@ class Plan:
         print(f"{change.action:<9} {change.kind} {change.name}", file=self.out)
         if change.diff:
             print(change.diff.rstrip("\n"), file=self.out)
+
+
+class VendorSync:
+    """What a vendor's sync (PagerDuty, Opsgenie) works from: its API, oncall.yaml, the plan
+    that records and performs the writes, and the time that splits history from the future."""
+
+    def __init__(self, http: Http, oncall: OnCall, plan: Plan, now: datetime) -> None:
+        self.http = http
+        self.oncall = oncall
+        self.plan = plan
+        self.now = now
+
+    def upcoming_overrides(self, rot: str) -> Iterator[tuple[int, Override, datetime, datetime]]:
+        """``(index, override, start, end)`` of rotation ``rot``'s overrides that have not ended,
+        naive times read in the rotation's zone. Past overrides are history, not something to write."""
+        rotation = self.oncall.spec.rotations[rot]
+        zone = ZoneInfo(rotation.time_zone)
+        for i, o in enumerate(rotation.overrides):
+            start, end = (t if t.tzinfo else t.replace(tzinfo=zone) for t in (o.start, o.end))
+            if end > self.now:
+                yield i, o, start, end
 
 
 def owned(vendor: str, kind: str, obj: dict[str, Any]) -> dict[str, Any]:

@@ -9,18 +9,17 @@ the ``wait`` of the levels before it."""
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
 from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from errorgate.governance.oncall import Layer, OnCall, Rotation
+from errorgate.governance.oncall import Layer, Rotation
 from errorgate.governance.oncall_sync import (
     DESCRIPTION,
     PREFIX,
     Http,
-    Plan,
     SyncError,
+    VendorSync,
     email,
     hours_window,
     layer_days,
@@ -55,13 +54,7 @@ def rotation_length(layer: Layer, where: str) -> tuple[str, int]:
     )
 
 
-class OpsgenieSync:
-    def __init__(self, http: Http, oncall: OnCall, plan: Plan, now: datetime) -> None:
-        self.http = http
-        self.oncall = oncall
-        self.plan = plan
-        self.now = now
-
+class OpsgenieSync(VendorSync):
     def run(self, teams: list[str]) -> None:
         existing = self.http.call("GET", "/v2/schedules", params={"expand": "rotation"}).get("data", [])
         by_name = {s.get("name"): s for s in existing}
@@ -130,17 +123,13 @@ class OpsgenieSync:
         return sid
 
     def _overrides(self, rot: str, schedule_id: str) -> None:
-        rotation = self.oncall.spec.rotations[rot]
-        zone = ZoneInfo(rotation.time_zone)
         wanted: dict[str, dict[str, Any]] = {}
-        for i, o in enumerate(rotation.overrides):
-            start, end = (t if t.tzinfo else t.replace(tzinfo=zone) for t in (o.start, o.end))
-            if end > self.now:  # past overrides are history, not something to write
-                digest = hashlib.sha256(f"{rot}|{start.isoformat()}|{end.isoformat()}".encode()).hexdigest()
-                wanted[PREFIX + digest[:16]] = {
-                    "user": self._user(o.who, f"rotations.{rot}.overrides[{i}].who"),
-                    "startDate": start.isoformat(), "endDate": end.isoformat(),
-                }  # fmt: skip
+        for i, o, start, end in self.upcoming_overrides(rot):
+            digest = hashlib.sha256(f"{rot}|{start.isoformat()}|{end.isoformat()}".encode()).hexdigest()
+            wanted[PREFIX + digest[:16]] = {
+                "user": self._user(o.who, f"rotations.{rot}.overrides[{i}].who"),
+                "startDate": start.isoformat(), "endDate": end.isoformat(),
+            }  # fmt: skip
         if not wanted:
             return
         path = f"/v2/schedules/{schedule_id}/overrides"

@@ -20,6 +20,7 @@ from errorgate.governance.oncall_sync import (
     Http,
     Plan,
     SyncError,
+    VendorSync,
     email,
     hours_window,
     layer_days,
@@ -42,12 +43,9 @@ def connect(url: str, token: str, timeout: float = 15.0) -> Http:
     )
 
 
-class PagerDutySync:
+class PagerDutySync(VendorSync):
     def __init__(self, http: Http, oncall: OnCall, plan: Plan, now: datetime) -> None:
-        self.http = http
-        self.oncall = oncall
-        self.plan = plan
-        self.now = now
+        super().__init__(http, oncall, plan, now)
         self.users: dict[str, str] = {}
 
     def run(self, teams: list[str]) -> None:
@@ -134,15 +132,12 @@ class PagerDutySync:
         return str(found["id"])
 
     def _overrides(self, rot: str, schedule_id: str) -> None:
-        rotation = self.oncall.spec.rotations[rot]
-        zone = ZoneInfo(rotation.time_zone)
+        time_zone = self.oncall.spec.rotations[rot].time_zone
         wanted: list[dict[str, Any]] = []
-        for i, o in enumerate(rotation.overrides):
-            start, end = (t if t.tzinfo else t.replace(tzinfo=zone) for t in (o.start, o.end))
-            if end > self.now:
-                user = self.user_id(o.who, f"rotations.{rot}.overrides[{i}].who")
-                wanted.append({"start": start.isoformat(), "end": end.isoformat(),
-                               "user": {"id": user, "type": "user_reference"}, "time_zone": rotation.time_zone})  # fmt: skip
+        for i, o, start, end in self.upcoming_overrides(rot):
+            user = self.user_id(o.who, f"rotations.{rot}.overrides[{i}].who")
+            wanted.append({"start": start.isoformat(), "end": end.isoformat(),
+                           "user": {"id": user, "type": "user_reference"}, "time_zone": time_zone})  # fmt: skip
         if not wanted:
             return
         existing = set()

@@ -5,6 +5,7 @@ known in some language ("Päivä T Suomalainen"). Free text only, like NER."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import ClassVar
 
 import regex
@@ -116,6 +117,20 @@ class RoleNameRecognizer(FreeTextRecognizer):
         return out
 
 
+# The recognizers that read runs of capitalised words (Listed, Proper) share the gate and the
+# runs; each decides which run is a name. Functions, not a shared base class: every recognizer
+# class in this package is a registered built-in.
+def _capitalised_run_gate() -> Gate:
+    search = _FULL_GATE.search
+    return lambda text, lower, digits: search(text) is not None
+
+
+def _capitalised_runs(text: str) -> Iterator[tuple[regex.Match[str], list[regex.Match[str]]]]:
+    """Each run of two to four capitalised words with its words (initials included)."""
+    for m in _FULL_NAME.finditer(text):
+        yield m, list(_PART.finditer(text, *m.span()))
+
+
 class ListedNameRecognizer(FreeTextRecognizer):
     """Two to four capitalised words (initials allowed) starting with a given name known in
     some locale, ending in a known surname or another name word."""
@@ -125,16 +140,14 @@ class ListedNameRecognizer(FreeTextRecognizer):
     SCORE: ClassVar[float] = 0.86
 
     def gate(self) -> Gate:
-        search = _FULL_GATE.search
-        return lambda text, lower, digits: search(text) is not None
+        return _capitalised_run_gate()
 
     def analyze(
         self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
     ) -> list[RecognizerResult]:
         given, family = given_names(), surnames()
         out = []
-        for m in _FULL_NAME.finditer(text):
-            words = list(_PART.finditer(text, *m.span()))
+        for m, words in _capitalised_runs(text):
             first = next((i for i, w in enumerate(words[:-1]) if w.group() in given), None)
             if first is None:
                 # Unknown given name: still a name when a middle initial sits between two name
@@ -196,16 +209,14 @@ class ProperNameRecognizer(FreeTextRecognizer):
     SCORE: ClassVar[float] = 0.7
 
     def gate(self) -> Gate:
-        search = _FULL_GATE.search
-        return lambda text, lower, digits: search(text) is not None
+        return _capitalised_run_gate()
 
     def analyze(
         self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
     ) -> list[RecognizerResult]:
         english, given = english_words(), given_names()
         out = []
-        for m in _FULL_NAME.finditer(text):
-            parts = list(_PART.finditer(text, *m.span()))
+        for _, parts in _capitalised_runs(text):
             first = _first_name_part(text, parts, english, given)
             words = [p for p in parts[first:] if not _is_initial(p.group())]
             if len(words) < 2 or any(w.group().isupper() or _glued(text, w.end()) for w in words):

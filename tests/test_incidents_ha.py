@@ -253,18 +253,23 @@ def test_with_quorum_lost_nobody_pages(
     assert not any(i.leads() for i in instances)
 
 
-@pytest.mark.skipif(ALERTMANAGER is None, reason=NO_ALERTMANAGER)
-def test_a_deposed_leaders_stale_token_creates_no_silence(
-    cluster: tuple[list[str], list[subprocess.Popen[bytes]]], tmp_path: Path
-) -> None:
-    endpoints = cluster[0]
+def _two_engines_elected(endpoints: list[str]) -> tuple[Election, Election]:
+    """Two engines' elections on the cluster, each stepped once: (the leader, the other)."""
     elections = [
         Election(EtcdClient(endpoints, timeout=0.5), "/eg-test/incidents", f"eg{i}") for i in range(2)
     ]
     for e in elections:
         e.step()
     leader = next(e for e in elections if e.is_leader)
-    other = next(e for e in elections if e is not leader)
+    return leader, next(e for e in elections if e is not leader)
+
+
+@pytest.mark.skipif(ALERTMANAGER is None, reason=NO_ALERTMANAGER)
+def test_a_deposed_leaders_stale_token_creates_no_silence(
+    cluster: tuple[list[str], list[subprocess.Popen[bytes]]], tmp_path: Path
+) -> None:
+    endpoints = cluster[0]
+    leader, other = _two_engines_elected(endpoints)
     srv = EngineServer(f"sqlite:///{tmp_path / 'incidents.db'}", clock=time.time)  # type: ignore[arg-type]
     with start_alertmanager(tmp_path) as am:
         try:
@@ -309,13 +314,7 @@ def test_a_page_claimed_by_a_leader_that_died_before_recording_it_is_not_sent_ag
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     endpoints = cluster[0]
-    elections = [
-        Election(EtcdClient(endpoints, timeout=0.5), "/eg-test/incidents", f"eg{i}") for i in range(2)
-    ]
-    for e in elections:
-        e.step()
-    dead = next(e for e in elections if e.is_leader)
-    successor = next(e for e in elections if e is not dead)
+    dead, successor = _two_engines_elected(endpoints)
     monkeypatch.setenv("PD_KEY", "R0UT1NGKEY")
     paging = channels(EscalationDeliveryConfig.model_validate({"pagerduty": {"url": f"{pagerduty.url}/v2/enqueue", "routing_key_env": "PD_KEY"}}))  # fmt: skip
     srv = EngineServer(

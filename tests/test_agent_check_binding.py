@@ -6,35 +6,22 @@ ephemeral port."""
 from __future__ import annotations
 
 import logging
-import socket
 
 import pytest
 
 from errorgate.component import HttpAnswer
 from errorgate.config import AgentCheckConfig
 from errorgate.service.agent import AgentCheckServer
-
-
-def _has_ipv6() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
+from tests.support.binding import has_ipv6, warnings_logged
 
 
 def _health(name: str) -> HttpAnswer | None:
     return None
 
 
-def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-
-
 @pytest.mark.parametrize(
     "endpoint",
-    ["0.0.0.0:0", pytest.param("[::]:0", marks=pytest.mark.skipif(not _has_ipv6(), reason="no IPv6"))],
+    ["0.0.0.0:0", pytest.param("[::]:0", marks=pytest.mark.skipif(not has_ipv6(), reason="no IPv6"))],
 )
 def test_agent_on_all_interfaces_warns_once_naming_the_key(
     endpoint: str, caplog: pytest.LogCaptureFixture
@@ -43,7 +30,7 @@ def test_agent_on_all_interfaces_warns_once_naming_the_key(
     server = AgentCheckServer(AgentCheckConfig(endpoint=endpoint), _health)
     server.start()
     server.stop()
-    (warning,) = _warnings(caplog)
+    (warning,) = warnings_logged(caplog)
     assert warning.startswith("service.telemetry.agent_check.endpoint listens on all network interfaces")
     assert "no authentication" in warning
 
@@ -56,4 +43,4 @@ def test_agent_on_loopback_does_not_warn(endpoint: str, caplog: pytest.LogCaptur
     server.start()
     assert server.endpoint.startswith("127.0.0.1:")
     server.stop()
-    assert _warnings(caplog) == []
+    assert warnings_logged(caplog) == []

@@ -15,6 +15,7 @@ from errorgate.cli import main
 from errorgate.delivery.dlq import DeadLetterStore
 from errorgate.signals import Signal
 from errorgate.telemetry import Telemetry
+from tests.support.gateway import write_config
 from tests.support.otlp_sink import OtlpSink, log_request, trace_request
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,28 +95,23 @@ def sink() -> Iterator[OtlpSink]:
 
 
 def _config(tmp_path: Path, sink: OtlpSink) -> Path:
-    path = tmp_path / "errorgate.yaml"
-    path.write_text(
-        f"""
-receivers:
-  otlp: {{}}
-exporters:
-  otlp:
-    endpoint: {sink.grpc_endpoint}
-    tls: {{insecure: true}}
-    retry_on_failure: {{initial_interval: 10ms, max_interval: 50ms}}
-  otlp/http:
-    endpoint: {sink.http_url}
-    protocol: http/protobuf
-  file: {{path: {tmp_path / "out"}}}
-service:
-  data_dir: {tmp_path / "data"}
-  pipelines:
-    traces: {{receivers: [otlp], exporters: [otlp]}}
-    logs: {{receivers: [otlp], exporters: [otlp, file]}}
-"""
+    return write_config(
+        tmp_path,
+        exporters=f"""
+            otlp:
+              endpoint: {sink.grpc_endpoint}
+              tls: {{insecure: true}}
+              retry_on_failure: {{initial_interval: 10ms, max_interval: 50ms}}
+            otlp/http:
+              endpoint: {sink.http_url}
+              protocol: http/protobuf
+            file: {{path: {tmp_path / "out"}}}
+        """,
+        pipelines="""
+            traces: {receivers: [otlp], exporters: [otlp]}
+            logs: {receivers: [otlp], exporters: [otlp, file]}
+        """,
     )
-    return path
 
 
 def _seed(tmp_path: Path) -> tuple[DeadLetterStore, list[str]]:

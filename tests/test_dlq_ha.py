@@ -18,6 +18,7 @@ from errorgate.ha.etcd import EtcdClient
 from errorgate.signals import Signal
 from errorgate.telemetry import Telemetry
 from tests.support.etcd import ETCD, MISSING, etcd_cluster
+from tests.support.gateway import write_config
 from tests.support.otlp_sink import OtlpSink, trace_request
 
 pytestmark = pytest.mark.skipif(not Path(ETCD).exists(), reason=MISSING)
@@ -37,23 +38,16 @@ def sink() -> Iterator[OtlpSink]:
 
 
 def _config(tmp_path: Path, sink: OtlpSink, endpoints: list[str]) -> Path:
-    path = tmp_path / "errorgate.yaml"
-    path.write_text(
-        f"""
-receivers:
-  otlp: {{}}
-exporters:
-  otlp: {{endpoint: {sink.grpc_endpoint}, tls: {{insecure: true}}}}
-service:
-  data_dir: {tmp_path / "data"}
-  pipelines:
-    traces: {{receivers: [otlp], exporters: [otlp]}}
-ha:
-  etcd: {{endpoints: [{", ".join(endpoints)}], timeout: 0.5s}}
-  prefix: /errorgate-test
-"""
+    return write_config(
+        tmp_path,
+        exporters=f"otlp: {{endpoint: {sink.grpc_endpoint}, tls: {{insecure: true}}}}",
+        pipelines="traces: {receivers: [otlp], exporters: [otlp]}",
+        extra=f"""
+            ha:
+              etcd: {{endpoints: [{", ".join(endpoints)}], timeout: 0.5s}}
+              prefix: /errorgate-test
+        """,
     )
-    return path
 
 
 def test_a_replay_is_refused_while_another_holds_the_lock(

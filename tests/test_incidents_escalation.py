@@ -20,7 +20,7 @@ from errorgate.governance.oncall import load_oncall
 from errorgate.incidents.escalation import Escalator, pagerduty_webhook
 from errorgate.incidents.notify import channels
 from tests.support.capture_server import CaptureServer
-from tests.support.incidents import Clock, EngineServer, alert, alertmanager_payload, call
+from tests.support.incidents import EngineServer, alert, alertmanager_payload, call, escalation_world
 
 # PagerDuty Events API v2, POST /v2/enqueue request body, transcribed from PagerDuty's published
 # OpenAPI document (github.com/PagerDuty/api-schema, reference/events-v2/openapiv3.json); the
@@ -98,27 +98,11 @@ SECRET = "pd-webhook-secret"
 def world(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[EngineServer, CaptureServer, Escalator]]:
-    capture = CaptureServer().start()
-    monkeypatch.setenv("PD_KEY", "R0UT1NGKEY")
-    monkeypatch.setenv("OG_KEY", "og-key")
-    monkeypatch.setenv("SLACK_URL", f"{capture.url}/slack/T000/B000")
-    cfg = EscalationDeliveryConfig.model_validate(
-        {"pagerduty": {"url": f"{capture.url}/v2/enqueue", "routing_key_env": "PD_KEY"},
-         "opsgenie": {"url": capture.url, "api_key_env": "OG_KEY"},
-         "slack": {"webhook_url_env": "SLACK_URL"}}
-    )  # fmt: skip
-    # Monday 16 June 2025 10:00 UTC (12:00 in Berlin, where the payments rotation hands over).
-    srv = EngineServer(
-        f"sqlite:///{tmp_path / 'i.db'}", clock=Clock(datetime(2025, 6, 16, 10, tzinfo=UTC).timestamp())
-    )
-    oncall = load_oncall(None, load_catalog())
-    escalator = Escalator(srv.engine, oncall, channels(cfg), srv.url)
-    srv.api.routes[("POST", "/api/v1/webhooks/pagerduty")] = pagerduty_webhook(
-        srv.engine, SECRET, lambda: None
-    )
-    yield srv, capture, escalator
-    srv.stop()
-    capture.stop()
+    with escalation_world(tmp_path, monkeypatch, slack=True) as (srv, capture, escalator):
+        srv.api.routes[("POST", "/api/v1/webhooks/pagerduty")] = pagerduty_webhook(
+            srv.engine, SECRET, lambda: None
+        )
+        yield srv, capture, escalator
 
 
 def _validate(capture: CaptureServer) -> None:

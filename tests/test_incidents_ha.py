@@ -25,8 +25,6 @@ import yaml
 from errorgate.config import EscalationDeliveryConfig, SilenceConfig
 from errorgate.governance.catalog import load_catalog
 from errorgate.governance.oncall import load_oncall
-from errorgate.ha.election import Election
-from errorgate.ha.etcd import EtcdClient
 from errorgate.ha.ledger import FencedLedger
 from errorgate.incidents.escalation import Escalator
 from errorgate.incidents.notify import channels
@@ -34,7 +32,7 @@ from errorgate.incidents.silences import AlertmanagerSilences, Silencer
 from tests.support.alertmanager import ALERTMANAGER, start_alertmanager
 from tests.support.alertmanager import MISSING as NO_ALERTMANAGER
 from tests.support.capture_server import Captured, CaptureServer
-from tests.support.etcd import ETCD, MISSING, etcd_cluster
+from tests.support.etcd import ETCD, MISSING, etcd_cluster, two_engine_elections
 from tests.support.gateway import ROOT, free_port, gateway_yaml
 from tests.support.incidents import TOKEN, Clock, EngineServer, alert, alertmanager_payload, call
 from tests.test_incidents_escalation import PAGERDUTY_EVENT
@@ -258,13 +256,7 @@ def test_a_deposed_leaders_stale_token_creates_no_silence(
     cluster: tuple[list[str], list[subprocess.Popen[bytes]]], tmp_path: Path
 ) -> None:
     endpoints = cluster[0]
-    elections = [
-        Election(EtcdClient(endpoints, timeout=0.5), "/eg-test/incidents", f"eg{i}") for i in range(2)
-    ]
-    for e in elections:
-        e.step()
-    leader = next(e for e in elections if e.is_leader)
-    other = next(e for e in elections if e is not leader)
+    leader, other = two_engine_elections(endpoints)
     srv = EngineServer(f"sqlite:///{tmp_path / 'incidents.db'}", clock=time.time)  # type: ignore[arg-type]
     with start_alertmanager(tmp_path) as am:
         try:
@@ -309,13 +301,7 @@ def test_a_page_claimed_by_a_leader_that_died_before_recording_it_is_not_sent_ag
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     endpoints = cluster[0]
-    elections = [
-        Election(EtcdClient(endpoints, timeout=0.5), "/eg-test/incidents", f"eg{i}") for i in range(2)
-    ]
-    for e in elections:
-        e.step()
-    dead = next(e for e in elections if e.is_leader)
-    successor = next(e for e in elections if e is not dead)
+    dead, successor = two_engine_elections(endpoints)
     monkeypatch.setenv("PD_KEY", "R0UT1NGKEY")
     paging = channels(EscalationDeliveryConfig.model_validate({"pagerduty": {"url": f"{pagerduty.url}/v2/enqueue", "routing_key_env": "PD_KEY"}}))  # fmt: skip
     srv = EngineServer(

@@ -6,21 +6,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from errorgate.cli import service_roles
-from errorgate.config import EscalationDeliveryConfig, parse_config
-from errorgate.governance.catalog import load_catalog
-from errorgate.governance.oncall import load_oncall
+from errorgate.config import parse_config
 from errorgate.incidents.escalation import Escalator, opsgenie_webhook
-from errorgate.incidents.notify import channels
 from tests.support.capture_server import CaptureServer
 from tests.support.gateway import gateway_yaml
-from tests.support.incidents import Clock, EngineServer, alert, alertmanager_payload, call
+from tests.support.incidents import EngineServer, alert, alertmanager_payload, call, escalation_world
 
 SECRET = "og-callback-t0ken"
 
@@ -29,21 +25,11 @@ SECRET = "og-callback-t0ken"
 def world(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[EngineServer, CaptureServer, Escalator]]:
-    capture = CaptureServer().start()
-    monkeypatch.setenv("PD_KEY", "R0UT1NGKEY")
-    monkeypatch.setenv("OG_KEY", "og-key")
-    cfg = EscalationDeliveryConfig.model_validate(
-        {"pagerduty": {"url": f"{capture.url}/v2/enqueue", "routing_key_env": "PD_KEY"},
-         "opsgenie": {"url": capture.url, "api_key_env": "OG_KEY"}}
-    )  # fmt: skip
-    srv = EngineServer(
-        f"sqlite:///{tmp_path / 'i.db'}", clock=Clock(datetime(2025, 6, 16, 10, tzinfo=UTC).timestamp())
-    )
-    escalator = Escalator(srv.engine, load_oncall(None, load_catalog()), channels(cfg), srv.url)
-    srv.api.routes[("POST", "/api/v1/webhooks/opsgenie")] = opsgenie_webhook(srv.engine, SECRET, lambda: None)
-    yield srv, capture, escalator
-    srv.stop()
-    capture.stop()
+    with escalation_world(tmp_path, monkeypatch) as (srv, capture, escalator):
+        srv.api.routes[("POST", "/api/v1/webhooks/opsgenie")] = opsgenie_webhook(
+            srv.engine, SECRET, lambda: None
+        )
+        yield srv, capture, escalator
 
 
 def callback(action: str, alias: str, username: str = "alice@example.com") -> dict[str, Any]:

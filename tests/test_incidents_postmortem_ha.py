@@ -16,13 +16,12 @@ import pytest
 
 from errorgate.config import JiraConfig
 from errorgate.ha.election import Election
-from errorgate.ha.etcd import EtcdClient
 from errorgate.ha.ledger import FencedLedger
 from errorgate.incidents.actions import ActionItems
 from errorgate.incidents.engine import Engine
 from errorgate.incidents.postmortem import Postmortems
 from errorgate.incidents.store import Store
-from tests.support.etcd import ETCD, MISSING, etcd_cluster
+from tests.support.etcd import ETCD, MISSING, etcd_cluster, two_engine_elections
 from tests.support.incidents import EngineServer, alert, alertmanager_payload
 from tests.support.jira_stub import JiraStub
 
@@ -41,16 +40,6 @@ def jira(monkeypatch: pytest.MonkeyPatch) -> Iterator[JiraStub]:
     stub = JiraStub()
     yield stub
     stub.stop()
-
-
-def _elections(endpoints: list[str]) -> tuple[Election, Election]:
-    elections = [
-        Election(EtcdClient(endpoints, timeout=0.5), "/eg-test/incidents", f"eg{i}") for i in range(2)
-    ]
-    for e in elections:
-        e.step()
-    leader = next(e for e in elections if e.is_leader)
-    return leader, next(e for e in elections if e is not leader)
 
 
 def _postmortems(engine: Engine, jira: JiraStub, election: Election) -> Postmortems:
@@ -86,7 +75,7 @@ def _kinds(engine: Engine, incident_id: int, kind: str) -> list[dict[str, str]]:
 def test_two_engines_on_one_store_file_one_postmortem_and_one_issue_per_action_item(
     cluster: tuple[list[str], list[subprocess.Popen[bytes]]], jira: JiraStub, tmp_path: Path
 ) -> None:
-    leader, standby = _elections(cluster[0])
+    leader, standby = two_engine_elections(cluster[0])
     url = f"sqlite:///{tmp_path / 'incidents.db'}"
     srv = EngineServer(url)
     other_store = Store(url)
@@ -127,7 +116,7 @@ def test_a_successor_records_the_postmortem_a_dead_leader_filed_instead_of_filin
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    dead, successor = _elections(cluster[0])
+    dead, successor = two_engine_elections(cluster[0])
     srv = EngineServer(f"sqlite:///{tmp_path / 'incidents.db'}")
     try:
         assert srv.post_alerts(alertmanager_payload(alert())).status == 200
@@ -161,7 +150,7 @@ def test_jira_out_of_reach_delays_the_fenced_filing_but_does_not_cancel_it(
 ) -> None:
     from tests.support.prometheus import free_port
 
-    leader, _ = _elections(cluster[0])
+    leader, _ = two_engine_elections(cluster[0])
     srv = EngineServer(f"sqlite:///{tmp_path / 'incidents.db'}")
     try:
         assert srv.post_alerts(alertmanager_payload(alert())).status == 200

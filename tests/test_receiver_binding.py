@@ -5,7 +5,6 @@ for a moment on an ephemeral port."""
 from __future__ import annotations
 
 import logging
-import socket
 from pathlib import Path
 
 import pytest
@@ -15,30 +14,18 @@ from errorgate.receiver import GrpcProtocolConfig, HttpProtocolConfig
 from errorgate.receiver.grpc_server import OtlpGrpcReceiver
 from errorgate.receiver.http_server import OtlpHttpReceiver
 from errorgate.telemetry import Telemetry
+from tests.support.binding import has_ipv6, warnings_logged
 from tests.support.gateway import running_gateway
 from tests.support.receiver_kit import RecordingIntake
 
 LOG = logging.getLogger("test.receiver.binding")
 
 
-def _has_ipv6() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
 WILDCARDS = [
     ":0",
     "0.0.0.0:0",
-    pytest.param("[::]:0", marks=pytest.mark.skipif(not _has_ipv6(), reason="no IPv6")),
+    pytest.param("[::]:0", marks=pytest.mark.skipif(not has_ipv6(), reason="no IPv6")),
 ]
-
-
-def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
 
 
 @pytest.mark.parametrize("endpoint", WILDCARDS)
@@ -58,7 +45,7 @@ def test_receivers_on_all_interfaces_warn_naming_the_key(
     finally:
         grpc_receiver.stop(0.5)
         http_receiver.stop(0.5)
-    warnings = _warnings(caplog)
+    warnings = warnings_logged(caplog)
     assert len(warnings) == 2
     for protocol, warning in zip(("grpc", "http"), warnings, strict=True):
         assert warning.startswith(
@@ -78,7 +65,7 @@ def test_receivers_on_one_address_do_not_warn(caplog: pytest.LogCaptureFixture) 
     ):
         receiver.start()
         receiver.stop(0.5)
-    assert _warnings(caplog) == []
+    assert warnings_logged(caplog) == []
 
 
 @pytest.mark.parametrize(
@@ -117,7 +104,7 @@ def test_the_metrics_endpoint_on_all_interfaces_warns(
     caplog.set_level(logging.INFO)
     with running_gateway(_config(tmp_path, endpoint)):
         pass
-    warnings = [w for w in _warnings(caplog) if "listens on all network interfaces" in w]
+    warnings = [w for w in warnings_logged(caplog) if "listens on all network interfaces" in w]
     if warned:
         assert len(warnings) == 1
         assert warnings[0].startswith("service.telemetry.metrics.endpoint listens on all network interfaces")

@@ -9,7 +9,6 @@ back to their own state (counted), nothing raises, and they share again once it 
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from errorgate.component import EXTENSIONS, PROCESSORS, ComponentContext, Extensions, Processor
+from errorgate.component import EXTENSIONS
 from errorgate.extensions import shared_state
 from errorgate.extensions.shared_state import RedisStateExtension
 from errorgate.telemetry import Telemetry
-from tests.support.redis_server import RedisServer, fresh, start_redis, state_extension
+from tests.support.redis_server import RedisServer, redis_fixtures, state_extension, state_processor
 from tests.test_classify_scenarios import _cascade_trace
 from tests.test_classify_support import T0, S, run, total, trace_batch
 
@@ -30,41 +29,7 @@ EXTENSIONS.register(shared_state.factory)  # the installed metadata may predate 
 ADJ = "errorgate.sampling.adjusted_count"
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with start_redis(tmp_path_factory.mktemp("shared-late")) as server:
-        yield server
-
-
-@pytest.fixture
-def server(redis_server: RedisServer) -> RedisServer:
-    return fresh(redis_server)
-
-
-def extension(
-    server: RedisServer, telemetry: Telemetry | None = None, **settings: Any
-) -> RedisStateExtension:
-    ext: RedisStateExtension = state_extension(server, telemetry, **settings)
-    return ext
-
-
-def processor(
-    kind: str,
-    tmp_path: Path,
-    ext: RedisStateExtension | None,
-    telemetry: Telemetry | None = None,
-    **settings: Any,
-) -> Processor:
-    factory = PROCESSORS.get(kind)
-    assert factory is not None
-    context = ComponentContext(
-        kind,
-        tmp_path,
-        telemetry or Telemetry(),
-        logging.getLogger("test"),
-        Extensions({"redis": ext} if ext is not None else {}),
-    )
-    return factory.create(factory.config_model.model_validate(settings), context)
+redis_server, server = redis_fixtures("shared-late")
 
 
 # ------------------------------------------------------------------ late spans, three replicas
@@ -88,7 +53,7 @@ def late_span_replay(
     """Three ``sample`` replicas: error traces 1 and 2 (minute 0; 2 is thinned away) and 3
     (minute 1: kept, standing for 2 and itself) go to replicas 0, 1 and 2; trace 3's late span
     goes to replica 1. The attributes of trace 3's error span and of its late span (empty: dropped)."""
-    replicas = [processor("sample", tmp_path / str(i), ext, **SAMPLE) for i in range(3)]
+    replicas = [state_processor("sample", tmp_path / str(i), ext, **SAMPLE) for i in range(3)]
     run(replicas[0], trace_batch(error_trace(1, T0 + 1), complete_traces=True))
     run(replicas[1], trace_batch(error_trace(2, T0 + 2), complete_traces=True))
     decided = run(replicas[2], trace_batch(error_trace(3, T0 + 61), complete_traces=True))
@@ -99,7 +64,7 @@ def late_span_replay(
 def test_late_span_on_another_replica_follows_the_shared_decision(
     tmp_path: Path, server: RedisServer
 ) -> None:
-    ext = extension(server)
+    ext = state_extension(server)
     decided, late = late_span_replay(tmp_path / "shared", ext)
     # Kept, standing for the thinned trace 2 (seen by another replica) and itself.
     assert decided[ADJ] == 2
@@ -155,9 +120,9 @@ def test_decision_script_answers_as_the_local_sampler_does(tmp_path: Path, serve
         "healthy_keep_probability": 0.25,
         "flood": {"first_n_per_minute": 2, "rate_per_second_after": 0.2},
     }
-    local = processor("sample", tmp_path / "local", None, **settings)
-    ext = extension(server)
-    shared = processor("sample", tmp_path / "shared", ext, **settings)
+    local = state_processor("sample", tmp_path / "local", None, **settings)
+    ext = state_extension(server)
+    shared = state_processor("sample", tmp_path / "shared", ext, **settings)
     for spans, complete in random_sample_batches(random.Random(11), 150):
         expected = run(local, trace_batch(spans, complete_traces=complete))
         assert run(shared, trace_batch(spans, complete_traces=complete)) == expected
@@ -174,7 +139,7 @@ def incident_replay(
     is 3), one to each of three ``classify`` replicas, beside healthy traffic. Incidents opened
     (summed over the replicas) and the incident ids the failing spans carry."""
     telemetries = [Telemetry() for _ in range(3)]
-    replicas = [processor("classify", tmp_path / str(i), ext, telemetries[i]) for i in range(3)]
+    replicas = [state_processor("classify", tmp_path / str(i), ext, telemetries[i]) for i in range(3)]
     ids: set[str] = set()
     for i in range(3):
         cascade, _ = _cascade_trace(T0 + 10 + i * 5, failing=True)
@@ -186,7 +151,7 @@ def incident_replay(
 
 
 def test_an_incident_spread_over_three_replicas_opens_once(tmp_path: Path, server: RedisServer) -> None:
-    opened, ids, telemetries = incident_replay(tmp_path, extension(server))
+    opened, ids, telemetries = incident_replay(tmp_path, state_extension(server))
     assert opened == 1
     assert len(ids) == 1  # the failing spans name the one incident
     # The replica that saw the third failing trace opened it, naming the failing origin.
@@ -225,7 +190,7 @@ def test_incident_script_answers_as_the_tracker_does(server: RedisServer) -> Non
 
     reference = IncidentTracker(60, 3, 2)
     tracker = IncidentTracker(60, 3, 2)
-    shared = RedisIncidents(extension(server), tracker, "classify")
+    shared = RedisIncidents(state_extension(server), tracker, "classify")
     opened = closed = 0
     for batch in random_incident_traffic(random.Random(5), 200):
         for observation in batch:
@@ -254,9 +219,11 @@ def test_redis_killed_mid_run_falls_back_counted_and_recovers(
     tmp_path: Path, server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     telemetries = [Telemetry() for _ in range(3)]
-    exts = [extension(server, t, timeout="50ms", retry_interval=0) for t in telemetries]
-    samplers = [processor("sample", tmp_path / f"s{i}", exts[i], telemetries[i], **SAMPLE) for i in range(3)]
-    classifiers = [processor("classify", tmp_path / f"c{i}", exts[i], telemetries[i]) for i in range(3)]
+    exts = [state_extension(server, t, timeout="50ms", retry_interval=0) for t in telemetries]
+    samplers = [
+        state_processor("sample", tmp_path / f"s{i}", exts[i], telemetries[i], **SAMPLE) for i in range(3)
+    ]
+    classifiers = [state_processor("classify", tmp_path / f"c{i}", exts[i], telemetries[i]) for i in range(3)]
 
     def late_span_kept(trace: int, at: float) -> bool:
         decided = run(samplers[0], trace_batch(error_trace(trace, at), complete_traces=True))

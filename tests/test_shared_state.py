@@ -16,7 +16,6 @@ import logging
 import multiprocessing
 import random
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,43 +31,19 @@ from errorgate.processors.errorstate import LocalErrorState, LocalFloodState
 from errorgate.processors.errorstate.remote import RedisErrorState, RedisFloodState
 from errorgate.processors.sampling.flood import FloodLimiter
 from errorgate.telemetry import Telemetry
-from tests.support.redis_server import RedisServer, fresh, start_redis, state_extension
+from tests.support.redis_server import RedisServer, redis_fixtures, state_extension, state_processor
 from tests.test_classify_scenarios import _cascade_trace
 from tests.test_classify_support import CLIENT, T0, S, run, total, trace_batch
 
 EXTENSIONS.register(shared_state.factory)  # the installed metadata may predate the entry point
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with start_redis(tmp_path_factory.mktemp("shared-state")) as server:
-        yield server
-
-
-@pytest.fixture
-def server(redis_server: RedisServer) -> RedisServer:
-    return fresh(redis_server)
-
-
-def extension(
-    server: RedisServer, telemetry: Telemetry | None = None, **settings: Any
-) -> RedisStateExtension:
-    ext: RedisStateExtension = state_extension(server, telemetry, **settings)
-    return ext
+redis_server, server = redis_fixtures("shared-state")
 
 
 def classify(tmp_path: Path, ext: RedisStateExtension | None) -> tuple[Processor, Telemetry]:
-    factory = PROCESSORS.get("classify")
-    assert factory is not None
     telemetry = Telemetry()
-    context = ComponentContext(
-        "classify",
-        tmp_path,
-        telemetry,
-        logging.getLogger("test"),
-        Extensions({"redis": ext} if ext is not None else {}),
-    )
-    return factory.create(factory.config_model.model_validate({}), context), telemetry
+    return state_processor("classify", tmp_path, ext, telemetry), telemetry
 
 
 # ------------------------------------------------------------------ the scripts equal the trackers
@@ -79,7 +54,7 @@ def test_episode_script_answers_as_the_tracker_does(server: RedisServer) -> None
     params = EpisodeParams()
     reference = EpisodeTracker(params)
     state = RedisErrorState(
-        extension(server), LocalErrorState(EpisodeTracker(params), BurnRates()), "classify"
+        state_extension(server), LocalErrorState(EpisodeTracker(params), BurnRates()), "classify"
     )
     minute = 0
     for _ in range(120):  # batches
@@ -111,7 +86,7 @@ def test_episode_script_answers_as_the_tracker_does(server: RedisServer) -> None
 def test_burn_and_flood_scripts_answer_as_the_trackers_do(server: RedisServer) -> None:
     rng = random.Random(3)
     reference = BurnRates()
-    ext = extension(server)
+    ext = state_extension(server)
     state = RedisErrorState(ext, LocalErrorState(EpisodeTracker(), BurnRates()), "classify")
     limiter = FloodLimiter(3, 0.5)
     floods = RedisFloodState(ext, LocalFloodState(FloodLimiter(3, 0.5)), "sample")
@@ -251,7 +226,9 @@ def test_three_replicas_classify_as_one_only_with_shared_state(tmp_path: Path, s
     }
     one = replay([classify(tmp_path / "one", None)[0]], batches)
     local = replay([classify(tmp_path / f"local{i}", None)[0] for i in range(3)], batches)
-    shared = replay([classify(tmp_path / f"shared{i}", extension(server))[0] for i in range(3)], batches)
+    shared = replay(
+        [classify(tmp_path / f"shared{i}", state_extension(server))[0] for i in range(3)], batches
+    )
     # One replica: the payments bug reads persistent once it has lasted 5 minutes.
     assert set(v[0] for v in one.values()) == {"transient", "intermittent", "persistent", "cascading"}
     assert kinds_of(one, payments)["persistent"] >= 40
@@ -269,7 +246,7 @@ def test_redis_killed_mid_run_falls_back_counted_and_recovers(
     tmp_path: Path, server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     telemetry = Telemetry()
-    ext = extension(server, telemetry, timeout="50ms", retry_interval=0)
+    ext = state_extension(server, telemetry, timeout="50ms", retry_interval=0)
     proc, _ = classify(tmp_path, ext)
     batches = scenario_batches()
     spans_in = spans_out = 0
@@ -296,7 +273,7 @@ def test_redis_killed_mid_run_falls_back_counted_and_recovers(
 def test_a_batch_never_waits_longer_than_the_timeout(tmp_path: Path, server: RedisServer) -> None:
     import time
 
-    ext = extension(server, timeout="50ms", retry_interval="10s")
+    ext = state_extension(server, timeout="50ms", retry_interval="10s")
     proc, _ = classify(tmp_path, ext)
     server.client().execute_command("CLIENT", "PAUSE", "2000")  # Redis stops answering
     started = time.monotonic()
@@ -312,7 +289,7 @@ def test_a_batch_never_waits_longer_than_the_timeout(tmp_path: Path, server: Red
 
 
 def test_one_round_trip_per_batch(tmp_path: Path, server: RedisServer) -> None:
-    ext = extension(server)
+    ext = state_extension(server)
     proc, _ = classify(tmp_path, ext)
     batches = scenario_batches()
     for spans in batches:
@@ -355,7 +332,7 @@ def flood_replay(tmp_path: Path, n_replicas: int, ext: RedisStateExtension | Non
 def test_sample_flood_budget_is_one_for_all_replicas(tmp_path: Path, server: RedisServer) -> None:
     one = flood_replay(tmp_path / "one", 1, None)
     local = flood_replay(tmp_path / "local", 3, None)
-    ext = extension(server)
+    ext = state_extension(server)
     shared = flood_replay(tmp_path / "shared", 3, ext)
     assert local > one  # each replica spends a whole budget of its own
     assert shared == one
@@ -371,7 +348,7 @@ def _child_uses(ext: RedisStateExtension, parent_client: int, queue: Any) -> Non
 
 
 def test_connection_is_made_again_after_fork(server: RedisServer) -> None:
-    ext = extension(server)
+    ext = state_extension(server)
     parent = ext._connection()
     assert parent.ping()
     ctx = multiprocessing.get_context("fork")
@@ -392,7 +369,7 @@ def test_endpoint_is_validated() -> None:
 def test_flap_window_beyond_the_scripts_is_a_config_error_naming_the_key(server: RedisServer) -> None:
     with pytest.raises(ConfigError, match=r"processors\.classify\.episodes\.flap_window"):
         RedisErrorState(
-            extension(server),
+            state_extension(server),
             LocalErrorState(EpisodeTracker(EpisodeParams(flap_window=60)), BurnRates()),
             "classify",
         )

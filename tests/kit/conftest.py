@@ -18,6 +18,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 
 from tests.support.postgres import start_postgres
 
@@ -118,3 +119,20 @@ def postgres_url() -> Iterator[str]:
     """One PostgreSQL for the session (initdb costs seconds); tests empty the tables they use."""
     with start_postgres() as pg:
         yield pg.url
+
+
+def assert_retried_twice_then_succeeded(
+    spans: Spans, name: str, calls: dict[str, int], slept: list[float]
+) -> None:
+    """What a retry leaves after two 503s then a success, the thread and asyncio versions alike:
+    three sibling CLIENT attempt spans under ``parent`` with http.request.resend_count from the
+    second on, the failures' status code and exception recorded, the caller's attributes kept."""
+    attempts = spans.named(name)
+    assert calls["n"] == 3 and len(attempts) == 3 and len(slept) == 2
+    assert {s.parent.span_id for s in attempts} == {spans.named("parent")[0].context.span_id}
+    assert [s.kind for s in attempts] == [SpanKind.CLIENT] * 3
+    assert [s.attributes.get("http.request.resend_count") for s in attempts] == [None, 1, 2]
+    assert [s.status.status_code for s in attempts] == [StatusCode.ERROR, StatusCode.ERROR, StatusCode.UNSET]
+    assert attempts[0].attributes["http.response.status_code"] == 503
+    assert attempts[0].events[0].name == "exception"
+    assert attempts[0].attributes["peer.service"] == "inventory"

@@ -14,7 +14,8 @@ from errorgate_kit.bulkhead import AsyncBulkhead, Bulkhead, BulkheadPoolExhauste
 from errorgate_kit.retry import HTTPStatusError, RetryableError, RetryPolicy
 from opentelemetry import trace
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.trace import SpanKind, StatusCode
+
+from tests.kit.conftest import assert_retried_twice_then_succeeded
 
 
 def points(reader: InMemoryMetricReader, name: str) -> dict[frozenset[tuple[str, Any]], float]:
@@ -59,14 +60,7 @@ def test_async_retry_leaves_the_same_attempt_spans_and_metrics(spans, metric_rea
             )
 
     assert asyncio.run(scenario()) == "A1: 3 in stock"
-    attempts = spans.named("GET /stock-async")
-    assert calls["n"] == 3 and len(attempts) == 3 and len(slept) == 2
-    assert {s.parent.span_id for s in attempts} == {spans.named("parent")[0].context.span_id}
-    assert [s.kind for s in attempts] == [SpanKind.CLIENT] * 3
-    assert [s.attributes.get("http.request.resend_count") for s in attempts] == [None, 1, 2]
-    assert [s.status.status_code for s in attempts] == [StatusCode.ERROR, StatusCode.ERROR, StatusCode.UNSET]
-    assert attempts[0].attributes["http.response.status_code"] == 503
-    assert attempts[0].events[0].name == "exception" and attempts[0].attributes["peer.service"] == "inventory"
+    assert_retried_twice_then_succeeded(spans, "GET /stock-async", calls, slept)
     counts = points(metric_reader, "retry.attempts")
     op = ("retry.operation", "GET /stock-async")
     assert counts[frozenset({op, ("retry.outcome", "failure"), ("error.type", "RetryableError")})] == 2

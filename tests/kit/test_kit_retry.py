@@ -17,7 +17,8 @@ from errorgate_kit.retry import (
     wait_decorrelated_jitter,
 )
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, StatusCode
+
+from tests.kit.conftest import assert_retried_twice_then_succeeded
 
 
 def flaky(failures: int, exc: Exception | None = None):  # type: ignore[no-untyped-def]
@@ -38,15 +39,7 @@ def test_retried_then_succeeded_leaves_sibling_attempt_spans_with_resend_count(s
     call, calls = flaky(2)
     with trace.get_tracer("t").start_as_current_span("parent"):
         assert policy.call(call, span_name="GET /stock", attributes={"peer.service": "inventory"}) == "ok"
-    attempts = spans.named("GET /stock")
-    assert calls["n"] == 3 and len(attempts) == 3 and len(slept) == 2
-    assert {s.parent.span_id for s in attempts} == {spans.named("parent")[0].context.span_id}
-    assert [s.kind for s in attempts] == [SpanKind.CLIENT] * 3
-    assert [s.attributes.get("http.request.resend_count") for s in attempts] == [None, 1, 2]
-    assert [s.status.status_code for s in attempts] == [StatusCode.ERROR, StatusCode.ERROR, StatusCode.UNSET]
-    assert attempts[0].attributes["http.response.status_code"] == 503
-    assert attempts[0].events[0].name == "exception"
-    assert attempts[0].attributes["peer.service"] == "inventory"
+    assert_retried_twice_then_succeeded(spans, "GET /stock", calls, slept)
 
 
 def test_attempts_are_bounded_and_the_last_real_error_surfaces(spans) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from errorgate.ha.election import Election
 from errorgate.ha.etcd import EtcdClient, EtcdUnavailable
 from tests.support.gateway import free_port
 
@@ -70,3 +71,14 @@ def etcd_cluster(
         for p in procs:
             p.kill()
             p.wait(5)
+
+
+def two_engine_elections(endpoints: list[str]) -> tuple[Election, Election]:
+    """Two incident engines' elections on the cluster, each stepped once: (the leader, the other)."""
+    elections = [
+        Election(EtcdClient(endpoints, timeout=0.5), "/eg-test/incidents", f"eg{i}") for i in range(2)
+    ]
+    for e in elections:
+        e.step()
+    leader = next(e for e in elections if e.is_leader)
+    return leader, next(e for e in elections if e is not leader)

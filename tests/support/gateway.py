@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -88,6 +89,27 @@ def otlp_exporter_yaml(endpoint: str, *, queue_dir: Path | None = None, extra: s
     circuit_breaker: {{failure_threshold: 5, open_duration: 300ms}}
     {queue}
 {extra}"""
+
+
+def write_config(tmp_path: Path, *, exporters: str, pipelines: str, extra: str = "") -> Path:
+    """``tmp_path/errorgate.yaml`` for a command run on it (``errorgate dlq ...``): the OTLP
+    receiver with its defaults, data under ``tmp_path/data``. ``exporters`` and ``pipelines`` are
+    the bodies of those sections and ``extra`` more top-level sections, each written unindented."""
+    path = tmp_path / "errorgate.yaml"
+    path.write_text(
+        f"""
+receivers:
+  otlp: {{}}
+exporters:
+{textwrap.indent(textwrap.dedent(exporters).strip(), "  ")}
+service:
+  data_dir: {tmp_path / "data"}
+  pipelines:
+{textwrap.indent(textwrap.dedent(pipelines).strip(), "    ")}
+{textwrap.dedent(extra).strip()}
+"""
+    )
+    return path
 
 
 @contextmanager

@@ -5,12 +5,24 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from errorgate.config import EscalationDeliveryConfig
+from errorgate.governance.catalog import load_catalog
+from errorgate.governance.oncall import load_oncall
 from errorgate.incidents.engine import Engine
+from errorgate.incidents.escalation import Escalator
 from errorgate.incidents.http import Api, HttpServer
+from errorgate.incidents.notify import channels
 from errorgate.incidents.store import Store
+from tests.support.capture_server import CaptureServer
 
 TOKEN = "test-token-d0n7-l0g"
 
@@ -111,3 +123,30 @@ class EngineServer:
     def stop(self) -> None:
         self.http.stop()
         self.store.dispose()
+
+
+@contextmanager
+def escalation_world(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, slack: bool = False
+) -> Iterator[tuple[EngineServer, CaptureServer, Escalator]]:
+    """An engine on Monday 16 June 2025 10:00 UTC (12:00 in Berlin, where the payments rotation
+    hands over) escalating through the catalog's on-call chain to PagerDuty and Opsgenie (and
+    Slack with ``slack``), all delivered to one loopback capture server."""
+    capture = CaptureServer().start()
+    monkeypatch.setenv("PD_KEY", "R0UT1NGKEY")
+    monkeypatch.setenv("OG_KEY", "og-key")
+    delivery: dict[str, Any] = {
+        "pagerduty": {"url": f"{capture.url}/v2/enqueue", "routing_key_env": "PD_KEY"},
+        "opsgenie": {"url": capture.url, "api_key_env": "OG_KEY"},
+    }
+    if slack:
+        monkeypatch.setenv("SLACK_URL", f"{capture.url}/slack/T000/B000")
+        delivery["slack"] = {"webhook_url_env": "SLACK_URL"}
+    cfg = EscalationDeliveryConfig.model_validate(delivery)
+    srv = EngineServer(
+        f"sqlite:///{tmp_path / 'i.db'}", clock=Clock(datetime(2025, 6, 16, 10, tzinfo=UTC).timestamp())
+    )
+    escalator = Escalator(srv.engine, load_oncall(None, load_catalog()), channels(cfg), srv.url)
+    yield srv, capture, escalator
+    srv.stop()
+    capture.stop()

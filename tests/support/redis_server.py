@@ -5,6 +5,9 @@ same port (the shared-state failure tests).
     with start_redis(tmp_path) as server:
         client = server.client()
         url = server.url  # redis://127.0.0.1:PORT/0
+
+A test module of the shared-state suite takes its fixtures from ``redis_fixtures`` and builds
+the extension and processors with ``state_extension`` / ``state_processor``.
 """
 
 from __future__ import annotations
@@ -12,14 +15,19 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.support.prometheus import free_port
+
+if TYPE_CHECKING:
+    from errorgate.component import Processor
+    from errorgate.extensions.shared_state import RedisStateExtension
+    from errorgate.telemetry import Telemetry
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -101,7 +109,31 @@ def fresh(server: RedisServer) -> RedisServer:
     return server
 
 
-def state_extension(server: RedisServer, telemetry: Any = None, **settings: Any) -> Any:
+def redis_fixtures(
+    name: str,
+) -> tuple[Callable[..., Iterator[RedisServer]], Callable[..., RedisServer]]:
+    """A module's ``redis_server`` (one redis-server for all its tests, started once) and
+    ``server`` (that one, running and emptied for each test), to assign at module level:
+
+        redis_server, server = redis_fixtures("shared-late")
+
+    ``name`` names the server's temporary directory."""
+
+    @pytest.fixture(scope="module")
+    def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+        with start_redis(tmp_path_factory.mktemp(name)) as server:
+            yield server
+
+    @pytest.fixture
+    def server(redis_server: RedisServer) -> RedisServer:
+        return fresh(redis_server)
+
+    return redis_server, server
+
+
+def state_extension(
+    server: RedisServer, telemetry: Telemetry | None = None, **settings: Any
+) -> RedisStateExtension:
     """The ``redis`` shared-state extension pointed at ``server``."""
     import logging
 
@@ -112,3 +144,29 @@ def state_extension(server: RedisServer, telemetry: Any = None, **settings: Any)
     config = RedisConfig.model_validate({"endpoint": server.url, **settings})
     context = ComponentContext("redis", Path("."), telemetry or Telemetry(), logging.getLogger("test"))
     return RedisStateExtension(config, context)
+
+
+def state_processor(
+    kind: str,
+    tmp_path: Path,
+    ext: RedisStateExtension | None,
+    telemetry: Telemetry | None = None,
+    **settings: Any,
+) -> Processor:
+    """A ``kind`` processor (``classify``, ``sample``) keeping its state in ``ext``, or locally
+    when ``ext`` is None: one replica of the gateway."""
+    import logging
+
+    from errorgate.component import PROCESSORS, ComponentContext, Extensions
+    from errorgate.telemetry import Telemetry
+
+    factory = PROCESSORS.get(kind)
+    assert factory is not None
+    context = ComponentContext(
+        kind,
+        tmp_path,
+        telemetry or Telemetry(),
+        logging.getLogger("test"),
+        Extensions({"redis": ext} if ext is not None else {}),
+    )
+    return factory.create(factory.config_model.model_validate(settings), context)

@@ -24,6 +24,31 @@ RESPONSE_TIMES = (
     ("Time to resolve", "errorgate_incident_time_to_resolve_seconds", "Incident opened to resolved."),
 )
 
+# (panel title, counter, by, legend, description) for pages and silences.
+PAGING = (
+    (
+        "Page retries by outcome",
+        "errorgate_incident_page_retries_total",
+        "channel, outcome",
+        "{{channel}} {{outcome}}",
+        "Re-sends after a channel refused a page (same dedup key).",
+    ),
+    (
+        "Pages given up",
+        "errorgate_incident_pages_given_up_total",
+        "channel",
+        "{{channel}}",
+        "Pages abandoned after every attempt failed: someone was not told.",
+    ),
+    (
+        "Silence failures",
+        "errorgate_incident_silence_failures_total",
+        "target",
+        "{{target}}",
+        "By silence target.",
+    ),
+)
+
 
 def incidents() -> db.Dashboard:
     d = dashboard(
@@ -41,30 +66,8 @@ def incidents() -> db.Dashboard:
         ]
         d = d.with_panel(ts(title, "s", quantiles, description=description, width=8))
     d = d.with_row(db.Row("Paging and silences"))
-    retries = agg("errorgate_incident_page_retries_total", "channel, outcome", ENV)
-    d = d.with_panel(
-        ts(
-            "Page retries by outcome",
-            "cps",
-            [(retries, "{{channel}} {{outcome}}")],
-            description="Re-sends after a channel refused a page (same dedup key).",
-            width=8,
-        )
-    )
-    given_up = agg("errorgate_incident_pages_given_up_total", "channel", ENV)
-    d = d.with_panel(
-        ts(
-            "Pages given up",
-            "cps",
-            [(given_up, "{{channel}}")],
-            description="Pages abandoned after every attempt failed: someone was not told.",
-            width=8,
-        )
-    )
-    silences = agg("errorgate_incident_silence_failures_total", "target", ENV)
-    d = d.with_panel(
-        ts("Silence failures", "cps", [(silences, "{{target}}")], description="By silence target.", width=8)
-    )
+    for title, metric, by, legend, description in PAGING:
+        d = d.with_panel(ts(title, "cps", [(agg(metric, by, ENV), legend)], description=description, width=8))
     d = d.with_row(db.Row("High availability and rollbacks"))
     leader = f"max by (instance, role) ({sel('errorgate_ha_leader', ENV)})"
     d = d.with_panel(

@@ -50,6 +50,20 @@ NO_SERIES_IN_SCENARIO = {
     "errorgate_shared_state_up": "the scenario runs one replica, without the redis extension",
     "errorgate_shared_state_fallbacks_total": "the scenario runs one replica, without the redis extension",
     "errorgate_shared_state_round_trips_total": "the scenario runs one replica, without the redis extension",
+    # The incident dashboard's metrics: this scenario runs a gateway, not the incident engine.
+    **dict.fromkeys(
+        (
+            "errorgate_incident_time_to_detect_seconds_bucket",
+            "errorgate_incident_time_to_acknowledge_seconds_bucket",
+            "errorgate_incident_time_to_resolve_seconds_bucket",
+            "errorgate_incident_page_retries_total",
+            "errorgate_incident_pages_given_up_total",
+            "errorgate_incident_silence_failures_total",
+            "errorgate_ha_leader",
+        ),
+        "served by the incident engine's own /metrics (errorgate incidents serve), not the gateway's",
+    ),
+    "errorgate_rollback_notifications_total": "the scenario has no deploy verdicts, so no rollback",
 }
 
 

@@ -50,7 +50,8 @@ NO_SERIES_IN_SCENARIO = {
     "errorgate_shared_state_up": "the scenario runs one replica, without the redis extension",
     "errorgate_shared_state_fallbacks_total": "the scenario runs one replica, without the redis extension",
     "errorgate_shared_state_round_trips_total": "the scenario runs one replica, without the redis extension",
-    # The incident dashboard's metrics: this scenario runs a gateway, not the incident engine.
+    # The incident dashboard's metrics: this scenario runs a gateway, not the incident engine
+    # (tests/test_incidents_dashboard_e2e.py checks that dashboard against a real engine).
     **dict.fromkeys(
         (
             "errorgate_incident_time_to_detect_seconds_bucket",

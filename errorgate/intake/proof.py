@@ -30,10 +30,10 @@ returns None for every request, which keeps behaviour identical to validating ev
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import NamedTuple
 
+from errorgate.otlp.native import native_function
 from errorgate.receiver.config import ValidationConfig
 from errorgate.signals import Signal
 
@@ -48,17 +48,7 @@ class Proof(NamedTuple):
 _NativeProve = Callable[[int, bytes, int, int, int], "tuple[int, bool] | None"]
 
 
-def _load_native() -> _NativeProve | None:
-    if os.environ.get("ERRORGATE_NATIVE", "1") == "0":
-        return None
-    try:
-        from errorgate_native import prove
-    except ImportError:
-        return None
-    return prove  # type: ignore[no-any-return, unused-ignore]
-
-
-_native = _load_native()
+_native: _NativeProve | None = native_function("prove")
 NATIVE: bool = _native is not None
 
 

@@ -22,9 +22,9 @@ turns it off, as for ``errorgate.intake.proof``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
+from errorgate.otlp.native import native_function
 from errorgate.signals import Batch, Signal, count_items
 
 _SIGNAL_CODES = {Signal.TRACES: 0, Signal.LOGS: 1}
@@ -32,17 +32,7 @@ _SIGNAL_CODES = {Signal.TRACES: 0, Signal.LOGS: 1}
 _NativeSignatures = Callable[[int, bytes], "list[bytes | None] | None"]
 
 
-def _load_native() -> _NativeSignatures | None:
-    if os.environ.get("ERRORGATE_NATIVE", "1") == "0":
-        return None
-    try:
-        from errorgate_native import item_signatures
-    except ImportError:  # no module, or one built before it had item signatures
-        return None
-    return item_signatures  # type: ignore[no-any-return, unused-ignore]
-
-
-_native = _load_native()
+_native: _NativeSignatures | None = native_function("item_signatures")
 NATIVE: bool = _native is not None
 
 
